@@ -1,0 +1,1 @@
+"""Backends: one small module each, registered through the `register_backends` hook."""

@@ -1,0 +1,89 @@
+"""Any fsspec filesystem, named by URL: `file:///srv/media`, `gcs://bucket/media`, `sftp://host/media`.
+
+    backend: fsspec
+    url: file:///srv/synapse-media
+    storage_options: {auto_mkdir: true}
+
+`storage_options` go to the filesystem's constructor as they are. An async implementation
+is built on the I/O loop; a blocking one runs in a bounded thread pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import fsspec
+from fsspec import AbstractFileSystem
+from fsspec.core import split_protocol
+from pydantic import Field, field_validator
+
+from synapse_objstore.backends.base import Backend
+from synapse_objstore.config import BackendSettings
+from synapse_objstore.hookspecs import hookimpl
+
+# storage_options whose values are redacted from reprs and logs
+SECRET_OPTION_WORDS = ("secret", "password", "token", "key", "credential", "sas", "passphrase")
+
+
+class FsspecSettings(BackendSettings):
+    url: str = Field(min_length=1)
+    storage_options: dict[str, Any] = Field(default_factory=dict, repr=False)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        protocol, path = split_protocol(url)
+        protocol = protocol or "file"
+        try:
+            filesystem_class = fsspec.get_filesystem_class(protocol)
+        except ValueError:
+            raise ValueError(f"unknown fsspec protocol '{protocol}'") from None
+        except ImportError as error:
+            raise ValueError(f"protocol '{protocol}' needs a package that is not installed: {error}") from None
+        if filesystem_class.protocol in ("file", ("file", "local")) and not path.startswith("/"):
+            raise ValueError("a file:// URL must name an absolute directory, e.g. file:///srv/media")
+        return url
+
+    def secret_values(self) -> Iterator[str]:
+        yield from super().secret_values()
+        for name, value in self.storage_options.items():
+            if isinstance(value, str) and any(word in name.lower() for word in SECRET_OPTION_WORDS):
+                yield value
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        yield from super().__repr_args__()
+        yield "storage_options", sorted(self.storage_options)  # names only: values may be secrets
+
+
+class FsspecBackend(Backend):
+    name = "fsspec"
+    Settings = FsspecSettings
+    settings: FsspecSettings
+
+    @property
+    def protocol(self) -> str:
+        return split_protocol(self.settings.url)[0] or "file"
+
+    @property
+    def root(self) -> str:
+        filesystem_class = fsspec.get_filesystem_class(self.protocol)
+        return str(filesystem_class._strip_protocol(self.settings.url)).rstrip("/")
+
+    def describe(self) -> str:
+        return f"{self.protocol}://{self.root}/{self.settings.prefix}"
+
+    def create_filesystem(self, loop: asyncio.AbstractEventLoop) -> AbstractFileSystem:
+        filesystem_class = fsspec.get_filesystem_class(self.protocol)
+        options: dict[str, Any] = {"skip_instance_cache": True, **self.settings.storage_options}
+        if filesystem_class.protocol in ("file", ("file", "local")):
+            options.setdefault("auto_mkdir", True)
+        if getattr(filesystem_class, "async_impl", False):
+            options.update(asynchronous=True, loop=loop)
+        return filesystem_class(**options)
+
+
+@hookimpl
+def register_backends(register: Any) -> None:
+    register(FsspecBackend)

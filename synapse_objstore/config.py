@@ -1,0 +1,118 @@
+"""Typed settings for a provider `config:` block.
+
+The provider and the offload CLI parse the same block through `parse_store_config`, so a
+block that Synapse accepts is one the CLI accepts, and the other way round. Each backend
+declares its own settings model (a subclass of `BackendSettings`); this module holds what
+they share: the generic keys, strict parsing, and error messages that name the key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+if TYPE_CHECKING:
+    from synapse_objstore.backends.base import Backend
+    from synapse_objstore.plugins import BackendRegistry
+
+DEFAULT_BACKEND = "s3"
+
+SettingsT = TypeVar("SettingsT", bound=BaseModel)
+
+
+class ConfigError(ValueError):
+    """A config block that cannot be used. The message names the offending key."""
+
+
+class BackendSettings(BaseModel):
+    """Keys every backend accepts.
+
+    Models are strict (a string is not an int), reject unknown keys, and never echo an
+    input value in an error, since the value may be a secret.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, hide_input_in_errors=True)
+
+    prefix: str = Field(
+        "",
+        description="Prepended as-is to every media path to make the object key, exactly as "
+        "synapse-s3-storage-provider does ('media/' gives 'media/local_content/...').",
+    )
+    threadpool_size: int = Field(
+        40,
+        ge=1,
+        le=4096,
+        description="How much runs at once against the store: threads for blocking backends, "
+        "and the default size of the connection pool.",
+    )
+
+    @field_validator("prefix")
+    @classmethod
+    def _check_prefix(cls, prefix: str) -> str:
+        if prefix.startswith("/"):
+            raise ValueError("must not start with '/'")
+        if "//" in prefix:
+            raise ValueError("must not contain an empty segment ('//')")
+        if any(segment in (".", "..") for segment in prefix.split("/")):
+            raise ValueError("must not contain '.' or '..' segments")
+        return prefix
+
+    def secret_values(self) -> Iterator[str]:
+        """Every secret this block holds, for log redaction."""
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr) and value.get_secret_value():
+                yield value.get_secret_value()
+
+
+def parse_settings(model: type[SettingsT], data: Mapping[str, Any]) -> SettingsT:
+    """Validate `data` against `model`, turning pydantic's errors into one ConfigError."""
+    try:
+        return model.model_validate(dict(data))
+    except ValidationError as error:
+        raise ConfigError(describe_validation_error(error)) from None
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line per problem, each naming the key; never the value."""
+    problems = []
+    for item in error.errors(include_input=False, include_url=False):
+        key = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        if not key:  # a check across keys; its message names them
+            problems.append(message)
+        elif item["type"] == "extra_forbidden":
+            problems.append(f"unknown key '{key}'")
+        elif item["type"] == "missing":
+            problems.append(f"'{key}' is required")
+        else:
+            problems.append(f"'{key}': {message}")
+    return "; ".join(problems)
+
+
+def parse_store_config(raw: Mapping[str, Any] | None, registry: BackendRegistry | None = None) -> Backend:
+    """Turn a provider `config:` block into a ready (not yet connected) backend.
+
+    `backend:` picks the backend by its registered name (default `s3`); every other key
+    belongs to that backend's settings.
+    """
+    from synapse_objstore.plugins import default_registry
+
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"the provider config must be a mapping of keys, not {type(raw).__name__}")
+    data = dict(raw)
+    name = data.pop("backend", DEFAULT_BACKEND)
+    if not isinstance(name, str):
+        raise ConfigError("'backend': expected the name of a backend, as a string")
+    backend_class = (registry or default_registry()).get(name)
+    settings = parse_settings(backend_class.Settings, data)
+    try:
+        return backend_class(settings)
+    except ConfigError:
+        raise
+    except ValueError as error:
+        raise ConfigError(f"backend '{name}': {error}") from None

@@ -1,0 +1,142 @@
+"""Streams an object to a Synapse HTTP response with backpressure and no thread.
+
+The responder is a Twisted push producer. Its pump is a coroutine on the I/O loop that
+reads a chunk, hands it to the reactor thread, and waits until the reactor has written it
+before handing over the next one (while the next is already being read). Pausing clears
+an event the pump waits on; because the pause and the "written" signal travel to the loop
+in order, a consumer that pauses inside `write` gets no further chunk. A consumer that
+goes away stops the pump, which closes the object and gives its connection back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from types import TracebackType
+from typing import Any
+
+from synapse.logging.context import PreserveLoggingContext, make_deferred_yieldable
+from synapse.media._base import ConsumerRequestedStopError, Responder
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IConsumer, IPushProducer, IReactorFromThreads
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from synapse_objstore.backends.base import ObjectStream
+from synapse_objstore.io_loop import io_loop, submit
+
+logger = logging.getLogger(__name__)
+
+# Largest chunk handed to the reactor at once: big enough that thread hops are rare,
+# small enough that a paused response holds little memory.
+CHUNK_SIZE = 256 * 1024
+# A consumer paused this long is taken as gone (Synapse's own file sender uses 90 s).
+PAUSE_TIMEOUT = 90.0
+
+
+class ConsumerPausedTooLongError(Exception):
+    """The consumer paused and did not resume within PAUSE_TIMEOUT."""
+
+
+@implementer(IPushProducer)
+class ObjectResponder(Responder):
+    def __init__(self, reactor: IReactorFromThreads, stream: ObjectStream, media_path: str) -> None:
+        self._reactor = reactor
+        self._stream = stream
+        self._media_path = media_path
+        self._loop = io_loop()
+        self._resume = asyncio.Event()
+        self._consumer: IConsumer | None = None
+        self._pump_future: concurrent.futures.Future[None] | None = None
+        self._finished: Deferred[None] = Deferred()
+
+    def write_to_consumer(self, consumer: IConsumer) -> Deferred[None]:
+        self._consumer = consumer
+        consumer.registerProducer(self, True)
+        self._loop.call_soon_threadsafe(self._resume.set)
+        self._pump_future = submit(self._pump())
+        return make_deferred_yieldable(self._finished)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._pump_future is None:  # never streamed: the pump will not close the object
+            submit(self._stream.close())
+
+    # IPushProducer, called on the reactor thread
+
+    def pauseProducing(self) -> None:
+        self._loop.call_soon_threadsafe(self._resume.clear)
+
+    def resumeProducing(self) -> None:
+        self._loop.call_soon_threadsafe(self._resume.set)
+
+    def stopProducing(self) -> None:
+        if self._pump_future is not None:
+            self._pump_future.cancel()
+        self._detach()
+        if not self._finished.called:
+            with PreserveLoggingContext():
+                self._finished.errback(ConsumerRequestedStopError("the client went away"))
+
+    # the pump, on the I/O loop
+
+    async def _pump(self) -> None:
+        outcome: BaseException | None = None
+        next_read: asyncio.Future[bytes] | None = None
+        try:
+            chunk = await self._stream.read(CHUNK_SIZE)
+            while chunk:
+                await self._wait_until_resumed()
+                written = self._loop.create_future()
+                self._reactor.callFromThread(self._deliver, chunk, written)
+                next_read = asyncio.ensure_future(self._stream.read(CHUNK_SIZE))
+                await written
+                chunk = await next_read
+                next_read = None
+        except asyncio.CancelledError:
+            return  # stopProducing: the consumer is gone and has been told
+        except Exception as error:
+            outcome = error
+        finally:
+            if next_read is not None:
+                next_read.cancel()
+            await self._stream.close()
+        self._reactor.callFromThread(self._finish, outcome)
+
+    async def _wait_until_resumed(self) -> None:
+        try:
+            await asyncio.wait_for(self._resume.wait(), PAUSE_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise ConsumerPausedTooLongError(f"consumer paused for over {PAUSE_TIMEOUT:.0f} s") from None
+
+    # back on the reactor thread
+
+    def _deliver(self, chunk: bytes, written: asyncio.Future[None]) -> None:
+        if self._consumer is not None:
+            self._consumer.write(chunk)
+        self._loop.call_soon_threadsafe(_resolve, written)
+
+    def _finish(self, error: BaseException | None) -> None:
+        self._detach()
+        if self._finished.called:
+            return
+        if error is None:
+            self._finished.callback(None)
+        else:
+            logger.warning("streaming %s failed: %s", self._media_path, error)
+            self._finished.errback(Failure(error))
+
+    def _detach(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            consumer.unregisterProducer()
+
+    def __repr__(self) -> str:
+        return f"<ObjectResponder {self._media_path}>"
+
+
+def _resolve(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -1,0 +1,163 @@
+"""ObjectStore: the one object store that the provider and the CLI share.
+
+It maps media paths to object keys (`prefix + media path`, as synapse-s3-storage-provider
+does), checks paths, and offers put / streamed read / info / delete / list over the
+backend's fsspec filesystem. It knows nothing of Synapse. Every coroutine here runs on the
+I/O loop (`synapse_objstore.io_loop`); the filesystem is built there on first use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from synapse_objstore.asyncfs import AsyncFs
+from synapse_objstore.backends.base import Backend, ObjectStream
+from synapse_objstore.io_loop import io_loop
+from synapse_objstore.redaction import redact, register_secrets
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class MediaPathError(ValueError):
+    """A media path that must not become an object key."""
+
+
+class ObjectStoreError(OSError):
+    """A store operation that failed for a reason other than a missing object."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    media_path: str
+    size: int
+    etag: str | None = None
+    storage_class: str | None = None
+    last_modified: datetime | None = None
+
+
+def check_media_path(media_path: str) -> str:
+    """`media_path` if it is a relative path with no empty, '.' or '..' segment."""
+    if not isinstance(media_path, str) or not media_path:
+        raise MediaPathError("empty media path")
+    if media_path.startswith("/"):
+        raise MediaPathError(f"absolute media path {media_path!r}: expected one relative to the media store")
+    if "\0" in media_path:
+        raise MediaPathError(f"media path {media_path!r} contains a NUL byte")
+    if any(segment in ("", ".", "..") for segment in media_path.split("/")):
+        raise MediaPathError(f"media path {media_path!r} has an empty, '.' or '..' segment")
+    return media_path
+
+
+class ObjectStore:
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.prefix = backend.settings.prefix
+        self._fs: AsyncFs | None = None
+        register_secrets(backend.settings.secret_values())
+
+    def __repr__(self) -> str:
+        return f"<ObjectStore {self.backend.describe()}>"
+
+    def key(self, media_path: str) -> str:
+        """The object key of a media path: exactly `prefix + media path`."""
+        return self.prefix + check_media_path(media_path)
+
+    def remote_path(self, media_path: str) -> str:
+        return f"{self.backend.root}/{self.key(media_path)}"
+
+    def filesystem(self) -> AsyncFs:
+        """The backend's filesystem, built on first use. Call on the I/O loop."""
+        if self._fs is None:
+            self._fs = AsyncFs(self.backend.create_filesystem(io_loop()), self.backend.settings.threadpool_size)
+        return self._fs
+
+    async def connect(self) -> None:
+        """Build the filesystem and, where it has one, its client session."""
+        fs = self.filesystem().fs
+        if hasattr(fs, "set_session"):
+            await self._guard("connect to", "/", fs.set_session)
+
+    async def put_file(self, local_path: str, media_path: str) -> None:
+        """Upload a local file as the object for `media_path`, replacing any object there."""
+        remote_path = self.remote_path(media_path)
+        await self._guard("store", media_path, lambda: self.backend.upload(self.filesystem(), local_path, remote_path))
+
+    async def open_read(self, media_path: str) -> ObjectStream | None:
+        """The object opened for streaming, or None when it does not exist."""
+        remote_path = self.remote_path(media_path)
+        try:
+            return await self._guard("fetch", media_path, lambda: self.backend.open_read(self.filesystem(), remote_path))
+        except FileNotFoundError:
+            return None
+
+    async def info(self, media_path: str) -> ObjectInfo | None:
+        """Size and checksum of the object, or None when it does not exist."""
+        remote_path = self.remote_path(media_path)
+        try:
+            raw = await self._guard("inspect", media_path, lambda: self.filesystem().call("info", remote_path))
+        except FileNotFoundError:
+            return None
+        if raw.get("type") == "directory":
+            return None
+        return self._object_info(media_path, raw)
+
+    async def exists(self, media_path: str) -> bool:
+        return await self.info(media_path) is not None
+
+    async def delete(self, media_path: str) -> None:
+        """Delete the object; deleting one that does not exist succeeds."""
+        remote_path = self.remote_path(media_path)
+        with contextlib.suppress(FileNotFoundError):
+            await self._guard("delete", media_path, lambda: self.filesystem().call("rm_file", remote_path))
+
+    async def list(self, media_prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        """Every object under a media directory ('' for all, else ending in '/')."""
+        if media_prefix and (not media_prefix.endswith("/") or media_prefix.startswith("/")):
+            raise MediaPathError(f"list takes a media directory ending in '/', not {media_prefix!r}")
+        if media_prefix:
+            check_media_path(media_prefix.rstrip("/"))
+        base = f"{self.backend.root}/{self.prefix}"
+        found: dict[str, dict[str, Any]] = await self._guard(
+            "list", media_prefix or "/", lambda: self.filesystem().call("find", base + media_prefix, detail=True)
+        )
+        strip = len(self.filesystem().fs._strip_protocol(base))
+        for path, raw in sorted(found.items()):
+            if raw.get("type") != "directory":
+                yield self._object_info(path[strip:].lstrip("/"), raw)
+
+    async def close(self) -> None:
+        if self._fs is not None:
+            self._fs.close()
+            self._fs = None
+
+    async def _guard(self, action: str, media_path: str, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run `operation`; a failure other than a missing object becomes an ObjectStoreError
+        that names the action, the object and the store, with any secret redacted."""
+        try:
+            return await operation()
+        except (FileNotFoundError, MediaPathError):
+            raise
+        except Exception as error:
+            detail = redact(f"{type(error).__name__}: {error}")
+            raise ObjectStoreError(f"could not {action} {media_path!r} on {self.backend.describe()}: {detail}") from error
+
+    @staticmethod
+    def _object_info(media_path: str, raw: dict[str, Any]) -> ObjectInfo:
+        etag = raw.get("ETag") or raw.get("etag") or raw.get("md5")
+        modified = raw.get("LastModified") or raw.get("last_modified") or raw.get("mtime") or raw.get("created")
+        if isinstance(modified, (int, float)):
+            modified = datetime.fromtimestamp(modified).astimezone()
+        return ObjectInfo(
+            media_path=media_path,
+            size=int(raw["size"]),
+            etag=etag.strip('"') if isinstance(etag, str) else None,
+            storage_class=raw.get("StorageClass"),
+            last_modified=modified if isinstance(modified, datetime) else None,
+        )

@@ -1,0 +1,142 @@
+"""ObjectStore on the S3 backend against a moto server over HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from synapse_objstore.config import parse_store_config
+from synapse_objstore.io_loop import run
+from synapse_objstore.store import MediaPathError, ObjectStore, ObjectStoreError
+from tests.conftest import s3_client
+from tests.servers.moto import MotoServer
+from tests.servers.process import free_port
+
+MiB = 1024 * 1024
+
+
+def make_store(endpoint_url: str, bucket: str, **extra: Any) -> ObjectStore:
+    return ObjectStore(parse_store_config({"bucket": bucket, "endpoint_url": endpoint_url, **extra}))
+
+
+async def read_all(store: ObjectStore, media_path: str, chunk: int = 64 * 1024) -> bytes | None:
+    stream = await store.open_read(media_path)
+    if stream is None:
+        return None
+    parts = []
+    try:
+        while data := await stream.read(chunk):
+            parts.append(data)
+    finally:
+        await stream.close()
+    return b"".join(parts)
+
+
+def write(path: Path, data: bytes) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return str(path)
+
+
+def test_keys_are_prefix_plus_media_path_like_synapse_s3_storage_provider(moto: MotoServer, bucket: str, tmp_path: Path) -> None:
+    store = make_store(moto.endpoint_url, bucket, prefix="synapse/")
+    run(store.put_file(write(tmp_path / "f", b"hello"), "local_content/ab/cd/efgh"))
+    # A prefix without a trailing '/' is concatenated as-is, exactly as the old provider does.
+    bare = make_store(moto.endpoint_url, bucket, prefix="raw")
+    run(bare.put_file(write(tmp_path / "g", b"x"), "local_content/ab/cd/efgh"))
+
+    keys = sorted(o["Key"] for o in s3_client(moto.endpoint_url).list_objects_v2(Bucket=bucket)["Contents"])
+    assert keys == ["rawlocal_content/ab/cd/efgh", "synapse/local_content/ab/cd/efgh"]
+
+
+def test_put_read_info_delete_roundtrip(moto: MotoServer, bucket: str, tmp_path: Path) -> None:
+    store = make_store(moto.endpoint_url, bucket)
+    data = os.urandom(300_000)
+    run(store.put_file(write(tmp_path / "a", data), "remote_content/example.org/ab/cd/ef"))
+
+    assert run(read_all(store, "remote_content/example.org/ab/cd/ef")) == data
+    info = run(store.info("remote_content/example.org/ab/cd/ef"))
+    assert info is not None and info.size == len(data)
+    assert info.etag == hashlib.md5(data).hexdigest()
+    assert run(store.exists("remote_content/example.org/ab/cd/ef"))
+
+    run(store.delete("remote_content/example.org/ab/cd/ef"))
+    assert not run(store.exists("remote_content/example.org/ab/cd/ef"))
+    run(store.delete("remote_content/example.org/ab/cd/ef"))  # deleting again succeeds
+
+
+def test_missing_object_reads_as_none(moto: MotoServer, bucket: str) -> None:
+    store = make_store(moto.endpoint_url, bucket)
+    assert run(store.open_read("local_content/no/su/chmedia")) is None
+    assert run(store.info("local_content/no/su/chmedia")) is None
+
+
+def test_list_under_a_media_directory(moto: MotoServer, bucket: str, tmp_path: Path) -> None:
+    store = make_store(moto.endpoint_url, bucket, prefix="p/")
+    for path in ("local_content/aa/bb/one", "local_content/aa/cc/two", "local_thumbnails/aa/bb/one/32-32-image-png"):
+        run(store.put_file(write(tmp_path / "x", path.encode()), path))
+
+    async def collect(prefix: str) -> list[tuple[str, int]]:
+        return [(o.media_path, o.size) async for o in store.list(prefix)]
+
+    assert run(collect("local_content/")) == [("local_content/aa/bb/one", 23), ("local_content/aa/cc/two", 23)]
+    assert len(run(collect(""))) == 3
+
+
+@pytest.mark.parametrize("bad", ["", "/etc/passwd", "local_content/../../etc", "local_content//x", "a/./b"])
+def test_unsafe_media_paths_are_refused(moto: MotoServer, bucket: str, tmp_path: Path, bad: str) -> None:
+    store = make_store(moto.endpoint_url, bucket)
+    with pytest.raises(MediaPathError):
+        run(store.put_file(write(tmp_path / "f", b"x"), bad))
+    assert "Contents" not in s3_client(moto.endpoint_url).list_objects_v2(Bucket=bucket)
+
+
+def test_storage_class_is_set_on_single_and_multipart_uploads(moto: MotoServer, bucket: str, tmp_path: Path) -> None:
+    store = make_store(moto.endpoint_url, bucket, storage_class="STANDARD_IA", multipart_threshold="5MiB",
+                       multipart_chunksize="5MiB")
+    run(store.put_file(write(tmp_path / "small", b"s" * 1000), "local_content/sm/al/l"))
+    big = os.urandom(12 * MiB)
+    run(store.put_file(write(tmp_path / "big", big), "local_content/bi/gg/big"))
+
+    client = s3_client(moto.endpoint_url)
+    for key in ("local_content/sm/al/l", "local_content/bi/gg/big"):
+        assert client.head_object(Bucket=bucket, Key=key)["StorageClass"] == "STANDARD_IA"
+    # 12 MiB in 5 MiB parts: a three-part multipart upload, read back intact.
+    assert client.head_object(Bucket=bucket, Key="local_content/bi/gg/big")["ETag"].strip('"').endswith("-3")
+    assert run(read_all(store, "local_content/bi/gg/big")) == big
+
+
+def test_failed_multipart_upload_is_aborted_not_left_behind(moto: MotoServer, bucket: str, tmp_path: Path) -> None:
+    store = make_store(moto.endpoint_url, bucket, multipart_threshold="5MiB", multipart_chunksize="5MiB")
+    local = write(tmp_path / "big", os.urandom(11 * MiB))
+    real_upload = store.backend.upload
+
+    async def failing_read(*args: Any) -> Any:
+        raise OSError("disk read error")
+
+    async def upload_with_bad_disk(fs: Any, local_path: str, remote_path: str) -> None:
+        fs.in_thread = failing_read  # the local disk fails while parts are read
+        await real_upload(fs, local_path, remote_path)
+
+    store.backend.upload = upload_with_bad_disk  # type: ignore[method-assign]
+    with pytest.raises(ObjectStoreError, match="disk read error"):
+        run(store.put_file(local, "local_content/bi/gg/big"))
+    client = s3_client(moto.endpoint_url)
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert "Contents" not in client.list_objects_v2(Bucket=bucket)
+
+
+def test_store_down_fails_fast_with_a_clear_error(tmp_path: Path) -> None:
+    store = make_store(f"http://127.0.0.1:{free_port()}", "media", retries=1, connect_timeout=2)
+    with pytest.raises(ObjectStoreError, match=r"could not fetch 'local_content/aa/bb/cc' on s3://media/ at http://127.0.0.1:\d+"):
+        run(store.open_read("local_content/aa/bb/cc"), timeout=30)
+
+
+def test_missing_bucket_is_an_error_not_a_missing_object(moto: MotoServer) -> None:
+    store = make_store(moto.endpoint_url, "no-such-bucket")
+    with pytest.raises((ObjectStoreError, FileNotFoundError)):
+        run(store.put_file(__file__, "local_content/aa/bb/cc"))
