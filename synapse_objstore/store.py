@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -87,7 +88,16 @@ class ObjectStore:
     async def put_file(self, local_path: str, media_path: str) -> None:
         """Upload a local file as the object for `media_path`, replacing any object there."""
         remote_path = self.remote_path(media_path)
-        await self._guard("store", media_path, lambda: self.backend.upload(self.filesystem(), local_path, remote_path))
+        try:
+            await self._guard("store", media_path, lambda: self.backend.upload(self.filesystem(), local_path, remote_path))
+        except FileNotFoundError as error:
+            if not os.path.exists(local_path):
+                raise FileNotFoundError(f"local file {local_path} (media {media_path!r}) does not exist") from None
+            # s3fs reports a missing bucket as a missing file
+            raise ObjectStoreError(
+                f"could not store {media_path!r} on {self.backend.describe()}: the bucket or directory does not exist "
+                f"({redact(str(error))})"
+            ) from error
 
     async def open_read(self, media_path: str) -> ObjectStream | None:
         """The object opened for streaming, or None when it does not exist."""

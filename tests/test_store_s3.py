@@ -138,5 +138,5 @@ def test_store_down_fails_fast_with_a_clear_error(tmp_path: Path) -> None:
 
 def test_missing_bucket_is_an_error_not_a_missing_object(moto: MotoServer) -> None:
     store = make_store(moto.endpoint_url, "no-such-bucket")
-    with pytest.raises((ObjectStoreError, FileNotFoundError)):
+    with pytest.raises(ObjectStoreError, match="could not store 'local_content/aa/bb/cc' on s3://no-such-bucket/"):
         run(store.put_file(__file__, "local_content/aa/bb/cc"))

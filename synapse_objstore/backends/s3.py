@@ -12,8 +12,10 @@ s3fs loses them on some paths, so one filesystem serves one key.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import os
+from collections.abc import Iterator
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -84,6 +86,11 @@ class S3Settings(BackendSettings):
             if length != 32:
                 raise ValueError(f"sse_customer_key must be exactly 32 bytes for AES256 (it has {length})")
         return self
+
+    def secret_values(self) -> Iterator[str]:
+        yield from super().secret_values()
+        if self.sse_customer_key is not None:  # botocore logs the key as sent: base64-encoded
+            yield base64.b64encode(self.sse_customer_key.get_secret_value().encode()).decode()
 
     @property
     def pool_size(self) -> int:

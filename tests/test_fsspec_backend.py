@@ -1,0 +1,70 @@
+"""The `fsspec` backend on a local directory, directly and inside Synapse's provider wrapper."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from synapse_objstore.config import ConfigError, parse_store_config
+from synapse_objstore.io_loop import run
+from synapse_objstore.store import ObjectStore
+from tests.synapse_harness import RecordingConsumer, load_provider, local_media
+from tests.test_provider import put_local, stream, wait_for
+from tests.test_store_s3 import read_all, write
+
+
+def test_store_on_a_directory(tmp_path: Path) -> None:
+    target = tmp_path / "bucket"
+    store = ObjectStore(parse_store_config({"backend": "fsspec", "url": f"file://{target}", "prefix": "hs/"}))
+    data = os.urandom(700_000)
+    run(store.put_file(write(tmp_path / "src", data), "remote_content/matrix.org/ab/cd/ef"))
+
+    assert (target / "hs/remote_content/matrix.org/ab/cd/ef").read_bytes() == data
+    assert run(read_all(store, "remote_content/matrix.org/ab/cd/ef")) == data
+    info = run(store.info("remote_content/matrix.org/ab/cd/ef"))
+    assert info is not None and info.size == len(data)
+
+    async def listed() -> list[str]:
+        return [o.media_path async for o in store.list("remote_content/")]
+
+    assert run(listed()) == ["remote_content/matrix.org/ab/cd/ef"]
+    run(store.delete("remote_content/matrix.org/ab/cd/ef"))
+    run(store.delete("remote_content/matrix.org/ab/cd/ef"))
+    assert run(store.open_read("remote_content/matrix.org/ab/cd/ef")) is None
+
+
+def test_provider_streams_from_a_directory(reactor: Any, in_reactor: Callable[..., Any], tmp_path: Path,
+                                           media_store: Path) -> None:
+    provider = load_provider(reactor, media_store, {"backend": "fsspec", "url": f"file://{tmp_path}/objects"})
+    path, info = local_media("fsspecmedia01")
+    data = os.urandom(1_500_000)
+    put_local(media_store, path, data)
+    in_reactor(provider.store_file, path, info)
+    consumer = RecordingConsumer()
+    wait_for(in_reactor, stream(in_reactor, provider, path, info, consumer))
+    assert consumer.data == data
+    assert in_reactor(provider.fetch, *local_media("notthereatall")) is None
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"backend": "fsspec", "url": "nosuchproto://x"}, "'url': unknown fsspec protocol 'nosuchproto'"),
+        ({"backend": "fsspec", "url": "file://relative/dir"}, "must name an absolute directory"),
+        ({"backend": "fsspec"}, "'url' is required"),
+    ],
+)
+def test_bad_fsspec_config_is_named(config: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_store_config(config)
+
+
+def test_storage_option_secrets_are_hidden(tmp_path: Path) -> None:
+    backend = parse_store_config({"backend": "fsspec", "url": f"file://{tmp_path}",
+                                  "storage_options": {"password": "hunter2-secret", "auto_mkdir": True}})
+    assert "hunter2-secret" not in repr(backend)
+    assert "password" in repr(backend)

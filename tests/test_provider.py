@@ -1,0 +1,227 @@
+"""The provider inside Synapse's own StorageProviderWrapper, against moto over HTTP."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from synapse.config._base import ConfigError as SynapseConfigError
+from synapse.media._base import ConsumerRequestedStopError
+from synapse.util.file_consumer import BackgroundFileConsumer
+from twisted.internet import defer
+
+from synapse_objstore.store import ObjectStoreError
+from tests.conftest import s3_client
+from tests.servers.moto import MotoServer
+from tests.servers.process import free_port
+from tests.synapse_harness import RecordingConsumer, homeserver, load_provider, local_media
+
+MiB = 1024 * 1024
+
+
+def put_local(media_store: Path, path: str, data: bytes) -> None:
+    target = media_store / path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+
+
+def s3_config(moto: MotoServer, bucket: str, **extra: Any) -> dict[str, Any]:
+    return {"bucket": bucket, "endpoint_url": moto.endpoint_url, **extra}
+
+
+def test_store_file_uploads_from_the_media_store(reactor: Any, in_reactor: Callable[..., Any], moto: MotoServer,
+                                                 bucket: str, media_store: Path) -> None:
+    provider = load_provider(reactor, media_store, s3_config(moto, bucket, prefix="hs1/"))
+    path, info = local_media("abcdefghijkl")
+    data = os.urandom(70_000)
+    put_local(media_store, path, data)
+
+    in_reactor(provider.store_file, path, info)
+
+    body = s3_client(moto.endpoint_url).get_object(Bucket=bucket, Key="hs1/" + path)["Body"].read()
+    assert body == data
+
+
+def test_fetch_streams_the_object_into_synapses_file_consumer(reactor: Any, in_reactor: Callable[..., Any],
+                                                              moto: MotoServer, bucket: str, media_store: Path,
+                                                              tmp_path: Path) -> None:
+    provider = load_provider(reactor, media_store, s3_config(moto, bucket))
+    path, info = local_media("streamedmedia1")
+    data = os.urandom(3 * MiB + 123)
+    s3_client(moto.endpoint_url).put_object(Bucket=bucket, Key=path, Body=data)
+    target = tmp_path / "copy"
+
+    async def fetch_to_file() -> None:
+        responder = await provider.fetch(path, info)
+        assert responder is not None
+        with responder:
+            consumer = BackgroundFileConsumer(open(target, "wb"), reactor)
+            await responder.write_to_consumer(consumer)
+            await consumer.wait()
+
+    in_reactor(fetch_to_file)
+    assert target.read_bytes() == data
+
+
+def test_missing_object_fetches_as_none(reactor: Any, in_reactor: Callable[..., Any], moto: MotoServer, bucket: str,
+                                        media_store: Path) -> None:
+    provider = load_provider(reactor, media_store, s3_config(moto, bucket))
+    path, info = local_media("doesnotexist")
+    assert in_reactor(provider.fetch, path, info) is None
+
+
+def stream(in_reactor: Callable[..., Any], provider: Any, path: str, info: Any, consumer: RecordingConsumer,
+           timeout: float = 30) -> Any:
+    """Fetch and start streaming into `consumer`; the Deferred that fires when it is done."""
+    started: dict[str, Any] = {}
+
+    async def start() -> None:
+        responder = await provider.fetch(path, info)
+        assert responder is not None
+        started["responder"] = responder
+        responder.__enter__()
+        started["done"] = defer.ensureDeferred(responder.write_to_consumer(consumer))
+
+    in_reactor(start)
+    return started["done"]
+
+
+def wait_for(in_reactor: Callable[..., Any], deferred: Any, timeout: float = 30) -> Any:
+    from twisted.internet import reactor
+
+    def waiting() -> Any:
+        return deferred.addTimeout(timeout, reactor)
+
+    return in_reactor(waiting)
+
+
+def test_pause_stops_reading_and_resume_finishes(reactor: Any, in_reactor: Callable[..., Any], moto: MotoServer,
+                                                 bucket: str, media_store: Path) -> None:
+    provider = load_provider(reactor, media_store, s3_config(moto, bucket))
+    path, info = local_media("pausedmedia1")
+    data = os.urandom(8 * MiB)
+    s3_client(moto.endpoint_url).put_object(Bucket=bucket, Key=path, Body=data)
+    consumer = RecordingConsumer(pause_on_first_write=True)
+
+    done = stream(in_reactor, provider, path, info, consumer)
+    time.sleep(1.0)  # a paused client: nothing more may arrive
+    assert in_reactor(lambda: (len(consumer.chunks), consumer.bytes_after_pause)) == (1, 0)
+    assert not done.called
+
+    in_reactor(consumer.resume)
+    wait_for(in_reactor, done)
+    assert consumer.data == data
+
+
+def test_client_going_away_stops_the_stream_and_frees_the_connection(
+    reactor: Any, in_reactor: Callable[..., Any], moto: MotoServer, bucket: str, media_store: Path
+) -> None:
+    # One connection only: if the abandoned stream kept it, the next fetch could never start.
+    provider = load_provider(reactor, media_store, s3_config(moto, bucket, max_pool_connections=1, read_timeout=5))
+    big_path, big_info = local_media("abandonedmedia")
+    small_path, small_info = local_media("nextmedia0001")
+    client = s3_client(moto.endpoint_url)
+    client.put_object(Bucket=bucket, Key=big_path, Body=os.urandom(16 * MiB))
+    client.put_object(Bucket=bucket, Key=small_path, Body=b"next")
+
+    leaving = RecordingConsumer(stop_on_first_write=True)
+    done = stream(in_reactor, provider, big_path, big_info, leaving)
+    with pytest.raises(ConsumerRequestedStopError):
+        wait_for(in_reactor, done)
+    assert len(leaving.chunks) == 1 and leaving.producer is None
+
+    staying = RecordingConsumer()
+    wait_for(in_reactor, stream(in_reactor, provider, small_path, small_info, staying), timeout=20)
+    assert staying.data == b"next"
+
+
+def test_store_down_fetch_fails_fast_instead_of_hanging(reactor: Any, in_reactor: Callable[..., Any],
+                                                        media_store: Path) -> None:
+    config = {"bucket": "media", "endpoint_url": f"http://127.0.0.1:{free_port()}", "retries": 1, "connect_timeout": 2}
+    provider = load_provider(reactor, media_store, config)
+    path, info = local_media("unreachable01")
+    started = time.monotonic()
+    with pytest.raises(ObjectStoreError, match="could not fetch"):
+        in_reactor(provider.fetch, path, info)
+    assert time.monotonic() - started < 20
+
+
+def test_upload_of_a_missing_local_file_is_a_clear_error(reactor: Any, in_reactor: Callable[..., Any],
+                                                         moto: MotoServer, bucket: str, media_store: Path) -> None:
+    provider = load_provider(reactor, media_store, s3_config(moto, bucket))
+    path, info = local_media("notondiskatall")
+    with pytest.raises(FileNotFoundError, match=r"local file .*/local_content/no/to/ndiskatall .*does not exist"):
+        in_reactor(provider.store_file, path, info)
+
+
+def test_background_uploads_arrive(reactor: Any, in_reactor: Callable[..., Any], moto: MotoServer, bucket: str,
+                                   media_store: Path) -> None:
+    provider = load_provider(reactor, media_store, s3_config(moto, bucket), store_synchronous=False)
+    path, info = local_media("backgroundupl")
+    put_local(media_store, path, b"later")
+    in_reactor(provider.store_file, path, info)
+
+    client = s3_client(moto.endpoint_url)
+    deadline = time.monotonic() + 20
+    while "Contents" not in client.list_objects_v2(Bucket=bucket) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert client.get_object(Bucket=bucket, Key=path)["Body"].read() == b"later"
+
+
+@pytest.mark.parametrize(
+    ("config", "named"),
+    [
+        ({"bucket": "m", "bogus_key": 1}, "unknown key 'bogus_key'"),
+        ({"backend": "nosuch"}, "unknown backend 'nosuch'; registered backends: fsspec, s3"),
+        ({"bucket": "m", "threadpool_size": "many"}, "'threadpool_size': Input should be a valid integer"),
+        ({}, "'bucket' is required"),
+        ({"bucket": "m", "endpoint_url": "localhost:9000"}, "'endpoint_url': must be an http:// or https:// URL"),
+    ],
+)
+def test_bad_config_stops_synapse_with_a_message_naming_the_key(reactor: Any, media_store: Path,
+                                                                config: dict[str, Any], named: str) -> None:
+    with pytest.raises(SynapseConfigError) as raised:
+        load_provider(reactor, media_store, config)
+    error = raised.value
+    text = " ".join(str(part) for part in (error, error.__cause__, getattr(error, "msg", "")) if part)
+    assert named in text
+
+
+def test_disabled_local_media_storage_is_refused_at_startup(reactor: Any, media_store: Path) -> None:
+    from synapse_objstore.provider import ObjectStorageProvider
+
+    backend = ObjectStorageProvider.parse_config({"bucket": "m"})
+    with pytest.raises(SynapseConfigError, match="enable_local_media_storage"):
+        ObjectStorageProvider(homeserver(reactor, media_store, enable_local_media_storage=False), backend)
+
+
+def test_provider_config_repr_hides_secrets() -> None:
+    from synapse_objstore.provider import ObjectStorageProvider
+
+    backend = ObjectStorageProvider.parse_config(
+        {"bucket": "m", "access_key_id": "AKID", "secret_access_key": "s3cr3t-value", "session_token": "tok-value",
+         "sse_customer_key": "K" * 32}
+    )
+    shown = repr(backend) + str(backend.settings) + repr(backend.settings.model_dump())
+    for secret in ("s3cr3t-value", "tok-value", "K" * 32):
+        assert secret not in shown
+    assert "AKID" in shown
+
+
+def test_fetch_and_store_in_one_logcontext_free_flow(reactor: Any, in_reactor: Callable[..., Any], moto: MotoServer,
+                                                     bucket: str, media_store: Path) -> None:
+    """Uploading then fetching through the same provider gives back the bytes uploaded."""
+    provider = load_provider(reactor, media_store, s3_config(moto, bucket, prefix="x/"))
+    path, info = local_media("roundtripmedia")
+    data = os.urandom(1 * MiB)
+    put_local(media_store, path, data)
+    in_reactor(provider.store_file, path, info)
+    (media_store / path).unlink()
+    consumer = RecordingConsumer()
+    wait_for(in_reactor, stream(in_reactor, provider, path, info, consumer))
+    assert io.BytesIO(consumer.data).getvalue() == data
