@@ -1,0 +1,54 @@
+"""The sdist and wheel build, and the wheel installs into a clean virtual environment and works."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CHECK = """
+import importlib.metadata, importlib.util
+from synapse_objstore.config import parse_store_config
+from synapse_objstore.plugins import default_registry
+assert default_registry().names() == ["fsspec", "s3"], default_registry().names()
+backend = parse_store_config({"bucket": "media", "prefix": "p/"})
+assert backend.describe() == "s3://media/p/ at AWS", backend.describe()
+assert importlib.util.find_spec("synapse") is None  # the store and CLI need no Synapse
+print("ok")
+"""
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)], check=True,
+                   capture_output=True, timeout=300)
+    return out
+
+
+def test_sdist_carries_the_package_tests_and_docs(dist: Path) -> None:
+    (sdist,) = dist.glob("*.tar.gz")
+    names = tarfile.open(sdist).getnames()
+    for expected in ("synapse_objstore/provider.py", "synapse_objstore/backends/s3.py", "README.md", "pyproject.toml"):
+        assert any(name.endswith(expected) for name in names), expected
+
+
+def test_wheel_installs_into_a_clean_venv_and_works(dist: Path, tmp_path: Path) -> None:
+    (wheel,) = dist.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        entry_points = next(n for n in archive.namelist() if n.endswith("entry_points.txt"))
+        declared = archive.read(entry_points).decode()
+    assert "[synapse_objstore]" in declared and "objstore-offload" in declared
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    subprocess.run([str(venv / "bin/pip"), "install", "--quiet", str(wheel)], check=True, capture_output=True,
+                   timeout=600)
+    result = subprocess.run([str(venv / "bin/python"), "-c", CHECK], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "ok", result.stderr
