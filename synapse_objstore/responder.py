@@ -25,12 +25,17 @@ from zope.interface import implementer
 
 from synapse_objstore.backends.base import ObjectStream
 from synapse_objstore.io_loop import io_loop, submit
+from synapse_objstore.redaction import redact
+from synapse_objstore.store import ObjectStoreError
 
 logger = logging.getLogger(__name__)
 
 # Largest chunk handed to the reactor at once: big enough that thread hops are rare,
 # small enough that a paused response holds little memory.
 CHUNK_SIZE = 256 * 1024
+# A consumer paused this long gives back the store connection (the stream resumes with a
+# ranged read), so stalled clients cannot exhaust the connection pool.
+RELEASE_CONNECTION_AFTER = 5.0
 # A consumer paused this long is taken as gone (Synapse's own file sender uses 90 s).
 PAUSE_TIMEOUT = 90.0
 
@@ -97,8 +102,11 @@ class ObjectResponder(Responder):
                 next_read = None
         except asyncio.CancelledError:
             return  # stopProducing: the consumer is gone and has been told
-        except Exception as error:
+        except ConsumerPausedTooLongError as error:
             outcome = error
+        except Exception as error:
+            outcome = ObjectStoreError(f"could not stream {self._media_path!r}: {redact(f'{type(error).__name__}: {error}')}")
+            outcome.__cause__ = error
         finally:
             if next_read is not None:
                 next_read.cancel()
@@ -106,8 +114,15 @@ class ObjectResponder(Responder):
         self._reactor.callFromThread(self._finish, outcome)
 
     async def _wait_until_resumed(self) -> None:
+        if self._resume.is_set():
+            return
         try:
-            await asyncio.wait_for(self._resume.wait(), PAUSE_TIMEOUT)
+            await asyncio.wait_for(self._resume.wait(), RELEASE_CONNECTION_AFTER)
+            return
+        except asyncio.TimeoutError:
+            await self._stream.suspend()
+        try:
+            await asyncio.wait_for(self._resume.wait(), PAUSE_TIMEOUT - RELEASE_CONNECTION_AFTER)
         except asyncio.TimeoutError:
             raise ConsumerPausedTooLongError(f"consumer paused for over {PAUSE_TIMEOUT:.0f} s") from None
 

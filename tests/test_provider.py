@@ -225,3 +225,53 @@ def test_fetch_and_store_in_one_logcontext_free_flow(reactor: Any, in_reactor: C
     consumer = RecordingConsumer()
     wait_for(in_reactor, stream(in_reactor, provider, path, info, consumer))
     assert io.BytesIO(consumer.data).getvalue() == data
+
+
+def test_a_long_paused_client_gives_back_its_connection_and_still_gets_every_byte(
+    reactor: Any, in_reactor: Callable[..., Any], moto: MotoServer, bucket: str, media_store: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from synapse_objstore import responder
+
+    monkeypatch.setattr(responder, "RELEASE_CONNECTION_AFTER", 0.3)
+    provider = load_provider(reactor, media_store, s3_config(moto, bucket, max_pool_connections=1, read_timeout=5))
+    slow_path, slow_info = local_media("slowclientmedia")
+    other_path, other_info = local_media("otherclientmed")
+    data = os.urandom(6 * MiB)
+    client = s3_client(moto.endpoint_url)
+    client.put_object(Bucket=bucket, Key=slow_path, Body=data)
+    client.put_object(Bucket=bucket, Key=other_path, Body=b"other")
+
+    slow = RecordingConsumer(pause_on_first_write=True)
+    slow_done = stream(in_reactor, provider, slow_path, slow_info, slow)
+    time.sleep(1.0)
+    # The only pooled connection is free again: another client is served meanwhile.
+    other = RecordingConsumer()
+    wait_for(in_reactor, stream(in_reactor, provider, other_path, other_info, other), timeout=20)
+    assert other.data == b"other"
+
+    in_reactor(slow.resume)
+    wait_for(in_reactor, slow_done)
+    assert slow.data == data and slow.bytes_after_pause == 0
+
+
+def test_an_object_replaced_while_its_reader_was_paused_is_not_spliced(
+    reactor: Any, in_reactor: Callable[..., Any], moto: MotoServer, bucket: str, media_store: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from synapse_objstore import responder
+
+    monkeypatch.setattr(responder, "RELEASE_CONNECTION_AFTER", 0.3)
+    provider = load_provider(reactor, media_store, s3_config(moto, bucket))
+    path, info = local_media("replacedmedia1")
+    client = s3_client(moto.endpoint_url)
+    client.put_object(Bucket=bucket, Key=path, Body=b"a" * (4 * MiB))
+
+    consumer = RecordingConsumer(pause_on_first_write=True)
+    done = stream(in_reactor, provider, path, info, consumer)
+    time.sleep(1.0)
+    client.put_object(Bucket=bucket, Key=path, Body=b"b" * (4 * MiB))
+    in_reactor(consumer.resume)
+    with pytest.raises(ObjectStoreError, match="could not stream 'local_content/re/pl/acedmedia1': .*pre-condition"):
+        wait_for(in_reactor, done)
+    assert b"b" not in consumer.data

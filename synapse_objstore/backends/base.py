@@ -31,6 +31,10 @@ class ObjectStream(abc.ABC):
     async def close(self) -> None:
         """Give back the connection or file. Safe to call twice."""
 
+    async def suspend(self) -> None:
+        """Let go of any connection while the reader waits; the next read resumes where
+        the last one stopped. Streams that hold nothing costly keep this no-op."""
+
 
 class Backend(abc.ABC):
     """One kind of object storage.

@@ -187,19 +187,41 @@ class S3Backend(Backend):
         s3: s3fs.S3FileSystem = fs.fs
         bucket, key, _ = s3.split_path(remote_path)
         reply = await s3._call_s3("get_object", Bucket=bucket, Key=key)
-        return S3BodyStream(reply["Body"], int(reply["ContentLength"]))
+        return S3BodyStream(s3, bucket, key, reply)
 
 
 class S3BodyStream(ObjectStream):
-    def __init__(self, body: Any, size: int) -> None:
-        self._body, self.size = body, size
+    """The body of a GET, read as consumed. Suspended, it closes the connection; the next
+    read continues with a ranged GET that must match the same ETag, so a reader paused for
+    long holds no pooled connection and never splices two versions of an object."""
+
+    def __init__(self, s3: s3fs.S3FileSystem, bucket: str, key: str, reply: dict[str, Any]) -> None:
+        self._s3, self._bucket, self._key = s3, bucket, key
+        self._body: Any = reply["Body"]
+        self._etag: str | None = reply.get("ETag")
+        self.size = int(reply["ContentLength"])
+        self._offset = 0
 
     async def read(self, max_bytes: int) -> bytes:
+        if self._body is None:
+            if self._offset >= (self.size or 0):
+                return b""
+            condition = {"IfMatch": self._etag} if self._etag else {}
+            reply = await self._s3._call_s3(
+                "get_object", Bucket=self._bucket, Key=self._key, Range=f"bytes={self._offset}-", **condition
+            )
+            self._body = reply["Body"]
         data: bytes = await self._body.read(max_bytes)
+        self._offset += len(data)
         return data
 
+    async def suspend(self) -> None:
+        await self.close()
+
     async def close(self) -> None:
-        self._body.close()
+        body, self._body = self._body, None
+        if body is not None:
+            body.close()
 
 
 def _read_range(path: str, offset: int, length: int) -> bytes:
