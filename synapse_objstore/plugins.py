@@ -5,11 +5,15 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pluggy
 
 from synapse_objstore import hookspecs
 from synapse_objstore.config import ConfigError
+
+if TYPE_CHECKING:
+    from synapse_objstore.backends.base import Backend
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT_NAME
 
@@ -22,7 +26,7 @@ class PluginError(ConfigError):
 class BackendRegistry:
     """Backend classes by name, and which plugin registered each."""
 
-    backends: dict[str, type] = field(default_factory=dict)
+    backends: dict[str, type[Backend]] = field(default_factory=dict)
     origins: dict[str, str] = field(default_factory=dict)
 
     def add(self, backend_class: type, origin: str) -> None:
@@ -40,7 +44,7 @@ class BackendRegistry:
         self.backends[name] = backend_class
         self.origins[name] = origin
 
-    def get(self, name: str) -> type:
+    def get(self, name: str) -> type[Backend]:
         """The backend class registered as `name`; an error listing the known ones if none."""
         try:
             return self.backends[name]

@@ -31,7 +31,11 @@ def run_on_io_loop(
     Deferred was cancelled, so that whatever it holds, such as an open stream, is let go.
     """
     future = submit(coro)
-    deferred: Deferred[T] = Deferred(canceller=lambda _: future.cancel())
+
+    def cancel(_: Deferred[T]) -> None:
+        future.cancel()
+
+    deferred: Deferred[T] = Deferred(canceller=cancel)
 
     def fire(done: concurrent.futures.Future[T]) -> None:
         if deferred.called:

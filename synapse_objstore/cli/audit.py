@@ -1,0 +1,79 @@
+"""`verify`: is every media that cache.db says is offloaded really in the store, at the right size?
+
+Files this tool offloaded have a row in `objstore_files` with the size verified then. Media
+offloaded by s3_media_upload have none: their original is checked against the size in
+Synapse's database when one is configured, else for existence only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from synapse_objstore.cli.cache_db import CacheDb
+from synapse_objstore.cli.journal import Journal
+from synapse_objstore.cli.report import Summary
+from synapse_objstore.cli.synapse_db import SynapseDb
+from synapse_objstore.cli.verification import preflight
+from synapse_objstore.media import Media
+from synapse_objstore.store import MediaPathError, ObjectStore
+
+
+class Auditor:
+    def __init__(self, store: ObjectStore, cache: CacheDb, synapse_db: SynapseDb | None, jobs: int,
+                 summary: Summary, progress: Any) -> None:
+        self.store = store
+        self.synapse_db = synapse_db
+        self.jobs = jobs
+        self.summary = summary
+        self.progress = progress
+        self.journal = Journal(cache)
+
+    async def run(self) -> None:
+        await preflight(self.store)
+        slots = asyncio.Semaphore(self.jobs)
+        running: set[asyncio.Task[None]] = set()
+
+        async def one(media: Media) -> None:
+            try:
+                await self._media(media)
+            except Exception as error:  # noqa: BLE001 - one media's bug must not end the audit
+                self.summary.fail(media.describe(), f"{type(error).__name__}: {error}")
+            finally:
+                slots.release()
+                self.progress.update(1)
+
+        after = -1
+        while page := await self.journal.call(self.journal.cache.media_page, True, after):
+            after = page[-1][0]
+            for _, media in page:
+                await slots.acquire()
+                task = asyncio.create_task(one(media))
+                running.add(task)
+                task.add_done_callback(running.discard)
+        await asyncio.gather(*running)
+
+    async def _expected(self, media: Media) -> list[tuple[str, int | None]]:
+        records = await self.journal.call(self.journal.cache.files_of, media)
+        if records:
+            return [(r.path, r.size) for r in records]
+        size = None
+        if self.synapse_db is not None:
+            size = await self.journal.call(self.synapse_db.media_length, media.origin, media.media_id)
+        return [(media.file_path, size)]
+
+    async def _media(self, media: Media) -> None:
+        self.summary.add(media=1)
+        for media_path, size in await self._expected(media):
+            try:
+                info = await self.store.info(media_path)
+            except (OSError, MediaPathError) as error:
+                self.summary.fail(media_path, error)
+                continue
+            if info is None:
+                self.summary.add(files_missing=1)
+                self.summary.fail(media_path, f"missing from {self.store.backend.describe()}")
+            elif size is not None and info.size != size:
+                self.summary.fail(media_path, f"remote size {info.size} != expected {size}")
+            else:
+                self.summary.add(files_verified=1, bytes_verified=info.size)

@@ -1,0 +1,169 @@
+"""cache.db: the offload state, in s3_media_upload's own SQLite schema.
+
+Table `media` is exactly the one s3_media_upload creates and uses (`known_deleted` means "no
+file of this media is left on local disk"), so an admin can switch between the two tools at
+any point. What this tool adds lives in a table of its own, which s3_media_upload ignores:
+`objstore_files`, one row per file whose remote copy was verified, written (and committed)
+before that local file is deleted. A killed run therefore never leaves a deleted file
+without a record of where its verified copy is.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from synapse_objstore.media import Media
+
+# Verbatim from s3_media_upload 1.7.0.
+SCHEMA = """
+    CREATE TABLE IF NOT EXISTS media (
+        origin TEXT NOT NULL,  -- empty string if local media
+        media_id TEXT NOT NULL,
+        filesystem_id TEXT NOT NULL,
+        -- Type is "local" or "remote"
+        type TEXT NOT NULL,
+        -- indicates whether the media and all its thumbnails have been deleted from the
+        -- local cache
+        known_deleted BOOLEAN NOT NULL
+    );
+
+    CREATE UNIQUE INDEX IF NOT EXISTS media_id_idx ON media(origin, media_id);
+    CREATE INDEX IF NOT EXISTS deleted_idx ON media(known_deleted);
+"""
+
+OBJSTORE_SCHEMA = """
+    CREATE TABLE IF NOT EXISTS objstore_files (
+        path TEXT NOT NULL PRIMARY KEY,  -- media path: the object key without the prefix
+        origin TEXT NOT NULL,
+        media_id TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        md5 TEXT,                        -- hex MD5 of the verified content, when computed
+        store TEXT NOT NULL,             -- the store it was verified on
+        verified_ts INTEGER NOT NULL     -- milliseconds since the epoch
+    );
+    CREATE INDEX IF NOT EXISTS objstore_files_media_idx ON objstore_files(origin, media_id);
+"""
+
+PAGE_SIZE = 1000
+
+
+class CacheDbError(RuntimeError):
+    """cache.db cannot be opened or used; the message names the file."""
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """A file whose remote copy was verified to hold the local file's content."""
+
+    path: str
+    origin: str
+    media_id: str
+    size: int
+    md5: str | None
+    store: str
+
+
+class CacheDb:
+    """cache.db. Not thread-safe: one caller at a time (the offload engine serialises its calls)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            self._conn = sqlite3.connect(path, check_same_thread=False)
+            self._conn.executescript(SCHEMA + OBJSTORE_SCHEMA)
+        except sqlite3.Error as error:
+            raise CacheDbError(f"Could not open {path!r} as sqlite DB: {error}") from None
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def count(self, deleted: bool) -> int:
+        (count,) = self._conn.execute(
+            "SELECT COALESCE(count(*), 0) FROM media WHERE known_deleted = ?", (deleted,)
+        ).fetchone()
+        return int(count)
+
+    def media_page(self, deleted: bool, after: int, limit: int = PAGE_SIZE) -> list[tuple[int, Media]]:
+        """Up to `limit` media with that `known_deleted` whose rowid is above `after`, in rowid order.
+
+        Each page is its own short query, so rows may be updated (and committed) between
+        pages without disturbing the walk and without holding a read lock for long.
+        """
+        rows = self._conn.execute(
+            """
+            SELECT rowid, origin, media_id, filesystem_id, type FROM media
+            WHERE rowid > ? AND known_deleted = ? ORDER BY rowid LIMIT ?
+            """,
+            (after, deleted, limit),
+        ).fetchall()
+        return [(rowid, Media(origin, media_id, fs_id, mtype)) for rowid, origin, media_id, fs_id, mtype in rows]
+
+    def iter_media(self, deleted: bool) -> Iterator[Media]:
+        """Every media with that `known_deleted`, page by page."""
+        after = -1
+        while page := self.media_page(deleted, after):
+            after = page[-1][0]
+            yield from (media for _, media in page)
+
+    def add_media(self, rows: Iterable[tuple[str, str, str, str]]) -> int:
+        """Insert (origin, media_id, filesystem_id, type) rows not yet known; returns how many were new."""
+        before = self._conn.total_changes
+        with self._conn:
+            self._conn.executemany(
+                """
+                INSERT OR IGNORE INTO media (origin, media_id, filesystem_id, type, known_deleted)
+                VALUES (?, ?, ?, ?, ?)
+                """,
+                ((origin, media_id, fs_id, mtype, False) for origin, media_id, fs_id, mtype in rows),
+            )
+        return self._conn.total_changes - before
+
+    def count_new(self, rows: Iterable[tuple[str, str, str, str]]) -> int:
+        """How many of these (origin, media_id, ...) rows `add_media` would insert."""
+        keys = {(origin, media_id) for origin, media_id, _, _ in rows}
+        return sum(
+            self._conn.execute("SELECT 1 FROM media WHERE origin = ? AND media_id = ?", key).fetchone() is None
+            for key in keys
+        )
+
+    def find(self, origin: str, media_id: str) -> Media | None:
+        row = self._conn.execute(
+            "SELECT origin, media_id, filesystem_id, type FROM media WHERE origin = ? AND media_id = ?", (origin, media_id)
+        ).fetchone()
+        return Media(*row) if row else None
+
+    def set_deleted(self, media: Iterable[Media], deleted: bool = True) -> None:
+        with self._conn:
+            self._conn.executemany(
+                "UPDATE media SET known_deleted = ? WHERE origin = ? AND media_id = ?",
+                ((deleted, m.origin, m.media_id) for m in media),
+            )
+
+    def commit(self, records: Iterable[FileRecord], deleted: Iterable[Media]) -> None:
+        """Record verified files and mark media deleted in one transaction; returns once durable."""
+        now = int(time.time() * 1000)
+        with self._conn:
+            self._conn.executemany(
+                "UPDATE media SET known_deleted = ? WHERE origin = ? AND media_id = ?",
+                ((True, m.origin, m.media_id) for m in deleted),
+            )
+            self._conn.executemany(
+                """
+                INSERT OR REPLACE INTO objstore_files (path, origin, media_id, size, md5, store, verified_ts)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
+                """,
+                ((r.path, r.origin, r.media_id, r.size, r.md5, r.store, now) for r in records),
+            )
+
+    def files_of(self, media: Media) -> list[FileRecord]:
+        rows = self._conn.execute(
+            """
+            SELECT path, origin, media_id, size, md5, store FROM objstore_files
+            WHERE origin = ? AND media_id = ? ORDER BY path
+            """,
+            (media.origin, media.media_id),
+        ).fetchall()
+        return [FileRecord(*row) for row in rows]

@@ -1,0 +1,95 @@
+"""What a local file's S3 ETag would be, so a remote copy can be checked without downloading it.
+
+S3 (and S3-compatible stores, without SSE-C or SSE-KMS) gives a single-PUT object the hex
+MD5 of its content as ETag, and a multipart object the MD5 of its parts' binary MD5s
+followed by "-N" (N parts). The multipart form depends on the part size, so it is computed
+for every part size the object may have been written with: ours (the S3 backend's
+`multipart_chunksize`) and boto3's default, which s3_media_upload and
+synapse-s3-storage-provider use. One pass over the file feeds all of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+MiB = 1024 * 1024
+# boto3's TransferConfig default, used by s3_media_upload's upload_file and by synapse-s3-storage-provider.
+BOTO3_PART_SIZE = 8 * MiB
+# No S3 multipart upload has parts smaller than this (except the last), so no smaller file is multipart.
+MIN_PART_SIZE = 5 * MiB
+READ_BLOCK = MiB
+
+MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
+MULTIPART_ETAG = re.compile(r"^([0-9a-f]{32})-([0-9]+)$")
+
+
+@dataclass(frozen=True)
+class LocalDigest:
+    """Size and checksums of a local file, read once."""
+
+    size: int
+    md5: str
+    # multipart ETag ("hex-N") by part size
+    multipart: dict[int, str] = field(default_factory=dict)
+
+    def matches_etag(self, etag: str | None) -> bool:
+        """Whether an S3 ETag proves the object holds this file's content."""
+        if not etag:
+            return False
+        etag = etag.strip('"').lower()
+        if MD5_ETAG.match(etag):
+            return etag == self.md5
+        return MULTIPART_ETAG.match(etag) is not None and etag in self.multipart.values()
+
+
+class _PartHasher:
+    """Feeds bytes into per-part MD5s of a fixed part size."""
+
+    def __init__(self, part_size: int) -> None:
+        self.part_size = part_size
+        self.parts: list[bytes] = []
+        self._current = hashlib.md5()
+        self._filled = 0
+
+    def update(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            take = min(len(view), self.part_size - self._filled)
+            self._current.update(view[:take])
+            self._filled += take
+            view = view[take:]
+            if self._filled == self.part_size:
+                self._finish_part()
+
+    def _finish_part(self) -> None:
+        self.parts.append(self._current.digest())
+        self._current = hashlib.md5()
+        self._filled = 0
+
+    def etag(self) -> str:
+        if self._filled:
+            self._finish_part()
+        return f"{hashlib.md5(b''.join(self.parts)).hexdigest()}-{len(self.parts)}"
+
+
+def digest_file(path: str, part_sizes: Iterable[int] = ()) -> LocalDigest:
+    """Read `path` once (blocking: run it in a thread) and return its size, MD5 and the
+    multipart ETags it would have for each of `part_sizes`."""
+    whole = hashlib.md5()
+    size = 0
+    with open(path, "rb") as file:
+        first = file.read(READ_BLOCK)
+        # Small files cannot have been uploaded in parts: skip the per-part hashing.
+        multipart = [] if len(first) < READ_BLOCK else [_PartHasher(s) for s in sorted(set(part_sizes))]
+        data = first
+        while data:
+            whole.update(data)
+            for hasher in multipart:
+                hasher.update(data)
+            size += len(data)
+            data = file.read(READ_BLOCK)
+    etags = {h.part_size: h.etag() for h in multipart} if size >= MIN_PART_SIZE else {}
+    return LocalDigest(size=size, md5=whole.hexdigest(), multipart=etags)

@@ -1,0 +1,379 @@
+"""objstore-offload: the click command line.
+
+Every command and option of synapse-s3-storage-provider's `s3_media_upload` is here with
+the same meaning (update-db, check-deleted, update, write, upload), reading and writing the
+same cache.db, plus `restore`, `verify` and `migrate`. With `--config homeserver.yaml` (or
+SYNAPSE_CONFIG) the database, the media store and the store settings all come from Synapse's
+own config.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sys
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO, TypeVar
+
+import click
+
+from synapse_objstore.cli.audit import Auditor
+from synapse_objstore.cli.cache_db import CacheDb, CacheDbError
+from synapse_objstore.cli.durations import Duration
+from synapse_objstore.cli.homeserver import ConfigFileError, Homeserver, load_store_config_file
+from synapse_objstore.cli.migrate import Migrator
+from synapse_objstore.cli.offload import Offloader, UploadOptions
+from synapse_objstore.cli.report import Summary, progress_bar
+from synapse_objstore.cli.restore import RestoreOptions, Restorer
+from synapse_objstore.cli.synapse_db import DATABASE_YAML, SynapseDb, SynapseDbError
+from synapse_objstore.cli.verification import FatalStoreError, close_store
+from synapse_objstore.config import ConfigError, parse_store_config
+from synapse_objstore.io_loop import run
+from synapse_objstore.media import Media
+from synapse_objstore.store import ObjectStore
+
+T = TypeVar("T")
+
+DEFAULT_JOBS = 8
+WRITE_BATCH = 10_000
+# s3_media_upload's upload options, as S3 settings of the provider config block
+S3_OPTION_KEYS = ("prefix", "storage_class", "sse_customer_key", "sse_customer_algo", "endpoint_url")
+
+
+class FatalError(click.ClickException):
+    """The run cannot start or go on at all: exit code 2 (1 means some files failed)."""
+
+    exit_code = 2
+
+
+@dataclass
+class Context:
+    cache_db_path: str
+    progress: bool
+    as_json: bool
+    config_paths: Sequence[str]
+    _homeserver: Homeserver | None = field(default=None, init=False)
+
+    @property
+    def homeserver(self) -> Homeserver | None:
+        """homeserver.yaml from --config / SYNAPSE_CONFIG, if given."""
+        if self._homeserver is None and self.config_paths:
+            self._homeserver = Homeserver.load(self.config_paths)
+        return self._homeserver
+
+    def info(self, *words: object) -> None:
+        """A progress line: stdout as s3_media_upload prints it, stderr when stdout carries JSON."""
+        click.echo(" ".join(str(w) for w in words), err=self.as_json)
+
+    def cache(self) -> CacheDb:
+        return CacheDb(self.cache_db_path)
+
+    def base_path(self, given: str | None) -> str:
+        if given is None:
+            if self.homeserver is None:
+                raise click.UsageError("BASE_PATH is required (or give --config homeserver.yaml to take media_store_path)")
+            given = self.homeserver.media_store_path
+        if not os.path.isdir(given):
+            raise FatalError(f"media store directory {given} does not exist")
+        return given
+
+    def synapse_db(self, homeserver_config_path: str) -> SynapseDb:
+        return SynapseDb.connect(self.homeserver, homeserver_config_path)
+
+    def optional_synapse_db(self) -> SynapseDb | None:
+        """Synapse's database when --config or database.yaml names one, else None."""
+        if self.homeserver is None and not os.path.isfile(DATABASE_YAML):
+            return None
+        return SynapseDb.connect(self.homeserver, DATABASE_YAML)
+
+    def store(self, store_config: str | None, bucket: str | None = None, overrides: Mapping[str, Any] | None = None) -> ObjectStore:
+        """The store from --store-config, else --config's provider block, else BUCKET (S3) alone;
+        BUCKET and s3_media_upload's options override the block's keys."""
+        raw: dict[str, Any] = {}
+        source = "the command line"
+        if store_config is not None:
+            raw, source = dict(load_store_config_file(store_config)), store_config
+        elif self.homeserver is not None:
+            try:
+                raw, source = dict(self.homeserver.provider_config()), self.homeserver.source
+            except ConfigFileError:
+                if bucket is None:
+                    raise
+        elif bucket is None:
+            raise click.UsageError("name the store: BUCKET, --store-config FILE or --config homeserver.yaml")
+        if bucket is not None:
+            raw["bucket"] = bucket
+        raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        try:
+            return ObjectStore(parse_store_config(raw))
+        except ConfigError as error:
+            raise FatalError(f"store config from {source}: {error}") from None
+
+    def finish(self, summary: Summary) -> None:
+        summary.emit(self.as_json)
+        if not summary.ok:
+            sys.exit(1)
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+def run_store_job(store: ObjectStore, job: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a job on the I/O loop, close the store after; store-wide failures become fatal errors."""
+    try:
+        return run(job())
+    except FatalStoreError as error:
+        raise FatalError(str(error)) from None
+    except KeyboardInterrupt:
+        # Stopping here is as safe as a crash: nothing is deleted before its verification is committed.
+        click.echo("Interrupted. Run the same command again to resume; no file is lost.", err=True)
+        sys.exit(130)
+    finally:
+        run(close_store(store))
+
+
+class FatalErrors(click.Group):
+    """Turns errors that name a file or service, raised anywhere in a command, into clean exits."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (ConfigFileError, CacheDbError, SynapseDbError, ConfigError, FatalStoreError) as error:
+            raise FatalError(str(error)) from None
+
+
+dry_run_option = click.option("--dry-run", is_flag=True, help="Report what would change; change nothing.")
+jobs_option = click.option("--jobs", "-j", type=click.IntRange(1, 1024), default=DEFAULT_JOBS, show_default=True,
+                           help="Media handled at once.")
+store_config_option = click.option(
+    "--store-config", type=click.Path(dir_okay=False),
+    help="YAML file holding a provider config block (any backend); default: the provider in --config.",
+)
+size_only_option = click.option(
+    "--size-only", is_flag=True,
+    help="Where the store gives no checksum (SSE-C, non-S3 backends), trust a size match instead of reading the object back.",
+)
+hs_path_option = click.option(
+    "--homeserver-config-path", default="homeserver.yaml", show_default=True,
+    help="Path to the yaml file containing Synapse's DB settings (used when there is no database.yaml and no --config).",
+)
+
+
+@click.group(cls=FatalErrors)
+@click.option("--no-progress", is_flag=True, help="do not show progress bars")
+@click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON on stdout.")
+@click.option("--config", "-c", "config_paths", multiple=True, envvar="SYNAPSE_CONFIG", type=click.Path(exists=True),
+              help="Synapse's homeserver.yaml (or a config directory; repeatable): database, media_store_path and store.")
+@click.option("--cache-db", default="cache.db", show_default=True, type=click.Path(dir_okay=False),
+              help="The offload state, in s3_media_upload's format.")
+@click.pass_context
+def cli(ctx: click.Context, no_progress: bool, as_json: bool, config_paths: tuple[str, ...], cache_db: str) -> None:
+    """Move Synapse media not accessed for a while from the local media store to an object store."""
+    ctx.obj = Context(cache_db_path=cache_db, progress=not no_progress, as_json=as_json, config_paths=config_paths)
+
+
+def _update_db(obj: Context, cache: CacheDb, before: datetime.datetime, hs_path: str, dry_run: bool) -> int:
+    synapse_db = obj.synapse_db(hs_path)
+    before_ts = int(before.timestamp() * 1000)
+    obj.info("Syncing files that haven't been accessed since:", before.isoformat(" "))
+    count = 0
+    try:
+        batch: list[tuple[str, str, str, str]] = []
+        for row in synapse_db.media_not_accessed_since(before_ts, lambda kind: obj.info("  Syncing", kind, "media")):
+            batch.append(row)
+            if len(batch) >= WRITE_BATCH:
+                count += cache.count_new(batch) if dry_run else cache.add_media(batch)
+                batch = []
+        count += cache.count_new(batch) if dry_run else cache.add_media(batch)
+    finally:
+        synapse_db.close()
+    obj.info("Would sync" if dry_run else "Synced", count, "new rows")
+    return count
+
+
+def _check_deleted(obj: Context, cache: CacheDb, base_path: str, dry_run: bool) -> int:
+    total = cache.count(False)
+    if not obj.progress:
+        obj.info("Checking on ", total, " undeleted files")
+    gone: list[Media] = []
+    with progress_bar(obj.progress, total, "files") as bar:
+        for media in cache.iter_media(False):
+            try:
+                if not media.local_files(base_path):
+                    gone.append(media)
+            except ValueError as error:
+                obj.info(f"skipping {media.describe()}: {error}")
+            bar.update(1)
+    if not dry_run:
+        for start in range(0, len(gone), WRITE_BATCH):
+            cache.set_deleted(gone[start:start + WRITE_BATCH])
+    obj.info("Would update" if dry_run else "Updated", len(gone), "as deleted")
+    return len(gone)
+
+
+def _emit_counts(obj: Context, command: str, dry_run: bool, **counts: int) -> None:
+    if obj.as_json:
+        click.echo(json.dumps({"command": command, "dry_run": dry_run, **counts}, sort_keys=True))
+
+
+@cli.command("update-db")
+@click.argument("duration", type=Duration())
+@hs_path_option
+@dry_run_option
+@pass_context
+def update_db(obj: Context, duration: datetime.datetime, homeserver_config_path: str, dry_run: bool) -> None:
+    """Syncs rows from database to local cache.
+
+    DURATION: media not accessed for that long, e.g. 1m (one month); suffixes s, h, d, m (30 days), y.
+    """
+    cache = obj.cache()
+    synced = _update_db(obj, cache, duration, homeserver_config_path, dry_run)
+    _emit_counts(obj, "update-db", dry_run, synced=synced)
+
+
+@cli.command("check-deleted")
+@click.argument("base_path", required=False)
+@dry_run_option
+@pass_context
+def check_deleted(obj: Context, base_path: str | None, dry_run: bool) -> None:
+    """Check whether files in the local cache still exist under given path."""
+    cache = obj.cache()
+    updated = _check_deleted(obj, cache, obj.base_path(base_path), dry_run)
+    _emit_counts(obj, "check-deleted", dry_run, deleted=updated)
+
+
+@cli.command("update")
+@click.argument("args", nargs=-1, required=True, metavar="[BASE_PATH] DURATION")
+@hs_path_option
+@dry_run_option
+@pass_context
+def update(obj: Context, args: tuple[str, ...], homeserver_config_path: str, dry_run: bool) -> None:
+    """Updates local cache. Equivalent to running update-db and check-deleted."""
+    if len(args) > 2:
+        raise click.UsageError("update takes BASE_PATH and DURATION")
+    base_path = obj.base_path(args[0] if len(args) == 2 else None)
+    before = Duration().convert(args[-1], None, click.get_current_context())
+    cache = obj.cache()
+    synced = _update_db(obj, cache, before, homeserver_config_path, dry_run)
+    updated = _check_deleted(obj, cache, base_path, dry_run)
+    _emit_counts(obj, "update", dry_run, synced=synced, deleted=updated)
+
+
+@cli.command("write")
+@click.argument("out", type=click.File("w", encoding="UTF-8"), default="-")
+@pass_context
+def write(obj: Context, out: TextIO) -> None:
+    """Outputs all file and directory paths in the local cache that we may not have deleted.
+
+    check-deleted should be run first to update cache. OUT: a file, or '-' for stdout.
+    """
+    for media in obj.cache().iter_media(False):
+        print(media.file_path, file=out)
+        print(media.thumbnail_dir + "/", file=out)  # thumbnail directories with a trailing '/'
+
+
+@cli.command("upload")
+@click.argument("base_path", required=False)
+@click.argument("bucket", required=False)
+@click.option("--prefix", default=None, help="Prefix of files in the bucket")
+@click.option("--storage-class", default=None, help="S3 storage class to use (default STANDARD)")
+@click.option("--sse-customer-key", default=None, help="SSE-C key to use")
+@click.option("--sse-customer-algo", default=None,
+              help="Algorithm for SSE-C, only used if sse-customer-key is also specified (default AES256)")
+@click.option("--delete", is_flag=True, help="Deletes local copy from media store on successful (verified) upload")
+@click.option("--endpoint-url", default=None, help="S3 endpoint url to use")
+@store_config_option
+@jobs_option
+@size_only_option
+@dry_run_option
+@pass_context
+def upload(obj: Context, base_path: str | None, bucket: str | None, prefix: str | None, storage_class: str | None,
+           sse_customer_key: str | None, sse_customer_algo: str | None, delete: bool, endpoint_url: str | None,
+           store_config: str | None, jobs: int, size_only: bool, dry_run: bool) -> None:
+    """Uploads media to the store based on local cache (BASE_PATH BUCKET, or both from --config)."""
+    overrides = {
+        "prefix": prefix, "storage_class": storage_class, "sse_customer_key": sse_customer_key,
+        "endpoint_url": endpoint_url, "sse_customer_algo": sse_customer_algo if sse_customer_key else None,
+    }
+    store = obj.store(store_config, bucket, overrides)
+    options = UploadOptions(obj.base_path(base_path), delete=delete, dry_run=dry_run, jobs=jobs, read_back=not size_only)
+    cache = obj.cache()
+    summary = Summary("upload", dry_run=dry_run)
+    total = cache.count(False)
+    if not obj.progress:
+        obj.info("Uploading ", total, " media")
+    with progress_bar(obj.progress, total) as bar:
+        run_store_job(store, lambda: Offloader(store, cache, options, summary, bar).run())
+    obj.finish(summary)
+
+
+@cli.command("restore")
+@click.argument("base_path", required=False)
+@click.option("--media", "media_ids", multiple=True, metavar="[ORIGIN/]MEDIA_ID",
+              help="Restore only this media (repeatable); default: every media cache.db says is offloaded.")
+@store_config_option
+@jobs_option
+@dry_run_option
+@pass_context
+def restore(obj: Context, base_path: str | None, media_ids: tuple[str, ...], store_config: str | None, jobs: int,
+            dry_run: bool) -> None:
+    """Bring offloaded media back from the store into the local media store."""
+    store = obj.store(store_config)
+    options = RestoreOptions(obj.base_path(base_path), dry_run=dry_run, jobs=jobs)
+    cache = obj.cache()
+    selected = [_find_media(cache, media_id) for media_id in media_ids] or None
+    summary = Summary("restore", dry_run=dry_run)
+    total = len(selected) if selected is not None else cache.count(True)
+    with progress_bar(obj.progress, total) as bar:
+        run_store_job(store, lambda: Restorer(store, cache, options, summary, bar).run(selected))
+    obj.finish(summary)
+
+
+def _find_media(cache: CacheDb, given: str) -> Media:
+    origin, _, media_id = given.rpartition("/")
+    media = cache.find(origin, media_id)
+    if media is None:
+        raise click.BadParameter(f"{given} is not in {cache.path}", param_hint="--media")
+    return media
+
+
+@cli.command("verify")
+@store_config_option
+@jobs_option
+@pass_context
+def verify(obj: Context, store_config: str | None, jobs: int) -> None:
+    """Check that every media cache.db says is offloaded is in the store, with the right size."""
+    store = obj.store(store_config)
+    cache = obj.cache()
+    synapse_db = obj.optional_synapse_db()
+    summary = Summary("verify")
+    try:
+        with progress_bar(obj.progress, cache.count(True)) as bar:
+            run_store_job(store, lambda: Auditor(store, cache, synapse_db, jobs, summary, bar).run())
+    finally:
+        if synapse_db is not None:
+            synapse_db.close()
+    obj.finish(summary)
+
+
+@cli.command("migrate")
+@click.option("--to", "to_config", required=True, type=click.Path(dir_okay=False),
+              help="YAML file holding the target's provider config block.")
+@store_config_option
+@jobs_option
+@size_only_option
+@dry_run_option
+@pass_context
+def migrate(obj: Context, to_config: str, store_config: str | None, jobs: int, size_only: bool, dry_run: bool) -> None:
+    """Copy every object from the store (--store-config or --config) to another (--to), verified."""
+    source = obj.store(store_config)
+    target = obj.store(to_config)
+    summary = Summary("migrate", dry_run=dry_run)
+    try:
+        with progress_bar(obj.progress, None, "files") as bar:
+            run_store_job(source, lambda: Migrator(source, target, jobs, dry_run, not size_only, summary, bar).run())
+    finally:
+        run(close_store(target))
+    obj.finish(summary)

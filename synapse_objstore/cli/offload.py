@@ -1,0 +1,167 @@
+"""The upload engine: verified upload, then (with --delete) removal of the local copy.
+
+For each media of cache.db not yet known deleted, each of its local files (original and
+thumbnails) goes through:
+
+1. digest the local file (size, MD5, multipart ETags) in a worker thread;
+2. look at the remote object: verified already -> nothing to upload; missing, or present
+   but different -> upload it, then check again; still different -> a failure, kept locally;
+3. record the verified files in cache.db and wait for the commit;
+4. only then delete the local files, and mark the media deleted once none is left.
+
+A run killed anywhere in there leaves each file either on disk, or deleted with its
+verification committed; a rerun picks up what is left. Media run concurrently, at most
+`jobs` at a time, as coroutines on the I/O loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from synapse_objstore.cli.cache_db import CacheDb, FileRecord
+from synapse_objstore.cli.checksums import LocalDigest
+from synapse_objstore.cli.journal import Journal
+from synapse_objstore.cli.localfs import remove_media_file
+from synapse_objstore.cli.report import Summary
+from synapse_objstore.cli.verification import RemoteChecker, State, preflight
+from synapse_objstore.media import Media
+from synapse_objstore.store import MediaPathError, ObjectStore
+
+
+@dataclass(frozen=True)
+class UploadOptions:
+    base_path: str
+    delete: bool = False
+    dry_run: bool = False
+    jobs: int = 8
+    read_back: bool = True
+
+
+class Offloader:
+    def __init__(self, store: ObjectStore, cache: CacheDb, options: UploadOptions, summary: Summary, progress: Any) -> None:
+        self.store = store
+        self.options = options
+        self.summary = summary
+        self.progress = progress
+        self.checker = RemoteChecker(store, read_back=options.read_back)
+        self.journal = Journal(cache)
+
+    async def run(self) -> None:
+        await preflight(self.store)
+        slots = asyncio.Semaphore(self.options.jobs)
+        running: set[asyncio.Task[None]] = set()
+
+        def finished(task: asyncio.Task[None]) -> None:
+            running.discard(task)
+            slots.release()
+            self.progress.update(1)
+
+        after = -1
+        try:
+            while page := await self.journal.call(self.journal.cache.media_page, False, after):
+                after = page[-1][0]
+                for _, media in page:
+                    await slots.acquire()
+                    task = asyncio.create_task(self._guarded(media))
+                    running.add(task)
+                    task.add_done_callback(finished)
+        finally:
+            await asyncio.gather(*running, return_exceptions=True)
+            await self.journal.close()
+            for error in self.journal.errors:
+                self.summary.fail(self.journal.cache.path, error)
+
+    async def _guarded(self, media: Media) -> None:
+        """One media; an unforeseen error fails that media only, not the run."""
+        try:
+            await self._media(media)
+        except Exception as error:  # noqa: BLE001 - fails this media only
+            self.summary.fail(media.describe(), f"{type(error).__name__}: {error}")
+
+    async def _media(self, media: Media) -> None:
+        self.summary.add(media=1)
+        try:
+            files = await asyncio.to_thread(media.local_files, self.options.base_path)
+        except ValueError as error:
+            self.summary.fail(media.describe(), error)
+            return
+        if not files:
+            if not self.options.dry_run:
+                self.journal.mark_deleted(media)
+            return
+
+        digests: dict[str, LocalDigest] = {}
+        uploaded = False
+        for media_path in files:
+            result = await self._file(media_path)
+            if result is not None:
+                digests[media_path], was_uploaded = result
+                uploaded = uploaded or was_uploaded
+        if uploaded:
+            self.summary.add(media_uploaded=1)
+        if not digests or self.options.dry_run:
+            if self.options.delete and digests:
+                self.summary.add(media_deleted=1, files_deleted=len(digests),
+                                 bytes_deleted=sum(d.size for d in digests.values()))
+            return
+
+        describe = self.store.backend.describe()
+        records = [FileRecord(p, media.origin, media.media_id, d.size, d.md5, describe) for p, d in digests.items()]
+        try:
+            await self.journal.record_files(records)
+        except Exception as error:  # noqa: BLE001 - whatever sqlite raised, nothing is deleted
+            for media_path in digests:
+                self.summary.fail(media_path, f"verified, but not deleted: could not record it in cache.db: {error}")
+            return
+        if self.options.delete:
+            await self._delete(media, files, digests)
+
+    async def _file(self, media_path: str) -> tuple[LocalDigest, bool] | None:
+        """Make sure the remote copy of one file is verified. Returns its digest and whether
+        it was (or, in a dry run, would be) uploaded; None, after recording the failure, if not."""
+        local_path = os.path.join(self.options.base_path, media_path)
+        try:
+            digest = await self.checker.digest(local_path)
+        except FileNotFoundError:
+            self.summary.fail(media_path, f"local file {local_path} vanished during the run")
+            return None
+        except OSError as error:
+            self.summary.fail(media_path, f"cannot read local file {local_path}: {error.strerror or error}")
+            return None
+        try:
+            check = await self.checker.check(media_path, digest)
+            if check.state is State.VERIFIED:
+                self.summary.add(files_verified=1, bytes_verified=digest.size)
+                return digest, False
+            if self.options.dry_run:
+                self.summary.add(files_uploaded=1, bytes_uploaded=digest.size)
+                return digest, True
+            await self.store.put_file(local_path, media_path)
+            self.summary.add(files_uploaded=1, bytes_uploaded=digest.size)
+            check = await self.checker.check(media_path, digest)
+        except (OSError, MediaPathError) as error:
+            self.summary.fail(media_path, error)
+            return None
+        if check.state is not State.VERIFIED:
+            self.summary.fail(media_path, f"remote copy is {check.state.value} after upload {check.detail}".rstrip())
+            return None
+        self.summary.add(files_verified=1, bytes_verified=digest.size)
+        return digest, True
+
+    async def _delete(self, media: Media, files: list[str], digests: dict[str, LocalDigest]) -> None:
+        deleted = 0
+        for media_path, digest in digests.items():
+            try:
+                await asyncio.to_thread(remove_media_file, self.options.base_path, media_path)
+            except OSError as error:
+                self.summary.fail(media_path, f"verified, but could not delete the local file: {error}")
+                continue
+            deleted += 1
+            self.summary.add(files_deleted=1, bytes_deleted=digest.size)
+        if deleted:
+            self.summary.add(media_deleted=1)
+        if deleted == len(files):
+            self.journal.mark_deleted(media)

@@ -1,0 +1,111 @@
+"""Counters of a run, the closing summary (human or JSON), and progress bars."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import click
+import humanize
+import tqdm
+
+MAX_LISTED_FAILURES = 50
+
+
+def human_size(n: int) -> str:
+    return humanize.naturalsize(n, gnu=True)
+
+
+@dataclass
+class Failure:
+    path: str
+    error: str
+
+
+@dataclass
+class Summary:
+    """What a command did. `media` counts media considered; bytes are file sizes."""
+
+    command: str
+    dry_run: bool = False
+    media: int = 0
+    media_uploaded: int = 0
+    files_uploaded: int = 0
+    bytes_uploaded: int = 0
+    files_verified: int = 0
+    bytes_verified: int = 0
+    media_deleted: int = 0
+    files_deleted: int = 0
+    bytes_deleted: int = 0
+    files_restored: int = 0
+    bytes_restored: int = 0
+    files_copied: int = 0
+    bytes_copied: int = 0
+    files_missing: int = 0
+    failed: list[Failure] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
+
+    def fail(self, path: str, error: str | BaseException) -> None:
+        with self._lock:
+            self.failed.append(Failure(path, str(error)))
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_") and f.name != "failed"
+        }
+        data["failed"] = [asdict(failure) for failure in self.failed]
+        data["files_failed"] = len(self.failed)
+        return data
+
+    def lines(self) -> list[str]:
+        size = lambda n: humanize.naturalsize(n, gnu=True)
+        would = "Would have " if self.dry_run else ""
+        lines = [f"Considered {self.media} media"]
+        if self.command == "upload":
+            lines += [
+                f"{would}Uploaded {self.media_uploaded} media out of {self.media}",
+                f"{would}Uploaded {self.files_uploaded} files",
+                f"{would}Uploaded {human_size(self.bytes_uploaded)}",
+                f"Verified {self.files_verified} files ({human_size(self.bytes_verified)})",
+                f"{would}Deleted {self.media_deleted} media",
+                f"{would}Deleted {self.files_deleted} files",
+                f"{would}Deleted {human_size(self.bytes_deleted)}",
+            ]
+        elif self.command == "restore":
+            lines.append(f"{would}Restored {self.files_restored} files ({human_size(self.bytes_restored)})")
+        elif self.command == "migrate":
+            lines.append(f"{would}Copied {self.files_copied} files ({human_size(self.bytes_copied)})")
+            lines.append(f"Verified {self.files_verified} files ({human_size(self.bytes_verified)})")
+        elif self.command == "verify":
+            lines.append(f"Verified {self.files_verified} files ({human_size(self.bytes_verified)})")
+            lines.append(f"Missing {self.files_missing} files")
+        lines.append(f"Failed {len(self.failed)} files")
+        for failure in self.failed[:MAX_LISTED_FAILURES]:
+            lines.append(f"  {failure.path}: {failure.error}")
+        if len(self.failed) > MAX_LISTED_FAILURES:
+            lines.append(f"  ... and {len(self.failed) - MAX_LISTED_FAILURES} more (see --json)")
+        return lines
+
+    def emit(self, as_json: bool) -> None:
+        if as_json:
+            click.echo(json.dumps(self.as_dict(), indent=2, sort_keys=True))
+        else:
+            for line in self.lines():
+                click.echo(line)
+
+
+def progress_bar(enabled: bool, total: int | None, unit: str = "media") -> tqdm.tqdm[Any]:
+    """A tqdm bar on stderr, or a silent counter when progress is off."""
+    return tqdm.tqdm(total=total, unit=unit, disable=not enabled, file=sys.stderr, dynamic_ncols=True)

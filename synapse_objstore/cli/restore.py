@@ -1,0 +1,160 @@
+"""Bring offloaded media back from the store into the local media store.
+
+Each file is downloaded into a temporary directory inside the media store, checked
+(size, and MD5 against the ETag where the store gives one), flushed to disk and only then
+renamed into place, so Synapse never sees a partial file. A media whose files are all back
+is marked not deleted in cache.db, so a later upload handles it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from synapse_objstore.cli.cache_db import CacheDb
+from synapse_objstore.cli.journal import Journal
+from synapse_objstore.cli.localfs import file_size
+from synapse_objstore.cli.report import Summary
+from synapse_objstore.cli.verification import RemoteChecker, preflight
+from synapse_objstore.media import Media
+from synapse_objstore.store import MediaPathError, ObjectInfo, ObjectStore
+
+CHUNK = 1024 * 1024
+TMP_DIR_NAME = ".objstore-offload-tmp"
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    base_path: str
+    dry_run: bool = False
+    jobs: int = 8
+
+
+async def download(store: ObjectStore, info: ObjectInfo, target: str, tmp_dir: str, etag_is_md5: bool) -> None:
+    """Download an object to `target` through a checked temporary file; never leaves a partial `target`."""
+    fd, tmp_path = tempfile.mkstemp(dir=tmp_dir)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            size, md5 = await _copy(store, info.media_path, file)
+            await asyncio.to_thread(os.fsync, file.fileno())
+        if size != info.size:
+            raise OSError(f"downloaded {size} bytes of {info.media_path}, expected {info.size}")
+        etag = (info.etag or "").lower()
+        if etag_is_md5 and len(etag) == 32 and etag != md5:
+            raise OSError(f"downloaded content of {info.media_path} has MD5 {md5}, the store says {etag}")
+        await asyncio.to_thread(os.makedirs, os.path.dirname(target), exist_ok=True)
+        await asyncio.to_thread(os.replace, tmp_path, target)
+    finally:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+
+
+async def _copy(store: ObjectStore, media_path: str, file: BinaryIO) -> tuple[int, str]:
+    stream = await store.open_read(media_path)
+    if stream is None:
+        raise FileNotFoundError(f"{media_path} is not in {store.backend.describe()}")
+    md5, size = hashlib.md5(), 0
+    try:
+        while data := await stream.read(CHUNK):
+            await asyncio.to_thread(_write_and_hash, file, md5, data)
+            size += len(data)
+    finally:
+        await stream.close()
+    return size, md5.hexdigest()
+
+
+def _write_and_hash(file: BinaryIO, md5: Any, data: bytes) -> None:
+    file.write(data)
+    md5.update(data)
+
+
+class Restorer:
+    def __init__(self, store: ObjectStore, cache: CacheDb, options: RestoreOptions, summary: Summary, progress: Any) -> None:
+        self.store = store
+        self.options = options
+        self.summary = summary
+        self.progress = progress
+        self.etag_is_md5 = RemoteChecker(store).etag_is_md5
+        self.journal = Journal(cache)
+        self.tmp_dir = os.path.join(options.base_path, TMP_DIR_NAME)
+
+    async def run(self, selected: Sequence[Media] | None) -> None:
+        await preflight(self.store)
+        if not self.options.dry_run:
+            os.makedirs(self.tmp_dir, exist_ok=True)
+        slots = asyncio.Semaphore(self.options.jobs)
+
+        async def one(media: Media) -> None:
+            async with slots:
+                try:
+                    await self._media(media)
+                except Exception as error:  # noqa: BLE001 - fails this media only
+                    self.summary.fail(media.describe(), f"{type(error).__name__}: {error}")
+                self.progress.update(1)
+
+        try:
+            batch: list[asyncio.Task[None]] = []
+            async for media in self._media_to_restore(selected):
+                batch.append(asyncio.create_task(one(media)))
+                if len(batch) >= 4 * self.options.jobs:
+                    await asyncio.gather(*batch)
+                    batch = []
+            await asyncio.gather(*batch)
+        finally:
+            await self.journal.close()
+            if os.path.isdir(self.tmp_dir):
+                os.rmdir(self.tmp_dir)
+
+    async def _media_to_restore(self, selected: Sequence[Media] | None) -> AsyncIterator[Media]:
+        if selected is not None:
+            for media in selected:
+                yield media
+            return
+        after = -1
+        while page := await self.journal.call(self.journal.cache.media_page, True, after):
+            after = page[-1][0]
+            for _, media in page:
+                yield media
+
+    async def _remote_files(self, media: Media) -> list[ObjectInfo]:
+        original = await self.store.info(media.file_path)
+        if original is None:
+            raise FileNotFoundError(f"not in {self.store.backend.describe()}")
+        thumbnails = [info async for info in self.store.list(media.thumbnail_dir + "/")]
+        return [original, *thumbnails]
+
+    async def _media(self, media: Media) -> None:
+        self.summary.add(media=1)
+        try:
+            remote = await self._remote_files(media)
+        except (OSError, ValueError, MediaPathError) as error:
+            self.summary.fail(media.describe(), error)
+            return
+        complete = True
+        for info in remote:
+            target = os.path.join(self.options.base_path, info.media_path)
+            local_size = await asyncio.to_thread(file_size, target)
+            if local_size == info.size:
+                continue  # already back (an earlier, interrupted restore)
+            if local_size is not None:
+                self.summary.fail(info.media_path, f"local file {target} ({local_size} bytes) differs from the "
+                                  f"remote copy ({info.size} bytes); left as it is")
+                complete = False
+                continue
+            if self.options.dry_run:
+                self.summary.add(files_restored=1, bytes_restored=info.size)
+                continue
+            try:
+                await download(self.store, info, target, self.tmp_dir, self.etag_is_md5)
+            except (OSError, MediaPathError) as error:
+                self.summary.fail(info.media_path, error)
+                complete = False
+                continue
+            self.summary.add(files_restored=1, bytes_restored=info.size)
+        if complete and not self.options.dry_run:
+            await self.journal.call(self.journal.cache.set_deleted, [media], False)

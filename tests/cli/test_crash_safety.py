@@ -1,0 +1,105 @@
+"""An upload killed with SIGKILL at several points loses nothing, and a rerun finishes the job."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.cli.conftest import MiB, Offload
+from tests.cli.synapse_media import SynapseMedia, Thumb
+from tests.conftest import s3_client
+from tests.servers.moto import MotoServer
+
+MEDIA = 70
+
+
+def recorded_paths(cache: Path) -> set[str]:
+    """Files whose verification is committed in cache.db (retrying while the run holds the lock)."""
+    for _ in range(100):
+        try:
+            with sqlite3.connect(f"file:{cache}?mode=ro", uri=True, timeout=0.1) as conn:
+                return {path for (path,) in conn.execute("SELECT path FROM objstore_files")}
+        except sqlite3.OperationalError:
+            time.sleep(0.02)
+    raise AssertionError("cache.db stayed locked")
+
+
+def assert_nothing_lost(synapse: SynapseMedia, moto: MotoServer, bucket: str, cache: Path) -> int:
+    """Every file is on disk intact, or deleted only after its verified copy was recorded and
+    that copy is in the bucket intact. Returns how many files were deleted so far."""
+    client = s3_client(moto.endpoint_url)
+    recorded = recorded_paths(cache)
+    deleted = 0
+    for path, data in synapse.files.items():
+        local = synapse.media_store / path
+        if local.exists():
+            assert local.read_bytes() == data, f"{path} was changed on disk"
+            continue
+        deleted += 1
+        assert path in recorded, f"{path} was deleted without a recorded verification"
+        assert client.get_object(Bucket=bucket, Key=f"media/{path}")["Body"].read() == data, f"{path} lost"
+    return deleted
+
+
+@pytest.mark.parametrize("engine", ["sqlite"])
+def test_sigkill_at_any_point_loses_nothing(
+    offload: Offload, homeserver_yaml: Path, synapse: SynapseMedia, moto: MotoServer, bucket: str, workdir: Path,
+) -> None:
+    thumb = [Thumb(32, 32, "image/png", "crop", b"")]
+    synapse.add_local("BigMultipartMedia", os.urandom(12 * MiB), 50)  # three 5 MiB parts
+    for n in range(MEDIA):
+        thumb[0].data = os.urandom(700)
+        synapse.add_local(f"media{n:04d}xxxxxx", os.urandom(3000 + n), 40, thumb)
+        synapse.add_remote("remote.example", f"r{n}", f"fs{n:04d}remoteid", os.urandom(1500), 40)
+    offload("--config", str(homeserver_yaml), "update", "30d")
+    cache = workdir / "cache.db"
+    client = s3_client(moto.endpoint_url)
+    total_files = len(synapse.files)
+
+    def objects() -> int:
+        return int(client.list_objects_v2(Bucket=bucket).get("KeyCount", 0))
+
+    def multipart_under_way() -> bool:
+        return bool(client.list_multipart_uploads(Bucket=bucket).get("Uploads"))
+
+    def deleted_locally() -> int:
+        return total_files - len(synapse.local_files())
+
+    kill_points: list[tuple[str, Callable[[], bool]]] = [
+        ("during the multipart upload", multipart_under_way),
+        ("after the first objects are stored", lambda: objects() >= 3),
+        ("after verifications are recorded", lambda: len(recorded_paths(cache)) >= 20),
+        ("while local files are being deleted", lambda: deleted_locally() >= 40),
+        ("while more files are being deleted", lambda: deleted_locally() >= 120),
+    ]
+    command = [str(Path(sys.executable).with_name("objstore-offload")), "--no-progress",
+               "--config", str(homeserver_yaml), "upload", "--delete", "--jobs", "2"]
+    killed = []
+    for name, reached in kill_points:
+        process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while process.poll() is None and not reached() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            killed.append(name)
+        process.wait(10)
+        assert_nothing_lost(synapse, moto, bucket, cache)
+
+    # the kills really landed mid-run, not after a finished one
+    assert len(killed) >= 4, f"only killed {killed}"
+    assert 0 < deleted_locally() < total_files
+
+    offload("--config", str(homeserver_yaml), "upload", "--delete")
+    assert assert_nothing_lost(synapse, moto, bucket, cache) == total_files
+    assert synapse.local_files() == set()
+    with sqlite3.connect(cache) as conn:
+        assert conn.execute("SELECT count(*) FROM media WHERE NOT known_deleted").fetchone() == (0,)

@@ -1,0 +1,104 @@
+"""Failures name what failed; the run goes on with the other files where that is safe; exit codes tell."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from synapse_objstore.cli.checksums import LocalDigest
+from synapse_objstore.cli.verification import RemoteChecker
+from tests.cli.conftest import Dataset, Offload
+from tests.cli.synapse_media import SynapseMedia
+from tests.cli.test_offload_flow import bucket_objects
+from tests.servers.moto import MotoServer
+
+pytestmark = pytest.mark.parametrize("engine", ["sqlite"])
+
+
+def test_unreadable_config_is_named(offload: Offload, workdir: Path, engine: str) -> None:
+    broken = workdir / "homeserver.yaml"
+    broken.write_text("database: [unclosed\n")
+    result = offload("--config", str(broken), "update-db", "1d", expect=2)
+    assert f"{broken} is not valid yaml" in result.output
+
+
+def test_missing_database_is_named(offload: Offload, workdir: Path, engine: str) -> None:
+    result = offload("update-db", "1d", expect=2)
+    assert "Could not find homeserver.yaml" in result.output
+    (workdir / "database.yaml").write_text(yaml.safe_dump(
+        {"host": "127.0.0.1", "port": 5432, "user": "postgres", "database": "no_such_synapse_db", "connect_timeout": 5}))
+    result = offload("update-db", "1d", expect=2)
+    assert "no_such_synapse_db" in result.output and "database.yaml" in result.output
+    (workdir / "database.yaml").write_text(yaml.safe_dump({"sqlite": {"database": "missing.db"}}))
+    assert "'missing.db' (from database.yaml) does not exist" in offload("update-db", "1d", expect=2).output
+    assert not (workdir / "missing.db").exists()
+
+
+def test_missing_bucket_stops_before_touching_anything(
+    offload: Offload, homeserver_yaml: Path, synapse: SynapseMedia, dataset: Dataset, moto: MotoServer, workdir: Path,
+    engine: str,
+) -> None:
+    offload("--config", str(homeserver_yaml), "update", "30d")
+    before = synapse.local_files()
+    result = offload("--config", str(homeserver_yaml), "upload", str(synapse.media_store), "no-such-bucket-here",
+                     "--delete", expect=2)
+    assert "the bucket does not exist: s3://no-such-bucket-here/" in result.output
+    assert synapse.local_files() == before
+
+
+def test_bad_store_config_names_the_key(offload: Offload, synapse: SynapseMedia, workdir: Path, engine: str) -> None:
+    (workdir / "store.yaml").write_text(yaml.safe_dump({"bucket": "b", "sse_customer_key": "short", "colour": "red"}))
+    result = offload("upload", str(synapse.media_store), "--store-config", "store.yaml", expect=2)
+    assert "store.yaml" in result.output and "unknown key 'colour'" in result.output
+    assert "short" not in result.output  # a secret is never echoed
+
+
+def test_wrong_credentials_are_reported(
+    offload: Offload, synapse: SynapseMedia, dataset: Dataset, workdir: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, engine: str,
+) -> None:
+    # a moto server that checks credentials: no access key is known to it
+    monkeypatch.setenv("INITIAL_NO_AUTH_ACTION_COUNT", "0")
+    with MotoServer(tmp_path) as strict:
+        monkeypatch.delenv("INITIAL_NO_AUTH_ACTION_COUNT")
+        (workdir / "database.yaml").write_text(yaml.safe_dump({"sqlite": synapse.db_config["args"]}))
+        offload("update", str(synapse.media_store), "30d")
+        result = offload("upload", str(synapse.media_store), "media", "--endpoint-url", strict.endpoint_url,
+                         "--delete", expect=2)
+    assert "access refused by s3://media/ at " + strict.endpoint_url in result.output
+    assert "check the credentials" in result.output
+    assert synapse.local_files() == set(synapse.files)
+
+
+def test_file_vanishing_mid_run_fails_alone(
+    offload: Offload, homeserver_yaml: Path, synapse: SynapseMedia, dataset: Dataset, moto: MotoServer, bucket: str,
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, engine: str,
+) -> None:
+    offload("--config", str(homeserver_yaml), "update", "30d")
+    vanishing = "local_thumbnails/Ab/Cd/EfGhIjKlMnOp/32-32-image-png-crop"
+    digest = RemoteChecker.digest
+
+    async def digest_after_vanishing(self: RemoteChecker, local_path: str) -> LocalDigest:
+        if local_path.endswith(vanishing):  # Synapse (or an admin) removes it after the run listed it
+            os.remove(local_path)
+        return await digest(self, local_path)
+
+    monkeypatch.setattr(RemoteChecker, "digest", digest_after_vanishing)
+    result = offload("--json", "--config", str(homeserver_yaml), "upload", "--delete", expect=1)
+    summary: dict[str, Any] = json.loads(result.stdout)
+    assert [f["path"] for f in summary["failed"]] == [vanishing]
+    assert "vanished during the run" in summary["failed"][0]["error"]
+    others = [p for p in dataset.old if p != vanishing]
+    assert summary["files_deleted"] == len(others)
+    assert set(bucket_objects(moto, bucket)) == {f"media/{p}" for p in others}
+    with sqlite3.connect(workdir / "cache.db") as conn:
+        # that media is not called deleted: the next run looks at it again
+        assert conn.execute("SELECT known_deleted FROM media WHERE media_id = 'AbCdEfGhIjKlMnOp'").fetchone() == (0,)
+    monkeypatch.setattr(RemoteChecker, "digest", digest)
+    assert json.loads(offload("--json", "--config", str(homeserver_yaml), "upload", "--delete").stdout)["media"] == 1
