@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +33,6 @@ from typing import Any
 
 import boto3
 import humanize
-from botocore.exceptions import ClientError
 from moto.server import ThreadedMotoServer
 
 from demo.matrix_client import MatrixClient, Mxc
@@ -83,22 +83,14 @@ def media_files(synapse: SynapseServer) -> list[Path]:
     return sorted(p for p in synapse.media_store_path.rglob("*") if p.is_file())
 
 
-def offload_local_copies(synapse: SynapseServer, s3: Any) -> None:
-    """Free the disk: delete every local media file whose object is in the bucket, same size.
-
-    STAND-IN FOR THE OFFLOAD CLI: once it lands this whole body becomes
-    `subprocess.run(["objstore-offload", "--config", str(synapse.config_path), "upload", "--delete"], check=True)`.
-    """
-    for local in media_files(synapse):
-        key = PREFIX + local.relative_to(synapse.media_store_path).as_posix()
-        try:
-            remote_size = s3.head_object(Bucket=BUCKET, Key=key)["ContentLength"]
-        except ClientError as error:
-            if error.response["Error"]["Code"] != "404":
-                raise
-            continue
-        if remote_size == local.stat().st_size:
-            local.unlink()
+def offload_local_copies(synapse: SynapseServer) -> str:
+    """Free the disk the way an admin does: objstore-offload reads homeserver.yaml, records the
+    media in cache.db, uploads, verifies and only then deletes the local copies."""
+    offload = [str(Path(sys.executable).with_name("objstore-offload")), "--no-progress",
+               "--config", str(synapse.config_path), "--cache-db", str(synapse.config_path.parent / "cache.db")]
+    subprocess.run([*offload, "update", "0s"], check=True, capture_output=True, text=True)
+    done = subprocess.run([*offload, "upload", "--delete"], check=True, capture_output=True, text=True)
+    return done.stdout.strip()
 
 
 def run(workdir: Path, stack: ExitStack, big_size: int) -> Checks:
@@ -151,7 +143,7 @@ def run(workdir: Path, stack: ExitStack, big_size: int) -> Checks:
     print("\nRemoving the local copies")
     local_files = media_files(synapse)
     local_bytes = sum(p.stat().st_size for p in local_files)
-    offload_local_copies(synapse, s3)
+    print(offload_local_copies(synapse))
     print(f"  media_store_path: {len(local_files)} files ({size(local_bytes)}) before, {len(media_files(synapse))} after")
     checks("media_store_path holds no media files", not media_files(synapse))
 

@@ -144,6 +144,10 @@ class ObjectStore:
 
     async def close(self) -> None:
         if self._fs is not None:
+            # s3fs closes its aiobotocore client by itself only when it is synchronous
+            creator = getattr(self._fs.fs, "_s3creator", None)
+            if creator is not None:
+                await creator.__aexit__(None, None, None)
             self._fs.close()
             self._fs = None
 
