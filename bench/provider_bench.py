@@ -71,8 +71,8 @@ class Ceph:
     def __init__(self) -> None:
         from tests.servers.ceph_rgw import CephRGW
 
-        base = WORK / f"ceph-{uuid.uuid4().hex[:8]}"
-        base.mkdir(parents=True)
+        base = WORK / "ceph"  # each cluster lives in a new directory under it
+        base.mkdir(parents=True, exist_ok=True)
         self._server = CephRGW(base)
 
     def start(self) -> dict[str, Any]:

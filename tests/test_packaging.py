@@ -52,3 +52,7 @@ def test_wheel_installs_into_a_clean_venv_and_works(dist: Path, tmp_path: Path) 
                    timeout=600)
     result = subprocess.run([str(venv / "bin/python"), "-c", CHECK], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "ok", result.stderr
+    cli = subprocess.run([str(venv / "bin/objstore-offload"), "--help"], capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    for command in ("update-db", "check-deleted", "update", "write", "upload", "restore", "verify", "migrate"):
+        assert command in cli.stdout

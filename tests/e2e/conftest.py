@@ -37,10 +37,6 @@ STORAGE_CLASS = "STANDARD_IA"
 DATABASE_KINDS = ["sqlite", "postgresql"]
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "e2e: end-to-end tests against a real Synapse (a few seconds per module)")
-
-
 def child_pids() -> set[int]:
     """PIDs of this process's living (not zombie) children."""
     children = set()
