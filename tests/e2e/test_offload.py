@@ -1,0 +1,42 @@
+"""objstore-offload on a live homeserver's own database and media store, then Synapse serves
+every media from the bucket."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Homeserver
+from tests.servers.synapse import local_thumbnails_dir
+
+pytestmark = pytest.mark.e2e
+
+
+def offload(homeserver: Homeserver, cache_db: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [str(Path(sys.executable).with_name("objstore-offload")), "--no-progress",
+               "--config", str(homeserver.server.config_path), "--cache-db", str(cache_db), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def test_offload_with_delete_then_everything_still_downloads(homeserver: Homeserver, tmp_path: Path) -> None:
+    image, image_data = homeserver.upload_image()
+    files = {homeserver.client.upload(data, "application/octet-stream", "blob.bin"): data
+             for data in (os.urandom(1000), os.urandom(3 * 1024 * 1024))}
+    media_store = homeserver.server.media_store_path
+    assert any(media_store.rglob("*")) and (media_store / local_thumbnails_dir(image.media_id)).is_dir()
+
+    updated = offload(homeserver, tmp_path / "cache.db", "update", "0s")
+    assert updated.returncode == 0, updated.stderr
+    uploaded = offload(homeserver, tmp_path / "cache.db", "upload", "--delete")
+    assert uploaded.returncode == 0, uploaded.stdout + uploaded.stderr
+    assert "Failed 0 files" in uploaded.stdout
+
+    assert [p for p in media_store.rglob("*") if p.is_file()] == []
+    assert homeserver.client.download(image).check().body == image_data
+    for mxc, data in files.items():
+        assert homeserver.client.download(mxc).check().body == data
+    assert homeserver.client.thumbnail(image, 32, 32, "crop").check().body
