@@ -1,16 +1,17 @@
 """Streams an object to a Synapse HTTP response with backpressure and no thread.
 
 The responder is a Twisted push producer. Its pump is a coroutine on the I/O loop that
-reads a chunk, hands it to the reactor thread, and waits until the reactor has written it
-before handing over the next one (while the next is already being read). Pausing clears
-an event the pump waits on; because the pause and the "written" signal travel to the loop
-in order, a consumer that pauses inside `write` gets no further chunk. A consumer that
+reads a chunk, hands it to the reactor thread, and keeps at most CHUNKS_IN_FLIGHT chunks
+on their way there (the next one is read meanwhile). Pausing clears an event the pump
+waits on; because the pause and the "written" signals travel to the loop in order, a
+consumer that pauses inside `write` gets at most one further chunk. A consumer that
 goes away stops the pump, which closes the object and gives its connection back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import logging
 from types import TracebackType
@@ -30,9 +31,13 @@ from synapse_objstore.store import ObjectStoreError
 
 logger = logging.getLogger(__name__)
 
-# Largest chunk handed to the reactor at once: big enough that thread hops are rare,
-# small enough that a paused response holds little memory.
-CHUNK_SIZE = 256 * 1024
+# The chunk handed to the reactor at once: big enough that thread hops are rare, small
+# enough that a paused response holds little memory (bench/README.md has the trade-off).
+CHUNK_SIZE = 512 * 1024
+# Chunks on their way to the reactor before the pump waits for the oldest to be written:
+# two lets one chunk's thread hop overlap the next one's read; a consumer that pauses
+# inside `write` therefore gets at most one more chunk.
+CHUNKS_IN_FLIGHT = 2
 # A consumer paused this long gives back the store connection (the stream resumes with a
 # ranged read), so stalled clients cannot exhaust the connection pool.
 RELEASE_CONNECTION_AFTER = 5.0
@@ -90,16 +95,21 @@ class ObjectResponder(Responder):
     async def _pump(self) -> None:
         outcome: BaseException | None = None
         next_read: asyncio.Future[bytes] | None = None
+        in_flight: collections.deque[asyncio.Future[None]] = collections.deque()
         try:
-            chunk = await self._stream.read(CHUNK_SIZE)
+            chunk = await self._read_chunk()
             while chunk:
                 await self._wait_until_resumed()
                 written = self._loop.create_future()
                 self._reactor.callFromThread(self._deliver, chunk, written)
-                next_read = asyncio.ensure_future(self._stream.read(CHUNK_SIZE))
-                await written
+                in_flight.append(written)
+                next_read = asyncio.ensure_future(self._read_chunk())
+                while len(in_flight) >= CHUNKS_IN_FLIGHT:
+                    await in_flight.popleft()
                 chunk = await next_read
                 next_read = None
+            while in_flight:
+                await in_flight.popleft()
         except asyncio.CancelledError:
             return  # stopProducing: the consumer is gone and has been told
         except ConsumerPausedTooLongError as error:
@@ -112,6 +122,19 @@ class ObjectResponder(Responder):
                 next_read.cancel()
             await self._stream.close()
         self._reactor.callFromThread(self._finish, outcome)
+
+    async def _read_chunk(self) -> bytes:
+        """A full CHUNK_SIZE (or the rest of the object): a body's read returns only what is
+        buffered, and every chunk costs two thread hops, so small chunks would cap the rate."""
+        parts: list[bytes] = []
+        have = 0
+        while have < CHUNK_SIZE:
+            data = await self._stream.read(CHUNK_SIZE - have)
+            if not data:
+                break
+            parts.append(data)
+            have += len(data)
+        return b"".join(parts)
 
     async def _wait_until_resumed(self) -> None:
         if self._resume.is_set():
