@@ -49,6 +49,7 @@ class ObjectStorageProvider(StorageProvider):
             )
         self._reactor = hs.get_reactor()
         self._media_store_path = media_config.media_store_path
+        backend.prepare()
         self._store = ObjectStore(backend)
         logger.info("media storage provider: %s", backend.describe())
         # Build the client once the reactor runs (after any daemonizing fork), on the I/O

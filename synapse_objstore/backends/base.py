@@ -50,6 +50,10 @@ class Backend(abc.ABC):
     def __init__(self, settings: BackendSettings) -> None:
         self.settings = settings
 
+    def prepare(self) -> None:  # noqa: B027
+        """Do slow, fork-safe set-up (loading data files, no sockets or threads) now, while
+        Synapse starts and before its reactor runs, rather than on the I/O loop later."""
+
     @abc.abstractmethod
     def create_filesystem(self, loop: asyncio.AbstractEventLoop) -> AbstractFileSystem:
         """Build the filesystem. Runs on the I/O loop `loop`; an async implementation should

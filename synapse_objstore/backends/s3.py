@@ -20,6 +20,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import s3fs
+from aiobotocore.session import AioSession
 from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
 
 from synapse_objstore.asyncfs import AsyncFs
@@ -104,9 +105,24 @@ class S3Backend(Backend):
     Settings = S3Settings
     settings: S3Settings
 
+    _session: AioSession | None = None
+
     @property
     def root(self) -> str:
         return self.settings.bucket
+
+    def prepare(self) -> None:
+        """Load botocore's JSON data now: each file is one long json.loads holding the GIL
+        (endpoints.json alone takes 15-30 ms), which on the I/O thread would stall Synapse's
+        reactor. The session holds plain data, no socket or thread, so a later fork is safe;
+        credentials are still resolved when the client is built."""
+        session = AioSession()
+        loader = session.get_component("data_loader")
+        for name in ("endpoints", "partitions", "sdk-default-configuration"):
+            loader.load_data(name)
+        for kind in ("service-2", "endpoint-rule-set-1", "paginators-1"):
+            loader.load_service_model("s3", kind)
+        self._session = session
 
     def describe(self) -> str:
         where = self.settings.endpoint_url or (f"AWS {self.settings.region_name}" if self.settings.region_name else "AWS")
@@ -145,6 +161,7 @@ class S3Backend(Backend):
             loop=loop,
             skip_instance_cache=True,
             use_listings_cache=False,
+            session=self._session,
         )
         filesystem.retries = 1  # botocore retries already; s3fs's own loop would multiply them
         return filesystem
