@@ -289,34 +289,7 @@ def apply_tweaks(tweaks: dict[str, Any]) -> None:
     """Diagnostic variants of our provider (bench/run --variant ...), applied in this process only:
     chunk_kib      synapse_objstore.responder.CHUNK_SIZE
     read_bufsize_kib  aiohttp's per-response read buffer (ClientSession(read_bufsize=...), 64 KiB by default)
-    window, fill, hold   a changed pump (bench/pump_variants.py)
-    prewarm        load botocore's data files (endpoints.json: one ~15 ms json.loads that holds
-                   the GIL) into an AioSession now, before the reactor runs, and hand that
-                   session to s3fs, instead of loading them on the I/O loop after start
     """
-    if tweaks.get("prewarm"):
-        import aiobotocore.session
-        import s3fs
-
-        session = aiobotocore.session.AioSession()
-        session._get_internal_component("endpoint_resolver")  # endpoints.json, partitions.json
-        loader = session.get_component("data_loader")
-        for data in ("_retry", "sdk-default-configuration", "partitions"):
-            loader.load_data(data)
-        for kind in ("service-2", "endpoint-rule-set-1"):
-            loader.load_service_model("s3", kind)
-
-        class PrewarmedS3FileSystem(s3fs.S3FileSystem):
-            def __init__(self, *args: Any, **kwargs: Any) -> None:
-                kwargs.setdefault("session", session)
-                super().__init__(*args, **kwargs)
-
-        s3fs.S3FileSystem = PrewarmedS3FileSystem  # type: ignore[misc]
-    if "window" in tweaks or "fill" in tweaks or "hold" in tweaks:
-        import pump_variants
-
-        pump_variants.install(window=int(tweaks.get("window", 1)), fill=bool(tweaks.get("fill", 0)),
-                              hold=bool(tweaks.get("hold", 0)))
     if "chunk_kib" in tweaks:
         from synapse_objstore import responder
 

@@ -420,8 +420,8 @@ def main() -> None:
     parser.add_argument("--diagnostics", action="store_true",
                         help="also stream with bare s3fs/aiobotocore (our HTTP stack without the provider)")
     parser.add_argument("--variant", action="append", default=[], metavar="ours+TWEAKS",
-                        help="also measure a variant of ours, e.g. ours+window=2,fill=1,chunk_kib=512 "
-                        "(see apply_tweaks in fetch_worker.py and pump_variants.py); repeatable")
+                        help="also measure a variant of ours, e.g. ours+chunk_kib=1024 "
+                        "(see apply_tweaks in fetch_worker.py); repeatable")
     parser.add_argument("--candidate", metavar="DIR",
                         help="also measure synapse_objstore from another checkout DIR (put first on PYTHONPATH, "
                         "in ours' venv), e.g. a branch with a proposed change")
