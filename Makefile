@@ -2,13 +2,16 @@
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
+# Azurite, the Azure Blob emulator the azure backend's tests run against (npm, pinned)
+AZURITE := tests/servers/azurite
 
 .PHONY: demo test bench
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(AZURITE)/package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -e '.[test]'
+	npm ci --prefix $(AZURITE) --no-audit --no-fund --loglevel=error
 	touch $(STAMP)
 
 demo: $(STAMP)

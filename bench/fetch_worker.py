@@ -234,6 +234,7 @@ class ModuleApiStandIn:
 class HomeServerStandIn:
     def __init__(self, reactor: Any, media_store_path: str) -> None:
         self._reactor = reactor
+        self.hostname = "bench.localhost"
         self.config = SimpleNamespace(
             media=SimpleNamespace(media_store_path=media_store_path, enable_local_media_storage=True)
         )

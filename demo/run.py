@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import boto3
 import humanize

@@ -9,7 +9,7 @@ they share: the generic keys, strict parsing, and error messages that name the k
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 DEFAULT_BACKEND = "s3"
 
 SettingsT = TypeVar("SettingsT", bound=BaseModel)
+
+# `check_on_startup`: log the outcome (true), stop Synapse when the check fails ("required"),
+# or skip the check (false). synapse_objstore/health.py has the reasons.
+StartupCheck = Literal[True, False, "required"]
 
 
 class ConfigError(ValueError):
@@ -47,6 +51,11 @@ class BackendSettings(BaseModel):
         description="How much runs at once against the store: threads for blocking backends, "
         "and the default size of the connection pool.",
     )
+    check_on_startup: StartupCheck = Field(
+        True,
+        description="Check once the homeserver runs that the store answers with these credentials: "
+        "true logs the outcome, \"required\" also stops Synapse when the check fails, false skips it.",
+    )
 
     @field_validator("prefix")
     @classmethod
@@ -58,6 +67,13 @@ class BackendSettings(BaseModel):
         if any(segment in (".", "..") for segment in prefix.split("/")):
             raise ValueError("must not contain '.' or '..' segments")
         return prefix
+
+    @field_validator("check_on_startup", mode="before")
+    @classmethod
+    def _check_startup_check(cls, value: object) -> object:
+        if value is True or value is False or value == "required":
+            return value
+        raise ValueError('must be true, false or "required"')
 
     def secret_values(self) -> Iterator[str]:
         """Every secret this block holds, for log redaction."""

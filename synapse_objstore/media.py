@@ -14,6 +14,7 @@ Paths are relative and '/'-separated (POSIX only, as Synapse itself).
 from __future__ import annotations
 
 import os
+import re
 import string
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -120,3 +121,71 @@ class Media:
 
     def describe(self) -> str:
         return f"{self.origin}/{self.media_id}" if self.origin else self.media_id
+
+
+# The date directory of URL previews in Synapse's newer layout
+URL_CACHE_DATE = re.compile(r"^\d\d\d\d-\d\d-\d\d$")
+
+
+@dataclass(frozen=True)
+class MediaOwner:
+    """The media an object belongs to, as Synapse's database names it.
+
+    `key` is `local_media_repository.media_id` for local media and URL previews, and
+    `remote_media_cache.filesystem_id` (with `origin`) for remote media.
+    """
+
+    kind: Literal["local", "remote", "url_cache"]
+    origin: str
+    key: str
+    thumbnail: bool
+
+
+def parse_media_path(media_path: str) -> MediaOwner | None:
+    """The media a media path belongs to, or None when the path is not one Synapse writes.
+
+    A path is accepted only if Synapse's own path functions rebuild it exactly from what was
+    parsed, so an object of any other shape is never taken for media.
+    """
+    top, _, rest = media_path.partition("/")
+    parts = rest.split("/")
+    try:
+        owner, rebuilt = _parse(top, parts)
+        if owner is not None and owner.thumbnail:
+            rebuilt = f"{rebuilt}/{validate_path_component(parts[-1])}"
+    except ValueError:
+        return None
+    return owner if owner is not None and rebuilt == media_path else None
+
+
+def _parse(top: str, parts: list[str]) -> tuple[MediaOwner | None, str]:
+    """The owner and the rebuilt path of the original (or of the thumbnail directory)."""
+    if top in ("local_content", "local_thumbnails") and len(parts) == (3 if top == "local_content" else 4):
+        media_id = "".join(parts[:3])
+        if top == "local_content":
+            return MediaOwner("local", "", media_id, False), local_media_path(media_id)
+        return MediaOwner("local", "", media_id, True), local_thumbnail_dir(media_id)
+    if top in ("remote_content", "remote_thumbnail") and len(parts) == (4 if top == "remote_content" else 5):
+        origin, file_id = parts[0], "".join(parts[1:4])
+        if top == "remote_content":
+            return MediaOwner("remote", origin, file_id, False), remote_media_path(origin, file_id)
+        return MediaOwner("remote", origin, file_id, True), remote_thumbnail_dir(origin, file_id)
+    if top in ("url_cache", "url_cache_thumbnails"):
+        thumbnail = top == "url_cache_thumbnails"
+        directory = parts[:-1] if thumbnail else parts
+        if len(directory) == 2 and URL_CACHE_DATE.match(directory[0]):
+            # Synapse names previews `<date>_<random>` and files them under <date>/<random>
+            media_id = f"{directory[0]}_{directory[1]}"
+        elif len(directory) == 3:
+            media_id = "".join(directory)
+        else:
+            return None, ""
+        return MediaOwner("url_cache", "", media_id, thumbnail), url_cache_dir(top, media_id)
+    return None, ""
+
+
+def url_cache_dir(top: str, media_id: str) -> str:
+    """`url_cache/...` (a preview) or `url_cache_thumbnails/...` (its thumbnail directory), as Synapse builds them."""
+    if URL_CACHE_DATE.match(media_id[:10]):
+        return "/".join([top, validate_path_component(media_id[:10]), validate_path_component(media_id[11:])])
+    return "/".join([top, *_split_id(media_id)])

@@ -6,6 +6,10 @@ on their way there (the next one is read meanwhile). Pausing clears an event the
 waits on; because the pause and the "written" signals travel to the loop in order, a
 consumer that pauses inside `write` gets at most one further chunk. A consumer that
 goes away stops the pump, which closes the object and gives its connection back.
+
+Metrics (synapse_objstore/metrics.py) are updated on the reactor thread: bytes as each chunk
+is written, time to first byte with the first one, and the in-flight gauge from the start of
+streaming to its end, however it ends.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import asyncio
 import collections
 import concurrent.futures
 import logging
+import time
 from types import TracebackType
 from typing import Any
 
@@ -26,6 +31,7 @@ from zope.interface import implementer
 
 from synapse_objstore.backends.base import ObjectStream
 from synapse_objstore.io_loop import io_loop, submit
+from synapse_objstore.metrics import ProviderMetrics
 from synapse_objstore.redaction import redact
 from synapse_objstore.store import ObjectStoreError
 
@@ -51,10 +57,24 @@ class ConsumerPausedTooLongError(Exception):
 
 @implementer(IPushProducer)
 class ObjectResponder(Responder):
-    def __init__(self, reactor: IReactorFromThreads, stream: ObjectStream, media_path: str) -> None:
+    def __init__(
+        self,
+        reactor: IReactorFromThreads,
+        stream: ObjectStream,
+        media_path: str,
+        metrics: ProviderMetrics,
+        requested_at: float,
+    ) -> None:
+        """`requested_at` is when Synapse asked for the object (`time.perf_counter()`), for
+        the time to first byte."""
         self._reactor = reactor
         self._stream = stream
         self._media_path = media_path
+        self._metrics = metrics
+        self._requested_at = requested_at
+        self._awaiting_first_byte = True
+        self._bytes_written = 0
+        self._streaming = False
         self._loop = io_loop()
         self._resume = asyncio.Event()
         self._consumer: IConsumer | None = None
@@ -63,6 +83,8 @@ class ObjectResponder(Responder):
 
     def write_to_consumer(self, consumer: IConsumer) -> Deferred[None]:
         self._consumer = consumer
+        self._streaming = True
+        self._metrics.downloads_in_flight.inc()
         consumer.registerProducer(self, True)
         self._loop.call_soon_threadsafe(self._resume.set)
         self._pump_future = submit(self._pump())
@@ -85,6 +107,8 @@ class ObjectResponder(Responder):
     def stopProducing(self) -> None:
         if self._pump_future is not None:
             self._pump_future.cancel()
+        # A client may hang up right after the last byte, before the pump reports itself done.
+        self._end_stream(complete=self._bytes_written == self._stream.size)
         self._detach()
         if not self._finished.called:
             with PreserveLoggingContext():
@@ -153,18 +177,35 @@ class ObjectResponder(Responder):
 
     def _deliver(self, chunk: bytes, written: asyncio.Future[None]) -> None:
         if self._consumer is not None:
+            self._bytes_written += len(chunk)
             self._consumer.write(chunk)
+            self._metrics.fetched_bytes.inc(len(chunk))
+            if self._awaiting_first_byte:
+                self._awaiting_first_byte = False
+                self._metrics.first_byte_duration.observe(time.perf_counter() - self._requested_at)
         self._loop.call_soon_threadsafe(_resolve, written)
 
     def _finish(self, error: BaseException | None) -> None:
+        self._end_stream(complete=error is None)
         self._detach()
         if self._finished.called:
             return
         if error is None:
             self._finished.callback(None)
         else:
+            if isinstance(error, ObjectStoreError):  # not a consumer that paused for too long
+                self._metrics.count_error("stream", error)
             logger.warning("streaming %s failed: %s", self._media_path, error)
             self._finished.errback(Failure(error))
+
+    def _end_stream(self, complete: bool) -> None:
+        """Count the end of streaming, once, however it ends; `complete`: every byte was written."""
+        if not self._streaming:
+            return
+        self._streaming = False
+        if complete:
+            self._metrics.fetched_objects.inc()
+        self._metrics.downloads_in_flight.dec()
 
     def _detach(self) -> None:
         consumer, self._consumer = self._consumer, None

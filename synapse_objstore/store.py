@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from synapse_objstore.asyncfs import AsyncFs
-from synapse_objstore.backends.base import Backend, ObjectStream
+from synapse_objstore.backends.base import LIST_PAGE_SIZE, Backend, IncompleteUpload, ObjectStream
 from synapse_objstore.io_loop import io_loop
 from synapse_objstore.redaction import redact, register_secrets
 
@@ -85,11 +85,15 @@ class ObjectStore:
         if hasattr(fs, "set_session"):
             await self._guard("connect to", "/", fs.set_session)
 
-    async def put_file(self, local_path: str, media_path: str) -> None:
-        """Upload a local file as the object for `media_path`, replacing any object there."""
+    async def put_file(self, local_path: str, media_path: str, if_absent: bool = False) -> str | None:
+        """Upload a local file as the object for `media_path`, replacing any object there.
+        Returns the store's checksum of the object, where its reply gives one. `if_absent`:
+        FileExistsError rather than a replaced object, where the store can say so."""
         remote_path = self.remote_path(media_path)
         try:
-            await self._guard("store", media_path, lambda: self.backend.upload(self.filesystem(), local_path, remote_path))
+            return await self._guard(
+                "store", media_path, lambda: self.backend.upload(self.filesystem(), local_path, remote_path, if_absent)
+            )
         except FileNotFoundError as error:
             if not os.path.exists(local_path):
                 raise FileNotFoundError(f"local file {local_path} (media {media_path!r}) does not exist") from None
@@ -111,7 +115,7 @@ class ObjectStore:
         """Size and checksum of the object, or None when it does not exist."""
         remote_path = self.remote_path(media_path)
         try:
-            raw = await self._guard("inspect", media_path, lambda: self.filesystem().call("info", remote_path))
+            raw = await self._guard("inspect", media_path, lambda: self.backend.object_info(self.filesystem(), remote_path))
         except FileNotFoundError:
             return None
         if raw.get("type") == "directory":
@@ -127,27 +131,41 @@ class ObjectStore:
         with contextlib.suppress(FileNotFoundError):
             await self._guard("delete", media_path, lambda: self.filesystem().call("rm_file", remote_path))
 
-    async def list(self, media_prefix: str = "") -> AsyncIterator[ObjectInfo]:
-        """Every object under a media directory ('' for all, else ending in '/')."""
+    async def list(self, media_prefix: str = "", page_size: int = LIST_PAGE_SIZE) -> AsyncIterator[ObjectInfo]:
+        """Every object under a media directory ('' for all, else ending in '/').
+
+        The listing streams: one page of at most `page_size` objects is fetched at a time,
+        and only when the caller has taken the previous one, so a bucket of millions of
+        objects costs the memory of one page. Each page is sorted (S3 lists in key order)."""
         if media_prefix and (not media_prefix.endswith("/") or media_prefix.startswith("/")):
             raise MediaPathError(f"list takes a media directory ending in '/', not {media_prefix!r}")
         if media_prefix:
             check_media_path(media_prefix.rstrip("/"))
         base = f"{self.backend.root}/{self.prefix}"
-        found: dict[str, dict[str, Any]] = await self._guard(
-            "list", media_prefix or "/", lambda: self.filesystem().call("find", base + media_prefix, detail=True)
-        )
         strip = len(self.filesystem().fs._strip_protocol(base))
-        for path, raw in sorted(found.items()):
-            if raw.get("type") != "directory":
-                yield self._object_info(path[strip:].lstrip("/"), raw)
+        pages = self.backend.list_pages(self.filesystem(), base + media_prefix, page_size)
+        async with contextlib.aclosing(pages):
+            while (page := await self._guard("list", media_prefix or "/", lambda: anext(pages, None))) is not None:
+                for raw in sorted(page, key=lambda raw: str(raw["name"])):
+                    media_path = str(raw["name"])[strip:].lstrip("/")
+                    if raw.get("type") != "directory" and media_path and not media_path.endswith("/"):
+                        yield self._object_info(media_path, raw)
+
+    async def incomplete_uploads(self) -> AsyncIterator[IncompleteUpload]:
+        """Uploads under the prefix that were begun and never completed nor aborted."""
+        uploads = self.backend.incomplete_uploads(self.filesystem(), f"{self.backend.root}/{self.prefix}")
+        async with contextlib.aclosing(uploads):
+            while upload := await self._guard("list incomplete uploads in", "/", lambda: anext(uploads, None)):
+                yield upload
+
+    async def abort_incomplete_upload(self, upload: IncompleteUpload) -> None:
+        await self._guard(
+            "abort upload", upload.path, lambda: self.backend.abort_incomplete_upload(self.filesystem(), upload)
+        )
 
     async def close(self) -> None:
         if self._fs is not None:
-            # s3fs closes its aiobotocore client by itself only when it is synchronous
-            creator = getattr(self._fs.fs, "_s3creator", None)
-            if creator is not None:
-                await creator.__aexit__(None, None, None)
+            await self.backend.close_filesystem(self._fs.fs)
             self._fs.close()
             self._fs = None
 
@@ -156,22 +174,20 @@ class ObjectStore:
         that names the action, the object and the store, with any secret redacted."""
         try:
             return await operation()
-        except (FileNotFoundError, MediaPathError):
+        except (FileNotFoundError, FileExistsError, MediaPathError):
             raise
         except Exception as error:
             detail = redact(f"{type(error).__name__}: {error}")
             raise ObjectStoreError(f"could not {action} {media_path!r} on {self.backend.describe()}: {detail}") from error
 
-    @staticmethod
-    def _object_info(media_path: str, raw: dict[str, Any]) -> ObjectInfo:
-        etag = raw.get("ETag") or raw.get("etag") or raw.get("md5")
+    def _object_info(self, media_path: str, raw: dict[str, Any]) -> ObjectInfo:
         modified = raw.get("LastModified") or raw.get("last_modified") or raw.get("mtime") or raw.get("created")
         if isinstance(modified, (int, float)):
             modified = datetime.fromtimestamp(modified).astimezone()
         return ObjectInfo(
             media_path=media_path,
             size=int(raw["size"]),
-            etag=etag.strip('"') if isinstance(etag, str) else None,
+            etag=self.backend.object_checksum(raw),
             storage_class=raw.get("StorageClass"),
             last_modified=modified if isinstance(modified, datetime) else None,
         )

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,43 +12,14 @@ import botocore.exceptions
 import pytest
 
 from synapse_objstore.store import ObjectStoreError
-from tests.conftest import s3_client
-from tests.servers.ceph_rgw import CephRGW, ceph_available
+from tests.conftest import rgw_client
+from tests.servers.ceph_rgw import CephRGW
 from tests.synapse_harness import RecordingConsumer, load_provider, local_media
 from tests.test_provider import put_local, stream, wait_for
 
 MiB = 1024 * 1024
 SSE_KEY = "k3y-for-synapse-media-0123456789"
 OTHER_KEY = "another-key-0123456789-abcdefghi"
-
-
-@pytest.fixture(scope="module")
-def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CephRGW]:
-    if not ceph_available():
-        if os.environ.get("OBJSTORE_REQUIRE_CEPH"):
-            pytest.fail("Ceph RGW is required here (OBJSTORE_REQUIRE_CEPH) but not installed: run .ci/install-ceph")
-        pytest.skip("Ceph RGW is not installed (.ci/install-ceph installs it)")
-    server = CephRGW(tmp_path_factory.mktemp("ceph"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def rgw_bucket(rgw: CephRGW) -> str:
-    name = f"media-{uuid.uuid4().hex[:10]}"
-    client(rgw).create_bucket(Bucket=name)
-    return name
-
-
-def client(rgw: CephRGW) -> Any:
-    from botocore.config import Config
-
-    return s3_client(rgw.endpoint_url, aws_access_key_id=rgw.access_key, aws_secret_access_key=rgw.secret_key,
-                     config=Config(request_checksum_calculation="when_required",
-                                   response_checksum_validation="when_required", s3={"addressing_style": "path"}))
 
 
 def rgw_config(rgw: CephRGW, bucket: str, **extra: Any) -> dict[str, Any]:
@@ -75,7 +45,7 @@ def test_sse_c_objects_round_trip_through_the_provider(rgw: CephRGW, rgw_bucket:
     in_reactor(provider.store_file, path, info)
 
     assert fetch_bytes(in_reactor, provider, path, info) == data
-    s3 = client(rgw)
+    s3 = rgw_client(rgw)
     head = s3.head_object(Bucket=rgw_bucket, Key=path, SSECustomerKey=SSE_KEY, SSECustomerAlgorithm="AES256")
     assert head["StorageClass"] == rgw.extra_storage_class
     with pytest.raises(botocore.exceptions.ClientError) as refused:  # RGW keeps the bytes under the key
@@ -105,7 +75,7 @@ def test_objects_written_by_synapse_s3_storage_provider_stay_readable(rgw: CephR
     """What the old provider's upload_file(ExtraArgs={SSECustomerKey: key, ...}) stores."""
     path, info = local_media("oldprovidermedia")
     data = os.urandom(100_000)
-    client(rgw).put_object(Bucket=rgw_bucket, Key="old/" + path, Body=data, SSECustomerKey=SSE_KEY,
+    rgw_client(rgw).put_object(Bucket=rgw_bucket, Key="old/" + path, Body=data, SSECustomerKey=SSE_KEY,
                            SSECustomerAlgorithm="AES256", StorageClass="STANDARD")
     provider = load_provider(reactor, media_store, rgw_config(rgw, rgw_bucket, prefix="old/"))
     assert fetch_bytes(in_reactor, provider, path, info) == data

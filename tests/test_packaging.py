@@ -16,9 +16,20 @@ CHECK = """
 import importlib.metadata, importlib.util
 from synapse_objstore.config import parse_store_config
 from synapse_objstore.plugins import default_registry
-assert default_registry().names() == ["fsspec", "s3"], default_registry().names()
+from synapse_objstore.store import ObjectStore
+from synapse_objstore.io_loop import run
+assert default_registry().names() == ["azure", "fsspec", "gcs", "s3"], default_registry().names()
 backend = parse_store_config({"bucket": "media", "prefix": "p/"})
 assert backend.describe() == "s3://media/p/ at AWS", backend.describe()
+# gcs and azure are extras: without them the backend names the extra to install
+for config, extra in (({"backend": "gcs", "bucket": "media", "token": "anon"}, "synapse-objstore[gcs]"),
+                      ({"backend": "azure", "container": "media", "account_name": "account"}, "synapse-objstore[azure]")):
+    try:
+        run(ObjectStore(parse_store_config(config)).connect())
+    except Exception as error:
+        assert extra in str(error), str(error)
+    else:
+        raise AssertionError(f"{config} worked without its extra")
 assert importlib.util.find_spec("synapse") is None  # the store and CLI need no Synapse
 print("ok")
 """

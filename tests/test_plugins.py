@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -114,5 +115,34 @@ def test_registering_something_that_is_not_a_backend_is_named(site: Path) -> Non
 
 
 def test_unknown_backend_lists_the_registered_ones() -> None:
-    with pytest.raises(ConfigError, match="unknown backend 'gcs'; registered backends: fsspec, s3"):
-        parse_store_config({"backend": "gcs"})
+    known = ", ".join(default_registry().names())
+    assert "fsspec, " in known and "s3" in known
+    with pytest.raises(ConfigError, match=f"unknown backend 'nosuch'; registered backends: {known}$"):
+        parse_store_config({"backend": "nosuch"})
+
+
+def test_a_broken_plugin_stops_synapse_naming_it(site: Path) -> None:
+    from synapse.config._base import ConfigError as SynapseConfigError
+
+    from synapse_objstore.provider import ObjectStorageProvider
+
+    install_distribution(site, "objstore-broken", "objstore_test_broken", "raise RuntimeError('boom at import')\n")
+    with pytest.raises(SynapseConfigError, match=r"synapse_objstore: plugin 'objstore_test_broken' .*from objstore-broken"
+                                                 r"\) failed to load: RuntimeError: boom at import"):
+        ObjectStorageProvider.parse_config({"bucket": "media"})
+
+
+def test_a_plugin_taking_a_taken_name_stops_objstore_offload_naming_it(site: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from synapse_objstore.cli.main import cli
+
+    install_distribution(site, "objstore-impostor", "objstore_test_impostor", MEMORY_BACKEND.format(name="fsspec"))
+    store_config = tmp_path / "store.yaml"
+    store_config.write_text(f"backend: fsspec\nurl: file://{tmp_path}/objects\n")
+    result = CliRunner().invoke(cli, ["--no-progress", "verify", "--store-config", str(store_config)])
+    assert result.exit_code == 2, result.output
+    # pluggy calls the newest plugin first, so either may be the one found second
+    assert re.search(r"store config from .*store\.yaml: plugin '(fsspec|objstore_test_impostor)' registers backend "
+                     r"'fsspec', which plugin '(fsspec|objstore_test_impostor)' registered already", result.output)
+    assert "objstore_test_impostor" in result.output

@@ -182,7 +182,7 @@ def test_background_uploads_arrive(reactor: Any, in_reactor: Callable[..., Any],
     ("config", "named"),
     [
         ({"bucket": "m", "bogus_key": 1}, "unknown key 'bogus_key'"),
-        ({"backend": "nosuch"}, "unknown backend 'nosuch'; registered backends: fsspec, s3"),
+        ({"backend": "nosuch"}, "unknown backend 'nosuch'; registered backends: azure, fsspec, gcs, s3"),
         ({"bucket": "m", "threadpool_size": "many"}, "'threadpool_size': Input should be a valid integer"),
         ({}, "'bucket' is required"),
         ({"bucket": "m", "endpoint_url": "localhost:9000"}, "'endpoint_url': must be an http:// or https:// URL"),
@@ -280,3 +280,34 @@ def test_an_object_replaced_while_its_reader_was_paused_is_not_spliced(
     with pytest.raises(ObjectStoreError, match="could not stream 'local_content/re/pl/acedmedia1': .*pre-condition"):
         wait_for(in_reactor, done)
     assert b"b" not in consumer.data
+
+
+def test_delete_removes_the_object_and_a_second_delete_succeeds(reactor: Any, in_reactor: Callable[..., Any],
+                                                                moto: MotoServer, bucket: str,
+                                                                media_store: Path) -> None:
+    provider = load_provider(reactor, media_store, s3_config(moto, bucket, prefix="hs1/"))
+    path, info = local_media("deletedmedia1")
+    kept_path, _ = local_media("keptmedia0001")
+    client = s3_client(moto.endpoint_url)
+    client.put_object(Bucket=bucket, Key="hs1/" + path, Body=b"to be deleted")
+    client.put_object(Bucket=bucket, Key="hs1/" + kept_path, Body=b"kept")
+
+    in_reactor(provider.backend.delete, path, info)
+
+    keys = [item["Key"] for item in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert keys == ["hs1/" + kept_path]
+    assert in_reactor(provider.fetch, path, info) is None
+    in_reactor(provider.backend.delete, path, info)  # gone already: still a success
+
+
+def test_delete_with_the_store_down_fails_fast_naming_the_object(reactor: Any, in_reactor: Callable[..., Any],
+                                                                 media_store: Path) -> None:
+    config = {"bucket": "media", "endpoint_url": f"http://127.0.0.1:{free_port()}", "retries": 1,
+              "connect_timeout": 2, "check_on_startup": False}
+    provider = load_provider(reactor, media_store, config)
+    path, info = local_media("undeletable01")
+    started = time.monotonic()
+    expected = r"could not delete 'local_content/un/de/letable01' on s3://media/"
+    with pytest.raises(ObjectStoreError, match=expected):
+        in_reactor(provider.backend.delete, path, info)
+    assert time.monotonic() - started < 20

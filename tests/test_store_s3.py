@@ -12,6 +12,7 @@ import pytest
 from synapse_objstore.config import parse_store_config
 from synapse_objstore.io_loop import run
 from synapse_objstore.store import MediaPathError, ObjectStore, ObjectStoreError
+from synapse_objstore.testing.suite import read_object
 from tests.conftest import s3_client
 from tests.servers.moto import MotoServer
 from tests.servers.process import free_port
@@ -24,16 +25,7 @@ def make_store(endpoint_url: str, bucket: str, **extra: Any) -> ObjectStore:
 
 
 async def read_all(store: ObjectStore, media_path: str, chunk: int = 64 * 1024) -> bytes | None:
-    stream = await store.open_read(media_path)
-    if stream is None:
-        return None
-    parts = []
-    try:
-        while data := await stream.read(chunk):
-            parts.append(data)
-    finally:
-        await stream.close()
-    return b"".join(parts)
+    return await read_object(store, media_path, chunk)
 
 
 def write(path: Path, data: bytes) -> str:
@@ -118,9 +110,9 @@ def test_failed_multipart_upload_is_aborted_not_left_behind(moto: MotoServer, bu
     async def failing_read(*args: Any) -> Any:
         raise OSError("disk read error")
 
-    async def upload_with_bad_disk(fs: Any, local_path: str, remote_path: str) -> None:
+    async def upload_with_bad_disk(fs: Any, local_path: str, remote_path: str, if_absent: bool = False) -> None:
         fs.in_thread = failing_read  # the local disk fails while parts are read
-        await real_upload(fs, local_path, remote_path)
+        await real_upload(fs, local_path, remote_path, if_absent)
 
     store.backend.upload = upload_with_bad_disk  # type: ignore[method-assign]
     with pytest.raises(ObjectStoreError, match="disk read error"):
@@ -140,3 +132,78 @@ def test_missing_bucket_is_an_error_not_a_missing_object(moto: MotoServer) -> No
     store = make_store(moto.endpoint_url, "no-such-bucket")
     with pytest.raises(ObjectStoreError, match="could not store 'local_content/aa/bb/cc' on s3://no-such-bucket/"):
         run(store.put_file(__file__, "local_content/aa/bb/cc"))
+
+
+def test_list_streams_page_by_page(moto: MotoServer, bucket: str, tmp_path: Path) -> None:
+    """A listing larger than a page takes one request per page, each made only once the
+    previous page is used up: an object written meanwhile, after those listed, is seen."""
+    store = make_store(moto.endpoint_url, bucket, prefix="p/")
+    client = s3_client(moto.endpoint_url)
+    paths = [f"local_content/aa/bb/media{n:02}" for n in range(25)]
+    for path in paths:
+        client.put_object(Bucket=bucket, Key="p/" + path, Body=b"x" * 3)
+    client.put_object(Bucket=bucket, Key="q/local_content/aa/bb/elsewhere", Body=b"y")
+    requests: list[int | None] = []
+
+    async def listing() -> list[str]:
+        await store.connect()
+        events = store.filesystem().fs.s3.meta.events
+        events.register("before-parameter-build.s3.ListObjectsV2",
+                        lambda params, **_: requests.append(params.get("MaxKeys")))
+        found = []
+        async for info in store.list(page_size=10):
+            if not found:
+                client.put_object(Bucket=bucket, Key="p/local_content/zz/zz/writtenmeanwhile", Body=b"late")
+            found.append(info.media_path)
+        return found
+
+    assert run(listing()) == [*paths, "local_content/zz/zz/writtenmeanwhile"]
+    assert requests == [10, 10, 10]
+
+
+def test_incomplete_uploads_under_the_prefix_are_listed_and_aborted(moto: MotoServer, bucket: str) -> None:
+    store = make_store(moto.endpoint_url, bucket, prefix="p/")
+    client = s3_client(moto.endpoint_url)
+    ours = client.create_multipart_upload(Bucket=bucket, Key="p/local_content/aa/bb/cut")["UploadId"]
+    client.create_multipart_upload(Bucket=bucket, Key="q/other")
+
+    async def uploads() -> list[tuple[str, str]]:
+        return [(u.path, u.upload_id) async for u in store.incomplete_uploads()]
+
+    listed = run(uploads())
+    assert listed == [(f"{bucket}/p/local_content/aa/bb/cut", ours)]
+
+    async def abort_all() -> None:
+        async for upload in store.incomplete_uploads():
+            await store.abort_incomplete_upload(upload)
+
+    run(abort_all())
+    assert run(uploads()) == []
+    assert [u["Key"] for u in client.list_multipart_uploads(Bucket=bucket)["Uploads"]] == ["q/other"]
+
+
+@pytest.mark.parametrize(("limit_mib", "most_mib"), [(12, 30), (64, 200)])
+def test_many_uploads_at_once_hold_no_more_than_the_upload_memory_limit(
+    moto: MotoServer, bucket: str, tmp_path: Path, limit_mib: int, most_mib: int
+) -> None:
+    """Eight 6 MiB files stored at once (as `objstore-offload --jobs 8` or a burst of Synapse
+    uploads do): with a 12 MiB limit two bodies are in memory at a time, plus the HTTP
+    client's copy; with 64 MiB, all eight go at once. The second case proves the first measures."""
+    import asyncio
+
+    from synapse_objstore.testing.memory import peak_memory
+
+    store = make_store(moto.endpoint_url, bucket, upload_memory_limit=f"{limit_mib}MiB")
+    files = {f"local_content/me/mo/ry{n}": write(tmp_path / f"f{n}", os.urandom(6 * MiB)) for n in range(8)}
+
+    async def store_all() -> None:
+        await asyncio.gather(*(store.put_file(local, media) for media, local in files.items()))
+
+    run(store.connect())
+    with peak_memory() as peak:
+        run(store_all())
+    assert run(store.info("local_content/me/mo/ry7")).size == 6 * MiB
+    if limit_mib == 12:
+        assert peak.bytes < most_mib * MiB, f"{peak.bytes / MiB:.0f} MiB"
+    else:
+        assert peak.bytes > 48 * MiB, f"{peak.bytes / MiB:.0f} MiB: the measurement misses the bodies"

@@ -3,19 +3,26 @@
 A backend turns its settings into an fsspec filesystem plus the root path under which the
 object keys live. Everything else (key mapping, streaming, verification) is the store's.
 A backend may override `upload` and `open_read` where its service offers something better
-than fsspec's generic calls (the S3 backend does both).
+than fsspec's generic calls (the S3 backend does both), and `checksum_scheme` and
+`object_checksum` where its store keeps a checksum of each object's content.
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, BinaryIO, ClassVar
 
 from fsspec import AbstractFileSystem
 
 from synapse_objstore.asyncfs import AsyncFs
 from synapse_objstore.config import BackendSettings
+
+# Objects per page of a listing (S3's own maximum).
+LIST_PAGE_SIZE = 1000
 
 
 class ObjectStream(abc.ABC):
@@ -36,6 +43,36 @@ class ObjectStream(abc.ABC):
         the last one stopped. Streams that hold nothing costly keep this no-op."""  # noqa: B027
 
 
+@dataclass(frozen=True)
+class ChecksumScheme:
+    """What the checksum in an object's info (`Backend.object_checksum`) is a checksum of, so
+    that a local file can be compared with its remote copy without reading the copy back.
+
+    The default, `ChecksumScheme()`, says the store gives no checksum to trust: the copy is
+    then read back (or trusted on its size, if the caller settles for that).
+    """
+
+    # The checksum of a whole object is the hex MD5 of its content.
+    whole_md5: bool = False
+    # An object uploaded in parts has an S3-style multipart checksum, the hex MD5 of its
+    # parts' binary MD5s followed by "-<number of parts>", for one of these part sizes.
+    multipart_part_sizes: tuple[int, ...] = ()
+
+    @property
+    def gives_checksums(self) -> bool:
+        return self.whole_md5 or bool(self.multipart_part_sizes)
+
+
+@dataclass(frozen=True)
+class IncompleteUpload:
+    """An upload begun and never completed nor aborted (an S3 multipart upload): its parts
+    are kept, and billed, until it is aborted."""
+
+    path: str  # the filesystem path it was to be written to: root, then the object key
+    upload_id: str
+    initiated: datetime | None
+
+
 class Backend(abc.ABC):
     """One kind of object storage.
 
@@ -46,6 +83,9 @@ class Backend(abc.ABC):
 
     name: ClassVar[str]
     Settings: ClassVar[type[BackendSettings]]
+    # Whether the first upload makes the root (a directory tree) rather than needing it to
+    # exist (a bucket, a container): the startup check and the CLI then accept a missing root.
+    creates_root: ClassVar[bool] = False
 
     def __init__(self, settings: BackendSettings) -> None:
         self.settings = settings
@@ -68,8 +108,23 @@ class Backend(abc.ABC):
         """Where the media goes, for log lines and errors. Never includes a secret."""
         return f"{self.name}:{self.root}"
 
-    async def upload(self, fs: AsyncFs, local_path: str, remote_path: str) -> None:
+    async def upload(self, fs: AsyncFs, local_path: str, remote_path: str, if_absent: bool = False) -> str | None:
+        """Store a local file as an object, replacing any there. Returns the store's checksum
+        of what it wrote, in `checksum_scheme`'s form, when its reply carries one (so the
+        copy is verified without asking again), else None.
+
+        `if_absent`: the caller would rather not replace an object that is there already, and
+        saves a lookup by asking the store to refuse (FileExistsError). A store that cannot be
+        asked writes anyway, which is also correct: the local file is the one to keep."""
         await fs.call("put_file", local_path, remote_path)
+        return None
+
+    async def object_info(self, fs: AsyncFs, remote_path: str) -> dict[str, Any]:
+        """The info dict of one object (`size`, and what `object_checksum` reads);
+        FileNotFoundError when there is none. The default is the filesystem's `info`;
+        override it where that costs more than one request for a missing object."""
+        info: dict[str, Any] = await fs.call("info", remote_path)
+        return info
 
     async def open_read(self, fs: AsyncFs, remote_path: str) -> ObjectStream:
         """Open an object for streaming; FileNotFoundError when it does not exist."""
@@ -77,8 +132,59 @@ class Backend(abc.ABC):
             return await RangedReadStream.open(fs, remote_path)
         return await BlockingFileStream.open(fs, remote_path)
 
+    async def list_pages(
+        self, fs: AsyncFs, path: str, page_size: int = LIST_PAGE_SIZE
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """Every object under `path` (a directory, or a key prefix), in pages of at most
+        `page_size` fsspec info dicts, each with the object's full path as `name`.
+
+        The generic way walks the tree one directory at a time, so memory holds one
+        directory's listing rather than the whole tree's."""
+        if fs.is_async:
+            async for _, _, files in fs.fs._walk(path, detail=True):
+                for page in _pages(list(files.values()), page_size):
+                    yield page
+            return
+        walk = fs.fs.walk(path, detail=True)
+        while (step := await fs.in_thread(next, walk, None)) is not None:
+            for page in _pages(list(step[2].values()), page_size):
+                yield page
+
+    async def incomplete_uploads(self, fs: AsyncFs, path: str) -> AsyncGenerator[IncompleteUpload, None]:
+        """Uploads under `path` begun and never completed nor aborted. Stores without the
+        concept (where a failed write leaves nothing behind) have none."""
+        return
+        yield  # makes this an async generator that yields nothing
+
+    async def abort_incomplete_upload(self, fs: AsyncFs, upload: IncompleteUpload) -> None:
+        """Discard what an incomplete upload kept. Only backends that list some implement it."""
+        raise NotImplementedError(f"the {self.name} backend has no incomplete uploads to abort")
+
+    async def close_filesystem(self, fs: AbstractFileSystem) -> None:
+        """Close the client session `fs` holds, on the I/O loop. fsspec's async filesystems
+        (gcsfs, HTTP) keep theirs in `_session` and close it only from a finalizer at exit,
+        when the loop may be gone; override where a filesystem keeps its client elsewhere."""
+        session = getattr(fs, "_session", None)
+        if session is not None:
+            await session.close()
+
+    def checksum_scheme(self) -> ChecksumScheme:
+        """What `object_checksum` gives, for these settings. Claim only what the store
+        guarantees: a wrong claim makes every copy look changed (or, worse, verified)."""
+        return ChecksumScheme()
+
+    def object_checksum(self, info: Mapping[str, Any]) -> str | None:
+        """The store's checksum (or ETag) of one object, taken from the filesystem's
+        `info()` dict, in the form `checksum_scheme` describes; None if it has none."""
+        value = info.get("ETag") or info.get("etag") or info.get("md5")
+        return value.strip('"') if isinstance(value, str) else None
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.describe()} {self.settings!r}>"
+
+
+def _pages(entries: list[dict[str, Any]], page_size: int) -> list[list[dict[str, Any]]]:
+    return [entries[start:start + page_size] for start in range(0, len(entries), page_size)]
 
 
 class RangedReadStream(ObjectStream):

@@ -60,6 +60,7 @@ class FsspecSettings(BackendSettings):
 class FsspecBackend(Backend):
     name = "fsspec"
     Settings = FsspecSettings
+    creates_root = True  # fsspec makes the directories a file goes in
     settings: FsspecSettings
 
     @property

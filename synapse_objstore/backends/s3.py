@@ -15,24 +15,37 @@ import asyncio
 import base64
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import s3fs
 from aiobotocore.session import AioSession
+from botocore.exceptions import ClientError
+from fsspec import AbstractFileSystem
 from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
+from s3fs.errors import translate_boto_error
 
 from synapse_objstore.asyncfs import AsyncFs
-from synapse_objstore.backends.base import Backend, ObjectStream
+from synapse_objstore.backends.base import (
+    LIST_PAGE_SIZE,
+    Backend,
+    ChecksumScheme,
+    IncompleteUpload,
+    ObjectStream,
+)
 from synapse_objstore.config import BackendSettings
 from synapse_objstore.hookspecs import hookimpl
+from synapse_objstore.upload_memory import UploadMemory
 
 logger = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 # S3 refuses multipart parts smaller than this (all but the last).
 MIN_PART_SIZE = 5 * MiB
+# boto3's TransferConfig default part size, with which s3_media_upload and
+# synapse-s3-storage-provider upload.
+BOTO3_PART_SIZE = 8 * MiB
 
 ChecksumMode = Literal["when_supported", "when_required"]
 
@@ -59,6 +72,9 @@ class S3Settings(BackendSettings):
     multipart_threshold: ByteSize = Field(ByteSize(16 * MiB), ge=MIN_PART_SIZE)
     multipart_chunksize: ByteSize = Field(ByteSize(8 * MiB), ge=MIN_PART_SIZE, le=5 * 1024 * MiB)
     multipart_concurrency: int = Field(4, ge=1, le=64)
+    # File content all uploads of this store hold in memory at once (the HTTP client copies
+    # it once more); an upload waits for room.
+    upload_memory_limit: ByteSize = Field(ByteSize(32 * MiB), ge=MIN_PART_SIZE)
 
     @field_validator("bucket")
     @classmethod
@@ -106,6 +122,7 @@ class S3Backend(Backend):
     settings: S3Settings
 
     _session: AioSession | None = None
+    _upload_memory: UploadMemory | None = None  # made on the I/O loop, at the first upload
 
     @property
     def root(self) -> str:
@@ -127,6 +144,22 @@ class S3Backend(Backend):
     def describe(self) -> str:
         where = self.settings.endpoint_url or (f"AWS {self.settings.region_name}" if self.settings.region_name else "AWS")
         return f"s3://{self.settings.bucket}/{self.settings.prefix} at {where}"
+
+    async def close_filesystem(self, fs: AbstractFileSystem) -> None:
+        """s3fs closes its aiobotocore client by itself only when it is synchronous."""
+        creator = getattr(fs, "_s3creator", None)
+        if creator is not None:
+            await creator.__aexit__(None, None, None)
+
+    def checksum_scheme(self) -> ChecksumScheme:
+        """The ETag: the content's MD5 for a single PUT, the MD5 of the parts' MD5s for a
+        multipart upload (with our part size, or boto3's for objects the older tools wrote).
+        With SSE-C it is neither."""
+        if self.settings.sse_customer_key is not None:
+            return ChecksumScheme()
+        return ChecksumScheme(
+            whole_md5=True, multipart_part_sizes=(int(self.settings.multipart_chunksize), BOTO3_PART_SIZE)
+        )
 
     def extra_request_args(self) -> dict[str, str]:
         """SSE-C and storage class, for every request whose shape accepts them."""
@@ -166,23 +199,43 @@ class S3Backend(Backend):
         filesystem.retries = 1  # botocore retries already; s3fs's own loop would multiply them
         return filesystem
 
-    async def upload(self, fs: AsyncFs, local_path: str, remote_path: str) -> None:
-        """One PUT below multipart_threshold, else a multipart upload whose memory is at
-        most multipart_concurrency parts; an interrupted upload is aborted, not left behind."""
+    async def object_info(self, fs: AsyncFs, remote_path: str) -> dict[str, Any]:
+        """One HEAD (SSE-C added by the filesystem). s3fs's `info` follows a 404 with a
+        listing, to tell a directory: a second request for every missing object."""
         s3: s3fs.S3FileSystem = fs.fs
         bucket, key, _ = s3.split_path(remote_path)
+        reply = await s3._call_s3("head_object", Bucket=bucket, Key=key)
+        return {
+            "name": remote_path, "type": "file", "size": int(reply["ContentLength"]), "ETag": reply.get("ETag"),
+            "LastModified": reply.get("LastModified"), "StorageClass": reply.get("StorageClass", "STANDARD"),
+        }
+
+    async def upload(self, fs: AsyncFs, local_path: str, remote_path: str, if_absent: bool = False) -> str | None:
+        """One PUT below multipart_threshold, else a multipart upload that holds at most
+        multipart_concurrency parts (each copied once more by the HTTP client); an interrupted
+        upload is aborted, not left behind. `if_absent`: a conditional PUT (If-None-Match: *,
+        which stores that do not know it ignore), or a HEAD before a multipart upload."""
+        s3: s3fs.S3FileSystem = fs.fs
+        bucket, key, _ = s3.split_path(remote_path)
+        if self._upload_memory is None:
+            self._upload_memory = UploadMemory(int(self.settings.upload_memory_limit))
+        memory = self._upload_memory
         size = os.path.getsize(local_path)
         if size < self.settings.multipart_threshold:
-            body = await fs.in_thread(_read_range, local_path, 0, size)
-            await s3._call_s3("put_object", Bucket=bucket, Key=key, Body=body)
-            return
+            async with memory.hold(size):
+                body = await fs.in_thread(_read_range, local_path, 0, size)
+                condition = {"IfNoneMatch": "*"} if if_absent else {}
+                reply = await s3._call_s3("put_object", Bucket=bucket, Key=key, Body=body, **condition)
+            return _etag(reply)  # s3fs turns a refused condition (412) into FileExistsError
+        if if_absent and await _exists(s3, bucket, key):
+            raise FileExistsError(remote_path)
         chunk = int(self.settings.multipart_chunksize)
         started = await s3._call_s3("create_multipart_upload", Bucket=bucket, Key=key)
         upload_id = started["UploadId"]
         slots = asyncio.Semaphore(self.settings.multipart_concurrency)
 
         async def upload_part(number: int) -> dict[str, Any]:
-            async with slots:
+            async with slots, memory.hold(min(chunk, size - (number - 1) * chunk)):
                 body = await fs.in_thread(_read_range, local_path, (number - 1) * chunk, chunk)
                 reply = await s3._call_s3(
                     "upload_part", Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
@@ -191,13 +244,14 @@ class S3Backend(Backend):
 
         try:
             parts = await asyncio.gather(*(upload_part(n) for n in range(1, -(-size // chunk) + 1)))
-            await s3._call_s3(
+            reply = await s3._call_s3(
                 "complete_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id,
                 MultipartUpload={"Parts": parts},
             )
         except BaseException:
             await asyncio.shield(_abort_quietly(s3, bucket, key, upload_id))
             raise
+        return _etag(reply)
 
     async def open_read(self, fs: AsyncFs, remote_path: str) -> ObjectStream:
         """One streamed GET (SSE-C added by the filesystem); the body is read as consumed."""
@@ -205,6 +259,44 @@ class S3Backend(Backend):
         bucket, key, _ = s3.split_path(remote_path)
         reply = await s3._call_s3("get_object", Bucket=bucket, Key=key)
         return S3BodyStream(s3, bucket, key, reply)
+
+    async def list_pages(
+        self, fs: AsyncFs, path: str, page_size: int = LIST_PAGE_SIZE
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """ListObjectsV2 under the key prefix in `path`, one response (page) at a time, in key
+        order. Listing needs no SSE-C key, so the client is used as it is."""
+        bucket, _, key_prefix = path.partition("/")
+        client = await fs.fs.set_session()
+        pages = client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=key_prefix, PaginationConfig={"PageSize": page_size}
+        )
+        try:
+            async for page in pages:
+                if "Contents" in page:  # a page may come back empty, with more to follow
+                    yield [
+                        {"name": f"{bucket}/{item['Key']}", "type": "file", "size": item["Size"],
+                         "ETag": item.get("ETag"), "LastModified": item.get("LastModified"),
+                         "StorageClass": item.get("StorageClass")}
+                        for item in page["Contents"]
+                    ]
+        except ClientError as error:
+            raise translate_boto_error(error) from error
+
+    async def incomplete_uploads(self, fs: AsyncFs, path: str) -> AsyncGenerator[IncompleteUpload, None]:
+        """Multipart uploads under the key prefix in `path` that were never completed nor aborted."""
+        bucket, _, key_prefix = path.partition("/")
+        client = await fs.fs.set_session()
+        pages = client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=key_prefix)
+        try:
+            async for page in pages:
+                for upload in page.get("Uploads", []):
+                    yield IncompleteUpload(f"{bucket}/{upload['Key']}", upload["UploadId"], upload.get("Initiated"))
+        except ClientError as error:
+            raise translate_boto_error(error) from error
+
+    async def abort_incomplete_upload(self, fs: AsyncFs, upload: IncompleteUpload) -> None:
+        bucket, _, key = upload.path.partition("/")
+        await fs.fs._call_s3("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload.upload_id)
 
 
 class S3BodyStream(ObjectStream):
@@ -239,6 +331,19 @@ class S3BodyStream(ObjectStream):
         body, self._body = self._body, None
         if body is not None:
             body.close()
+
+
+async def _exists(s3: s3fs.S3FileSystem, bucket: str, key: str) -> bool:
+    try:
+        await s3._call_s3("head_object", Bucket=bucket, Key=key)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _etag(reply: dict[str, Any]) -> str | None:
+    etag = reply.get("ETag")
+    return etag.strip('"') if isinstance(etag, str) else None
 
 
 def _read_range(path: str, offset: int, length: int) -> bytes:

@@ -16,8 +16,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 MiB = 1024 * 1024
-# boto3's TransferConfig default, used by s3_media_upload's upload_file and by synapse-s3-storage-provider.
-BOTO3_PART_SIZE = 8 * MiB
 # No S3 multipart upload has parts smaller than this (except the last), so no smaller file is multipart.
 MIN_PART_SIZE = 5 * MiB
 READ_BLOCK = MiB

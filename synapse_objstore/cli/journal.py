@@ -18,7 +18,7 @@ from synapse_objstore.media import Media
 T = TypeVar("T")
 
 BATCH_SIZE = 500
-MAX_DELAY = 0.2  # seconds a row may wait for others to share its commit
+MAX_DELAY = 0.02  # seconds a row may wait for others to share its commit (while its job waits)
 
 
 class Journal:

@@ -2,7 +2,7 @@
 
 Every command and option of synapse-s3-storage-provider's `s3_media_upload` is here with
 the same meaning (update-db, check-deleted, update, write, upload), reading and writing the
-same cache.db, plus `restore`, `verify` and `migrate`. With `--config homeserver.yaml` (or
+same cache.db, plus `restore`, `verify`, `migrate` and `reconcile`. With `--config homeserver.yaml` (or
 SYNAPSE_CONFIG) the database, the media store and the store settings all come from Synapse's
 own config.
 """
@@ -15,24 +15,22 @@ import os
 import sys
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import click
 
-from synapse_objstore.cli.audit import Auditor
 from synapse_objstore.cli.cache_db import CacheDb, CacheDbError
 from synapse_objstore.cli.durations import Duration
 from synapse_objstore.cli.homeserver import ConfigFileError, Homeserver, load_store_config_file
-from synapse_objstore.cli.migrate import Migrator
-from synapse_objstore.cli.offload import Offloader, UploadOptions
 from synapse_objstore.cli.report import Summary, progress_bar
-from synapse_objstore.cli.restore import RestoreOptions, Restorer
 from synapse_objstore.cli.synapse_db import DATABASE_YAML, SynapseDb, SynapseDbError
-from synapse_objstore.cli.verification import FatalStoreError, close_store
-from synapse_objstore.config import ConfigError, parse_store_config
-from synapse_objstore.io_loop import run
 from synapse_objstore.media import Media
-from synapse_objstore.store import ObjectStore
+
+# The store, its backends and their clients (s3fs, aiobotocore, aiohttp, pydantic) take a few
+# hundred milliseconds to import: the commands that use a store import them when they run, so
+# that update-db, check-deleted and write start at once.
+if TYPE_CHECKING:
+    from synapse_objstore.store import ObjectStore
 
 T = TypeVar("T")
 
@@ -106,6 +104,9 @@ class Context:
         if bucket is not None:
             raw["bucket"] = bucket
         raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        from synapse_objstore.config import ConfigError, parse_store_config
+        from synapse_objstore.store import ObjectStore
+
         try:
             return ObjectStore(parse_store_config(raw))
         except ConfigError as error:
@@ -122,6 +123,9 @@ pass_context = click.make_pass_decorator(Context)
 
 def run_store_job(store: ObjectStore, job: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run a job on the I/O loop, close the store after; store-wide failures become fatal errors."""
+    from synapse_objstore.cli.verification import FatalStoreError
+    from synapse_objstore.io_loop import run
+
     try:
         return run(job())
     except FatalStoreError as error:
@@ -131,7 +135,7 @@ def run_store_job(store: ObjectStore, job: Callable[[], Coroutine[Any, Any, T]])
         click.echo("Interrupted. Run the same command again to resume; no file is lost.", err=True)
         sys.exit(130)
     finally:
-        run(close_store(store))
+        run(store.close())
 
 
 class FatalErrors(click.Group):
@@ -140,8 +144,20 @@ class FatalErrors(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (ConfigFileError, CacheDbError, SynapseDbError, ConfigError, FatalStoreError) as error:
+        except (ConfigFileError, CacheDbError, SynapseDbError) as error:
             raise FatalError(str(error)) from None
+        except Exception as error:
+            if isinstance(error, _store_errors()):
+                raise FatalError(str(error)) from None
+            raise
+
+
+def _store_errors() -> tuple[type[Exception], ...]:
+    """The fatal errors of the store's modules, imported only when some error is raised."""
+    from synapse_objstore.cli.verification import FatalStoreError
+    from synapse_objstore.config import ConfigError
+
+    return ConfigError, FatalStoreError
 
 
 dry_run_option = click.option("--dry-run", is_flag=True, help="Report what would change; change nothing.")
@@ -175,22 +191,32 @@ def cli(ctx: click.Context, no_progress: bool, as_json: bool, config_paths: tupl
 
 
 def _update_db(obj: Context, cache: CacheDb, before: datetime.datetime, hs_path: str, dry_run: bool) -> int:
+    """Add the media not accessed since `before` to cache.db. Reads only those that aged past
+    the cutoff of the last complete run from the same database (see `CacheDb.synced_before`)."""
     synapse_db = obj.synapse_db(hs_path)
     before_ts = int(before.timestamp() * 1000)
+    since_ts = cache.synced_before(synapse_db.description)
     obj.info("Syncing files that haven't been accessed since:", before.isoformat(" "))
-    count = 0
+    if since_ts:
+        obj.info("  Those not accessed since", _iso(since_ts), "were synced by an earlier run")
     try:
-        batch: list[tuple[str, str, str, str]] = []
-        for row in synapse_db.media_not_accessed_since(before_ts, lambda kind: obj.info("  Syncing", kind, "media")):
-            batch.append(row)
-            if len(batch) >= WRITE_BATCH:
-                count += cache.count_new(batch) if dry_run else cache.add_media(batch)
-                batch = []
-        count += cache.count_new(batch) if dry_run else cache.add_media(batch)
+        batches = synapse_db.media_accessed_between(
+            since_ts, before_ts, lambda kind: obj.info("  Syncing", kind, "media")
+        )
+        if dry_run:
+            count = cache.count_new_synced(batches)
+        else:
+            count = cache.add_synced_media(batches)
+            # a run with a longer duration than the last one's reads nothing and keeps its cutoff
+            cache.set_synced_before(synapse_db.description, max(since_ts, before_ts))
     finally:
         synapse_db.close()
     obj.info("Would sync" if dry_run else "Synced", count, "new rows")
     return count
+
+
+def _iso(ts_ms: int) -> str:
+    return datetime.datetime.fromtimestamp(ts_ms / 1000).isoformat(" ")
 
 
 def _check_deleted(obj: Context, cache: CacheDb, base_path: str, dry_run: bool) -> int:
@@ -293,6 +319,8 @@ def upload(obj: Context, base_path: str | None, bucket: str | None, prefix: str 
            sse_customer_key: str | None, sse_customer_algo: str | None, delete: bool, endpoint_url: str | None,
            store_config: str | None, jobs: int, size_only: bool, dry_run: bool) -> None:
     """Uploads media to the store based on local cache (BASE_PATH BUCKET, or both from --config)."""
+    from synapse_objstore.cli.offload import Offloader, UploadOptions
+
     overrides = {
         "prefix": prefix, "storage_class": storage_class, "sse_customer_key": sse_customer_key,
         "endpoint_url": endpoint_url, "sse_customer_algo": sse_customer_algo if sse_customer_key else None,
@@ -320,6 +348,8 @@ def upload(obj: Context, base_path: str | None, bucket: str | None, prefix: str 
 def restore(obj: Context, base_path: str | None, media_ids: tuple[str, ...], store_config: str | None, jobs: int,
             dry_run: bool) -> None:
     """Bring offloaded media back from the store into the local media store."""
+    from synapse_objstore.cli.restore import RestoreOptions, Restorer
+
     store = obj.store(store_config)
     options = RestoreOptions(obj.base_path(base_path), dry_run=dry_run, jobs=jobs)
     cache = obj.cache()
@@ -345,6 +375,8 @@ def _find_media(cache: CacheDb, given: str) -> Media:
 @pass_context
 def verify(obj: Context, store_config: str | None, jobs: int) -> None:
     """Check that every media cache.db says is offloaded is in the store, with the right size."""
+    from synapse_objstore.cli.audit import Auditor
+
     store = obj.store(store_config)
     cache = obj.cache()
     synapse_db = obj.optional_synapse_db()
@@ -368,6 +400,9 @@ def verify(obj: Context, store_config: str | None, jobs: int) -> None:
 @pass_context
 def migrate(obj: Context, to_config: str, store_config: str | None, jobs: int, size_only: bool, dry_run: bool) -> None:
     """Copy every object from the store (--store-config or --config) to another (--to), verified."""
+    from synapse_objstore.cli.migrate import Migrator
+    from synapse_objstore.io_loop import run
+
     source = obj.store(store_config)
     target = obj.store(to_config)
     summary = Summary("migrate", dry_run=dry_run)
@@ -375,5 +410,42 @@ def migrate(obj: Context, to_config: str, store_config: str | None, jobs: int, s
         with progress_bar(obj.progress, None, "files") as bar:
             run_store_job(source, lambda: Migrator(source, target, jobs, dry_run, not size_only, summary, bar).run())
     finally:
-        run(close_store(target))
+        run(target.close())
+    obj.finish(summary)
+
+
+@cli.command("reconcile")
+@click.argument("base_path", required=False)
+@click.option("--apply", is_flag=True, help="Delete, upload and abort for real; without it nothing changes.")
+@click.option("--grace", type=Duration(), default="1d", show_default=True,
+              help="Touch only objects, media and uploads older than this (suffixes s, h, d, m, y).")
+@click.option("--max-delete", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Delete at most N objects, then stop deleting and exit with code 1.")
+@store_config_option
+@hs_path_option
+@jobs_option
+@size_only_option
+@pass_context
+def reconcile(obj: Context, base_path: str | None, apply: bool, grace: datetime.datetime, max_delete: int | None,
+              store_config: str | None, homeserver_config_path: str, jobs: int, size_only: bool) -> None:
+    """Make the store match Synapse's database; a dry run unless --apply.
+
+    Deletes objects of media Synapse no longer has (deleted, purged, expired), thumbnails
+    included; uploads, verified, local media missing from the store (failed background
+    uploads); reports media that are neither local nor in the store; aborts incomplete
+    multipart uploads. Objects that are not media paths are never deleted.
+    """
+    from synapse_objstore.cli.reconcile import ReconcileOptions, Reconciler, ReconcileSummary
+
+    store = obj.store(store_config)
+    options = ReconcileOptions(obj.base_path(base_path), grace.astimezone(), apply=apply, max_delete=max_delete,
+                               jobs=jobs, read_back=not size_only)
+    synapse_db = obj.synapse_db(homeserver_config_path)
+    summary = ReconcileSummary("reconcile", dry_run=not apply)
+    try:
+        with progress_bar(obj.progress, None, "objects") as bar:
+            reconciler = Reconciler(store, synapse_db, obj.cache(), options, summary, bar, obj.info)
+            run_store_job(store, reconciler.run)
+    finally:
+        synapse_db.close()
     obj.finish(summary)

@@ -17,6 +17,7 @@ verification committed; a rerun picks up what is left. Media run concurrently, a
 from __future__ import annotations
 
 import asyncio
+import enum
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,7 @@ from synapse_objstore.cli.checksums import LocalDigest
 from synapse_objstore.cli.journal import Journal
 from synapse_objstore.cli.localfs import remove_media_file
 from synapse_objstore.cli.report import Summary
-from synapse_objstore.cli.verification import RemoteChecker, State, preflight
+from synapse_objstore.cli.verification import Check, RemoteChecker, State, preflight
 from synapse_objstore.media import Media
 from synapse_objstore.store import MediaPathError, ObjectStore
 
@@ -38,6 +39,14 @@ class UploadOptions:
     dry_run: bool = False
     jobs: int = 8
     read_back: bool = True
+
+
+class Upload(enum.Enum):
+    """How `upload_file` finds out whether a file must go up."""
+
+    LOOK = "look"  # look for the remote copy and compare; upload if missing or different
+    CREATE = "create"  # upload only if absent, in the same request where the store can
+    PUT = "put"  # known to be missing: upload without looking
 
 
 class Offloader:
@@ -95,8 +104,14 @@ class Offloader:
 
         digests: dict[str, LocalDigest] = {}
         uploaded = False
-        for media_path in files:
-            result = await self._file(media_path)
+        # The first file (the original, when it is there) goes up only if absent, in one request
+        # where the store can do that. When it was absent, the thumbnails are taken as absent
+        # too (both tools upload the original first) and put without a lookup each: one that
+        # was there after all is only put again. Else each is looked up and compared.
+        first = await self.upload_file(files[0], Upload.CREATE)
+        rest_mode = Upload.PUT if first is not None and first[1] else Upload.LOOK
+        rest = await asyncio.gather(*(self.upload_file(path, rest_mode) for path in files[1:]))
+        for media_path, result in zip(files, [first, *rest]):
             if result is not None:
                 digests[media_path], was_uploaded = result
                 uploaded = uploaded or was_uploaded
@@ -119,7 +134,7 @@ class Offloader:
         if self.options.delete:
             await self._delete(media, files, digests)
 
-    async def _file(self, media_path: str) -> tuple[LocalDigest, bool] | None:
+    async def upload_file(self, media_path: str, mode: Upload = Upload.LOOK) -> tuple[LocalDigest, bool] | None:
         """Make sure the remote copy of one file is verified. Returns its digest and whether
         it was (or, in a dry run, would be) uploaded; None, after recording the failure, if not."""
         local_path = os.path.join(self.options.base_path, media_path)
@@ -132,16 +147,33 @@ class Offloader:
             self.summary.fail(media_path, f"cannot read local file {local_path}: {error.strerror or error}")
             return None
         try:
-            check = await self.checker.check(media_path, digest)
+            if mode is Upload.CREATE and not self.options.dry_run:
+                try:
+                    checksum = await self.store.put_file(local_path, media_path, if_absent=True)
+                except FileExistsError:  # there already: compare, and replace it only if it differs
+                    mode = Upload.LOOK
+                else:
+                    return await self._verify_upload(media_path, digest, checksum)
+            check = Check(State.MISSING) if mode is Upload.PUT else await self.checker.check(media_path, digest)
             if check.state is State.VERIFIED:
                 self.summary.add(files_verified=1, bytes_verified=digest.size)
                 return digest, False
             if self.options.dry_run:
                 self.summary.add(files_uploaded=1, bytes_uploaded=digest.size)
                 return digest, True
-            await self.store.put_file(local_path, media_path)
-            self.summary.add(files_uploaded=1, bytes_uploaded=digest.size)
-            check = await self.checker.check(media_path, digest)
+            checksum = await self.store.put_file(local_path, media_path)
+            return await self._verify_upload(media_path, digest, checksum)
+        except (OSError, MediaPathError) as error:
+            self.summary.fail(media_path, error)
+            return None
+
+    async def _verify_upload(
+        self, media_path: str, digest: LocalDigest, checksum: str | None
+    ) -> tuple[LocalDigest, bool] | None:
+        """Count an upload done and verify it (by the reply's checksum where that is trusted)."""
+        self.summary.add(files_uploaded=1, bytes_uploaded=digest.size)
+        try:
+            check = await self.checker.check_upload(media_path, digest, checksum)
         except (OSError, MediaPathError) as error:
             self.summary.fail(media_path, error)
             return None

@@ -70,7 +70,6 @@ class Summary:
         return data
 
     def lines(self) -> list[str]:
-        size = lambda n: humanize.naturalsize(n, gnu=True)
         would = "Would have " if self.dry_run else ""
         lines = [f"Considered {self.media} media"]
         if self.command == "upload":

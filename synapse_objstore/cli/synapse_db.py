@@ -1,4 +1,4 @@
-"""Synapse's database: which media have not been accessed since a given time.
+"""Synapse's database: which media have not been accessed since a given time, which exist at all.
 
 Connection settings come from where s3_media_upload takes them: `database.yaml` in the
 working directory if it exists (psycopg2 keyword arguments, or a `sqlite:`/`postgres:`
@@ -8,32 +8,78 @@ through a server-side cursor, so the first rows arrive before the last are read.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import psycopg2
 
 from synapse_objstore.cli.homeserver import ConfigFileError, Homeserver, load_yaml
+from synapse_objstore.media import MediaType
 
 DATABASE_YAML = "database.yaml"
-FETCH_SIZE = 10_000
+BATCH_SIZE = 20_000  # rows fetched at a time
 
+# The media last accessed (or, never accessed, created) in [%s, %s): local as (media_id,),
+# remote as (media_origin, media_id, filesystem_id); cache.db fills in the rest of its row.
+# Synapse only ever moves last_access_ts forward and never changes created_ts, so a media
+# that was in an earlier window and is out of this one was accessed since, and one that
+# comes of age later falls in a later window. The rows come sorted as cache.db's unique
+# index (origin, media_id) sorts them, bytewise (PostgreSQL's "C" collation): SQLite then
+# appends to its B-trees instead of writing pages all over them.
 LOCAL_SQL = """
-    SELECT '', media_id, media_id
+    SELECT media_id
     FROM local_media_repository
     WHERE
-        COALESCE(last_access_ts, created_ts) < %s
+        COALESCE(last_access_ts, created_ts) >= %s
+        AND COALESCE(last_access_ts, created_ts) < %s
         AND url_cache IS NULL
+    ORDER BY media_id COLLATE "C"
 """
 
 REMOTE_SQL = """
     SELECT media_origin, media_id, filesystem_id
     FROM remote_media_cache
     WHERE
-        COALESCE(last_access_ts, created_ts) < %s
+        COALESCE(last_access_ts, created_ts) >= %s
+        AND COALESCE(last_access_ts, created_ts) < %s
+    ORDER BY media_origin COLLATE "C", media_id COLLATE "C"
 """
+
+# Media with content (pending uploads, MSC2246, have a row and no length), created before %s.
+MEDIA_CREATED_SQL = """
+    SELECT '', media_id, media_id, 'local'
+    FROM local_media_repository
+    WHERE created_ts < %s AND url_cache IS NULL AND media_length IS NOT NULL
+    UNION ALL
+    SELECT media_origin, media_id, filesystem_id, 'remote'
+    FROM remote_media_cache
+    WHERE created_ts < %s
+"""
+HAS_MEDIA_SQL = """
+    SELECT EXISTS (SELECT 1 FROM local_media_repository) OR EXISTS (SELECT 1 FROM remote_media_cache)
+"""
+# `%s` stands for a list of ids: an array on PostgreSQL, a JSON list on SQLite (see `_any`).
+EXISTING_LOCAL_SQL = "SELECT media_id FROM local_media_repository WHERE media_id {any}"
+# remote_media_cache has no index on filesystem_id: each query is one scan of the table,
+# hence large batches.
+EXISTING_REMOTE_SQL = "SELECT media_origin, filesystem_id FROM remote_media_cache WHERE filesystem_id {any}"
+
+
+T = TypeVar("T")
+
+
+def _read_ahead(items: Iterator[T]) -> Iterator[T]:
+    """`items`, each one taken by a worker thread while the caller handles the one before
+    (psycopg2 and sqlite3 let go of the GIL while they wait on the database)."""
+    with ThreadPoolExecutor(1) as worker:
+        pending = worker.submit(next, items, None)
+        while (item := pending.result()) is not None:
+            pending = worker.submit(next, items, None)
+            yield item
 
 
 class SynapseDbError(RuntimeError):
@@ -91,23 +137,38 @@ class SynapseDb:
     def _postgres(cls, args: dict[str, Any], source: str) -> SynapseDb:
         # Synapse's connection pool settings are no psycopg2 arguments (copied from homeserver.yaml's args)
         args = {k: v for k, v in args.items() if not str(k).startswith("cp_")}
-        where = f"{args.get('dbname') or args.get('database') or '?'} on {args.get('host') or 'localhost'}"
+        port = f":{args['port']}" if args.get("port") else ""
+        where = f"{args.get('dbname') or args.get('database') or '?'} on {args.get('host') or 'localhost'}{port}"
         try:
-            return cls(psycopg2.connect(**args), f"postgres {where}")
+            conn = psycopg2.connect(**args)
+            with conn.cursor() as cursor:
+                # Every cursor here is read to its end: plan for the last row, not the first
+                # (an ORDER BY would otherwise walk an index, page by page, instead of sorting).
+                cursor.execute("SET cursor_tuple_fraction = 1")
+            conn.commit()
+            return cls(conn, f"postgres {where}")
         except (psycopg2.Error, TypeError) as error:
             raise SynapseDbError(f"Could not connect to postgres database {where} (from {source}): {error}".strip()) from None
 
     def close(self) -> None:
         self._conn.close()
 
-    def media_not_accessed_since(
-        self, before_ts: int, announce: Callable[[str], None] = lambda _: None
-    ) -> Iterator[tuple[str, str, str, str]]:
-        """(origin, media_id, filesystem_id, type) of every media last accessed before `before_ts` (ms)."""
-        for sql, media_type in ((LOCAL_SQL, "local"), (REMOTE_SQL, "remote")):
-            announce(media_type)
-            for origin, media_id, filesystem_id in self._stream(sql, (before_ts,), f"{media_type}_items"):
-                yield origin, media_id, filesystem_id, media_type
+    def media_accessed_between(
+        self, since_ts: int, before_ts: int, announce: Callable[[str], None] = lambda _: None
+    ) -> Iterator[tuple[MediaType, list[tuple[str, ...]]]]:
+        """Batches of the media last accessed in [since_ts, before_ts) (ms), local then remote,
+        each sorted by (origin, media_id): ("local", [(media_id,), ...]) and
+        ("remote", [(origin, media_id, filesystem_id), ...]). A thread reads each batch while
+        the caller handles the one before."""
+
+        def batches() -> Iterator[tuple[MediaType, list[tuple[str, ...]]]]:
+            queries: tuple[tuple[str, MediaType], ...] = ((LOCAL_SQL, "local"), (REMOTE_SQL, "remote"))
+            for sql, media_type in queries:
+                announce(media_type)
+                for batch in self._batches(sql, (since_ts, before_ts), f"{media_type}_items"):
+                    yield media_type, batch
+
+        return _read_ahead(batches())
 
     def media_length(self, origin: str, media_id: str) -> int | None:
         """The size Synapse recorded for the original of a media, if it has the row."""
@@ -119,17 +180,53 @@ class SynapseDb:
         rows = list(self._stream(sql, args, None))
         return int(rows[0][0]) if rows and rows[0][0] is not None else None
 
+    def has_media(self) -> bool:
+        """Whether there is any local or remote media at all."""
+        [(found,)] = list(self._stream(HAS_MEDIA_SQL, (), None))
+        return bool(found)
+
+    def media_created_before(self, before_ts: int) -> Iterator[tuple[str, str, str, str]]:
+        """(origin, media_id, filesystem_id, type) of every local (except URL previews) and
+        remote media with content created before `before_ts` (ms), streamed."""
+        return self._stream(MEDIA_CREATED_SQL, (before_ts, before_ts), "media_created")
+
+    def existing_local_media(self, media_ids: list[str]) -> set[str]:
+        """Those of `media_ids` that local_media_repository has (URL previews included)."""
+        rows = self._stream(EXISTING_LOCAL_SQL.format(any=self._any()), (self._ids(media_ids),), None)
+        return {media_id for (media_id,) in rows}
+
+    def existing_remote_files(self, filesystem_ids: list[str]) -> set[tuple[str, str]]:
+        """(origin, filesystem_id) of the remote media with one of these filesystem ids."""
+        rows = self._stream(EXISTING_REMOTE_SQL.format(any=self._any()), (self._ids(filesystem_ids),), None)
+        return {(origin, filesystem_id) for origin, filesystem_id in rows}
+
+    def _any(self) -> str:
+        """`IN` a list given as one parameter: SQLite's json_each takes any length, where
+        `IN (?, ?, ...)` stops at SQLITE_MAX_VARIABLE_NUMBER."""
+        return "IN (SELECT value FROM json_each(%s))" if self.is_sqlite else "= ANY(%s)"
+
+    def _ids(self, ids: list[str]) -> str | list[str]:
+        return json.dumps(ids) if self.is_sqlite else ids
+
     def _stream(self, sql: str, args: tuple[Any, ...], cursor_name: str | None) -> Iterator[tuple[Any, ...]]:
+        for batch in self._batches(sql, args, cursor_name):
+            yield from batch
+
+    def _batches(
+        self, sql: str, args: tuple[Any, ...], cursor_name: str | None
+    ) -> Iterator[list[tuple[Any, ...]]]:
         try:
             if self.is_sqlite:
-                yield from self._conn.execute(sql.replace("%s", "?"), args)
+                # SQLite's default collation (BINARY) is PostgreSQL's "C"
+                cursor = self._conn.execute(sql.replace("%s", "?").replace(' COLLATE "C"', ""), args)
+                while batch := cursor.fetchmany(BATCH_SIZE):
+                    yield batch
                 return
-            # A named cursor is a server-side one: PostgreSQL sends FETCH_SIZE rows at a time.
+            # A named cursor is a server-side one: PostgreSQL sends BATCH_SIZE rows at a time.
             with self._conn.cursor(cursor_name) as cursor:
-                if cursor_name:
-                    cursor.itersize = FETCH_SIZE
                 cursor.execute(sql, args)
-                yield from cursor
+                while batch := cursor.fetchmany(BATCH_SIZE):
+                    yield batch
             self._conn.rollback()  # end the read transaction
         except (sqlite3.Error, psycopg2.Error) as error:
             raise SynapseDbError(f"Could not read media from {self.description}: {str(error).strip()}") from None

@@ -1,10 +1,11 @@
 """Is the remote object the same as the local file? And is the store there at all?
 
-A copy counts as verified when the sizes match and, where the store gives a checksum (S3
-without SSE-C: the ETag), the checksum matches. Where it gives none, or the ETag is not one
-we can compute (SSE-KMS, an unknown part size), the object is read back and its MD5
-compared, unless the caller settles for size only (`read_back=False`: a store without
-checksums is then trusted on size, an ETag that does not match still means "differs").
+A copy counts as verified when the sizes match and, where the store gives a checksum (what
+the backend's `checksum_scheme` says: for S3 without SSE-C, the ETag), the checksum matches.
+Where it gives none, or one we cannot compute (SSE-KMS, an unknown part size), the object
+is read back and its MD5 compared, unless the caller settles for size only
+(`read_back=False`: an object without a checksum is then trusted on size, a checksum that
+does not match still means "differs").
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import enum
 import hashlib
 from dataclasses import dataclass
 
-from synapse_objstore.backends.s3 import S3Backend
-from synapse_objstore.cli.checksums import BOTO3_PART_SIZE, LocalDigest, digest_file
+from synapse_objstore.cli.checksums import LocalDigest, digest_file
+from synapse_objstore.health import StoreCheckError, check_store
 from synapse_objstore.store import ObjectInfo, ObjectStore
 
 READ_BACK_CHUNK = 1024 * 1024
@@ -41,12 +42,10 @@ class RemoteChecker:
     def __init__(self, store: ObjectStore, read_back: bool = True) -> None:
         self.store = store
         self.read_back = read_back
-        backend = store.backend
-        # With SSE-C the ETag is not the MD5 of the content; other stores give no MD5 we trust.
-        self.etag_is_md5 = isinstance(backend, S3Backend) and backend.settings.sse_customer_key is None
-        self.part_sizes: tuple[int, ...] = (
-            (int(backend.settings.multipart_chunksize), BOTO3_PART_SIZE) if isinstance(backend, S3Backend) else ()
-        )
+        self.scheme = store.backend.checksum_scheme()
+        # A 32-hex-digit `etag` of an object is the MD5 of its content.
+        self.etag_is_md5 = self.scheme.whole_md5
+        self.part_sizes = self.scheme.multipart_part_sizes
 
     async def digest(self, local_path: str) -> LocalDigest:
         """Size and checksums of a local file, read in a worker thread (never on the I/O loop)."""
@@ -60,7 +59,7 @@ class RemoteChecker:
             return Check(State.MISSING)
         if info.size != digest.size:
             return Check(State.DIFFERS, f"remote size {info.size} != local size {digest.size}")
-        if self.etag_is_md5:
+        if self.scheme.gives_checksums and info.etag is not None:
             if digest.matches_etag(info.etag):
                 return Check(State.VERIFIED, "size+etag")
             if not self.read_back:
@@ -73,6 +72,13 @@ class RemoteChecker:
         if remote != digest.md5:
             return Check(State.DIFFERS, f"remote MD5 {remote} != local MD5 {digest.md5}")
         return Check(State.VERIFIED, "size+read-back")
+
+    async def check_upload(self, media_path: str, digest: LocalDigest, checksum: str | None) -> Check:
+        """Verify a copy just uploaded: by the checksum in the store's reply where the store's
+        checksums are trusted (the MD5 of what it received), else by asking as `check` does."""
+        if checksum is not None and self.scheme.gives_checksums and digest.matches_etag(checksum):
+            return Check(State.VERIFIED, "size+etag of the upload reply")
+        return await self.check(media_path, digest)
 
     async def remote_md5(self, media_path: str) -> str | None:
         """MD5 of the object's content, streamed; None if it does not exist."""
@@ -89,25 +95,10 @@ class RemoteChecker:
 
 
 async def preflight(store: ObjectStore) -> None:
-    """Fail once, naming the store, when the bucket (or root directory) is missing or access is refused,
-    instead of once per file."""
+    """Fail once, naming the store and the reason, when the bucket (or root directory) is
+    missing, the credentials are refused or the store is unreachable, instead of once per file.
+    It is the provider's startup check (health.py), asked before a run."""
     try:
-        await store.connect()
-        await store.filesystem().call("info", store.backend.root)
-    except FileNotFoundError:
-        if isinstance(store.backend, S3Backend):
-            raise FatalStoreError(f"the bucket does not exist: {store.backend.describe()}") from None
-        # other backends (a local directory with auto_mkdir, ...) create their root on first write
-    except PermissionError as error:
-        raise FatalStoreError(f"access refused by {store.backend.describe()} (check the credentials): {error}") from None
-    except Exception as error:  # noqa: BLE001 - any other failure here means the store is unusable
-        raise FatalStoreError(f"cannot use {store.backend.describe()}: {type(error).__name__}: {error}") from None
-
-
-async def close_store(store: ObjectStore) -> None:
-    """Close the store, and the client session of an async S3 filesystem, which s3fs leaves
-    open (it only closes it by itself for synchronous filesystems)."""
-    creator = getattr(store.filesystem().fs, "_s3creator", None)
-    if creator is not None:
-        await creator.__aexit__(None, None, None)
-    await store.close()
+        await check_store(store)
+    except StoreCheckError as error:
+        raise FatalStoreError(str(error)) from None

@@ -18,7 +18,8 @@ import yaml
 from tests.cli.conftest import Dataset, Offload
 from tests.cli.synapse_media import SynapseMedia
 from tests.servers.ceph_rgw import CephRGW
-from tests.test_ceph_rgw import OTHER_KEY, SSE_KEY, client, rgw, rgw_bucket  # noqa: F401 (fixtures)
+from tests.conftest import rgw_client
+from tests.test_ceph_rgw import OTHER_KEY, SSE_KEY
 
 pytestmark = [pytest.mark.ceph, pytest.mark.parametrize("engine", ["sqlite"])]
 MULTIPART = "local_content/Zy/Xw/VuTsRqPoNmLk"  # the dataset's 11 MiB original: three 5 MiB parts
@@ -32,7 +33,7 @@ def rgw_block(rgw: CephRGW, bucket: str, **extra: Any) -> dict[str, Any]:
 
 
 def test_offload_with_sse_c_verifies_with_the_key_and_the_key_is_required_to_read(
-    offload: Offload, synapse: SynapseMedia, dataset: Dataset, rgw: CephRGW, rgw_bucket: str,  # noqa: F811
+    offload: Offload, synapse: SynapseMedia, dataset: Dataset, rgw: CephRGW, rgw_bucket: str,
     workdir: Path, tmp_path: Path, engine: str,
 ) -> None:
     homeserver = tmp_path / "homeserver.yaml"
@@ -54,7 +55,7 @@ def test_offload_with_sse_c_verifies_with_the_key_and_the_key_is_required_to_rea
     assert all((synapse.media_store / path).exists() for path in dataset.recent)
     assert SSE_KEY not in result.output
 
-    s3 = client(rgw)
+    s3 = rgw_client(rgw)
     assert len(synapse.files[MULTIPART]) > 10 * 1024 * 1024
     small = next(path for path in dataset.old if path.startswith("remote_content/"))
     for path in (small, MULTIPART):

@@ -108,20 +108,25 @@ def start_homeserver(directory: Path, database: dict[str, Any], providers: list[
         yield Homeserver(server, client, s3_client(endpoint_url), bucket)
 
 
-@pytest.fixture(scope="module", params=DATABASE_KINDS)
-def homeserver(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, moto: MotoServer,
-               module_bucket: str) -> Iterator[Homeserver]:
-    """Synapse with our provider (store_synchronous) on the session's moto, on each database kind."""
-    directory = tmp_path_factory.mktemp(f"synapse-{request.param}")
-    providers = [provider_entry(provider_config(moto.endpoint_url, module_bucket))]
-    if request.param == "sqlite":
-        yield from start_homeserver(directory, sqlite_database(directory), providers, moto.endpoint_url,
-                                    module_bucket)
+def homeserver_on(kind: str, directory: Path, endpoint_url: str, bucket: str,
+                  database_prefix: str = "synapse_e2e") -> Iterator[Homeserver]:
+    """Synapse with our provider (store_synchronous) on `bucket`, on a database of `kind`
+    (a PostgreSQL one is made and dropped; skipped if PostgreSQL cannot run)."""
+    providers = [provider_entry(provider_config(endpoint_url, bucket))]
+    if kind == "sqlite":
+        yield from start_homeserver(directory, sqlite_database(directory), providers, endpoint_url, bucket)
         return
     try:
         ensure_postgres_running()
     except PostgresUnavailable as error:
         pytest.skip(str(error))
-    with temporary_database("synapse_e2e") as connection_args:
-        yield from start_homeserver(directory, postgres_database(connection_args), providers, moto.endpoint_url,
-                                    module_bucket)
+    with temporary_database(database_prefix) as connection_args:
+        yield from start_homeserver(directory, postgres_database(connection_args), providers, endpoint_url, bucket)
+
+
+@pytest.fixture(scope="module", params=DATABASE_KINDS)
+def homeserver(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, moto: MotoServer,
+               module_bucket: str) -> Iterator[Homeserver]:
+    """Synapse with our provider on the session's moto, on each database kind."""
+    directory = tmp_path_factory.mktemp(f"synapse-{request.param}")
+    yield from homeserver_on(request.param, directory, moto.endpoint_url, module_bucket)

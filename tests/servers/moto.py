@@ -25,6 +25,11 @@ class MotoServer:
         return self
 
     @property
+    def log_path(self) -> Path:
+        """moto's log: one line per request it served (method, path, status)."""
+        return self._log
+
+    @property
     def pid(self) -> int:
         assert self._process is not None
         return self._process.pid

@@ -1,0 +1,34 @@
+"""adlfs's filesystem on a client built elsewhere. Imported only when an `azure` store is first
+used, since adlfs is an optional extra.
+
+adlfs builds its BlobServiceClient from a fixed set of options, so the Azure SDK's retry
+policy (up to 3 retries, the first after 15 s, then 18 s, 24 s) and its 64 MiB single-PUT
+size would apply whatever the config says. This filesystem takes a client made with the
+configured retries, timeouts and sizes instead.
+
+fsspec drops the `loop` an asynchronous filesystem is given (its `loop` is then None), and
+adlfs's finalizer, which closes the client at exit on that loop, fails with "Loop is not
+running" and a traceback: this filesystem keeps the loop it runs on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from adlfs import AzureBlobFileSystem
+from azure.storage.blob.aio import BlobServiceClient
+
+
+class ClientAzureBlobFileSystem(AzureBlobFileSystem):
+    def __init__(self, *, service_client: BlobServiceClient, loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:
+        self._given_client, self._given_loop = service_client, loop
+        # anon: the client carries the credentials; adlfs must not build a credential of its own
+        super().__init__(anon=True, loop=loop, **kwargs)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._given_loop
+
+    def do_connect(self) -> None:
+        self.service_client = self._given_client

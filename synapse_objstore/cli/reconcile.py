@@ -1,0 +1,274 @@
+"""`reconcile`: make the store agree with Synapse's database again.
+
+Synapse never tells a storage provider that media is gone (admin API delete, purge, retention),
+and with `store_synchronous: false` it only logs an upload that failed. So, in one run:
+
+1. Orphans. The store's listing is walked page by page. Objects older than the grace period
+   are looked up in Synapse's database in batches (fresh at the time of each batch); those
+   whose media is no longer there are deleted, thumbnails included. An object that is not a
+   media path Synapse writes is never deleted, only reported. `--max-delete` stops the
+   deleting (not the run) at N objects.
+2. Repair. Every media in the database older than the grace period is looked for locally and
+   in the listing: a local file missing from the store is uploaded and verified exactly as
+   `upload` does; media whose original is neither local nor in the store is reported lost.
+3. Incomplete multipart uploads older than the grace period (left by a killed upload) are
+   aborted, so their parts stop being billed.
+
+Nothing changes without `apply`. The grace period keeps the run away from media being written
+while it runs: an object uploaded before its database row, a background upload still on its way.
+
+Memory: one listing page, one database batch (DB_BATCH objects), and the set of listed paths
+(8 bytes per object, see path_set.py): about 80 MB for 10 million objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from synapse_objstore.cli.cache_db import CacheDb
+from synapse_objstore.cli.offload import Offloader, UploadOptions
+from synapse_objstore.cli.path_set import PathSet
+from synapse_objstore.cli.report import MAX_LISTED_FAILURES, Summary, human_size
+from synapse_objstore.cli.synapse_db import SynapseDb, SynapseDbError
+from synapse_objstore.cli.verification import preflight
+from synapse_objstore.media import Media, MediaOwner, parse_media_path
+from synapse_objstore.store import ObjectInfo, ObjectStore
+
+# Objects looked up in Synapse's database at once. Remote media are found by filesystem_id,
+# which Synapse does not index: each batch costs PostgreSQL one scan of remote_media_cache.
+DB_BATCH = 10_000
+# Media of the database read at once, and whose local files are looked for in one thread.
+MEDIA_PAGE = 1000
+
+
+class EmptyDatabaseError(SynapseDbError):
+    """Synapse's database has no media at all: most likely the wrong database."""
+
+
+@dataclass(frozen=True)
+class ReconcileOptions:
+    base_path: str
+    cutoff: datetime  # timezone-aware: only objects and media older than this are touched
+    apply: bool = False
+    max_delete: int | None = None
+    jobs: int = 8
+    read_back: bool = True
+
+
+@dataclass
+class ReconcileSummary(Summary):
+    """`files_deleted`/`bytes_deleted` count deleted objects; `media` counts media of the
+    database looked at; `media_uploaded` those repaired."""
+
+    objects_listed: int = 0
+    bytes_listed: int = 0
+    objects_recent: int = 0
+    objects_unknown: int = 0
+    objects_orphaned: int = 0
+    bytes_orphaned: int = 0
+    orphans_left: int = 0
+    media_lost: int = 0
+    uploads_aborted: int = 0
+    delete_limit_reached: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.delete_limit_reached
+
+    def lines(self) -> list[str]:
+        would = "Would have " if self.dry_run else ""
+        lines = [
+            (f"Listed {self.objects_listed} objects ({human_size(self.bytes_listed)}); "
+             f"{self.objects_recent} younger than the grace period left alone"),
+            f"Kept {self.objects_unknown} objects that are not media paths",
+            f"Found {self.objects_orphaned} objects of media no longer in Synapse ({human_size(self.bytes_orphaned)})",
+            f"{would}Deleted {self.files_deleted} objects ({human_size(self.bytes_deleted)})",
+        ]
+        if self.delete_limit_reached:
+            lines.append(f"Stopped deleting at --max-delete: {self.orphans_left} more objects left; run again to go on")
+        lines += [
+            f"Checked {self.media} media of Synapse's database",
+            (f"{would}Uploaded {self.files_uploaded} files of {self.media_uploaded} media missing from the store "
+             f"({human_size(self.bytes_uploaded)})"),
+            f"Lost {self.media_lost} media (neither local nor in the store)",
+            f"{would}Aborted {self.uploads_aborted} incomplete uploads",
+            f"Failed {len(self.failed)}",
+        ]
+        lines += [f"  {failure.path}: {failure.error}" for failure in self.failed[:MAX_LISTED_FAILURES]]
+        if len(self.failed) > MAX_LISTED_FAILURES:
+            lines.append(f"  ... and {len(self.failed) - MAX_LISTED_FAILURES} more (see --json)")
+        return lines
+
+
+class Reconciler:
+    def __init__(self, store: ObjectStore, synapse_db: SynapseDb, cache: CacheDb, options: ReconcileOptions,
+                 summary: ReconcileSummary, progress: Any, echo: Callable[[str], None]) -> None:
+        self.store = store
+        self.db = synapse_db
+        self.cache = cache
+        self.options = options
+        self.summary = summary
+        self.progress = progress
+        self.echo = echo
+        upload = UploadOptions(options.base_path, dry_run=not options.apply, jobs=options.jobs,
+                               read_back=options.read_back)
+        self.offloader = Offloader(store, cache, upload, summary, progress)
+        self.slots = asyncio.Semaphore(options.jobs)
+        self.deletions = 0
+
+    async def run(self) -> None:
+        await preflight(self.store)
+        if not await asyncio.to_thread(self.db.has_media):
+            raise EmptyDatabaseError(
+                f"Synapse's database ({self.db.description}) has no media at all: refusing to reconcile, which "
+                f"would delete every object of {self.store.backend.describe()}. Is it the right database?"
+            )
+        listed = PathSet()
+        await self._sweep(listed)
+        await self._repair(listed)
+        await self._abort_incomplete_uploads()
+
+    # 1. orphans
+
+    async def _sweep(self, listed: PathSet) -> None:
+        batch: list[tuple[ObjectInfo, MediaOwner]] = []
+        async for info in self.store.list():
+            self.progress.update(1)
+            self.summary.add(objects_listed=1, bytes_listed=info.size)
+            owner = parse_media_path(info.media_path)
+            if owner is None:
+                self.summary.add(objects_unknown=1)
+                self.echo(f"kept {info.media_path}: not a media path Synapse writes")
+                continue
+            listed.add(info.media_path)
+            if not self._older_than_grace(info.last_modified):
+                self.summary.add(objects_recent=1)
+                continue
+            batch.append((info, owner))
+            if len(batch) >= DB_BATCH:
+                await self._delete_orphans(batch)
+                batch = []
+        await self._delete_orphans(batch)
+
+    def _older_than_grace(self, moment: datetime | None) -> bool:
+        """An object of unknown age counts as recent: it is never deleted."""
+        return moment is not None and moment.astimezone() < self.options.cutoff
+
+    async def _delete_orphans(self, batch: list[tuple[ObjectInfo, MediaOwner]]) -> None:
+        local_ids = sorted({owner.key for _, owner in batch if owner.kind != "remote"})
+        remote_ids = sorted({owner.key for _, owner in batch if owner.kind == "remote"})
+        local = await asyncio.to_thread(self.db.existing_local_media, local_ids) if local_ids else set()
+        remote = await asyncio.to_thread(self.db.existing_remote_files, remote_ids) if remote_ids else set()
+        chosen: list[tuple[ObjectInfo, MediaOwner]] = []
+        for info, owner in batch:
+            if _in_database(owner, local, remote):
+                continue
+            self.summary.add(objects_orphaned=1, bytes_orphaned=info.size)
+            if self.options.max_delete is not None and self.deletions >= self.options.max_delete:
+                self.summary.delete_limit_reached = True
+                self.summary.add(orphans_left=1)
+                continue
+            self.deletions += 1
+            chosen.append((info, owner))
+        deleted = [done for done in await asyncio.gather(*(self._delete(info, owner) for info, owner in chosen)) if done]
+        if deleted and self.options.apply:
+            await asyncio.to_thread(
+                self.cache.forget,
+                [info.media_path for info, _ in deleted],
+                {owner.key for _, owner in deleted if owner.kind != "remote"},
+                {(owner.origin, owner.key) for _, owner in deleted if owner.kind == "remote"},
+            )
+
+    async def _delete(self, info: ObjectInfo, owner: MediaOwner) -> tuple[ObjectInfo, MediaOwner] | None:
+        if self.options.apply:
+            async with self.slots:
+                try:
+                    await self.store.delete(info.media_path)
+                except OSError as error:
+                    self.summary.fail(info.media_path, error)
+                    return None
+        self.summary.add(files_deleted=1, bytes_deleted=info.size)
+        self.echo(f"{'deleted' if self.options.apply else 'would delete'} {info.media_path} ({human_size(info.size)})")
+        return info, owner
+
+    # 2. repair
+
+    async def _repair(self, listed: PathSet) -> None:
+        cutoff_ms = int(self.options.cutoff.timestamp() * 1000)
+        rows = self.db.media_created_before(cutoff_ms)
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while page := await asyncio.to_thread(_take, rows, MEDIA_PAGE):
+                for media, files in await asyncio.to_thread(self._local_files, page):
+                    self.summary.add(media=1)
+                    missing = [path for path in files if path not in listed]
+                    original_gone = media.file_path not in listed and media.file_path not in files
+                    if missing or original_gone:
+                        await self.slots.acquire()
+                        task = asyncio.create_task(self._repair_media(media, missing, original_gone))
+                        running.add(task)
+                        task.add_done_callback(running.discard)
+        finally:
+            await asyncio.gather(*running, return_exceptions=True)
+
+    def _local_files(self, page: list[tuple[str, str, str, str]]) -> list[tuple[Media, list[str]]]:
+        """Each media of the page with its files present locally (blocking: run in a thread)."""
+        found = []
+        for origin, media_id, filesystem_id, media_type in page:
+            media = Media(origin, media_id, filesystem_id, media_type)  # type: ignore[arg-type]
+            try:
+                found.append((media, media.local_files(self.options.base_path)))
+            except ValueError as error:  # an id Synapse itself could not have written
+                self.summary.fail(media.describe(), error)
+        return found
+
+    async def _repair_media(self, media: Media, missing: list[str], original_gone: bool) -> None:
+        try:
+            if original_gone and await self.store.info(media.file_path) is None:  # it may have arrived since
+                self.summary.add(media_lost=1)
+                self.summary.fail(media.file_path, f"lost: {media.type} media {media.describe()} is in Synapse's "
+                                                   f"database, but neither local nor in {self.store.backend.describe()}")
+            uploaded = False
+            for media_path in missing:
+                result = await self.offloader.upload_file(media_path)
+                if result is not None and result[1]:
+                    uploaded = True
+                    action = "uploaded" if self.options.apply else "would upload"
+                    self.echo(f"{action} {media_path} ({human_size(result[0].size)})")
+            if uploaded:
+                self.summary.add(media_uploaded=1)
+        except Exception as error:  # noqa: BLE001 - fails this media only
+            self.summary.fail(media.describe(), f"{type(error).__name__}: {error}")
+        finally:
+            self.slots.release()
+
+    # 3. incomplete uploads
+
+    async def _abort_incomplete_uploads(self) -> None:
+        async for upload in self.store.incomplete_uploads():
+            if not self._older_than_grace(upload.initiated):
+                continue
+            if self.options.apply:
+                try:
+                    await self.store.abort_incomplete_upload(upload)
+                except OSError as error:
+                    self.summary.fail(upload.path, error)
+                    continue
+            self.summary.add(uploads_aborted=1)
+            action = "aborted" if self.options.apply else "would abort"
+            self.echo(f"{action} incomplete upload of {upload.path} (begun {upload.initiated:%Y-%m-%d %H:%M:%S %Z})")
+
+
+def _in_database(owner: MediaOwner, local_ids: set[str], remote_files: set[tuple[str, str]]) -> bool:
+    if owner.kind == "remote":
+        return (owner.origin, owner.key) in remote_files
+    return owner.key in local_ids
+
+
+def _take(rows: Iterator[tuple[str, str, str, str]], count: int) -> list[tuple[str, str, str, str]]:
+    return list(itertools.islice(rows, count))

@@ -1,0 +1,69 @@
+"""The startup check (`check_on_startup`): does the store answer, with these credentials?
+
+It asks the store about its root (for S3, a HEAD of the bucket): a request that needs the
+credentials and reaches the service, but touches no object, so it needs no SSE-C key and
+costs nothing per object. It runs on the I/O loop and gives up after CHECK_TIMEOUT, so a
+store that never answers is reported instead of waited for.
+
+Why the default (`true`) only logs, and stopping Synapse is the opt-in `"required"`: the
+check cannot tell a typo in the bucket name from an outage of the store. An admin who just
+changed the config wants the first kind reported at once, and the ERROR line does that; an
+admin whose Synapse restarts during a store outage would rather have it up (serving
+messages, local media, and media again as soon as the store is back) than down. Who wants
+"no store, no Synapse" (say, because media uploads must never stay only on local disk) sets
+`"required"`: a failed check then stops the process as Synapse stops itself when its own
+startup fails, with exit status 1, so a supervisor sees a failure. Synapse may serve requests
+for the moment the check takes: holding its startup until the store answers would mean
+blocking the reactor thread, which nothing here does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from synapse_objstore.failures import FailureKind, classify
+from synapse_objstore.redaction import redact
+from synapse_objstore.store import ObjectStore, ObjectStoreError
+
+# Longest the check waits for the store, whatever its own timeouts and retries add up to.
+CHECK_TIMEOUT = 30.0
+
+_REASONS = {
+    FailureKind.TIMEOUT: "the store did not answer in time",
+    FailureKind.CONNECTION: "the store cannot be reached (check the endpoint and the network)",
+    FailureKind.DENIED: (
+        "the store refused the credentials (wrong or expired keys, or no permission on this bucket)"
+    ),
+    FailureKind.OTHER: "the store answered with an error",
+}
+
+
+class StoreCheckError(ObjectStoreError):
+    """The startup check failed. The message names the store and the reason; the cause is the
+    error the store gave."""
+
+
+async def check_store(store: ObjectStore) -> None:
+    """Return when the store answers; raise StoreCheckError otherwise, within CHECK_TIMEOUT."""
+    where = store.backend.describe()
+    try:
+        await asyncio.wait_for(_ask_for_root(store), CHECK_TIMEOUT)
+    except FileNotFoundError as error:
+        raise StoreCheckError(
+            f"cannot use {where}: the bucket or directory {store.backend.root!r} does not exist"
+        ) from error
+    except Exception as error:
+        reason = _REASONS[classify(error)]
+        detail = redact(f"{type(error).__name__}: {error}".rstrip(": "))
+        raise StoreCheckError(f"cannot use {where}: {reason} ({detail})") from error
+
+
+async def _ask_for_root(store: ObjectStore) -> None:
+    """Ask about the root. A backend that makes its root on the first upload (a directory
+    tree) may not have it yet; a bucket or container must exist."""
+    await store.connect()
+    try:
+        await store.filesystem().call("info", store.backend.root)
+    except FileNotFoundError:
+        if not store.backend.creates_root:
+            raise

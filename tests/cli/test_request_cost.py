@@ -1,0 +1,52 @@
+"""What an offload costs in requests: S3 bills each one, and each is a round trip to a store
+that is not on loopback. A new media costs one request per file: its original goes up with
+If-None-Match (no lookup first), its thumbnails then without a lookup each, and each copy is
+verified by the ETag of the upload's reply, not by asking again or reading it back.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.cli.conftest import Dataset, Offload
+from tests.cli.synapse_media import SynapseMedia
+from tests.servers.moto import MotoServer
+
+pytestmark = pytest.mark.parametrize("engine", ["sqlite"])
+REQUEST = re.compile(r'"(?:\x1b\[\d+m)?(?P<method>[A-Z]+) /(?P<bucket>[^/? ]+)(?P<rest>[^ ]*) HTTP/1.1(?:\x1b\[0m)?" (?P<status>\d+)')
+
+
+def requests_to(moto: MotoServer, bucket: str) -> Counter[str]:
+    """Requests moto served for `bucket`: 'HEAD object', 'PUT object', 'GET listing', ..."""
+    counts: Counter[str] = Counter()
+    for match in REQUEST.finditer(moto.log_path.read_text()):
+        if match["bucket"] == bucket:
+            rest = match["rest"]
+            target = "object" if rest.startswith("/") and len(rest) > 1 and "uploads" not in rest else "bucket"
+            if "uploadId=" in rest or rest.endswith("?uploads"):
+                target = "multipart"
+            counts[f"{match['method']} {target}"] += 1
+    return counts
+
+
+def test_a_new_media_costs_one_request_per_file(
+    offload: Offload, homeserver_yaml: Path, synapse: SynapseMedia, dataset: Dataset, moto: MotoServer, bucket: str,
+    engine: str,
+) -> None:
+    config = ["--config", str(homeserver_yaml)]
+    offload(*config, "update", "30d")
+    summary = json.loads(offload("--json", *config, "upload", "--delete").stdout)
+    assert summary["files_deleted"] == len(dataset.old) and summary["files_failed"] == 0
+
+    counts = requests_to(moto, bucket)
+    # all but the 11 MiB original, which goes up in three parts after one lookup
+    assert counts["PUT object"] == len(dataset.old) - 1, counts
+    assert counts["HEAD object"] == 1, counts
+    assert counts["PUT multipart"] == 3 and counts["POST multipart"] == 2, counts
+    assert counts["GET object"] == 0, counts  # nothing read back
+    assert counts["GET bucket"] == 0, counts  # no listing after a 404
