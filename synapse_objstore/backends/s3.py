@@ -123,6 +123,7 @@ class S3Backend(Backend):
 
     _session: AioSession | None = None
     _upload_memory: UploadMemory | None = None  # made on the I/O loop, at the first upload
+    _conditional_put = True  # until the store answers If-None-Match with 501 Not Implemented
 
     @property
     def root(self) -> str:
@@ -213,22 +214,37 @@ class S3Backend(Backend):
     async def upload(self, fs: AsyncFs, local_path: str, remote_path: str, if_absent: bool = False) -> str | None:
         """One PUT below multipart_threshold, else a multipart upload that holds at most
         multipart_concurrency parts (each copied once more by the HTTP client); an interrupted
-        upload is aborted, not left behind. `if_absent`: a conditional PUT (If-None-Match: *,
-        which stores that do not know it ignore), or a HEAD before a multipart upload."""
+        upload is aborted, not left behind. `if_absent`: a conditional PUT (If-None-Match: *;
+        a store that answers it with 501 gets a HEAD first from then on), or a HEAD before a
+        multipart upload."""
         s3: s3fs.S3FileSystem = fs.fs
         bucket, key, _ = s3.split_path(remote_path)
         if self._upload_memory is None:
             self._upload_memory = UploadMemory(int(self.settings.upload_memory_limit))
         memory = self._upload_memory
         size = os.path.getsize(local_path)
-        if size < self.settings.multipart_threshold:
-            async with memory.hold(size):
-                body = await fs.in_thread(_read_range, local_path, 0, size)
-                condition = {"IfNoneMatch": "*"} if if_absent else {}
-                reply = await s3._call_s3("put_object", Bucket=bucket, Key=key, Body=body, **condition)
-            return _etag(reply)  # s3fs turns a refused condition (412) into FileExistsError
+        small = size < self.settings.multipart_threshold
+        if small and if_absent and self._conditional_put:
+            try:
+                async with memory.hold(size):
+                    body = await fs.in_thread(_read_range, local_path, 0, size)
+                    reply = await s3._call_s3("put_object", Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")
+                return _etag(reply)
+            except OSError as error:
+                status = _http_status(error)
+                if status == 412:  # s3fs says FileExistsError only where the store names the condition
+                    raise FileExistsError(remote_path) from error
+                if status != 501:
+                    raise
+                self._conditional_put = False
+                logger.info("%s does not take If-None-Match: looking before each upload instead", self.describe())
         if if_absent and await _exists(s3, bucket, key):
             raise FileExistsError(remote_path)
+        if small:
+            async with memory.hold(size):
+                body = await fs.in_thread(_read_range, local_path, 0, size)
+                reply = await s3._call_s3("put_object", Bucket=bucket, Key=key, Body=body)
+            return _etag(reply)
         chunk = int(self.settings.multipart_chunksize)
         started = await s3._call_s3("create_multipart_upload", Bucket=bucket, Key=key)
         upload_id = started["UploadId"]
@@ -339,6 +355,16 @@ async def _exists(s3: s3fs.S3FileSystem, bucket: str, key: str) -> bool:
     except FileNotFoundError:
         return False
     return True
+
+
+def _http_status(error: BaseException) -> int | None:
+    """The HTTP status of the S3 reply behind an error s3fs translated, if there was one."""
+    while error is not None:
+        if isinstance(error, ClientError):
+            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            return int(status) if status else None
+        error = error.__cause__  # type: ignore[assignment]
+    return None
 
 
 def _etag(reply: dict[str, Any]) -> str | None:
