@@ -2,10 +2,12 @@
 
 The responder is a Twisted push producer. Its pump is a coroutine on the I/O loop that
 reads a chunk, hands it to the reactor thread, and keeps at most CHUNKS_IN_FLIGHT chunks
-on their way there (the next one is read meanwhile). Pausing clears an event the pump
-waits on; because the pause and the "written" signals travel to the loop in order, a
-consumer that pauses inside `write` gets at most one further chunk. A consumer that
-goes away stops the pump, which closes the object and gives its connection back.
+on their way there (the next one is read meanwhile). The reactor counts the chunks it has
+written and wakes the loop only when the pump is waiting for one: a chunk written while the
+next is read costs no hop back. Pausing sets a flag the pump reads before it hands over each
+chunk (and clears an event it then waits on); a pause inside `write` comes before that
+chunk is counted, so the consumer gets at most one further chunk. A consumer that goes away
+stops the pump, which closes the object and gives its connection back.
 
 Metrics (synapse_objstore/metrics.py) are updated on the reactor thread: bytes as each chunk
 is written, time to first byte with the first one, and the in-flight gauge from the start of
@@ -15,7 +17,6 @@ streaming to its end, however it ends.
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import logging
 import time
@@ -77,6 +78,9 @@ class ObjectResponder(Responder):
         self._streaming = False
         self._loop = io_loop()
         self._resume = asyncio.Event()
+        self._paused = False  # set on the reactor thread, read by the pump
+        self._delivered = 0  # chunks the reactor has written (or dropped, the consumer gone)
+        self._waiter: asyncio.Future[None] | None = None  # the pump, waiting for a delivery
         self._consumer: IConsumer | None = None
         self._pump_future: concurrent.futures.Future[None] | None = None
         self._finished: Deferred[None] = Deferred()
@@ -99,9 +103,11 @@ class ObjectResponder(Responder):
     # IPushProducer, called on the reactor thread
 
     def pauseProducing(self) -> None:
+        self._paused = True
         self._loop.call_soon_threadsafe(self._resume.clear)
 
     def resumeProducing(self) -> None:
+        self._paused = False
         self._loop.call_soon_threadsafe(self._resume.set)
 
     def stopProducing(self) -> None:
@@ -119,21 +125,18 @@ class ObjectResponder(Responder):
     async def _pump(self) -> None:
         outcome: BaseException | None = None
         next_read: asyncio.Future[bytes] | None = None
-        in_flight: collections.deque[asyncio.Future[None]] = collections.deque()
+        sent = 0
         try:
             chunk = await self._read_chunk()
             while chunk:
                 await self._wait_until_resumed()
-                written = self._loop.create_future()
-                self._reactor.callFromThread(self._deliver, chunk, written)
-                in_flight.append(written)
+                self._reactor.callFromThread(self._deliver, chunk)
+                sent += 1
                 next_read = asyncio.ensure_future(self._read_chunk())
-                while len(in_flight) >= CHUNKS_IN_FLIGHT:
-                    await in_flight.popleft()
+                await self._until_delivered(sent - CHUNKS_IN_FLIGHT + 1)
                 chunk = await next_read
                 next_read = None
-            while in_flight:
-                await in_flight.popleft()
+            await self._until_delivered(sent)
         except asyncio.CancelledError:
             return  # stopProducing: the consumer is gone and has been told
         except ConsumerPausedTooLongError as error:
@@ -160,8 +163,19 @@ class ObjectResponder(Responder):
             have += len(data)
         return b"".join(parts)
 
+    async def _until_delivered(self, count: int) -> None:
+        """Wait until the reactor has delivered `count` chunks. It wakes the loop only when the
+        pump waits: a chunk written while the next one is read costs no hop back."""
+        while self._delivered < count:
+            waiter = self._waiter = self._loop.create_future()
+            if self._delivered < count:  # published before this re-check: no wake-up is lost
+                await waiter
+            self._waiter = None
+
     async def _wait_until_resumed(self) -> None:
-        if self._resume.is_set():
+        if self._paused:
+            self._resume.clear()  # the reactor's own clear may still be on its way
+        elif self._resume.is_set():
             return
         try:
             await asyncio.wait_for(self._resume.wait(), RELEASE_CONNECTION_AFTER)
@@ -175,7 +189,7 @@ class ObjectResponder(Responder):
 
     # back on the reactor thread
 
-    def _deliver(self, chunk: bytes, written: asyncio.Future[None]) -> None:
+    def _deliver(self, chunk: bytes) -> None:
         if self._consumer is not None:
             self._bytes_written += len(chunk)
             self._consumer.write(chunk)
@@ -183,7 +197,10 @@ class ObjectResponder(Responder):
             if self._awaiting_first_byte:
                 self._awaiting_first_byte = False
                 self._metrics.first_byte_duration.observe(time.perf_counter() - self._requested_at)
-        self._loop.call_soon_threadsafe(_resolve, written)
+        self._delivered += 1
+        waiter = self._waiter
+        if waiter is not None:
+            self._loop.call_soon_threadsafe(_resolve, waiter)
 
     def _finish(self, error: BaseException | None) -> None:
         self._end_stream(complete=error is None)
