@@ -5,9 +5,10 @@ reads a chunk, hands it to the reactor thread, and keeps at most CHUNKS_IN_FLIGH
 on their way there (the next one is read meanwhile). The reactor counts the chunks it has
 written and wakes the loop only when the pump is waiting for one: a chunk written while the
 next is read costs no hop back. Pausing sets a flag the pump reads before it hands over each
-chunk (and clears an event it then waits on); a pause inside `write` comes before that
-chunk is counted, so the consumer gets at most one further chunk. A consumer that goes away
-stops the pump, which closes the object and gives its connection back.
+chunk (and clears an event it then waits on). A chunk that was already on its way when the
+consumer paused is held on the reactor side and written on resume, so nothing reaches a
+paused consumer. A consumer that goes away stops the pump, which closes the object and gives
+its connection back.
 
 Metrics (synapse_objstore/metrics.py) are updated on the reactor thread: bytes as each chunk
 is written, time to first byte with the first one, and the in-flight gauge from the start of
@@ -42,8 +43,7 @@ logger = logging.getLogger(__name__)
 # enough that a paused response holds little memory (bench/README.md has the trade-off).
 CHUNK_SIZE = 512 * 1024
 # Chunks on their way to the reactor before the pump waits for the oldest to be written:
-# two lets one chunk's thread hop overlap the next one's read; a consumer that pauses
-# inside `write` therefore gets at most one more chunk.
+# two lets one chunk's thread hop overlap the next one's read.
 CHUNKS_IN_FLIGHT = 2
 # A consumer paused this long gives back the store connection (the stream resumes with a
 # ranged read), so stalled clients cannot exhaust the connection pool.
@@ -80,6 +80,7 @@ class ObjectResponder(Responder):
         self._resume = asyncio.Event()
         self._paused = False  # set on the reactor thread, read by the pump
         self._delivered = 0  # chunks the reactor has written (or dropped, the consumer gone)
+        self._held: list[bytes] = []  # chunks that reached a paused consumer, written on resume
         self._waiter: asyncio.Future[None] | None = None  # the pump, waiting for a delivery
         self._consumer: IConsumer | None = None
         self._pump_future: concurrent.futures.Future[None] | None = None
@@ -108,7 +109,10 @@ class ObjectResponder(Responder):
 
     def resumeProducing(self) -> None:
         self._paused = False
-        self._loop.call_soon_threadsafe(self._resume.set)
+        while self._held and not self._paused and self._consumer is not None:
+            self._write(self._held.pop(0))
+        if not self._paused:
+            self._loop.call_soon_threadsafe(self._resume.set)
 
     def stopProducing(self) -> None:
         if self._pump_future is not None:
@@ -165,12 +169,17 @@ class ObjectResponder(Responder):
 
     async def _until_delivered(self, count: int) -> None:
         """Wait until the reactor has delivered `count` chunks. It wakes the loop only when the
-        pump waits: a chunk written while the next one is read costs no hop back."""
+        pump waits: a chunk written while the next one is read costs no hop back. A chunk is
+        held while its consumer is paused, so a wait this long means a consumer that left."""
         while self._delivered < count:
             waiter = self._waiter = self._loop.create_future()
-            if self._delivered < count:  # published before this re-check: no wake-up is lost
-                await waiter
-            self._waiter = None
+            try:
+                if self._delivered < count:  # published before this re-check: no wake-up is lost
+                    await asyncio.wait_for(waiter, PAUSE_TIMEOUT)
+            except asyncio.TimeoutError:
+                raise ConsumerPausedTooLongError(f"consumer paused for over {PAUSE_TIMEOUT:.0f} s") from None
+            finally:
+                self._waiter = None
 
     async def _wait_until_resumed(self) -> None:
         if self._paused:
@@ -190,6 +199,13 @@ class ObjectResponder(Responder):
     # back on the reactor thread
 
     def _deliver(self, chunk: bytes) -> None:
+        if self._paused and self._consumer is not None:
+            self._held.append(chunk)  # counted once written, by resumeProducing
+            return
+        self._write(chunk)
+
+    def _write(self, chunk: bytes) -> None:
+        """Write a chunk (unless the consumer is gone), count it, and wake the pump if it waits."""
         if self._consumer is not None:
             self._bytes_written += len(chunk)
             self._consumer.write(chunk)

@@ -15,7 +15,7 @@ from synapse.media._base import ConsumerRequestedStopError
 from synapse.util.file_consumer import BackgroundFileConsumer
 from twisted.internet import defer
 
-from synapse_objstore.responder import CHUNK_SIZE
+from synapse_objstore.responder import CHUNK_SIZE, ConsumerPausedTooLongError
 from synapse_objstore.store import ObjectStoreError
 from tests.conftest import s3_client
 from tests.servers.moto import MotoServer
@@ -111,9 +111,9 @@ def test_pause_stops_reading_and_resume_finishes(reactor: Any, in_reactor: Calla
 
     done = stream(in_reactor, provider, path, info, consumer)
     time.sleep(1.0)  # a paused client: nothing more may arrive
-    # At most one chunk was already on its way when the pause came; nothing after it.
+    # A chunk already on its way when the pause came waits for the resume: nothing after it.
     chunks, after_pause = in_reactor(lambda: (len(consumer.chunks), consumer.bytes_after_pause))
-    assert chunks <= 2 and after_pause <= CHUNK_SIZE
+    assert chunks == 1 and after_pause == 0
     time.sleep(0.5)
     assert in_reactor(lambda: len(consumer.chunks)) == chunks
     assert not done.called
@@ -121,6 +121,55 @@ def test_pause_stops_reading_and_resume_finishes(reactor: Any, in_reactor: Calla
     in_reactor(consumer.resume)
     wait_for(in_reactor, done)
     assert consumer.data == data
+
+
+class PausingLate(RecordingConsumer):
+    """A client whose first write takes a while (a busy reactor) and ends with a pause: the
+    next chunk is on its way to the reactor before the pause is seen."""
+
+    def write(self, data: bytes) -> None:
+        if not self.chunks:
+            time.sleep(0.3)
+        super().write(data)
+
+
+def stream_to_late_pauser(in_reactor: Callable[..., Any], provider: Any, moto: MotoServer, bucket: str,
+                          name: str) -> tuple[PausingLate, Any, bytes]:
+    path, info = local_media(name)
+    data = os.urandom(CHUNK_SIZE + 1000)  # two chunks; the second reaches the consumer paused
+    s3_client(moto.endpoint_url).put_object(Bucket=bucket, Key=path, Body=data)
+    consumer = PausingLate(pause_on_first_write=True)
+    return consumer, stream(in_reactor, provider, path, info, consumer), data
+
+
+def test_a_chunk_that_reaches_a_paused_client_waits_for_the_resume(
+    reactor: Any, in_reactor: Callable[..., Any], moto: MotoServer, bucket: str, media_store: Path
+) -> None:
+    provider = load_provider(reactor, media_store, s3_config(moto, bucket))
+    consumer, done, data = stream_to_late_pauser(in_reactor, provider, moto, bucket, "heldchunkresume")
+    time.sleep(1.0)
+    assert in_reactor(lambda: (len(consumer.chunks), consumer.bytes_after_pause)) == (1, 0)
+    assert not done.called
+
+    in_reactor(consumer.resume)
+    wait_for(in_reactor, done)
+    assert consumer.data == data and consumer.bytes_after_pause == 0
+
+
+def test_a_client_that_never_resumes_a_held_last_chunk_is_let_go(
+    reactor: Any, in_reactor: Callable[..., Any], moto: MotoServer, bucket: str, media_store: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from synapse_objstore import responder
+
+    monkeypatch.setattr(responder, "PAUSE_TIMEOUT", 1.5)
+    provider = load_provider(reactor, media_store, s3_config(moto, bucket))
+    consumer, done, data = stream_to_late_pauser(in_reactor, provider, moto, bucket, "heldchunkstall")
+    started = time.monotonic()
+    with pytest.raises(ConsumerPausedTooLongError):
+        wait_for(in_reactor, done, timeout=10)
+    assert time.monotonic() - started < 4  # the pause timeout, not the 5 s connection release
+    assert consumer.data == data[:CHUNK_SIZE] and consumer.bytes_after_pause == 0
 
 
 def test_client_going_away_stops_the_stream_and_frees_the_connection(
@@ -257,7 +306,7 @@ def test_a_long_paused_client_gives_back_its_connection_and_still_gets_every_byt
 
     in_reactor(slow.resume)
     wait_for(in_reactor, slow_done)
-    assert slow.data == data and slow.bytes_after_pause <= CHUNK_SIZE
+    assert slow.data == data and slow.bytes_after_pause == 0
 
 
 def test_an_object_replaced_while_its_reader_was_paused_is_not_spliced(
