@@ -289,12 +289,17 @@ def file_info(media_path: str) -> Any:
 def apply_tweaks(tweaks: dict[str, Any]) -> None:
     """Diagnostic variants of our provider (bench/run --variant ...), applied in this process only:
     chunk_kib      synapse_objstore.responder.CHUNK_SIZE
+    in_flight      synapse_objstore.responder.CHUNKS_IN_FLIGHT
     read_bufsize_kib  aiohttp's per-response read buffer (ClientSession(read_bufsize=...), 64 KiB by default)
     """
     if "chunk_kib" in tweaks:
         from synapse_objstore import responder
 
         responder.CHUNK_SIZE = int(tweaks["chunk_kib"]) * 1024
+    if "in_flight" in tweaks:
+        from synapse_objstore import responder
+
+        responder.CHUNKS_IN_FLIGHT = int(tweaks["in_flight"])
     if "read_bufsize_kib" in tweaks:
         import aiohttp
 

@@ -1,13 +1,14 @@
 """Streams an object to a Synapse HTTP response with backpressure and no thread.
 
 The responder is a Twisted push producer. Its pump is a coroutine on the I/O loop that
-reads a chunk, hands it to the reactor thread, and keeps at most CHUNKS_IN_FLIGHT chunks
+reads a chunk (the pieces the HTTP client received, never copied into one buffer), hands it
+to the reactor thread, and keeps at most CHUNKS_IN_FLIGHT chunks
 on their way there (the next one is read meanwhile). The reactor counts the chunks it has
 written and wakes the loop only when the pump is waiting for one: a chunk written while the
 next is read costs no hop back. Pausing sets a flag the pump reads before it hands over each
-chunk (and clears an event it then waits on). A chunk that was already on its way when the
-consumer paused is held on the reactor side and written on resume, so nothing reaches a
-paused consumer. A consumer that goes away stops the pump, which closes the object and gives
+chunk (and clears an event it then waits on). What was already on its way when the consumer
+paused (a chunk, or the rest of one) is held on the reactor side and written on resume, so
+nothing reaches a paused consumer. A consumer that goes away stops the pump, which closes the object and gives
 its connection back.
 
 Metrics (synapse_objstore/metrics.py) are updated on the reactor thread: bytes as each chunk
@@ -21,6 +22,7 @@ import asyncio
 import concurrent.futures
 import logging
 import time
+from collections import deque
 from types import TracebackType
 from typing import Any
 
@@ -39,8 +41,8 @@ from synapse_objstore.store import ObjectStoreError
 
 logger = logging.getLogger(__name__)
 
-# The chunk handed to the reactor at once: big enough that thread hops are rare, small
-# enough that a paused response holds little memory (bench/README.md has the trade-off).
+# The least handed to the reactor at once (at most twice this): big enough that thread hops
+# are rare, small enough that a paused response holds little memory (bench/README.md has the trade-off).
 CHUNK_SIZE = 512 * 1024
 # Chunks on their way to the reactor before the pump waits for the oldest to be written:
 # two lets one chunk's thread hop overlap the next one's read.
@@ -79,9 +81,12 @@ class ObjectResponder(Responder):
         self._loop = io_loop()
         self._resume = asyncio.Event()
         self._paused = False  # set on the reactor thread, read by the pump
-        self._delivered = 0  # chunks the reactor has written (or dropped, the consumer gone)
-        self._held: list[bytes] = []  # chunks that reached a paused consumer, written on resume
-        self._waiter: asyncio.Future[None] | None = None  # the pump, waiting for a delivery
+        self._delivered = 0  # chunks the reactor has begun to write (or dropped, the consumer gone)
+        self._written = 0  # chunks the reactor has written to the end (or dropped)
+        self._backlog: deque[deque[bytes]] = deque()  # chunks that reached a paused consumer
+        self._writing: deque[bytes] = deque()  # the rest of the chunk being written
+        self._waiter: asyncio.Future[None] | None = None  # the pump, waiting for the reactor
+        self._wanted = (0, False)  # what the pump waits for: a count, of whole chunks or not
         self._consumer: IConsumer | None = None
         self._pump_future: concurrent.futures.Future[None] | None = None
         self._finished: Deferred[None] = Deferred()
@@ -109,8 +114,8 @@ class ObjectResponder(Responder):
 
     def resumeProducing(self) -> None:
         self._paused = False
-        while self._held and not self._paused and self._consumer is not None:
-            self._write(self._held.pop(0))
+        self._write_backlog()
+        self._wake_pump()
         if not self._paused:
             self._loop.call_soon_threadsafe(self._resume.set)
 
@@ -128,7 +133,6 @@ class ObjectResponder(Responder):
 
     async def _pump(self) -> None:
         outcome: BaseException | None = None
-        next_read: asyncio.Future[bytes] | None = None
         sent = 0
         try:
             chunk = await self._read_chunk()
@@ -136,11 +140,9 @@ class ObjectResponder(Responder):
                 await self._wait_until_resumed()
                 self._reactor.callFromThread(self._deliver, chunk)
                 sent += 1
-                next_read = asyncio.ensure_future(self._read_chunk())
+                chunk = await self._read_chunk()  # while the reactor writes the one just sent
                 await self._until_delivered(sent - CHUNKS_IN_FLIGHT + 1)
-                chunk = await next_read
-                next_read = None
-            await self._until_delivered(sent)
+            await self._until_delivered(sent, whole=True)
         except asyncio.CancelledError:
             return  # stopProducing: the consumer is gone and has been told
         except ConsumerPausedTooLongError as error:
@@ -149,35 +151,44 @@ class ObjectResponder(Responder):
             outcome = ObjectStoreError(f"could not stream {self._media_path!r}: {redact(f'{type(error).__name__}: {error}')}")
             outcome.__cause__ = error
         finally:
-            if next_read is not None:
-                next_read.cancel()
             await self._stream.close()
         self._reactor.callFromThread(self._finish, outcome)
 
-    async def _read_chunk(self) -> bytes:
-        """A full CHUNK_SIZE (or the rest of the object): a body's read returns only what is
-        buffered, and every chunk costs two thread hops, so small chunks would cap the rate."""
-        parts: list[bytes] = []
+    async def _read_chunk(self) -> deque[bytes]:
+        """Pieces adding up to at least CHUNK_SIZE (or the rest of the object), each at most
+        CHUNK_SIZE: a body's read returns only what is buffered, and every chunk costs a thread
+        hop, so small chunks would cap the rate. Joining the pieces would cost a copy and a
+        fresh buffer per chunk, so the consumer gets them one by one; asking each read for a
+        whole CHUNK_SIZE lets a stream hand over its pieces as they are, never cut."""
+        parts: deque[bytes] = deque()
         have = 0
         while have < CHUNK_SIZE:
-            data = await self._stream.read(CHUNK_SIZE - have)
+            data = await self._stream.read(CHUNK_SIZE)
             if not data:
                 break
             parts.append(data)
             have += len(data)
-        return b"".join(parts)
+        return parts
 
-    async def _until_delivered(self, count: int) -> None:
-        """Wait until the reactor has delivered `count` chunks. It wakes the loop only when the
-        pump waits: a chunk written while the next one is read costs no hop back. A chunk is
-        held while its consumer is paused, so a wait this long means a consumer that left."""
-        while self._delivered < count:
+    async def _until_delivered(self, count: int, whole: bool = False) -> None:
+        """Wait until the reactor has begun to write `count` chunks (`whole`: written them to the
+        end). It wakes the loop only when the pump waits: a chunk written while the next one is
+        read costs no hop back. A chunk that reaches a paused consumer waits on the reactor
+        side, so a long wait here is a paused consumer, with the limits of `_wait_until_resumed`."""
+        started = self._loop.time()
+        suspended = False
+        while not self._reached(count, whole):
+            self._wanted = (count, whole)
             waiter = self._waiter = self._loop.create_future()
             try:
-                if self._delivered < count:  # published before this re-check: no wake-up is lost
-                    await asyncio.wait_for(waiter, PAUSE_TIMEOUT)
+                if not self._reached(count, whole):  # published before this re-check: no wake-up is lost
+                    limit = PAUSE_TIMEOUT if suspended else min(RELEASE_CONNECTION_AFTER, PAUSE_TIMEOUT)
+                    await asyncio.wait_for(waiter, started + limit - self._loop.time())
             except asyncio.TimeoutError:
-                raise ConsumerPausedTooLongError(f"consumer paused for over {PAUSE_TIMEOUT:.0f} s") from None
+                if suspended:
+                    raise ConsumerPausedTooLongError(f"consumer paused for over {PAUSE_TIMEOUT:.0f} s") from None
+                await self._stream.suspend()
+                suspended = True
             finally:
                 self._waiter = None
 
@@ -187,36 +198,56 @@ class ObjectResponder(Responder):
         elif self._resume.is_set():
             return
         try:
-            await asyncio.wait_for(self._resume.wait(), RELEASE_CONNECTION_AFTER)
+            await asyncio.wait_for(self._resume.wait(), min(RELEASE_CONNECTION_AFTER, PAUSE_TIMEOUT))
             return
         except asyncio.TimeoutError:
             await self._stream.suspend()
         try:
-            await asyncio.wait_for(self._resume.wait(), PAUSE_TIMEOUT - RELEASE_CONNECTION_AFTER)
+            await asyncio.wait_for(self._resume.wait(), max(PAUSE_TIMEOUT - RELEASE_CONNECTION_AFTER, 0))
         except asyncio.TimeoutError:
             raise ConsumerPausedTooLongError(f"consumer paused for over {PAUSE_TIMEOUT:.0f} s") from None
 
     # back on the reactor thread
 
-    def _deliver(self, chunk: bytes) -> None:
-        if self._paused and self._consumer is not None:
-            self._held.append(chunk)  # counted once written, by resumeProducing
-            return
-        self._write(chunk)
+    def _deliver(self, chunk: deque[bytes]) -> None:
+        if self._consumer is None:  # gone: the pump is being cancelled
+            self._delivered += 1
+            self._written += 1
+        else:
+            self._backlog.append(chunk)
+            self._write_backlog()
+        self._wake_pump()
 
-    def _write(self, chunk: bytes) -> None:
-        """Write a chunk (unless the consumer is gone), count it, and wake the pump if it waits."""
-        if self._consumer is not None:
-            self._bytes_written += len(chunk)
-            self._consumer.write(chunk)
-            self._metrics.fetched_bytes.inc(len(chunk))
-            if self._awaiting_first_byte:
-                self._awaiting_first_byte = False
-                self._metrics.first_byte_duration.observe(time.perf_counter() - self._requested_at)
-        self._delivered += 1
+    def _write_backlog(self) -> None:
+        """Write the pieces that have arrived, in order, until the consumer pauses. A chunk counts
+        as delivered once its first piece is written: a pause inside that write is then seen by
+        the pump before it reads on, and the rest of the chunk waits here for the resume."""
+        while not self._paused and self._consumer is not None:
+            if not self._writing:
+                if not self._backlog:
+                    return
+                self._writing = self._backlog.popleft()
+                self._delivered += 1
+            self._write(self._writing.popleft())
+            if not self._writing:
+                self._written += 1
+
+    def _reached(self, count: int, whole: bool) -> bool:
+        return (self._written if whole else self._delivered) >= count
+
+    def _wake_pump(self) -> None:
         waiter = self._waiter
-        if waiter is not None:
+        if waiter is not None and self._reached(*self._wanted):
             self._loop.call_soon_threadsafe(_resolve, waiter)
+
+    def _write(self, data: bytes) -> None:
+        assert self._consumer is not None
+        self._bytes_written += len(data)
+        self._consumer.write(data)
+        self._metrics.fetched_bytes.inc(len(data))
+        if self._awaiting_first_byte:
+            self._awaiting_first_byte = False
+            self._metrics.first_byte_duration.observe(time.perf_counter() - self._requested_at)
 
     def _finish(self, error: BaseException | None) -> None:
         self._end_stream(complete=error is None)

@@ -169,7 +169,7 @@ def test_a_client_that_never_resumes_a_held_last_chunk_is_let_go(
     with pytest.raises(ConsumerPausedTooLongError):
         wait_for(in_reactor, done, timeout=10)
     assert time.monotonic() - started < 4  # the pause timeout, not the 5 s connection release
-    assert consumer.data == data[:CHUNK_SIZE] and consumer.bytes_after_pause == 0
+    assert 0 < len(consumer.data) < len(data) and data.startswith(consumer.data) and consumer.bytes_after_pause == 0
 
 
 def test_client_going_away_stops_the_stream_and_frees_the_connection(

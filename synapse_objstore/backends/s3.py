@@ -19,7 +19,9 @@ from collections.abc import AsyncGenerator, Iterator
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import aiohttp
 import s3fs
+from aiobotocore.response import AioStreamingBody
 from aiobotocore.session import AioSession
 from botocore.exceptions import ClientError
 from fsspec import AbstractFileSystem
@@ -318,33 +320,58 @@ class S3Backend(Backend):
 class S3BodyStream(ObjectStream):
     """The body of a GET, read as consumed. Suspended, it closes the connection; the next
     read continues with a ranged GET that must match the same ETag, so a reader paused for
-    long holds no pooled connection and never splices two versions of an object."""
+    long holds no pooled connection and never splices two versions of an object.
+
+    A read returns the next piece of the body as aiohttp received it. aiobotocore's
+    `body.read(n)` joins every piece buffered into one new buffer: a copy of each byte, a
+    quarter of the CPU of a stream. Only a plain body is read this way; one that aiobotocore
+    wraps to validate a checksum (`response_checksum_validation`) is read through that wrapper.
+    """
 
     def __init__(self, s3: s3fs.S3FileSystem, bucket: str, key: str, reply: dict[str, Any]) -> None:
         self._s3, self._bucket, self._key = s3, bucket, key
-        self._body: Any = reply["Body"]
         self._etag: str | None = reply.get("ETag")
         self.size = int(reply["ContentLength"])
         self._offset = 0
+        self._rest = b""  # what is left of a piece longer than a read asked for
+        self._open(reply)
+
+    def _open(self, reply: dict[str, Any]) -> None:
+        self._body: Any = reply["Body"]
+        raw = getattr(self._body, "_raw_stream", None)
+        plain = type(self._body) is AioStreamingBody and isinstance(raw, aiohttp.ClientResponse)
+        self._pieces: aiohttp.StreamReader | None = raw.content if plain else None
 
     async def read(self, max_bytes: int) -> bytes:
         if self._body is None:
-            if self._offset >= (self.size or 0):
+            if self._offset >= self.size:
                 return b""
             condition = {"IfMatch": self._etag} if self._etag else {}
-            reply = await self._s3._call_s3(
+            self._open(await self._s3._call_s3(
                 "get_object", Bucket=self._bucket, Key=self._key, Range=f"bytes={self._offset}-", **condition
-            )
-            self._body = reply["Body"]
-        data: bytes = await self._body.read(max_bytes)
+            ))
+        data = await self._next_piece(max_bytes)
         self._offset += len(data)
+        if not data and self._offset < self.size:
+            raise ConnectionError(f"the body of {self._key!r} ended after {self._offset} of {self.size} bytes")
         return data
+
+    async def _next_piece(self, max_bytes: int) -> bytes:
+        if self._pieces is None:
+            data: bytes = await self._body.read(max_bytes)
+            return data
+        piece = self._rest
+        if not piece:
+            piece, _ = await self._pieces.readchunk()
+        piece, self._rest = (piece[:max_bytes], piece[max_bytes:]) if len(piece) > max_bytes else (piece, b"")
+        return piece
 
     async def suspend(self) -> None:
         await self.close()
 
     async def close(self) -> None:
         body, self._body = self._body, None
+        self._pieces, self._rest = None, b""
         if body is not None:
             body.close()
 

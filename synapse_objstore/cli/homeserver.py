@@ -81,20 +81,36 @@ class Homeserver:
             raise ConfigFileError(f"no 'database' section in {self.source}")
         return database
 
-    def provider_config(self) -> Mapping[str, Any]:
-        """The `config:` block of the first media storage provider this tool understands."""
+    def provider_entry(self) -> Mapping[str, Any]:
+        """The first media storage provider entry this tool understands (module, store_*, config)."""
         providers = self.raw.get("media_storage_providers") or []
         if not isinstance(providers, list):
             raise ConfigFileError(f"'media_storage_providers' in {self.source} must be a list")
         for entry in providers:
             if isinstance(entry, Mapping) and entry.get("module") in PROVIDER_MODULES:
-                config = entry.get("config") or {}
-                if not isinstance(config, Mapping):
-                    raise ConfigFileError(f"the 'config' of provider {entry['module']} in {self.source} must be a mapping")
-                return config
+                return entry
         raise ConfigFileError(
             f"no media_storage_providers entry with module {' or '.join(PROVIDER_MODULES[::2])} in {self.source}"
         )
+
+    def provider_config(self) -> Mapping[str, Any]:
+        """The `config:` block of the first media storage provider this tool understands."""
+        entry = self.provider_entry()
+        config = entry.get("config") or {}
+        if not isinstance(config, Mapping):
+            raise ConfigFileError(f"the 'config' of provider {entry['module']} in {self.source} must be a mapping")
+        return config
+
+    def stored_media_types(self) -> frozenset[str]:
+        """The media types ('local', 'remote') Synapse sends to the provider: `store_local` and
+        `store_remote` of its entry, which Synapse defaults to false."""
+        entry = self.provider_entry()
+        flags = {"local": entry.get("store_local", False), "remote": entry.get("store_remote", False)}
+        for media_type, flag in flags.items():
+            if not isinstance(flag, bool):
+                raise ConfigFileError(f"'store_{media_type}' of provider {entry['module']} in {self.source} must be "
+                                      f"true or false, not {flag!r}")
+        return frozenset(media_type for media_type, flag in flags.items() if flag)
 
 
 def load_store_config_file(path: str) -> Mapping[str, Any]:

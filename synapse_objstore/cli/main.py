@@ -77,6 +77,16 @@ class Context:
             raise FatalError(f"media store directory {given} does not exist")
         return given
 
+    def stored_media_types(self) -> frozenset[str]:
+        """The media types the provider in --config stores; both when no such provider is configured."""
+        if self.homeserver is None:
+            return frozenset({"local", "remote"})
+        try:
+            self.homeserver.provider_entry()
+        except ConfigFileError:
+            return frozenset({"local", "remote"})
+        return self.homeserver.stored_media_types()
+
     def synapse_db(self, homeserver_config_path: str) -> SynapseDb:
         return SynapseDb.connect(self.homeserver, homeserver_config_path)
 
@@ -439,7 +449,7 @@ def reconcile(obj: Context, base_path: str | None, apply: bool, grace: datetime.
 
     store = obj.store(store_config)
     options = ReconcileOptions(obj.base_path(base_path), grace.astimezone(), apply=apply, max_delete=max_delete,
-                               jobs=jobs, read_back=not size_only)
+                               jobs=jobs, read_back=not size_only, upload_types=obj.stored_media_types())
     synapse_db = obj.synapse_db(homeserver_config_path)
     summary = ReconcileSummary("reconcile", dry_run=not apply)
     try:

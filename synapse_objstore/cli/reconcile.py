@@ -10,7 +10,8 @@ and with `store_synchronous: false` it only logs an upload that failed. So, in o
    deleting (not the run) at N objects.
 2. Repair. Every media in the database older than the grace period is looked for locally and
    in the listing: a local file missing from the store is uploaded and verified exactly as
-   `upload` does; media whose original is neither local nor in the store is reported lost.
+   `upload` does, if it is of a type the provider stores (`store_local`/`store_remote` in
+   homeserver.yaml); media whose original is neither local nor in the store is reported lost.
 3. Incomplete multipart uploads older than the grace period (left by a killed upload) are
    aborted, so their parts stop being billed.
 
@@ -58,6 +59,8 @@ class ReconcileOptions:
     max_delete: int | None = None
     jobs: int = 8
     read_back: bool = True
+    # media types whose local files missing from the store are uploaded: those Synapse stores there
+    upload_types: frozenset[str] = frozenset({"local", "remote"})
 
 
 @dataclass
@@ -73,6 +76,7 @@ class ReconcileSummary(Summary):
     bytes_orphaned: int = 0
     orphans_left: int = 0
     media_lost: int = 0
+    media_not_stored: int = 0
     uploads_aborted: int = 0
     delete_limit_reached: bool = False
 
@@ -96,6 +100,7 @@ class ReconcileSummary(Summary):
             (f"{would}Uploaded {self.files_uploaded} files of {self.media_uploaded} media missing from the store "
              f"({human_size(self.bytes_uploaded)})"),
             f"Lost {self.media_lost} media (neither local nor in the store)",
+            f"Left {self.media_not_stored} media local only: the provider does not store their type",
             f"{would}Aborted {self.uploads_aborted} incomplete uploads",
             f"Failed {len(self.failed)}",
         ]
@@ -208,6 +213,9 @@ class Reconciler:
                     self.summary.add(media=1)
                     missing = [path for path in files if path not in listed]
                     original_gone = media.file_path not in listed and media.file_path not in files
+                    if missing and media.type not in self.options.upload_types:
+                        self.summary.add(media_not_stored=1)
+                        missing = []
                     if missing or original_gone:
                         await self.slots.acquire()
                         task = asyncio.create_task(self._repair_media(media, missing, original_gone))

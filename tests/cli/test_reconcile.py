@@ -178,6 +178,31 @@ def test_media_missing_from_the_store_is_uploaded_and_lost_media_reported(
     assert synapse.local_files() >= set(unreplicated)  # an upload never deletes a local file here
 
 
+def test_media_of_a_type_the_provider_does_not_store_is_not_uploaded(
+    offload: Offload, offloaded: list[str], homeserver_yaml: Path, synapse: SynapseMedia, moto: MotoServer,
+    bucket: str,
+) -> None:
+    """With `store_remote: false` Synapse keeps cached remote media local only: reconcile must not
+    push them to the bucket, while local media missing there are still repaired."""
+    config = yaml.safe_load(homeserver_yaml.read_text())
+    config["media_storage_providers"][1]["store_remote"] = False
+    homeserver_yaml.write_text(yaml.safe_dump(config))
+    local = synapse.add_local("LocalNotUpload01", os.urandom(3000), 2)
+    remote = synapse.add_remote("example.org", "remoteLocalOnly", "FsIdRemoteLocal1", os.urandom(2000), 2)
+
+    summary = json.loads(offload("--json", *offloaded, "reconcile", "--grace", "0s", "--apply").stdout)
+    assert summary["media_uploaded"] == 1 and summary["media_not_stored"] == 1
+    after = bucket_objects(moto, bucket)
+    assert {PREFIX + path for path in local} <= set(after)
+    assert not {PREFIX + path for path in remote} & set(after)
+
+    config["media_storage_providers"][1]["store_remote"] = "no"
+    homeserver_yaml.write_text(yaml.safe_dump(config))
+    refused = offload(*offloaded, "reconcile", "--grace", "0s", expect=2)
+    assert "'store_remote' of provider synapse_objstore.ObjectStorageProvider" in refused.output
+    assert "true or false, not 'no'" in refused.output
+
+
 def test_recent_media_is_left_to_synapse(
     offload: Offload, offloaded: list[str], synapse: SynapseMedia, moto: MotoServer, bucket: str,
 ) -> None:

@@ -1,0 +1,87 @@
+"""A store whose connection drops in the middle of a body: the fetch fails, never a short file.
+
+The S3 backend reads the body's pieces straight from aiohttp (see `S3BodyStream`), past the
+length check of aiobotocore's own `read`. A proxy in front of moto forwards each GET but sends
+only half of the body it announced, then closes the connection.
+"""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from synapse_objstore.store import ObjectStoreError
+from tests.conftest import s3_client
+from tests.servers.moto import MotoServer
+from tests.synapse_harness import RecordingConsumer, load_provider, local_media
+from tests.test_provider import stream, wait_for
+
+MiB = 1024 * 1024
+
+
+class BodyCuttingProxy(http.server.ThreadingHTTPServer):
+    def __init__(self, upstream: str) -> None:
+        self.upstream = urlsplit(upstream)
+        super().__init__(("127.0.0.1", 0), BodyCuttingHandler)
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class BodyCuttingHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: BodyCuttingProxy
+
+    def do_GET(self) -> None:
+        upstream = http.client.HTTPConnection(self.server.upstream.hostname, self.server.upstream.port, timeout=30)
+        upstream.request("GET", self.path, headers=dict(self.headers))
+        reply = upstream.getresponse()
+        data = reply.read()
+        upstream.close()
+        self.send_response(reply.status)
+        for name, value in reply.getheaders():
+            if name.lower() not in ("content-length", "connection"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data[: len(data) // 2] if reply.status == 200 else data)
+        self.wfile.flush()
+        self.close_connection = True
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def cutting_proxy(moto: MotoServer) -> Iterator[BodyCuttingProxy]:
+    server = BodyCuttingProxy(moto.endpoint_url)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(10)
+
+
+def test_a_body_cut_short_fails_the_fetch(reactor: Any, in_reactor: Callable[..., Any], moto: MotoServer,
+                                          cutting_proxy: BodyCuttingProxy, bucket: str, media_store: Path) -> None:
+    provider = load_provider(reactor, media_store, {
+        "bucket": bucket, "endpoint_url": cutting_proxy.endpoint_url, "check_on_startup": False, "retries": 0,
+    })
+    path, info = local_media("cutshortmedia")
+    data = os.urandom(3 * MiB)
+    s3_client(moto.endpoint_url).put_object(Bucket=bucket, Key=path, Body=data)
+    consumer = RecordingConsumer()
+
+    with pytest.raises(ObjectStoreError, match="could not stream"):
+        wait_for(in_reactor, stream(in_reactor, provider, path, info, consumer))
+    assert len(consumer.data) < len(data) and data.startswith(consumer.data)
