@@ -77,6 +77,7 @@ class ObjectResponder(Responder):
         self._requested_at = requested_at
         self._awaiting_first_byte = True
         self._bytes_written = 0
+        self._bytes_read = 0
         self._streaming = False
         self._loop = io_loop()
         self._resume = asyncio.Event()
@@ -168,6 +169,10 @@ class ObjectResponder(Responder):
                 break
             parts.append(data)
             have += len(data)
+        self._bytes_read += have
+        size = self._stream.size
+        if size is not None and (self._bytes_read > size or (have < CHUNK_SIZE and self._bytes_read < size)):
+            raise ConnectionError(f"the object is {size} bytes, but its stream gave {self._bytes_read}")
         return parts
 
     async def _until_delivered(self, count: int, whole: bool = False) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 
 from synapse_objstore.config import ConfigError, parse_store_config
 from synapse_objstore.io_loop import run
-from synapse_objstore.store import ObjectStore
+from synapse_objstore.store import ObjectStore, ObjectStoreError
 from tests.synapse_harness import RecordingConsumer, load_provider, local_media
 from tests.test_provider import put_local, stream, wait_for
 from tests.test_store_s3 import read_all, write
@@ -48,6 +49,27 @@ def test_provider_streams_from_a_directory(reactor: Any, in_reactor: Callable[..
     wait_for(in_reactor, stream(in_reactor, provider, path, info, consumer))
     assert consumer.data == data
     assert in_reactor(provider.fetch, *local_media("notthereatall")) is None
+
+
+def test_an_object_truncated_while_it_streams_fails_the_fetch(
+    reactor: Any, in_reactor: Callable[..., Any], tmp_path: Path, media_store: Path
+) -> None:
+    """The stream knew the object's size when it opened it: fewer bytes is an error for the
+    client, not a short file it would take as whole."""
+    provider = load_provider(reactor, media_store, {"backend": "fsspec", "url": f"file://{tmp_path}/objects"})
+    path, info = local_media("truncatedmedia")
+    data = os.urandom(3_000_000)
+    put_local(media_store, path, data)
+    in_reactor(provider.store_file, path, info)
+    consumer = RecordingConsumer(pause_on_first_write=True)
+    done = stream(in_reactor, provider, path, info, consumer)
+    time.sleep(0.5)  # paused after the first piece
+    os.truncate(tmp_path / "objects" / path, 1_000_000)
+
+    in_reactor(consumer.resume)
+    with pytest.raises(ObjectStoreError, match="the object is 3000000 bytes, but its stream gave"):
+        wait_for(in_reactor, done)
+    assert len(consumer.data) < len(data) and data.startswith(consumer.data)
 
 
 @pytest.mark.parametrize(
