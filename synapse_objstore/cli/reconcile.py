@@ -4,8 +4,13 @@ Synapse never tells a storage provider that media is gone (admin API delete, pur
 and with `store_synchronous: false` it only logs an upload that failed. So, in one run:
 
 1. Orphans. The store's listing is walked page by page. Objects older than the grace period
-   are looked up in Synapse's database in batches (fresh at the time of each batch); those
-   whose media is no longer there are deleted, thumbnails included. An object that is not a
+   are looked up in Synapse's database: local media in batches, fresh at the time of each
+   batch; remote media in a set of every remote media's (origin, filesystem_id), read in one
+   scan when the first remote object is looked up, because Synapse does not index
+   filesystem_id (a batch of lookups would scan the table each time). A remote media deleted
+   after that scan keeps its objects until the next run; one added after it has a new random
+   filesystem_id, so no object older than the grace period. Objects whose media is no longer
+   there are deleted, thumbnails included. An object that is not a
    media path Synapse writes is never deleted, only reported. `--max-delete` stops the
    deleting (not the run) at N objects.
 2. Repair. Every media in the database older than the grace period is looked for locally and
@@ -18,8 +23,9 @@ and with `store_synchronous: false` it only logs an upload that failed. So, in o
 Nothing changes without `apply`. The grace period keeps the run away from media being written
 while it runs: an object uploaded before its database row, a background upload still on its way.
 
-Memory: one listing page, one database batch (DB_BATCH objects), and the set of listed paths
-(8 bytes per object, see path_set.py): about 80 MB for 10 million objects.
+Memory: one listing page, one database batch (DB_BATCH objects), the set of listed paths
+(8 bytes per object, see path_set.py: about 80 MB for 10 million objects) and the set of
+remote media (8 bytes each).
 """
 
 from __future__ import annotations
@@ -40,8 +46,7 @@ from synapse_objstore.cli.verification import preflight
 from synapse_objstore.media import Media, MediaOwner, parse_media_path
 from synapse_objstore.store import ObjectInfo, ObjectStore
 
-# Objects looked up in Synapse's database at once. Remote media are found by filesystem_id,
-# which Synapse does not index: each batch costs PostgreSQL one scan of remote_media_cache.
+# Objects looked up in Synapse's database at once.
 DB_BATCH = 10_000
 # Media of the database read at once, and whose local files are looked for in one thread.
 MEDIA_PAGE = 1000
@@ -125,6 +130,7 @@ class Reconciler:
         self.offloader = Offloader(store, cache, upload, summary, progress)
         self.slots = asyncio.Semaphore(options.jobs)
         self.deletions = 0
+        self._remote_files: PathSet | None = None
 
     async def run(self) -> None:
         await preflight(self.store)
@@ -166,12 +172,16 @@ class Reconciler:
 
     async def _delete_orphans(self, batch: list[tuple[ObjectInfo, MediaOwner]]) -> None:
         local_ids = sorted({owner.key for _, owner in batch if owner.kind != "remote"})
-        remote_ids = sorted({owner.key for _, owner in batch if owner.kind == "remote"})
         local = await asyncio.to_thread(self.db.existing_local_media, local_ids) if local_ids else set()
-        remote = await asyncio.to_thread(self.db.existing_remote_files, remote_ids) if remote_ids else set()
+        if self._remote_files is None and any(owner.kind == "remote" for _, owner in batch):
+            self._remote_files = await asyncio.to_thread(self._read_remote_files)
         chosen: list[tuple[ObjectInfo, MediaOwner]] = []
         for info, owner in batch:
-            if _in_database(owner, local, remote):
+            if owner.kind == "remote":
+                assert self._remote_files is not None
+                if _remote_file_key(owner.origin, owner.key) in self._remote_files:
+                    continue
+            elif owner.key in local:
                 continue
             self.summary.add(objects_orphaned=1, bytes_orphaned=info.size)
             if self.options.max_delete is not None and self.deletions >= self.options.max_delete:
@@ -188,6 +198,14 @@ class Reconciler:
                 {owner.key for _, owner in deleted if owner.kind != "remote"},
                 {(owner.origin, owner.key) for _, owner in deleted if owner.kind == "remote"},
             )
+
+    def _read_remote_files(self) -> PathSet:
+        """Every remote media's (origin, filesystem_id), blocking: run in a thread. A false
+        "present" of the set (see path_set.py) only keeps an orphan."""
+        remote_files = PathSet()
+        for origin, filesystem_id in self.db.remote_files():
+            remote_files.add(_remote_file_key(origin, filesystem_id))
+        return remote_files
 
     async def _delete(self, info: ObjectInfo, owner: MediaOwner) -> tuple[ObjectInfo, MediaOwner] | None:
         if self.options.apply:
@@ -272,10 +290,8 @@ class Reconciler:
             self.echo(f"{action} incomplete upload of {upload.path} (begun {upload.initiated:%Y-%m-%d %H:%M:%S %Z})")
 
 
-def _in_database(owner: MediaOwner, local_ids: set[str], remote_files: set[tuple[str, str]]) -> bool:
-    if owner.kind == "remote":
-        return (owner.origin, owner.key) in remote_files
-    return owner.key in local_ids
+def _remote_file_key(origin: str, filesystem_id: str) -> str:
+    return f"{origin}/{filesystem_id}"  # a server name holds no "/"
 
 
 def _take(rows: Iterator[tuple[str, str, str, str]], count: int) -> list[tuple[str, str, str, str]]:

@@ -64,9 +64,9 @@ HAS_MEDIA_SQL = """
 """
 # `%s` stands for a list of ids: an array on PostgreSQL, a JSON list on SQLite (see `_any`).
 EXISTING_LOCAL_SQL = "SELECT media_id FROM local_media_repository WHERE media_id {any}"
-# remote_media_cache has no index on filesystem_id: each query is one scan of the table,
-# hence large batches.
-EXISTING_REMOTE_SQL = "SELECT media_origin, filesystem_id FROM remote_media_cache WHERE filesystem_id {any}"
+# remote_media_cache has no index on filesystem_id, so a lookup by it is a scan of the table:
+# read the pairs once instead.
+REMOTE_FILES_SQL = "SELECT media_origin, filesystem_id FROM remote_media_cache"
 
 
 T = TypeVar("T")
@@ -195,10 +195,9 @@ class SynapseDb:
         rows = self._stream(EXISTING_LOCAL_SQL.format(any=self._any()), (self._ids(media_ids),), None)
         return {media_id for (media_id,) in rows}
 
-    def existing_remote_files(self, filesystem_ids: list[str]) -> set[tuple[str, str]]:
-        """(origin, filesystem_id) of the remote media with one of these filesystem ids."""
-        rows = self._stream(EXISTING_REMOTE_SQL.format(any=self._any()), (self._ids(filesystem_ids),), None)
-        return {(origin, filesystem_id) for origin, filesystem_id in rows}
+    def remote_files(self) -> Iterator[tuple[str, str]]:
+        """(origin, filesystem_id) of every remote media, streamed in one scan of the table."""
+        return self._stream(REMOTE_FILES_SQL, (), "remote_files")  # type: ignore[return-value]
 
     def _any(self) -> str:
         """`IN` a list given as one parameter: SQLite's json_each takes any length, where
