@@ -109,6 +109,34 @@ def test_dry_run_lists_then_apply_deletes_exactly_the_objects_of_deleted_media(
     assert again["objects_orphaned"] == again["files_deleted"] == 0
 
 
+def test_remote_media_are_read_once_however_many_objects_there_are(
+    offload: Offload, offloaded: list[str], synapse: SynapseMedia, dataset: Dataset, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Synapse does not index remote_media_cache.filesystem_id: looking objects up there batch
+    by batch would scan the whole table once per batch, which on a large server is hours of
+    database load. However small the batches, reconcile reads that table a fixed number of times."""
+    from synapse_objstore.cli import reconcile, synapse_db
+
+    monkeypatch.setattr(reconcile, "DB_BATCH", 1)
+    statements: list[str] = []
+    original = synapse_db.SynapseDb._stream
+
+    def recording(self: Any, sql: str, args: tuple[Any, ...], cursor_name: str | None) -> Any:
+        statements.append(sql)
+        return original(self, sql, args, cursor_name)
+
+    monkeypatch.setattr(synapse_db.SynapseDb, "_stream", recording)
+    delete_from_synapse(synapse, [], [DELETED_REMOTE[:2]])
+    gone = {path for path in dataset.old if DELETED_REMOTE[2][4:] in path}
+
+    summary = json.loads(offload("--json", *offloaded, "reconcile", "--grace", "0s", "--apply").stdout)
+    remote_objects = [path for path in dataset.old + dataset.recent if path.startswith("remote_")]
+    assert len(remote_objects) >= 5  # each in a batch of its own
+    assert summary["files_deleted"] == len(gone) == 3
+    # the emptiness check, the remote media's files, and the repair's listing of media
+    assert sum("remote_media_cache" in sql for sql in statements) == 3
+
+
 def test_grace_period_protects_recent_objects(
     offload: Offload, offloaded: list[str], synapse: SynapseMedia, moto: MotoServer, bucket: str,
 ) -> None:
