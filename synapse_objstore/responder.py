@@ -23,6 +23,7 @@ import concurrent.futures
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -179,38 +180,43 @@ class ObjectResponder(Responder):
         """Wait until the reactor has begun to write `count` chunks (`whole`: written them to the
         end). It wakes the loop only when the pump waits: a chunk written while the next one is
         read costs no hop back. A chunk that reaches a paused consumer waits on the reactor
-        side, so a long wait here is a paused consumer, with the limits of `_wait_until_resumed`."""
+        side, so a long wait here is a paused consumer."""
+
+        def waiter() -> asyncio.Future[None]:
+            self._wanted = (count, whole)  # published before the waiter, read after it
+            future = self._waiter = self._loop.create_future()
+            return future
+
+        try:
+            await self._wait_for_consumer(lambda: self._reached(count, whole), waiter)
+        finally:
+            self._waiter = None
+
+    async def _wait_until_resumed(self) -> None:
+        if self._paused:
+            self._resume.clear()  # the reactor's own clear may still be on its way
+        await self._wait_for_consumer(self._resume.is_set, lambda: asyncio.ensure_future(self._resume.wait()))
+
+    async def _wait_for_consumer(self, ready: Callable[[], bool], waiter: Callable[[], asyncio.Future[Any]]) -> None:
+        """Wait until `ready()`, checked again whenever a future from `waiter()` resolves (made
+        before the check, so no wake-up is lost). A consumer that keeps the pump waiting for
+        RELEASE_CONNECTION_AFTER gets the store connection given back (the stream resumes with
+        a ranged read); one that keeps it waiting for PAUSE_TIMEOUT is taken as gone."""
         started = self._loop.time()
         suspended = False
-        while not self._reached(count, whole):
-            self._wanted = (count, whole)
-            waiter = self._waiter = self._loop.create_future()
+        while not ready():
+            future = waiter()
+            if ready():
+                future.cancel()
+                return
+            limit = PAUSE_TIMEOUT if suspended else min(RELEASE_CONNECTION_AFTER, PAUSE_TIMEOUT)
             try:
-                if not self._reached(count, whole):  # published before this re-check: no wake-up is lost
-                    limit = PAUSE_TIMEOUT if suspended else min(RELEASE_CONNECTION_AFTER, PAUSE_TIMEOUT)
-                    await asyncio.wait_for(waiter, started + limit - self._loop.time())
+                await asyncio.wait_for(future, started + limit - self._loop.time())
             except asyncio.TimeoutError:
                 if suspended:
                     raise ConsumerPausedTooLongError(f"consumer paused for over {PAUSE_TIMEOUT:.0f} s") from None
                 await self._stream.suspend()
                 suspended = True
-            finally:
-                self._waiter = None
-
-    async def _wait_until_resumed(self) -> None:
-        if self._paused:
-            self._resume.clear()  # the reactor's own clear may still be on its way
-        elif self._resume.is_set():
-            return
-        try:
-            await asyncio.wait_for(self._resume.wait(), min(RELEASE_CONNECTION_AFTER, PAUSE_TIMEOUT))
-            return
-        except asyncio.TimeoutError:
-            await self._stream.suspend()
-        try:
-            await asyncio.wait_for(self._resume.wait(), max(PAUSE_TIMEOUT - RELEASE_CONNECTION_AFTER, 0))
-        except asyncio.TimeoutError:
-            raise ConsumerPausedTooLongError(f"consumer paused for over {PAUSE_TIMEOUT:.0f} s") from None
 
     # back on the reactor thread
 

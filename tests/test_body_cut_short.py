@@ -10,16 +10,15 @@ from __future__ import annotations
 import http.client
 import http.server
 import os
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
 from synapse_objstore.store import ObjectStoreError
 from tests.conftest import s3_client
+from tests.servers.front_proxy import FrontProxy, running
 from tests.servers.moto import MotoServer
 from tests.synapse_harness import RecordingConsumer, load_provider, local_media
 from tests.test_provider import stream, wait_for
@@ -27,19 +26,9 @@ from tests.test_provider import stream, wait_for
 MiB = 1024 * 1024
 
 
-class BodyCuttingProxy(http.server.ThreadingHTTPServer):
-    def __init__(self, upstream: str) -> None:
-        self.upstream = urlsplit(upstream)
-        super().__init__(("127.0.0.1", 0), BodyCuttingHandler)
-
-    @property
-    def endpoint_url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
 class BodyCuttingHandler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: BodyCuttingProxy
+    server: FrontProxy
 
     def do_GET(self) -> None:
         upstream = http.client.HTTPConnection(self.server.upstream.hostname, self.server.upstream.port, timeout=30)
@@ -62,18 +51,13 @@ class BodyCuttingHandler(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def cutting_proxy(moto: MotoServer) -> Iterator[BodyCuttingProxy]:
-    server = BodyCuttingProxy(moto.endpoint_url)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(10)
+def cutting_proxy(moto: MotoServer) -> Iterator[FrontProxy]:
+    with running(FrontProxy(moto.endpoint_url, BodyCuttingHandler)) as server:
+        yield server
 
 
 def test_a_body_cut_short_fails_the_fetch(reactor: Any, in_reactor: Callable[..., Any], moto: MotoServer,
-                                          cutting_proxy: BodyCuttingProxy, bucket: str, media_store: Path) -> None:
+                                          cutting_proxy: FrontProxy, bucket: str, media_store: Path) -> None:
     provider = load_provider(reactor, media_store, {
         "bucket": bucket, "endpoint_url": cutting_proxy.endpoint_url, "check_on_startup": False, "retries": 0,
     })

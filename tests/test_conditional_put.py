@@ -11,17 +11,16 @@ from __future__ import annotations
 import http.client
 import http.server
 import os
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
 from synapse_objstore.io_loop import run
 from synapse_objstore.store import ObjectStore
 from tests.conftest import s3_client
+from tests.servers.front_proxy import FrontProxy, running
 from tests.servers.moto import MotoServer
 from tests.test_store_s3 import write
 
@@ -33,18 +32,13 @@ ANSWERS = {
 }
 
 
-class ConditionRefusingProxy(http.server.ThreadingHTTPServer):
+class ConditionRefusingProxy(FrontProxy):
     """Forwards every request to moto, but answers a PUT with If-None-Match itself."""
 
     def __init__(self, upstream: str, status: int) -> None:
-        self.upstream = urlsplit(upstream)
         self.status = status
         self.conditional_puts = 0
-        super().__init__(("127.0.0.1", 0), ProxyHandler)
-
-    @property
-    def endpoint_url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        super().__init__(upstream, ProxyHandler)
 
 
 class ProxyHandler(http.server.BaseHTTPRequestHandler):
@@ -82,13 +76,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(params=[501, 412])
 def proxy(request: pytest.FixtureRequest, moto: MotoServer) -> Iterator[ConditionRefusingProxy]:
-    server = ConditionRefusingProxy(moto.endpoint_url, request.param)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(10)
+    with running(ConditionRefusingProxy(moto.endpoint_url, request.param)) as server:
+        yield server
 
 
 def test_a_store_without_if_none_match_still_gets_the_file_once(

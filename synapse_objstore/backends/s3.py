@@ -352,8 +352,6 @@ class S3BodyStream(ObjectStream):
             ))
         data = await self._next_piece(max_bytes)
         self._offset += len(data)
-        if not data and self._offset < self.size:
-            raise ConnectionError(f"the body of {self._key!r} ended after {self._offset} of {self.size} bytes")
         return data
 
     async def _next_piece(self, max_bytes: int) -> bytes:

@@ -23,6 +23,10 @@ class ConfigFileError(RuntimeError):
     """A config file that cannot be read or used; the message names the file."""
 
 
+class NoProviderEntryError(ConfigFileError):
+    """homeserver.yaml has no media_storage_providers entry this tool understands."""
+
+
 def load_yaml(path: str) -> Any:
     try:
         with open(path, encoding="utf-8") as file:
@@ -89,7 +93,7 @@ class Homeserver:
         for entry in providers:
             if isinstance(entry, Mapping) and entry.get("module") in PROVIDER_MODULES:
                 return entry
-        raise ConfigFileError(
+        raise NoProviderEntryError(
             f"no media_storage_providers entry with module {' or '.join(PROVIDER_MODULES[::2])} in {self.source}"
         )
 

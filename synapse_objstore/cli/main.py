@@ -21,7 +21,12 @@ import click
 
 from synapse_objstore.cli.cache_db import CacheDb, CacheDbError
 from synapse_objstore.cli.durations import Duration
-from synapse_objstore.cli.homeserver import ConfigFileError, Homeserver, load_store_config_file
+from synapse_objstore.cli.homeserver import (
+    ConfigFileError,
+    Homeserver,
+    NoProviderEntryError,
+    load_store_config_file,
+)
 from synapse_objstore.cli.report import Summary, progress_bar
 from synapse_objstore.cli.synapse_db import DATABASE_YAML, SynapseDb, SynapseDbError
 from synapse_objstore.media import Media
@@ -79,13 +84,12 @@ class Context:
 
     def stored_media_types(self) -> frozenset[str]:
         """The media types the provider in --config stores; both when no such provider is configured."""
-        if self.homeserver is None:
-            return frozenset({"local", "remote"})
         try:
-            self.homeserver.provider_entry()
-        except ConfigFileError:
-            return frozenset({"local", "remote"})
-        return self.homeserver.stored_media_types()
+            if self.homeserver is not None:
+                return self.homeserver.stored_media_types()
+        except NoProviderEntryError:
+            pass
+        return frozenset({"local", "remote"})
 
     def synapse_db(self, homeserver_config_path: str) -> SynapseDb:
         return SynapseDb.connect(self.homeserver, homeserver_config_path)
