@@ -288,7 +288,8 @@ def file_info(media_path: str) -> Any:
 
 def apply_tweaks(tweaks: dict[str, Any]) -> None:
     """Diagnostic variants of our provider (bench/run --variant ...), applied in this process only:
-    chunk_kib      synapse_objstore.responder.CHUNK_SIZE
+    chunk_kib      synapse_objstore.responder.CHUNK_SIZE (a stream's first chunks, and those after a pause)
+    max_chunk_kib  synapse_objstore.responder.MAX_CHUNK_SIZE (what chunks grow to while the consumer keeps up)
     in_flight      synapse_objstore.responder.CHUNKS_IN_FLIGHT
     read_bufsize_kib  aiohttp's per-response read buffer (ClientSession(read_bufsize=...), 64 KiB by default)
     """
@@ -296,6 +297,10 @@ def apply_tweaks(tweaks: dict[str, Any]) -> None:
         from synapse_objstore import responder
 
         responder.CHUNK_SIZE = int(tweaks["chunk_kib"]) * 1024
+    if "max_chunk_kib" in tweaks:
+        from synapse_objstore import responder
+
+        responder.MAX_CHUNK_SIZE = int(tweaks["max_chunk_kib"]) * 1024
     if "in_flight" in tweaks:
         from synapse_objstore import responder
 

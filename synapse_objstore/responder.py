@@ -2,14 +2,17 @@
 
 The responder is a Twisted push producer. Its pump is a coroutine on the I/O loop that
 reads a chunk (the pieces the HTTP client received, never copied into one buffer), hands it
-to the reactor thread, and keeps at most CHUNKS_IN_FLIGHT chunks
-on their way there (the next one is read meanwhile). The reactor counts the chunks it has
-written and wakes the loop only when the pump is waiting for one: a chunk written while the
-next is read costs no hop back. Pausing sets a flag the pump reads before it hands over each
-chunk (and clears an event it then waits on). What was already on its way when the consumer
-paused (a chunk, or the rest of one) is held on the reactor side and written on resume, so
-nothing reaches a paused consumer. A consumer that goes away stops the pump, which closes the object and gives
-its connection back.
+to the reactor thread, and keeps at most CHUNKS_IN_FLIGHT chunks on their way there (the next
+one is read meanwhile). Chunks grow while the consumer keeps up and shrink back when it
+pauses: every chunk costs a thread hop, and every chunk on its way to a paused consumer is
+memory held.
+
+The reactor counts the chunks it has written, and a pause sets a flag; the pump reads both
+before it hands over each chunk, and the reactor wakes the loop only when the pump is
+waiting: a chunk written while the next is read, or a pause and resume meanwhile, costs no
+hop back. What was already on its way when the consumer paused (a chunk, or the rest of one)
+is held on the reactor side and written on resume, so nothing reaches a paused consumer. A
+consumer that goes away stops the pump, which closes the object and gives its connection back.
 
 Metrics (synapse_objstore/metrics.py) are updated on the reactor thread: bytes as each chunk
 is written, time to first byte with the first one, and the in-flight gauge from the start of
@@ -42,9 +45,12 @@ from synapse_objstore.store import ObjectStoreError
 
 logger = logging.getLogger(__name__)
 
-# The least handed to the reactor at once (at most twice this): big enough that thread hops
-# are rare, small enough that a paused response holds little memory (bench/README.md has the trade-off).
+# The least handed to the reactor at once: the size of a stream's first chunks, and of every
+# chunk after the consumer paused. Small enough that a paused response holds little memory.
 CHUNK_SIZE = 512 * 1024
+# Each chunk after one that a consumer took without pausing is twice the size, up to this:
+# a consumer that keeps up costs a quarter of the thread hops (bench/README.md has the trade-off).
+MAX_CHUNK_SIZE = 2 * 1024 * 1024
 # Chunks on their way to the reactor before the pump waits for the oldest to be written:
 # two lets one chunk's thread hop overlap the next one's read.
 CHUNKS_IN_FLIGHT = 2
@@ -81,14 +87,15 @@ class ObjectResponder(Responder):
         self._bytes_read = 0
         self._streaming = False
         self._loop = io_loop()
-        self._resume = asyncio.Event()
         self._paused = False  # set on the reactor thread, read by the pump
+        self._pauses = 0  # pause requests so far, counted on the reactor thread
+        self._pauses_seen = 0  # ... as the pump last sized a chunk
         self._delivered = 0  # chunks the reactor has begun to write (or dropped, the consumer gone)
         self._written = 0  # chunks the reactor has written to the end (or dropped)
         self._backlog: deque[deque[bytes]] = deque()  # chunks that reached a paused consumer
         self._writing: deque[bytes] = deque()  # the rest of the chunk being written
         self._waiter: asyncio.Future[None] | None = None  # the pump, waiting for the reactor
-        self._wanted = (0, False)  # what the pump waits for: a count, of whole chunks or not
+        self._wanted: Callable[[], bool] = lambda: True  # what the pump waits for
         self._consumer: IConsumer | None = None
         self._pump_future: concurrent.futures.Future[None] | None = None
         self._finished: Deferred[None] = Deferred()
@@ -98,7 +105,6 @@ class ObjectResponder(Responder):
         self._streaming = True
         self._metrics.downloads_in_flight.inc()
         consumer.registerProducer(self, True)
-        self._loop.call_soon_threadsafe(self._resume.set)
         self._pump_future = submit(self._pump())
         return make_deferred_yieldable(self._finished)
 
@@ -112,14 +118,12 @@ class ObjectResponder(Responder):
 
     def pauseProducing(self) -> None:
         self._paused = True
-        self._loop.call_soon_threadsafe(self._resume.clear)
+        self._pauses += 1
 
     def resumeProducing(self) -> None:
         self._paused = False
         self._write_backlog()
         self._wake_pump()
-        if not self._paused:
-            self._loop.call_soon_threadsafe(self._resume.set)
 
     def stopProducing(self) -> None:
         if self._pump_future is not None:
@@ -136,13 +140,15 @@ class ObjectResponder(Responder):
     async def _pump(self) -> None:
         outcome: BaseException | None = None
         sent = 0
+        size = CHUNK_SIZE
         try:
-            chunk = await self._read_chunk()
+            chunk = await self._read_chunk(size)
             while chunk:
                 await self._wait_until_resumed()
                 self._reactor.callFromThread(self._deliver, chunk)
                 sent += 1
-                chunk = await self._read_chunk()  # while the reactor writes the one just sent
+                size = self._next_chunk_size(size)
+                chunk = await self._read_chunk(size)  # while the reactor writes the one just sent
                 await self._until_delivered(sent - CHUNKS_IN_FLIGHT + 1)
             await self._until_delivered(sent, whole=True)
         except asyncio.CancelledError:
@@ -156,67 +162,70 @@ class ObjectResponder(Responder):
             await self._stream.close()
         self._reactor.callFromThread(self._finish, outcome)
 
-    async def _read_chunk(self) -> deque[bytes]:
-        """Pieces adding up to at least CHUNK_SIZE (or the rest of the object), each at most
-        CHUNK_SIZE: a body's read returns only what is buffered, and every chunk costs a thread
+    async def _read_chunk(self, size: int) -> deque[bytes]:
+        """Pieces adding up to at least `size` (or the rest of the object), each at most
+        `size`: a body's read returns only what is buffered, and every chunk costs a thread
         hop, so small chunks would cap the rate. Joining the pieces would cost a copy and a
         fresh buffer per chunk, so the consumer gets them one by one; asking each read for a
-        whole CHUNK_SIZE lets a stream hand over its pieces as they are, never cut."""
+        whole `size` lets a stream hand over its pieces as they are, never cut."""
         parts: deque[bytes] = deque()
         have = 0
-        while have < CHUNK_SIZE:
-            data = await self._stream.read(CHUNK_SIZE)
+        while have < size:
+            data = await self._stream.read(size)
             if not data:
                 break
             parts.append(data)
             have += len(data)
         self._bytes_read += have
-        size = self._stream.size
-        if size is not None and (self._bytes_read > size or (have < CHUNK_SIZE and self._bytes_read < size)):
-            raise ConnectionError(f"the object is {size} bytes, but its stream gave {self._bytes_read}")
+        total = self._stream.size
+        if total is not None and (self._bytes_read > total or (have < size and self._bytes_read < total)):
+            raise ConnectionError(f"the object is {total} bytes, but its stream gave {self._bytes_read}")
         return parts
+
+    def _next_chunk_size(self, size: int) -> int:
+        """CHUNK_SIZE after a pause; twice `size` (up to MAX_CHUNK_SIZE) once the consumer has
+        taken a chunk whole and not paused since. A pause that races with this check is seen at
+        the next chunk."""
+        pauses = self._pauses
+        if pauses != self._pauses_seen:
+            self._pauses_seen = pauses
+            return CHUNK_SIZE
+        return min(2 * size, MAX_CHUNK_SIZE) if self._written else size
 
     async def _until_delivered(self, count: int, whole: bool = False) -> None:
         """Wait until the reactor has begun to write `count` chunks (`whole`: written them to the
-        end). It wakes the loop only when the pump waits: a chunk written while the next one is
-        read costs no hop back. A chunk that reaches a paused consumer waits on the reactor
-        side, so a long wait here is a paused consumer."""
-
-        def waiter() -> asyncio.Future[None]:
-            self._wanted = (count, whole)  # published before the waiter, read after it
-            future = self._waiter = self._loop.create_future()
-            return future
-
-        try:
-            await self._wait_for_consumer(lambda: self._reached(count, whole), waiter)
-        finally:
-            self._waiter = None
+        end). A chunk that reaches a paused consumer waits on the reactor side, so a long wait
+        here is a paused consumer."""
+        await self._until(lambda: self._reached(count, whole))
 
     async def _wait_until_resumed(self) -> None:
-        if self._paused:
-            self._resume.clear()  # the reactor's own clear may still be on its way
-        await self._wait_for_consumer(self._resume.is_set, lambda: asyncio.ensure_future(self._resume.wait()))
+        await self._until(lambda: not self._paused)
 
-    async def _wait_for_consumer(self, ready: Callable[[], bool], waiter: Callable[[], asyncio.Future[Any]]) -> None:
-        """Wait until `ready()`, checked again whenever a future from `waiter()` resolves (made
-        before the check, so no wake-up is lost). A consumer that keeps the pump waiting for
+    async def _until(self, wanted: Callable[[], bool]) -> None:
+        """Wait until `wanted()`, a state the reactor changes. The reactor wakes the loop only
+        when the pump waits (the waiter is published before `wanted` is checked again, so no
+        wake-up is lost): a chunk written while the next one is read, or a client that pauses
+        and resumes meanwhile, costs no hop. A consumer that keeps the pump waiting for
         RELEASE_CONNECTION_AFTER gets the store connection given back (the stream resumes with
         a ranged read); one that keeps it waiting for PAUSE_TIMEOUT is taken as gone."""
         started = self._loop.time()
         suspended = False
-        while not ready():
-            future = waiter()
-            if ready():
-                future.cancel()
-                return
-            limit = PAUSE_TIMEOUT if suspended else min(RELEASE_CONNECTION_AFTER, PAUSE_TIMEOUT)
-            try:
-                await asyncio.wait_for(future, started + limit - self._loop.time())
-            except asyncio.TimeoutError:
-                if suspended:
-                    raise ConsumerPausedTooLongError(f"consumer paused for over {PAUSE_TIMEOUT:.0f} s") from None
-                await self._stream.suspend()
-                suspended = True
+        try:
+            while not wanted():
+                self._wanted = wanted  # published before the waiter, read after it
+                future = self._waiter = self._loop.create_future()
+                if wanted():
+                    return
+                limit = PAUSE_TIMEOUT if suspended else min(RELEASE_CONNECTION_AFTER, PAUSE_TIMEOUT)
+                try:
+                    await asyncio.wait_for(future, started + limit - self._loop.time())
+                except asyncio.TimeoutError:
+                    if suspended:
+                        raise ConsumerPausedTooLongError(f"consumer paused for over {PAUSE_TIMEOUT:.0f} s") from None
+                    await self._stream.suspend()
+                    suspended = True
+        finally:
+            self._waiter = None
 
     # back on the reactor thread
 
@@ -232,30 +241,35 @@ class ObjectResponder(Responder):
     def _write_backlog(self) -> None:
         """Write the pieces that have arrived, in order, until the consumer pauses. A chunk counts
         as delivered once its first piece is written: a pause inside that write is then seen by
-        the pump before it reads on, and the rest of the chunk waits here for the resume."""
-        while not self._paused and self._consumer is not None:
-            if not self._writing:
-                if not self._backlog:
-                    return
-                self._writing = self._backlog.popleft()
-                self._delivered += 1
-            self._write(self._writing.popleft())
-            if not self._writing:
-                self._written += 1
+        the pump before it reads on, and the rest of the chunk waits here for the resume. The
+        bytes metric is counted once per call, not per piece: it takes a lock."""
+        written_before = self._bytes_written
+        try:
+            while not self._paused and self._consumer is not None:
+                if not self._writing:
+                    if not self._backlog:
+                        return
+                    self._writing = self._backlog.popleft()
+                    self._delivered += 1
+                self._write(self._writing.popleft())
+                if not self._writing:
+                    self._written += 1
+        finally:
+            if self._bytes_written > written_before:
+                self._metrics.fetched_bytes.inc(self._bytes_written - written_before)
 
     def _reached(self, count: int, whole: bool) -> bool:
         return (self._written if whole else self._delivered) >= count
 
     def _wake_pump(self) -> None:
         waiter = self._waiter
-        if waiter is not None and self._reached(*self._wanted):
+        if waiter is not None and self._wanted():
             self._loop.call_soon_threadsafe(_resolve, waiter)
 
     def _write(self, data: bytes) -> None:
         assert self._consumer is not None
         self._bytes_written += len(data)
         self._consumer.write(data)
-        self._metrics.fetched_bytes.inc(len(data))
         if self._awaiting_first_byte:
             self._awaiting_first_byte = False
             self._metrics.first_byte_duration.observe(time.perf_counter() - self._requested_at)

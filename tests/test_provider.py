@@ -15,7 +15,8 @@ from synapse.media._base import ConsumerRequestedStopError
 from synapse.util.file_consumer import BackgroundFileConsumer
 from twisted.internet import defer
 
-from synapse_objstore.responder import CHUNK_SIZE, ConsumerPausedTooLongError
+from synapse_objstore.backends.s3 import S3BodyStream
+from synapse_objstore.responder import CHUNK_SIZE, MAX_CHUNK_SIZE, ConsumerPausedTooLongError
 from synapse_objstore.store import ObjectStoreError
 from tests.conftest import s3_client
 from tests.servers.moto import MotoServer
@@ -170,6 +171,61 @@ def test_a_client_that_never_resumes_a_held_last_chunk_is_let_go(
         wait_for(in_reactor, done, timeout=10)
     assert time.monotonic() - started < 4  # the pause timeout, not the 5 s connection release
     assert 0 < len(consumer.data) < len(data) and data.startswith(consumer.data) and consumer.bytes_after_pause == 0
+
+
+class PausingOnceAt(RecordingConsumer):
+    """A client that keeps up until it has `pause_at` bytes, then pauses (its buffers full)."""
+
+    def __init__(self, pause_at: int, on_pause: Callable[[], None]) -> None:
+        super().__init__()
+        self.received = 0
+        self._pause_at = pause_at
+        self._on_pause = on_pause
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        self.received += len(data)
+        if self.received >= self._pause_at and self._pause_at:
+            self._pause_at = 0
+            self._on_pause()
+            self.pause()
+
+
+def test_chunks_grow_while_the_client_keeps_up_and_start_small_after_a_pause(
+    reactor: Any, in_reactor: Callable[..., Any], moto: MotoServer, bucket: str, media_store: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client that keeps up gets the object in ever larger chunks (fewer thread hops); a
+    paused one holds at most two chunks read ahead, and after it resumes, chunks start small."""
+    asked: list[int] = []  # the chunk size each read of the store's body asked for
+    pulled = [0]
+    read = S3BodyStream.read
+
+    async def recording_read(self: S3BodyStream, max_bytes: int) -> bytes:
+        data = await read(self, max_bytes)
+        asked.append(max_bytes)
+        pulled[0] += len(data)
+        return data
+
+    monkeypatch.setattr(S3BodyStream, "read", recording_read)
+    provider = load_provider(reactor, media_store, s3_config(moto, bucket))
+    path, info = local_media("growingchunks")
+    data = os.urandom(24 * MiB)
+    s3_client(moto.endpoint_url).put_object(Bucket=bucket, Key=path, Body=data)
+    reads_at_pause: list[int] = []
+    consumer = PausingOnceAt(12 * MiB, on_pause=lambda: reads_at_pause.append(len(asked)))
+
+    done = stream(in_reactor, provider, path, info, consumer)
+    time.sleep(1.0)
+    written, read_ahead = in_reactor(lambda: (consumer.received, pulled[0] - consumer.received))
+    assert written >= 12 * MiB and not done.called
+    assert 0 < read_ahead <= 2 * MAX_CHUNK_SIZE
+    assert asked[0] == CHUNK_SIZE and max(asked) == MAX_CHUNK_SIZE > CHUNK_SIZE
+
+    in_reactor(consumer.resume)
+    wait_for(in_reactor, done)
+    assert consumer.data == data
+    assert min(asked[reads_at_pause[0]:]) == CHUNK_SIZE
 
 
 def test_client_going_away_stops_the_stream_and_frees_the_connection(
