@@ -160,11 +160,15 @@ def make_consumer_class() -> type:
     @implementer(IConsumer)
     class CountingConsumer:
         """Counts what it is given. With `pause_at` it calls pauseProducing() inside the write
-        that reaches `pause_at` bytes, and from then on counts what still arrives."""
+        that reaches `pause_at` bytes, and from then on counts what still arrives. With
+        `paced_by` (a reactor) it pauses inside every write and resumes on the reactor's next
+        turn, as Twisted's TCP transport does when each write fills its buffer and the socket
+        drains at once: a client on a fast network."""
 
-        def __init__(self, pause_at: int | None = None, on_first_write: Any = None) -> None:
+        def __init__(self, pause_at: int | None = None, on_first_write: Any = None, paced_by: Any = None) -> None:
             self.pause_at = pause_at
             self.on_first_write = on_first_write
+            self.paced_by = paced_by
             self.producer: Any = None
             self.last_producer: Any = None
             self.streaming: bool | None = None
@@ -198,6 +202,13 @@ def make_consumer_class() -> type:
             if self.pause_at is not None and self.paused_at is None and self.bytes >= self.pause_at:
                 self.paused_at = now()
                 self.producer.pauseProducing()
+            elif self.paced_by is not None:
+                self.producer.pauseProducing()
+                self.paced_by.callLater(0, self._resume)
+
+        def _resume(self) -> None:
+            if self.producer is not None:
+                self.producer.resumeProducing()
 
     return CountingConsumer
 
@@ -366,7 +377,9 @@ def run_provider(spec: dict[str, Any]) -> dict[str, Any]:
         rss.mark()
         consumer = Consumer()
         record = {}
+        cpu_started = time.process_time()
         await fetch_into(spec["big_key"], consumer, record)
+        cpu_ms = (time.process_time() - cpu_started) * 1000
         phases["stream"] = (record["fetch_called"], record["done"])
         elapsed = record["done"] - record["fetch_called"]
         if consumer.bytes != spec["big_size"]:
@@ -377,8 +390,25 @@ def run_provider(spec: dict[str, Any]) -> dict[str, Any]:
             "mb_per_s": round(consumer.bytes / elapsed / 1e6, 1),
             "ttfb_ms": round((consumer.first_write_at - record["fetch_called"]) * 1000, 1),
             "stream_mb_per_s": round(consumer.bytes / (record["done"] - consumer.first_write_at) / 1e6, 1),
+            "cpu_ms": round(cpu_ms, 1),
             **chunk_stats(consumer.sizes),
             **rss.growth_mib(),
+        }
+        await sleep(0.3)
+
+        # the same object to a client that pauses at every write (a fast network's pace)
+        consumer = Consumer(paced_by=reactor)
+        record = {}
+        cpu_started = time.process_time()
+        await fetch_into(spec["big_key"], consumer, record)
+        phases["paced"] = (record["fetch_called"], record["done"])
+        elapsed = record["done"] - record["fetch_called"]
+        if consumer.bytes != spec["big_size"]:
+            raise RuntimeError(f"paced stream: {consumer.bytes} bytes of {spec['big_size']}")
+        result["paced"] = {
+            "mb_per_s": round(consumer.bytes / elapsed / 1e6, 1),
+            "cpu_ms": round((time.process_time() - cpu_started) * 1000, 1),
+            "writes": consumer.writes,
         }
 
     async def paused_scenario() -> None:
@@ -526,6 +556,7 @@ def run_boto3(spec: dict[str, Any]) -> None:
     time.sleep(0.3)
     rss.mark()
     started = now()
+    cpu_started = time.process_time()
     body = client.get_object(Bucket=spec["bucket"], Key=spec["big_key"])["Body"]
     first = None
     total = 0
@@ -539,6 +570,7 @@ def run_boto3(spec: dict[str, Any]) -> None:
         total += len(chunk)
         sizes.append(len(chunk))
     elapsed = now() - started
+    cpu_ms = (time.process_time() - cpu_started) * 1000
     if total != spec["big_size"]:
         raise RuntimeError(f"read {total} of {spec['big_size']}")
     finish({
@@ -550,6 +582,7 @@ def run_boto3(spec: dict[str, Any]) -> None:
             "mb_per_s": round(total / elapsed / 1e6, 1),
             "ttfb_ms": round((first - started) * 1000, 1),
             "stream_mb_per_s": round(total / (started + elapsed - first) / 1e6, 1),
+            "cpu_ms": round(cpu_ms, 1),
             **chunk_stats(sizes),
             **rss.growth_mib(),
         },
@@ -585,6 +618,7 @@ def run_aiobotocore(spec: dict[str, Any]) -> None:
     async def stream() -> dict[str, Any]:
         fs = state["fs"]
         started = now()
+        cpu_started = time.process_time()
         reply = await fs._call_s3("get_object", Bucket=spec["bucket"], Key=spec["big_key"])
         body = reply["Body"]
         first = None
@@ -599,12 +633,14 @@ def run_aiobotocore(spec: dict[str, Any]) -> None:
             total += len(chunk)
             sizes.append(len(chunk))
         elapsed = now() - started
+        cpu_ms = (time.process_time() - cpu_started) * 1000
         return {
             "bytes": total,
             "seconds": round(elapsed, 3),
             "mb_per_s": round(total / elapsed / 1e6, 1),
             "ttfb_ms": round((first - started) * 1000, 1),
             "stream_mb_per_s": round(total / (started + elapsed - first) / 1e6, 1),
+            "cpu_ms": round(cpu_ms, 1),
             **chunk_stats(sizes),
         }
 

@@ -255,7 +255,8 @@ def summary(result: dict[str, Any], scenario: str) -> str:
             f"extra fetch ttfb {e['ttfb_ms']} ms total {e['total_ms']} ms; stalls {result['stall_ms']}")
 
 
-STREAM_FIELDS = ["stream.mb_per_s", "stream.stream_mb_per_s", "stream.ttfb_ms", "stream.growth_mib", "stream.writes", "stream.chunk_median_kib",
+STREAM_FIELDS = ["stream.mb_per_s", "stream.stream_mb_per_s", "stream.ttfb_ms", "stream.cpu_ms", "paced.mb_per_s", "paced.cpu_ms",
+                 "stream.growth_mib", "stream.writes", "stream.chunk_median_kib",
                  "first_fetch.ttfb_ms", "first_fetch.total_ms", "stall_ms.startup", "stall_ms.first_fetch",
                  "stall_ms.stream", "stall_ms.whole_run", "stall_ms_excl_os.whole_run", "construct_s"]
 PAUSED_FIELDS = ["pause_mid_stream.writes_after_pause", "pause_mid_stream.bytes_after_pause",
@@ -346,6 +347,9 @@ def table(result: dict[str, Any]) -> str:
         "stream.mb_per_s": "throughput end-to-end (fetch call to last byte), MB/s",
         "stream.stream_mb_per_s": "throughput after the first byte, MB/s",
         "stream.ttfb_ms": "time to first byte, ms",
+        "stream.cpu_ms": "CPU time of the process, fetch call to last byte, ms",
+        "paced.mb_per_s": "paced by a client that pauses at every write: throughput end-to-end, MB/s",
+        "paced.cpu_ms": "paced by a client that pauses at every write: CPU time, ms",
         "stream.growth_mib": "peak RSS growth, MiB",
         "stream.growth_mib.worst": "peak RSS growth, MiB (worst)",
         "stream.writes": "consumer writes",
