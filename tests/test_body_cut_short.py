@@ -1,8 +1,10 @@
-"""A store whose connection drops in the middle of a body: the fetch fails, never a short file.
+"""A store whose connection drops or stalls in the middle of a body: the fetch fails, never a
+short file, and never hangs.
 
 The S3 backend reads the body's pieces straight from aiohttp (see `S3BodyStream`), past the
-length check of aiobotocore's own `read`. A proxy in front of moto forwards each GET but sends
-only half of the body it announced, then closes the connection.
+length check of aiobotocore's own `read` and with its own read timeout. A proxy in front of
+moto forwards each GET but sends only half of the body it announced, then closes the
+connection, or holds it open and sends nothing more.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import http.client
 import http.server
 import os
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +35,12 @@ class BodyCuttingHandler(http.server.BaseHTTPRequestHandler):
     server: FrontProxy
 
     def do_GET(self) -> None:
+        data = self.send_half()
+        if data is not None:
+            self.close_connection = True
+
+    def send_half(self) -> bytes | None:
+        """Forward the GET; of a 200's body send only the first half. The body, or None."""
         upstream = http.client.HTTPConnection(self.server.upstream.hostname, self.server.upstream.port, timeout=30)
         upstream.request("GET", self.path, headers=dict(self.headers))
         reply = upstream.getresponse()
@@ -44,16 +54,39 @@ class BodyCuttingHandler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data[: len(data) // 2] if reply.status == 200 else data)
         self.wfile.flush()
-        self.close_connection = True
+        return data if reply.status == 200 else None
 
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+
+class BodyStallingHandler(BodyCuttingHandler):
+    """Sends half of a body, then nothing, with the connection open until the test ends."""
+
+    def do_GET(self) -> None:
+        if self.send_half() is not None:
+            ending.wait(60)
+        self.close_connection = True
+
+
+ending = threading.Event()
 
 
 @pytest.fixture
 def cutting_proxy(moto: MotoServer) -> Iterator[FrontProxy]:
     with running(FrontProxy(moto.endpoint_url, BodyCuttingHandler)) as server:
         yield server
+
+
+@pytest.fixture
+def stalling_proxy(moto: MotoServer) -> Iterator[FrontProxy]:
+    ending.clear()
+    try:
+        with running(FrontProxy(moto.endpoint_url, BodyStallingHandler)) as server:
+            yield server
+            ending.set()
+    finally:
+        ending.set()
 
 
 def test_a_body_cut_short_fails_the_fetch(reactor: Any, in_reactor: Callable[..., Any], moto: MotoServer,
@@ -68,4 +101,24 @@ def test_a_body_cut_short_fails_the_fetch(reactor: Any, in_reactor: Callable[...
 
     with pytest.raises(ObjectStoreError, match="could not stream"):
         wait_for(in_reactor, stream(in_reactor, provider, path, info, consumer))
+    assert len(consumer.data) < len(data) and data.startswith(consumer.data)
+
+
+def test_a_body_that_stalls_fails_the_fetch_within_the_read_timeout(
+    reactor: Any, in_reactor: Callable[..., Any], moto: MotoServer, stalling_proxy: FrontProxy, bucket: str,
+    media_store: Path,
+) -> None:
+    provider = load_provider(reactor, media_store, {
+        "bucket": bucket, "endpoint_url": stalling_proxy.endpoint_url, "check_on_startup": False, "retries": 0,
+        "read_timeout": 1,
+    })
+    path, info = local_media("stalledmedia")
+    data = os.urandom(3 * MiB)
+    s3_client(moto.endpoint_url).put_object(Bucket=bucket, Key=path, Body=data)
+    consumer = RecordingConsumer()
+
+    started = time.monotonic()
+    with pytest.raises(ObjectStoreError, match="could not stream.*no data from the store for 1 s"):
+        wait_for(in_reactor, stream(in_reactor, provider, path, info, consumer))
+    assert 1 <= time.monotonic() - started < 4  # the read timeout, at most half of it late
     assert len(consumer.data) < len(data) and data.startswith(consumer.data)

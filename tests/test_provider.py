@@ -173,6 +173,24 @@ def test_a_client_that_never_resumes_a_held_last_chunk_is_let_go(
     assert 0 < len(consumer.data) < len(data) and data.startswith(consumer.data) and consumer.bytes_after_pause == 0
 
 
+def test_a_client_paused_longer_than_the_read_timeout_still_gets_every_byte(
+    reactor: Any, in_reactor: Callable[..., Any], moto: MotoServer, bucket: str, media_store: Path
+) -> None:
+    """The read timeout times the store, not the client: a pause is no stall."""
+    provider = load_provider(reactor, media_store, s3_config(moto, bucket, read_timeout=1))
+    path, info = local_media("pausedpastreadtimeout")
+    data = os.urandom(8 * MiB)
+    s3_client(moto.endpoint_url).put_object(Bucket=bucket, Key=path, Body=data)
+    consumer = RecordingConsumer(pause_on_first_write=True)
+
+    done = stream(in_reactor, provider, path, info, consumer)
+    time.sleep(3.0)  # three read timeouts, short of the connection's release after 5 s
+    assert not done.called
+    in_reactor(consumer.resume)
+    wait_for(in_reactor, done)
+    assert consumer.data == data
+
+
 class PausingOnceAt(RecordingConsumer):
     """A client that keeps up until it has `pause_at` bytes, then pauses (its buffers full)."""
 

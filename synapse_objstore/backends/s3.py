@@ -276,7 +276,7 @@ class S3Backend(Backend):
         s3: s3fs.S3FileSystem = fs.fs
         bucket, key, _ = s3.split_path(remote_path)
         reply = await s3._call_s3("get_object", Bucket=bucket, Key=key)
-        return S3BodyStream(s3, bucket, key, reply)
+        return S3BodyStream(s3, bucket, key, reply, self.settings.read_timeout)
 
     async def list_pages(
         self, fs: AsyncFs, path: str, page_size: int = LIST_PAGE_SIZE
@@ -326,12 +326,16 @@ class S3BodyStream(ObjectStream):
     `body.read(n)` joins every piece buffered into one new buffer: a copy of each byte, a
     quarter of the CPU of a stream. Only a plain body is read this way; one that aiobotocore
     wraps to validate a checksum (`response_checksum_validation`) is read through that wrapper.
+    A plain body's reads are timed by a `TimedPieceReader` rather than by aiohttp.
     """
 
-    def __init__(self, s3: s3fs.S3FileSystem, bucket: str, key: str, reply: dict[str, Any]) -> None:
+    def __init__(
+        self, s3: s3fs.S3FileSystem, bucket: str, key: str, reply: dict[str, Any], read_timeout: float
+    ) -> None:
         self._s3, self._bucket, self._key = s3, bucket, key
         self._etag: str | None = reply.get("ETag")
         self.size = int(reply["ContentLength"])
+        self._read_timeout = read_timeout
         self._offset = 0
         self._rest = b""  # what is left of a piece longer than a read asked for
         self._open(reply)
@@ -340,7 +344,7 @@ class S3BodyStream(ObjectStream):
         self._body: Any = reply["Body"]
         raw = getattr(self._body, "_raw_stream", None)
         plain = type(self._body) is AioStreamingBody and isinstance(raw, aiohttp.ClientResponse)
-        self._pieces: aiohttp.StreamReader | None = raw.content if plain else None
+        self._pieces: TimedPieceReader | None = TimedPieceReader(raw, self._read_timeout) if plain else None
 
     async def read(self, max_bytes: int) -> bytes:
         if self._body is None:
@@ -360,7 +364,7 @@ class S3BodyStream(ObjectStream):
             return data
         piece = self._rest
         if not piece:
-            piece, _ = await self._pieces.readchunk()
+            piece = await self._pieces.read_piece()
         piece, self._rest = (piece[:max_bytes], piece[max_bytes:]) if len(piece) > max_bytes else (piece, b"")
         return piece
 
@@ -369,9 +373,52 @@ class S3BodyStream(ObjectStream):
 
     async def close(self) -> None:
         body, self._body = self._body, None
+        if self._pieces is not None:
+            self._pieces.stop()
         self._pieces, self._rest = None, b""
         if body is not None:
             body.close()
+
+
+class TimedPieceReader:
+    """Reads a response's body piece by piece, and fails a read that has waited `timeout`
+    for its next piece (the read timeout, as aiohttp's `sock_read` would).
+
+    aiohttp re-arms a timer for every piece it receives, two timer operations per 256 KiB:
+    about a seventh of the I/O thread's time in a fast stream. This one looks every half
+    `timeout` instead, so a stall fails between `timeout` and 1.5 `timeout` after the last
+    piece. Only a read that waits is timed: a reader that stops reading (its client paused)
+    is never failed by it.
+    """
+
+    def __init__(self, response: aiohttp.ClientResponse, timeout: float) -> None:
+        self._reader = response.content
+        self._timeout = timeout
+        self._loop = asyncio.get_running_loop()
+        self._waiting_since: float | None = None
+        if response.connection is not None:  # still receiving: this times it, not aiohttp
+            response.connection.protocol.read_timeout = None  # set again for the connection's next request
+        self._check = self._loop.call_later(timeout / 2, self._look)
+
+    async def read_piece(self) -> bytes:
+        self._waiting_since = self._loop.time()
+        try:
+            piece, _ = await self._reader.readchunk()
+        finally:
+            self._waiting_since = None
+        return piece
+
+    def _look(self) -> None:
+        if self._reader.is_eof() or self._reader.exception() is not None:
+            return  # nothing more to time
+        since = self._waiting_since
+        if since is not None and self._loop.time() - since >= self._timeout:
+            self._reader.set_exception(aiohttp.ServerTimeoutError(f"no data from the store for {self._timeout:g} s"))
+            return
+        self._check = self._loop.call_later(self._timeout / 2, self._look)
+
+    def stop(self) -> None:
+        self._check.cancel()
 
 
 async def _exists(s3: s3fs.S3FileSystem, bucket: str, key: str) -> bool:
