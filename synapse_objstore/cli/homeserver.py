@@ -79,6 +79,11 @@ class Homeserver:
         return str(self.raw.get("media_store_path") or DEFAULT_MEDIA_STORE_PATH)
 
     @property
+    def server_name(self) -> str | None:
+        name = self.raw.get("server_name")
+        return name if isinstance(name, str) and name else None
+
+    @property
     def database(self) -> Mapping[str, Any]:
         database = self.raw.get("database")
         if not isinstance(database, Mapping):

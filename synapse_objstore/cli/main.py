@@ -27,6 +27,7 @@ from synapse_objstore.cli.homeserver import (
     NoProviderEntryError,
     load_store_config_file,
 )
+from synapse_objstore.cli.ownership import DEFAULT_MAX_DELETE_SHARE, OwnershipError
 from synapse_objstore.cli.report import Summary, progress_bar
 from synapse_objstore.cli.synapse_db import DATABASE_YAML, SynapseDb, SynapseDbError
 from synapse_objstore.media import Media
@@ -158,7 +159,7 @@ class FatalErrors(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (ConfigFileError, CacheDbError, SynapseDbError) as error:
+        except (ConfigFileError, CacheDbError, SynapseDbError, OwnershipError) as error:
             raise FatalError(str(error)) from None
         except Exception as error:
             if isinstance(error, _store_errors()):
@@ -435,25 +436,35 @@ def migrate(obj: Context, to_config: str, store_config: str | None, jobs: int, s
               help="Touch only objects, media and uploads older than this (suffixes s, h, d, m, y).")
 @click.option("--max-delete", type=click.IntRange(min=0), default=None, metavar="N",
               help="Delete at most N objects, then stop deleting and exit with code 1.")
+@click.option("--max-delete-share", type=click.FloatRange(0, 100), default=DEFAULT_MAX_DELETE_SHARE, show_default=True,
+              metavar="PERCENT",
+              help="Refuse to delete anything when more than this share of the media objects listed would go.")
+@click.option("--replace-owner", default=None, metavar="SERVER_NAME",
+              help="Hand a store recorded as another homeserver's over to this one; name the recorded owner.")
 @store_config_option
 @hs_path_option
 @jobs_option
 @size_only_option
 @pass_context
 def reconcile(obj: Context, base_path: str | None, apply: bool, grace: datetime.datetime, max_delete: int | None,
-              store_config: str | None, homeserver_config_path: str, jobs: int, size_only: bool) -> None:
+              max_delete_share: float, replace_owner: str | None, store_config: str | None,
+              homeserver_config_path: str, jobs: int, size_only: bool) -> None:
     """Make the store match Synapse's database; a dry run unless --apply.
 
     Deletes objects of media Synapse no longer has (deleted, purged, expired), thumbnails
     included; uploads, verified, local media missing from the store (failed background
     uploads); reports media that are neither local nor in the store; aborts incomplete
     multipart uploads. Objects that are not media paths are never deleted.
+
+    Refuses (exit 2) when the store belongs to another homeserver than the database (a marker
+    object under the prefix, written by the first --apply, records its owner), and when more
+    than --max-delete-share of the media objects listed would be deleted.
     """
     from synapse_objstore.cli.reconcile import ReconcileOptions, Reconciler, ReconcileSummary
 
     store = obj.store(store_config)
     options = ReconcileOptions(obj.base_path(base_path), grace.astimezone(), apply=apply, max_delete=max_delete,
-                               jobs=jobs, read_back=not size_only, upload_types=obj.stored_media_types())
+                               max_delete_share=max_delete_share, replace_owner=replace_owner, jobs=jobs, read_back=not size_only, upload_types=obj.stored_media_types())
     synapse_db = obj.synapse_db(homeserver_config_path)
     summary = ReconcileSummary("reconcile", dry_run=not apply)
     try:

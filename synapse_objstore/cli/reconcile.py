@@ -3,6 +3,12 @@
 Synapse never tells a storage provider that media is gone (admin API delete, purge, retention),
 and with `store_synchronous: false` it only logs an upload that failed. So, in one run:
 
+0. Guards. The store must belong to the homeserver whose database was given (an owner marker
+   under the prefix names it; see ownership.py), and the database must have media. Then a
+   first pass over the listing counts the orphans: when they are more than
+   `max_delete_share` percent of the media objects listed, `--apply` refuses before deleting
+   anything (a database restored from an old backup, or the right homeserver with the wrong
+   prefix, looks like that). The dry run states all of it.
 1. Orphans. The store's listing is walked page by page. Objects older than the grace period
    are looked up in Synapse's database: local media in batches, fresh at the time of each
    batch; remote media in a set of every remote media's (origin, filesystem_id), read in one
@@ -10,9 +16,9 @@ and with `store_synchronous: false` it only logs an upload that failed. So, in o
    filesystem_id (a batch of lookups would scan the table each time). A remote media deleted
    after that scan keeps its objects until the next run; one added after it has a new random
    filesystem_id, so no object older than the grace period. Objects whose media is no longer
-   there are deleted, thumbnails included. An object that is not a
-   media path Synapse writes is never deleted, only reported. `--max-delete` stops the
-   deleting (not the run) at N objects.
+   there are deleted, thumbnails included; with `apply`, in a second pass over the listing that
+   looks each batch up afresh. An object that is not a media path Synapse writes is never
+   deleted, only reported. `--max-delete` stops the deleting (not the run) at N objects.
 2. Repair. Every media in the database older than the grace period is looked for locally and
    in the listing: a local file missing from the store is uploaded and verified exactly as
    `upload` does, if it is of a type the provider stores (`store_local`/`store_remote` in
@@ -39,6 +45,16 @@ from typing import Any
 
 from synapse_objstore.cli.cache_db import CacheDb
 from synapse_objstore.cli.offload import Offloader, UploadOptions
+from synapse_objstore.cli.ownership import (
+    DEFAULT_MAX_DELETE_SHARE,
+    OWNER_MARKER,
+    HomeserverIdentity,
+    OwnershipError,
+    check_owner,
+    identify,
+    read_owner,
+    record_owner,
+)
 from synapse_objstore.cli.path_set import PathSet
 from synapse_objstore.cli.report import MAX_LISTED_FAILURES, Summary, human_size
 from synapse_objstore.cli.synapse_db import SynapseDb, SynapseDbError
@@ -56,12 +72,20 @@ class EmptyDatabaseError(SynapseDbError):
     """Synapse's database has no media at all: most likely the wrong database."""
 
 
+class DeleteShareError(OwnershipError):
+    """More of the store would be deleted than `max_delete_share` allows: refused before deleting."""
+
+
 @dataclass(frozen=True)
 class ReconcileOptions:
     base_path: str
     cutoff: datetime  # timezone-aware: only objects and media older than this are touched
     apply: bool = False
     max_delete: int | None = None
+    # refuse to delete when orphans are more than this percentage of the media objects listed
+    max_delete_share: float = DEFAULT_MAX_DELETE_SHARE
+    # the server name of the store's recorded owner, to hand the store over to this homeserver
+    replace_owner: str | None = None
     jobs: int = 8
     read_back: bool = True
     # media types whose local files missing from the store are uploaded: those Synapse stores there
@@ -84,22 +108,57 @@ class ReconcileSummary(Summary):
     media_not_stored: int = 0
     uploads_aborted: int = 0
     delete_limit_reached: bool = False
+    # what the store was compared with
+    server_name: str = ""
+    database: str = ""
+    database_fingerprint: str | None = None
+    store: str = ""
+    store_owner: str = ""  # as the marker names it, or why there is none
+    local_media_in_database: int = 0
+    remote_media_in_database: int = 0
+    # orphans, in percent of the media objects listed, and the most a run may delete
+    delete_share: float = 0.0
+    max_delete_share: float = DEFAULT_MAX_DELETE_SHARE
 
     @property
     def ok(self) -> bool:
         return not self.failed and not self.delete_limit_reached
 
+    @property
+    def media_objects_listed(self) -> int:
+        return self.objects_listed - self.objects_unknown
+
+    @property
+    def over_delete_share(self) -> bool:
+        return self.delete_share > self.max_delete_share
+
+    def comparison(self) -> str:
+        return (f"Compared {self.store} (owner: {self.store_owner}) with the database of {self.server_name} "
+                f"({self.database}): {self.local_media_in_database} local and {self.remote_media_in_database} "
+                f"remote media")
+
+    def share_line(self) -> str:
+        verb = "Would delete" if self.dry_run else "Deleting"
+        return (f"{verb} {self.objects_orphaned} of the {self.media_objects_listed} media objects listed "
+                f"({self.delete_share:.1f}%; --max-delete-share {self.max_delete_share:g}%)")
+
     def lines(self) -> list[str]:
         would = "Would have " if self.dry_run else ""
         lines = [
+            self.comparison(),
             (f"Listed {self.objects_listed} objects ({human_size(self.bytes_listed)}); "
              f"{self.objects_recent} younger than the grace period left alone"),
             f"Kept {self.objects_unknown} objects that are not media paths",
             f"Found {self.objects_orphaned} objects of media no longer in Synapse ({human_size(self.bytes_orphaned)})",
+            self.share_line(),
             f"{would}Deleted {self.files_deleted} objects ({human_size(self.bytes_deleted)})",
         ]
+        if self.dry_run and self.over_delete_share:
+            lines.append(f"--apply would refuse to delete: {self.delete_share:.1f}% is above --max-delete-share "
+                         f"{self.max_delete_share:g}%. If these objects really are orphans, raise it.")
         if self.delete_limit_reached:
-            lines.append(f"Stopped deleting at --max-delete: {self.orphans_left} more objects left; run again to go on")
+            lines.append(f"Stopped deleting at --max-delete (or --max-delete-share): {self.orphans_left} more objects "
+                         "left; run again to go on")
         lines += [
             f"Checked {self.media} media of Synapse's database",
             (f"{would}Uploaded {self.files_uploaded} files of {self.media_uploaded} media missing from the store "
@@ -139,38 +198,83 @@ class Reconciler:
                 f"Synapse's database ({self.db.description}) has no media at all: refusing to reconcile, which "
                 f"would delete every object of {self.store.backend.describe()}. Is it the right database?"
             )
+        identity = await asyncio.to_thread(identify, self.db, self.db.server_name)
+        recorded = await read_owner(self.store)
+        check_owner(recorded, identity, self.store, self.options.replace_owner)
+        await self._describe_comparison(identity, recorded.describe() if recorded else None)
         listed = PathSet()
-        await self._sweep(listed)
+        await self._sweep(listed, delete=not self.options.apply)  # a dry run names what it would delete
+        self._check_delete_share()
+        if self.options.apply:
+            if recorded is None or recorded.owner != identity:
+                await record_owner(self.store, identity, "reconcile")
+            if self.summary.objects_orphaned:
+                await self._sweep(None, delete=True)
         await self._repair(listed)
         await self._abort_incomplete_uploads()
 
+    async def _describe_comparison(self, identity: HomeserverIdentity, owner: str | None) -> None:
+        local, remote = await asyncio.to_thread(self.db.media_counts)
+        summary = self.summary
+        summary.server_name, summary.database = identity.server_name, identity.database
+        summary.database_fingerprint = identity.fingerprint
+        summary.store = self.store.backend.describe()
+        summary.store_owner = owner or ("none recorded yet: --apply records this homeserver" if summary.dry_run
+                                        else "none recorded yet: recording this homeserver")
+        summary.local_media_in_database, summary.remote_media_in_database = local, remote
+        summary.max_delete_share = self.options.max_delete_share
+        self.echo(summary.comparison())
+
+    def _check_delete_share(self) -> None:
+        summary = self.summary
+        listed = summary.media_objects_listed
+        summary.delete_share = 100.0 * summary.objects_orphaned / listed if listed else 0.0
+        if self.options.apply and summary.over_delete_share:
+            raise DeleteShareError(
+                f"refusing to delete {summary.objects_orphaned} of the {listed} media objects listed in "
+                f"{summary.store} ({summary.delete_share:.1f}%, above --max-delete-share "
+                f"{summary.max_delete_share:g}%): nothing was deleted. So large a share most often means the wrong "
+                f"database (or one restored from an old backup) for this store. Compared with {summary.server_name} "
+                f"({summary.database}). Look at the dry run; if these objects really are orphans, raise "
+                f"--max-delete-share."
+            )
+
     # 1. orphans
 
-    async def _sweep(self, listed: PathSet) -> None:
+    async def _sweep(self, listed: PathSet | None, delete: bool) -> None:
+        """One pass over the listing. The first (`listed` given) counts what is listed and
+        orphaned; a pass that `delete`s deletes the orphans (or, in a dry run, names them)."""
         batch: list[tuple[ObjectInfo, MediaOwner]] = []
         async for info in self.store.list():
-            self.progress.update(1)
-            self.summary.add(objects_listed=1, bytes_listed=info.size)
-            owner = parse_media_path(info.media_path)
-            if owner is None:
-                self.summary.add(objects_unknown=1)
-                self.echo(f"kept {info.media_path}: not a media path Synapse writes")
+            if info.media_path == OWNER_MARKER:
                 continue
-            listed.add(info.media_path)
+            owner = parse_media_path(info.media_path)
+            if listed is not None:
+                self.progress.update(1)
+                self.summary.add(objects_listed=1, bytes_listed=info.size)
+                if owner is None:
+                    self.summary.add(objects_unknown=1)
+                    self.echo(f"kept {info.media_path}: not a media path Synapse writes")
+                else:
+                    listed.add(info.media_path)
+            if owner is None:
+                continue
             if not self._older_than_grace(info.last_modified):
-                self.summary.add(objects_recent=1)
+                if listed is not None:
+                    self.summary.add(objects_recent=1)
                 continue
             batch.append((info, owner))
             if len(batch) >= DB_BATCH:
-                await self._delete_orphans(batch)
+                await self._orphans(batch, count=listed is not None, delete=delete)
                 batch = []
-        await self._delete_orphans(batch)
+        await self._orphans(batch, count=listed is not None, delete=delete)
 
     def _older_than_grace(self, moment: datetime | None) -> bool:
         """An object of unknown age counts as recent: it is never deleted."""
         return moment is not None and moment.astimezone() < self.options.cutoff
 
-    async def _delete_orphans(self, batch: list[tuple[ObjectInfo, MediaOwner]]) -> None:
+    async def _orphans(self, batch: list[tuple[ObjectInfo, MediaOwner]], count: bool, delete: bool) -> None:
+        """Look the objects of a batch up in the database; `count` the orphans, `delete` them."""
         local_ids = sorted({owner.key for _, owner in batch if owner.kind != "remote"})
         local = await asyncio.to_thread(self.db.existing_local_media, local_ids) if local_ids else set()
         if self._remote_files is None and any(owner.kind == "remote" for _, owner in batch):
@@ -183,8 +287,11 @@ class Reconciler:
                     continue
             elif owner.key in local:
                 continue
-            self.summary.add(objects_orphaned=1, bytes_orphaned=info.size)
-            if self.options.max_delete is not None and self.deletions >= self.options.max_delete:
+            if count:
+                self.summary.add(objects_orphaned=1, bytes_orphaned=info.size)
+            if not delete:
+                continue
+            if self._over_limits():
                 self.summary.delete_limit_reached = True
                 self.summary.add(orphans_left=1)
                 continue
@@ -198,6 +305,14 @@ class Reconciler:
                 {owner.key for _, owner in deleted if owner.kind != "remote"},
                 {(owner.origin, owner.key) for _, owner in deleted if owner.kind == "remote"},
             )
+
+    def _over_limits(self) -> bool:
+        """Whether one more deletion would pass --max-delete, or (objects deleted by Synapse
+        between the two passes) the share the first pass was allowed."""
+        if self.options.max_delete is not None and self.deletions >= self.options.max_delete:
+            return True
+        share_limit = self.summary.max_delete_share * self.summary.media_objects_listed / 100.0
+        return self.options.apply and self.deletions >= share_limit
 
     def _read_remote_files(self) -> PathSet:
         """Every remote media's (origin, filesystem_id), blocking: run in a thread. A false

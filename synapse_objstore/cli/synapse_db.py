@@ -67,6 +67,9 @@ EXISTING_LOCAL_SQL = "SELECT media_id FROM local_media_repository WHERE media_id
 # remote_media_cache has no index on filesystem_id, so a lookup by it is a scan of the table:
 # read the pairs once instead.
 REMOTE_FILES_SQL = "SELECT media_origin, filesystem_id FROM remote_media_cache"
+# The homeserver's first user, whom Synapse never deletes (see cli/ownership.py).
+FIRST_USER_SQL = 'SELECT name, creation_ts FROM users ORDER BY COALESCE(creation_ts, 0), name COLLATE "C" LIMIT 1'
+MEDIA_COUNTS_SQL = "SELECT (SELECT count(*) FROM local_media_repository), (SELECT count(*) FROM remote_media_cache)"
 
 
 T = TypeVar("T")
@@ -87,9 +90,11 @@ class SynapseDbError(RuntimeError):
 
 
 class SynapseDb:
-    def __init__(self, conn: Any, description: str) -> None:
+    def __init__(self, conn: Any, description: str, server_name: str | None = None) -> None:
         self._conn = conn
         self.description = description
+        # homeserver.yaml's server_name, when the settings came from there (not from database.yaml)
+        self.server_name = server_name
         self.is_sqlite = isinstance(conn, sqlite3.Connection)
 
     @classmethod
@@ -119,8 +124,11 @@ class SynapseDb:
         if database.get("name") == "sqlite3":
             if "database" not in args:
                 raise ConfigFileError(f"'database.args.database' (the sqlite file) is missing in {homeserver.source}")
-            return cls._sqlite({"database": args["database"]}, homeserver.source)
-        return cls._postgres(dict(args), homeserver.source)
+            db = cls._sqlite({"database": args["database"]}, homeserver.source)
+        else:
+            db = cls._postgres(dict(args), homeserver.source)
+        db.server_name = homeserver.server_name
+        return db
 
     @classmethod
     def _sqlite(cls, args: dict[str, Any], source: str) -> SynapseDb:
@@ -179,6 +187,19 @@ class SynapseDb:
             args = (origin, media_id)
         rows = list(self._stream(sql, args, None))
         return int(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def first_user(self) -> tuple[str, int | None] | None:
+        """(name, creation_ts) of the homeserver's first user; None when it has none."""
+        try:
+            rows = list(self._stream(FIRST_USER_SQL, (), None))
+        except SynapseDbError as error:
+            raise SynapseDbError(f"{error} (reading its users: is it a Synapse database?)") from None
+        return (str(rows[0][0]), rows[0][1]) if rows else None
+
+    def media_counts(self) -> tuple[int, int]:
+        """How many local and remote media the database has."""
+        [(local, remote)] = list(self._stream(MEDIA_COUNTS_SQL, (), None))
+        return int(local), int(remote)
 
     def has_media(self) -> bool:
         """Whether there is any local or remote media at all."""

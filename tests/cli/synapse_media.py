@@ -24,6 +24,9 @@ TABLES = (
 # Columns added after the last full schema (72), from Synapse's delta files.
 DELTAS = ("delta/86/01_authenticate_media.sql", "delta/91/01_media_hash.sql")
 DAY_MS = 24 * 3600 * 1000
+# The columns of Synapse's `users` that the offload tool reads (its owner fingerprint).
+USERS_TABLE = "CREATE TABLE users (name TEXT, password_hash TEXT, creation_ts BIGINT, admin SMALLINT DEFAULT 0 NOT NULL, UNIQUE (name))"
+SERVER_NAME = "test"
 
 
 def media_schema(engine: str) -> list[str]:
@@ -76,10 +79,18 @@ class SynapseMedia:
     db_config: dict[str, Any] = field(default_factory=dict)  # homeserver.yaml's `database:` section
     files: dict[str, bytes] = field(default_factory=dict)
 
-    def create_tables(self) -> None:
+    def create_tables(self, first_user: str | None = f"@admin:{SERVER_NAME}") -> None:
+        """The media tables and `users`, with the homeserver's first user (if any)."""
         cursor = self.conn.cursor()
-        for statement in media_schema(self.engine):
+        for statement in [*media_schema(self.engine), USERS_TABLE]:
             cursor.execute(statement)
+        self.conn.commit()
+        if first_user is not None:
+            self.add_user(first_user, age_days=1000)
+
+    def add_user(self, name: str, age_days: float) -> None:
+        self.conn.cursor().execute(self._sql("INSERT INTO users (name, creation_ts) VALUES (%s, %s)"),
+                                   (name, self.now_ms - int(age_days * DAY_MS)))
         self.conn.commit()
 
     def _sql(self, sql: str) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from synapse_objstore.cli.ownership import OWNER_MARKER
 from tests.cli.conftest import Dataset, Offload
 from tests.cli.synapse_media import SynapseMedia, Thumb
 from tests.cli.test_offload_flow import bucket_objects
@@ -24,6 +25,8 @@ from tests.servers.moto import MotoServer
 PREFIX = "media/"
 DELETED_LOCAL = "AbCdEfGhIjKlMnOp"
 DELETED_REMOTE = ("matrix.org", "remoteMediaId1", "FsIdRemoteOne123")
+# The tests' buckets are small: a few deleted media are a large share of them.
+ANY_SHARE = ("--max-delete-share", "100")
 UNKNOWN = ["notes/readme.txt", "local_content/ab/cd", "local_thumbnails/Ab/Cd/EfGhIjKlMnOp"]
 
 
@@ -31,6 +34,13 @@ def put_objects(moto: MotoServer, bucket: str, objects: dict[str, bytes]) -> Non
     client = s3_client(moto.endpoint_url)
     for key, data in objects.items():
         client.put_object(Bucket=bucket, Key=key, Body=data)
+
+
+def media_objects(moto: MotoServer, bucket: str) -> dict[str, bytes]:
+    """The bucket's objects but the owner marker that the first `reconcile --apply` writes."""
+    objects = bucket_objects(moto, bucket)
+    objects.pop(PREFIX + OWNER_MARKER, None)
+    return objects
 
 
 def delete_from_synapse(synapse: SynapseMedia, local: list[str], remote: list[tuple[str, str]]) -> None:
@@ -81,7 +91,7 @@ def test_dry_run_lists_then_apply_deletes_exactly_the_objects_of_deleted_media(
     delete_from_synapse(synapse, [DELETED_LOCAL], [DELETED_REMOTE[:2]])
     gone = {path for path in dataset.old if DELETED_LOCAL[4:] in path or DELETED_REMOTE[2][4:] in path}
     assert len(gone) == 6  # two originals, two thumbnails each
-    before = bucket_objects(moto, bucket)
+    before = media_objects(moto, bucket)
     cached_before = cache_media(workdir)
 
     dry = offload(*offloaded, "reconcile", "--grace", "0s")
@@ -89,23 +99,24 @@ def test_dry_run_lists_then_apply_deletes_exactly_the_objects_of_deleted_media(
     assert f"Would have Deleted 6 objects ({_size(synapse, gone)})" in dry.output
     for path in UNKNOWN:
         assert f"kept {path}: not a media path Synapse writes" in dry.output
-    assert bucket_objects(moto, bucket) == before
+    assert media_objects(moto, bucket) == before
     assert cache_media(workdir) == cached_before
 
-    applied = offload("--json", *offloaded, "reconcile", "--grace", "0s", "--apply")
+    applied = offload("--json", *offloaded, "reconcile", "--grace", "0s", "--apply", *ANY_SHARE)
     summary = json.loads(applied.stdout)
     assert listed_actions(applied.stderr, "deleted") == gone
     assert summary["files_deleted"] == summary["objects_orphaned"] == 6
     assert summary["bytes_deleted"] == sum(len(synapse.files[p]) for p in gone)
     assert summary["objects_unknown"] == len(UNKNOWN) and summary["files_failed"] == 0
     assert summary["files_uploaded"] == summary["media_lost"] == 0
-    assert bucket_objects(moto, bucket) == {key: data for key, data in before.items()
-                                           if key.removeprefix(PREFIX) not in gone}
+    after = bucket_objects(moto, bucket)
+    assert json.loads(after.pop(PREFIX + OWNER_MARKER))["owner"]["server_name"] == "test"  # the first --apply claims it
+    assert after == {key: data for key, data in before.items() if key.removeprefix(PREFIX) not in gone}
     # cache.db forgets the deleted media, and only them
     assert cache_media(workdir) == cached_before - {("", DELETED_LOCAL), DELETED_REMOTE[:2]}
     assert cache_files(workdir) == set(dataset.old) - gone
 
-    again = json.loads(offload("--json", *offloaded, "reconcile", "--grace", "0s", "--apply").stdout)
+    again = json.loads(offload("--json", *offloaded, "reconcile", "--grace", "0s", "--apply", *ANY_SHARE).stdout)
     assert again["objects_orphaned"] == again["files_deleted"] == 0
 
 
@@ -129,40 +140,42 @@ def test_remote_media_are_read_once_however_many_objects_there_are(
     delete_from_synapse(synapse, [], [DELETED_REMOTE[:2]])
     gone = {path for path in dataset.old if DELETED_REMOTE[2][4:] in path}
 
-    summary = json.loads(offload("--json", *offloaded, "reconcile", "--grace", "0s", "--apply").stdout)
+    summary = json.loads(offload("--json", *offloaded, "reconcile", "--grace", "0s", "--apply", *ANY_SHARE).stdout)
     remote_objects = [path for path in dataset.old + dataset.recent if path.startswith("remote_")]
     assert len(remote_objects) >= 5  # each in a batch of its own
     assert summary["files_deleted"] == len(gone) == 3
-    # the emptiness check, the remote media's files, and the repair's listing of media
-    assert sum("remote_media_cache" in sql for sql in statements) == 3
+    # the emptiness check, the media counts of the summary, the remote media's files (once for
+    # both passes over the listing), and the repair's listing of media
+    assert sum("remote_media_cache" in sql for sql in statements) == 4
 
 
 def test_grace_period_protects_recent_objects(
     offload: Offload, offloaded: list[str], synapse: SynapseMedia, moto: MotoServer, bucket: str,
 ) -> None:
     delete_from_synapse(synapse, [DELETED_LOCAL], [])
-    before = bucket_objects(moto, bucket)
+    before = media_objects(moto, bucket)
     summary = json.loads(offload("--json", *offloaded, "reconcile", "--apply").stdout)  # default grace: 1 day
     assert summary["objects_orphaned"] == summary["files_deleted"] == 0
     assert summary["objects_recent"] == summary["objects_listed"] == len(before)
     summary = json.loads(offload("--json", *offloaded, "reconcile", "--apply", "--grace", "1h").stdout)
     assert summary["files_deleted"] == 0
-    assert bucket_objects(moto, bucket) == before
+    assert media_objects(moto, bucket) == before
 
 
 def test_max_delete_stops_deleting_and_says_so(
     offload: Offload, offloaded: list[str], synapse: SynapseMedia, moto: MotoServer, bucket: str,
 ) -> None:
     delete_from_synapse(synapse, [DELETED_LOCAL], [DELETED_REMOTE[:2]])
-    before = set(bucket_objects(moto, bucket))
-    limited = offload(*offloaded, "reconcile", "--grace", "0s", "--apply", "--max-delete", "2", expect=1)
-    assert "Stopped deleting at --max-delete: 4 more objects left; run again to go on" in limited.output
+    before = set(media_objects(moto, bucket))
+    limited = offload(*offloaded, "reconcile", "--grace", "0s", "--apply", "--max-delete", "2", *ANY_SHARE,
+                      expect=1)
+    assert "Stopped deleting at --max-delete (or --max-delete-share): 4 more objects left" in limited.output
     assert len(listed_actions(limited.output, "deleted")) == 2
-    assert len(before - set(bucket_objects(moto, bucket))) == 2
+    assert len(before - set(media_objects(moto, bucket))) == 2
 
-    rest = json.loads(offload("--json", *offloaded, "reconcile", "--grace", "0s", "--apply").stdout)
+    rest = json.loads(offload("--json", *offloaded, "reconcile", "--grace", "0s", "--apply", *ANY_SHARE).stdout)
     assert rest["files_deleted"] == 4 and not rest["delete_limit_reached"]
-    assert len(before - set(bucket_objects(moto, bucket))) == 6
+    assert len(before - set(media_objects(moto, bucket))) == 6
 
 
 def test_database_without_media_is_refused(
@@ -173,7 +186,7 @@ def test_database_without_media_is_refused(
         result = offload("--config", str(homeserver_yaml), "reconcile", "--grace", "0s", *apply, expect=2)
         assert "has no media at all: refusing to reconcile" in result.output
         assert synapse.engine in result.output  # names the database it looked at
-    assert set(bucket_objects(moto, bucket)) == {PREFIX + "local_content/ab/cd/efghijkl"}
+    assert set(media_objects(moto, bucket)) == {PREFIX + "local_content/ab/cd/efghijkl"}
 
 
 def test_media_missing_from_the_store_is_uploaded_and_lost_media_reported(
@@ -189,18 +202,18 @@ def test_media_missing_from_the_store_is_uploaded_and_lost_media_reported(
     # media offloaded, then lost from the bucket: neither local nor remote
     lost = "remote_content/example.com:8448/Fs/Id/RemoteTwo456"
     s3_client(moto.endpoint_url).delete_object(Bucket=bucket, Key=PREFIX + lost)
-    before = bucket_objects(moto, bucket)
+    before = media_objects(moto, bucket)
 
     dry = offload(*offloaded, "reconcile", "--grace", "0s", expect=1)
     assert listed_actions(dry.output, "would upload") == set(unreplicated + late_thumb)
     assert f"{lost}: lost: remote media example.com:8448/remoteMediaId2 is in Synapse's database" in dry.output
-    assert bucket_objects(moto, bucket) == before
+    assert media_objects(moto, bucket) == before
 
     summary = json.loads(offload("--json", *offloaded, "reconcile", "--grace", "0s", "--apply", expect=1).stdout)
     assert summary["files_uploaded"] == len(unreplicated) + 1 and summary["media_uploaded"] == 3
     assert summary["media_lost"] == 1 and [f["path"] for f in summary["failed"]] == [lost]
     assert summary["files_deleted"] == 0
-    after = bucket_objects(moto, bucket)
+    after = media_objects(moto, bucket)
     for path in unreplicated + late_thumb:
         assert after[PREFIX + path] == (synapse.media_store / path).read_bytes()
     assert synapse.local_files() >= set(unreplicated)  # an upload never deletes a local file here
@@ -218,9 +231,9 @@ def test_media_of_a_type_the_provider_does_not_store_is_not_uploaded(
     local = synapse.add_local("LocalNotUpload01", os.urandom(3000), 2)
     remote = synapse.add_remote("example.org", "remoteLocalOnly", "FsIdRemoteLocal1", os.urandom(2000), 2)
 
-    summary = json.loads(offload("--json", *offloaded, "reconcile", "--grace", "0s", "--apply").stdout)
+    summary = json.loads(offload("--json", *offloaded, "reconcile", "--grace", "0s", "--apply", *ANY_SHARE).stdout)
     assert summary["media_uploaded"] == 1 and summary["media_not_stored"] == 1
-    after = bucket_objects(moto, bucket)
+    after = media_objects(moto, bucket)
     assert {PREFIX + path for path in local} <= set(after)
     assert not {PREFIX + path for path in remote} & set(after)
 
@@ -238,7 +251,7 @@ def test_recent_media_is_left_to_synapse(
     synapse.add_local("JustUploaded0001", os.urandom(100), 0.001)
     summary = json.loads(offload("--json", *offloaded, "reconcile", "--grace", "1h", "--apply").stdout)
     assert summary["files_uploaded"] == 0 and summary["files_failed"] == 0
-    assert PREFIX + "local_content/Ju/st/Uploaded0001" not in bucket_objects(moto, bucket)
+    assert PREFIX + "local_content/Ju/st/Uploaded0001" not in media_objects(moto, bucket)
 
 
 def test_stale_multipart_uploads_are_aborted(
@@ -259,7 +272,7 @@ def test_stale_multipart_uploads_are_aborted(
     dry = offload(*offloaded, "reconcile", "--grace", "0s")
     assert f"would abort incomplete upload of {bucket}/{PREFIX}local_content/Ki/ll/edUpload0001" in dry.output
     assert pending() == set(started)
-    summary = json.loads(offload("--json", *offloaded, "reconcile", "--grace", "0s", "--apply").stdout)
+    summary = json.loads(offload("--json", *offloaded, "reconcile", "--grace", "0s", "--apply", *ANY_SHARE).stdout)
     assert summary["uploads_aborted"] == 1
     assert pending() == {"elsewhere/not-ours"}  # outside the prefix: not this store's
 
@@ -276,7 +289,8 @@ def test_orphans_in_a_directory_store(
     (workdir / "store.yaml").write_text(yaml.safe_dump({"backend": "fsspec", "url": f"file://{target}"}))
     (workdir / "database.yaml").write_text(yaml.safe_dump({"sqlite": synapse.db_config["args"]}))
     delete_from_synapse(synapse, [DELETED_LOCAL], [])
-    result = offload("reconcile", str(synapse.media_store), "--store-config", "store.yaml", "--grace", "0s", "--apply")
+    result = offload("reconcile", str(synapse.media_store), "--store-config", "store.yaml", "--grace", "0s", "--apply",
+                     *ANY_SHARE)
     deleted = listed_actions(result.output, "deleted")
     assert deleted == {p for p in dataset.old if DELETED_LOCAL[4:] in p} and len(deleted) == 3
     assert all(not (target / p).exists() for p in deleted)

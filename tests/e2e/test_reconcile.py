@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from demo.matrix_client import MatrixClient, Mxc
+from synapse_objstore.cli.ownership import OWNER_MARKER
 from tests.conftest import s3_client
 from tests.e2e.conftest import DATABASE_KINDS, PREFIX, Homeserver, homeserver_on
 from tests.servers.moto import MotoServer
@@ -76,10 +78,15 @@ def test_media_deleted_through_the_admin_api_lose_exactly_their_objects(homeserv
     assert named(dry.stdout, "would delete") == doomed
     assert bucket_keys(homeserver) == before
 
-    applied = objstore_offload(homeserver, cache_db, "reconcile", "--grace", "0s", "--apply")
+    # Half the bucket's media go: above the default --max-delete-share, so it is raised
+    applied = objstore_offload(homeserver, cache_db, "reconcile", "--grace", "0s", "--apply",
+                               "--max-delete-share", "60")
     assert applied.returncode == 0, applied.stdout + applied.stderr
     assert named(applied.stdout, "deleted") == doomed
-    assert bucket_keys(homeserver) == before - doomed
+    # The first --apply recorded the homeserver, read from a real Synapse's users, as the store's owner
+    owner = json.loads(homeserver.object_bytes(PREFIX + OWNER_MARKER))["owner"]
+    assert owner["server_name"] == homeserver.server.server_name and owner["fingerprint"]
+    assert bucket_keys(homeserver) == (before | {PREFIX + OWNER_MARKER}) - doomed
     for mxc, data in kept:
         assert homeserver.client.download(mxc).check().body == data
         assert homeserver.client.thumbnail(mxc, 32, 32, "crop").check().body
