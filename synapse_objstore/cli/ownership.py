@@ -109,18 +109,22 @@ def identify(db: SynapseDb, configured_server_name: str | None) -> HomeserverIde
 
 async def read_owner(store: ObjectStore) -> OwnerRecord | None:
     """The owner recorded in the store, or None when no marker is there yet."""
-    stream = await store.open_read(OWNER_MARKER)
-    if stream is None:
-        return None
+    where = f"{OWNER_MARKER} in {store.backend.describe()}"
     data = b""
     try:
-        while chunk := await stream.read(MARKER_MAX_SIZE):
-            data += chunk
-            if len(data) > MARKER_MAX_SIZE:
-                break
-    finally:
-        await stream.close()
-    where = f"{OWNER_MARKER} in {store.backend.describe()}"
+        stream = await store.open_read(OWNER_MARKER)
+        if stream is None:
+            return None
+        try:
+            while chunk := await stream.read(MARKER_MAX_SIZE):
+                data += chunk
+                if len(data) > MARKER_MAX_SIZE:
+                    break
+        finally:
+            await stream.close()
+    except OSError as error:
+        raise OwnershipError(f"cannot read the owner marker {where} ({error}): refusing to reconcile without "
+                             "knowing whose store it is") from None
     try:
         raw = json.loads(data)
         if raw.get("format") != MARKER_FORMAT:
@@ -148,6 +152,9 @@ async def record_owner(store: ObjectStore, identity: HomeserverIdentity, command
         json.dump(body, file, indent=2)
     try:
         await store.put_file(file.name, OWNER_MARKER)
+    except OSError as error:
+        raise OwnershipError(f"could not record this homeserver as the owner of {store.backend.describe()} "
+                             f"({error}): nothing was deleted") from None
     finally:
         os.unlink(file.name)
     return record

@@ -58,9 +58,9 @@ from synapse_objstore.cli.ownership import (
 from synapse_objstore.cli.path_set import PathSet
 from synapse_objstore.cli.report import MAX_LISTED_FAILURES, Summary, human_size
 from synapse_objstore.cli.synapse_db import SynapseDb, SynapseDbError
-from synapse_objstore.cli.verification import preflight
+from synapse_objstore.cli.verification import FatalStoreError, preflight
 from synapse_objstore.media import Media, MediaOwner, parse_media_path
-from synapse_objstore.store import ObjectInfo, ObjectStore
+from synapse_objstore.store import ObjectInfo, ObjectStore, ObjectStoreError
 
 # Objects looked up in Synapse's database at once.
 DB_BATCH = 10_000
@@ -244,6 +244,12 @@ class Reconciler:
     async def _sweep(self, listed: PathSet | None, delete: bool) -> None:
         """One pass over the listing. The first (`listed` given) counts what is listed and
         orphaned; a pass that `delete`s deletes the orphans (or, in a dry run, names them)."""
+        try:
+            await self._walk_listing(listed, delete)
+        except ObjectStoreError as error:
+            raise FatalStoreError(f"reconcile stopped: listing the store failed ({error})") from None
+
+    async def _walk_listing(self, listed: PathSet | None, delete: bool) -> None:
         batch: list[tuple[ObjectInfo, MediaOwner]] = []
         async for info in self.store.list():
             if info.media_path == OWNER_MARKER:
@@ -297,14 +303,16 @@ class Reconciler:
                 continue
             self.deletions += 1
             chosen.append((info, owner))
-        deleted = [done for done in await asyncio.gather(*(self._delete(info, owner) for info, owner in chosen)) if done]
-        if deleted and self.options.apply:
+        if chosen and self.options.apply:
+            # Forgotten before the objects go: a run killed in between leaves an orphan that the
+            # next run deletes, never a cache.db that vouches for an object no longer there.
             await asyncio.to_thread(
                 self.cache.forget,
-                [info.media_path for info, _ in deleted],
-                {owner.key for _, owner in deleted if owner.kind != "remote"},
-                {(owner.origin, owner.key) for _, owner in deleted if owner.kind == "remote"},
+                [info.media_path for info, _ in chosen],
+                {owner.key for _, owner in chosen if owner.kind != "remote"},
+                {(owner.origin, owner.key) for _, owner in chosen if owner.kind == "remote"},
             )
+        await asyncio.gather(*(self._delete(info) for info, _ in chosen))
 
     def _over_limits(self) -> bool:
         """Whether one more deletion would pass --max-delete, or (objects deleted by Synapse
@@ -322,17 +330,16 @@ class Reconciler:
             remote_files.add(_remote_file_key(origin, filesystem_id))
         return remote_files
 
-    async def _delete(self, info: ObjectInfo, owner: MediaOwner) -> tuple[ObjectInfo, MediaOwner] | None:
+    async def _delete(self, info: ObjectInfo) -> None:
         if self.options.apply:
             async with self.slots:
                 try:
                     await self.store.delete(info.media_path)
                 except OSError as error:
                     self.summary.fail(info.media_path, error)
-                    return None
+                    return
         self.summary.add(files_deleted=1, bytes_deleted=info.size)
         self.echo(f"{'deleted' if self.options.apply else 'would delete'} {info.media_path} ({human_size(info.size)})")
-        return info, owner
 
     # 2. repair
 
