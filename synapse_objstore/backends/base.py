@@ -225,8 +225,11 @@ class BlockingFileStream(ObjectStream):
     @classmethod
     async def open(cls, fs: AsyncFs, path: str) -> BlockingFileStream:
         def open_file() -> tuple[Any, int | None]:
-            if fs.fs.isdir(path):
+            kind = fs.fs.info(path).get("type")
+            if kind == "directory":
                 raise FileNotFoundError(path)
+            if kind not in ("file", None):  # a FIFO would block the read forever, a device never end
+                raise OSError(f"{path} is not a regular file but {kind!r}")
             file = fs.fs.open(path, "rb")
             return file, getattr(file, "size", None)
 

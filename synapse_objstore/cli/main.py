@@ -27,7 +27,8 @@ from synapse_objstore.cli.homeserver import (
     NoProviderEntryError,
     load_store_config_file,
 )
-from synapse_objstore.cli.ownership import DEFAULT_MAX_DELETE_SHARE, OwnershipError
+from synapse_objstore.cli.ownership import DEFAULT_MAX_DELETE_SHARE, OwnerCheck, OwnershipError
+from synapse_objstore.cli.percentage import Percentage
 from synapse_objstore.cli.report import Summary, progress_bar
 from synapse_objstore.cli.synapse_db import DATABASE_YAML, SynapseDb, SynapseDbError
 from synapse_objstore.media import Media
@@ -347,9 +348,28 @@ def upload(obj: Context, base_path: str | None, bucket: str | None, prefix: str 
     total = cache.count(False)
     if not obj.progress:
         obj.info("Uploading ", total, " media")
-    with progress_bar(obj.progress, total) as bar:
-        run_store_job(store, lambda: Offloader(store, cache, options, summary, bar).run())
+    synapse_db = obj.optional_synapse_db()  # to claim the store for this homeserver, or be refused
+    try:
+        with progress_bar(obj.progress, total) as bar:
+            run_store_job(store, lambda: _claimed_then(store, synapse_db, "upload", dry_run,
+                                                       Offloader(store, cache, options, summary, bar).run))
+    finally:
+        if synapse_db is not None:
+            synapse_db.close()
     obj.finish(summary)
+
+
+async def _claimed_then(store: ObjectStore, synapse_db: SynapseDb | None, command: str, dry_run: bool,
+                        job: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """`job`, once the store is known not to be another homeserver's (when the database is known)."""
+    from synapse_objstore.cli.ownership import claim_store
+    from synapse_objstore.cli.verification import preflight
+
+    if synapse_db is not None:
+        await preflight(store)  # an unusable store is reported as such, before its marker is asked for
+        if (warning := await claim_store(store, synapse_db, command, dry_run)) is not None:
+            click.echo(warning, err=True)
+    return await job()
 
 
 @cli.command("restore")
@@ -436,18 +456,19 @@ def migrate(obj: Context, to_config: str, store_config: str | None, jobs: int, s
               help="Touch only objects, media and uploads older than this (suffixes s, h, d, m, y).")
 @click.option("--max-delete", type=click.IntRange(min=0), default=None, metavar="N",
               help="Delete at most N objects, then stop deleting and exit with code 1.")
-@click.option("--max-delete-share", type=click.FloatRange(0, 100), default=DEFAULT_MAX_DELETE_SHARE, show_default=True,
-              metavar="PERCENT",
+@click.option("--max-delete-share", type=Percentage(), default=DEFAULT_MAX_DELETE_SHARE, show_default=True,
               help="Refuse to delete anything when more than this share of the media objects listed would go.")
 @click.option("--replace-owner", default=None, metavar="SERVER_NAME",
               help="Hand a store recorded as another homeserver's over to this one; name the recorded owner.")
+@click.option("--database-changed", is_flag=True,
+              help="Accept the owner's database moved elsewhere or restored from a backup (see the README).")
 @store_config_option
 @hs_path_option
 @jobs_option
 @size_only_option
 @pass_context
 def reconcile(obj: Context, base_path: str | None, apply: bool, grace: datetime.datetime, max_delete: int | None,
-              max_delete_share: float, replace_owner: str | None, store_config: str | None,
+              max_delete_share: float, replace_owner: str | None, database_changed: bool, store_config: str | None,
               homeserver_config_path: str, jobs: int, size_only: bool) -> None:
     """Make the store match Synapse's database; a dry run unless --apply.
 
@@ -464,7 +485,8 @@ def reconcile(obj: Context, base_path: str | None, apply: bool, grace: datetime.
 
     store = obj.store(store_config)
     options = ReconcileOptions(obj.base_path(base_path), grace.astimezone(), apply=apply, max_delete=max_delete,
-                               max_delete_share=max_delete_share, replace_owner=replace_owner, jobs=jobs, read_back=not size_only, upload_types=obj.stored_media_types())
+                               max_delete_share=max_delete_share,
+                               owner_check=OwnerCheck(replace_owner, database_changed), jobs=jobs, read_back=not size_only, upload_types=obj.stored_media_types())
     synapse_db = obj.synapse_db(homeserver_config_path)
     summary = ReconcileSummary("reconcile", dry_run=not apply)
     try:

@@ -4,7 +4,9 @@ Objects whose copy in the target is already verified are skipped, so an interrup
 migration resumes where it stopped. When both stores give MD5 ETags, matching sizes and
 ETags prove the copy without a download; otherwise the object is downloaded to a temporary
 file (checked against the source's size and ETag), and the target is compared with that
-file, uploaded from it if it differs, and checked again.
+file, uploaded from it if it differs, and checked again. A target whose owner marker
+(ownership.py) names another homeserver is refused; the marker itself is not copied: the first
+`upload` or `reconcile --apply` on the target records the owner there.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import tempfile
 from typing import Any
 
+from synapse_objstore.cli.ownership import OWNER_MARKER, check_same_owner
 from synapse_objstore.cli.report import Summary
 from synapse_objstore.cli.restore import download
 from synapse_objstore.cli.verification import RemoteChecker, State, preflight
@@ -35,6 +38,7 @@ class Migrator:
     async def run(self) -> None:
         await preflight(self.source)
         await preflight(self.target)
+        await check_same_owner(self.source, self.target)
         slots = asyncio.Semaphore(self.jobs)
         running: set[asyncio.Task[None]] = set()
         with tempfile.TemporaryDirectory(prefix="objstore-migrate-") as tmp_dir:
@@ -49,6 +53,8 @@ class Migrator:
                     self.progress.update(1)
 
             async for info in self.source.list():
+                if info.media_path == OWNER_MARKER:
+                    continue
                 await slots.acquire()
                 task = asyncio.create_task(one(info))
                 running.add(task)

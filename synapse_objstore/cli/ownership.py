@@ -3,21 +3,28 @@ objects of another one.
 
 `reconcile` deletes every object its database does not know. Pointed at the wrong database (a
 homeserver.yaml of another server with the same provider block, a database.yaml left in the
-working directory) it would take a healthy homeserver's media for orphans. So the store carries
-a small marker object, `OWNER_MARKER` under the prefix, naming the homeserver that reconciles
-it: its server name and a fingerprint of its database. `reconcile --apply` writes it on its
-first run and, on every run, refuses (exit 2, naming both) when the database it was given is
-not the one the marker names.
+working directory, a staging server cloned from production) it would take a healthy
+homeserver's media for orphans. So the store carries a small marker object, `OWNER_MARKER`
+under the prefix, naming its homeserver: the server name, a fingerprint of its database, where
+that database was, and the creation time of the newest media it had. The first `upload` or
+`reconcile --apply` with a database writes it. Then:
+
+- an `upload` or `reconcile` with another homeserver's database is refused (two homeservers must
+  never share a prefix: the first to offload there claims it);
+- a `reconcile` with the owner's database in another place (a copy on a staging server, a clone),
+  or with one whose newest media is older than the recorded one (restored from a backup), is
+  refused until the admin says the database changed (`--database-changed`).
 
 The fingerprint is that of the homeserver's first user (name and creation time, which Synapse
 never changes or deletes: deactivated users keep their row). It stays the same when the
 database moves to another host, is restored from a dump or ported from SQLite to PostgreSQL,
-and differs between any two homeservers. The server name is checked against the users too, so
-a homeserver.yaml whose `database:` points at another server's database is refused as well.
+and differs between any two homeservers. When the settings come from homeserver.yaml, that user
+must be of its `server_name`, so a `database:` section copied from another server is refused.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import hashlib
 import json
@@ -27,7 +34,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from synapse_objstore.cli.synapse_db import SynapseDb
+from synapse_objstore.cli.synapse_db import SynapseDb, SynapseDbError
 
 if TYPE_CHECKING:  # the store's modules take long to import; the CLI imports this module at start
     from synapse_objstore.store import ObjectStore
@@ -43,7 +50,7 @@ DEFAULT_MAX_DELETE_SHARE = 10.0
 
 class OwnershipError(RuntimeError):
     """The store belongs to another homeserver than the database given, or the owner cannot be
-    told: reconcile refuses before it deletes anything (exit 2)."""
+    told: the command refuses before it changes anything (exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -51,20 +58,14 @@ class HomeserverIdentity:
     """A homeserver as its database shows it."""
 
     server_name: str
-    # sha256 of the first user's name and creation time (16 hex digits); None while there is no user
-    fingerprint: str | None
+    fingerprint: str  # sha256 of the first user's name and creation time, 16 hex digits
     database: str  # where it was read, for people: "postgres synapse on db.example:5432"
 
     def describe(self) -> str:
-        fingerprint = f"fingerprint {self.fingerprint}" if self.fingerprint else "no users yet"
-        return f"{self.server_name} (database {self.database}, {fingerprint})"
+        return f"{printable(self.server_name)} (database {printable(self.database)}, fingerprint {printable(self.fingerprint)})"
 
     def same_homeserver(self, other: HomeserverIdentity) -> bool:
-        """Same server name, and the same fingerprint where both have one (a marker written while
-        the homeserver had no user yet is claimed by its first fingerprint)."""
-        if self.server_name != other.server_name:
-            return False
-        return self.fingerprint is None or other.fingerprint is None or self.fingerprint == other.fingerprint
+        return self.server_name == other.server_name and self.fingerprint == other.fingerprint
 
 
 @dataclass(frozen=True)
@@ -72,81 +73,93 @@ class OwnerRecord:
     """What the marker object holds."""
 
     owner: HomeserverIdentity
+    # the creation time (ms) of the newest media in the owner's database when it was recorded:
+    # a database whose newest media is older is an older copy of it
+    newest_media_ts: int
     recorded_at: str
     recorded_by: str
 
     def describe(self) -> str:
-        return f"{self.owner.describe()}, recorded {self.recorded_at} by {self.recorded_by}"
+        return f"{self.owner.describe()}, recorded {printable(self.recorded_at)} by {printable(self.recorded_by)}"
 
 
-def identify(db: SynapseDb, configured_server_name: str | None) -> HomeserverIdentity:
-    """The homeserver of `db` (blocking: run it in a thread). Its server name is that of its
-    users; homeserver.yaml's `server_name`, when given, must agree."""
-    first_user = db.first_user()
-    fingerprint = None
-    server_name = configured_server_name
-    if first_user is not None:
-        name, created_ts = first_user
-        users_server = name.partition(":")[2]
-        if not name.startswith("@") or not users_server:
-            raise OwnershipError(f"the first user of {db.description} is {name!r}, not a Matrix user id: "
-                                 "is it a Synapse database?")
-        if configured_server_name is not None and users_server != configured_server_name:
-            raise OwnershipError(
-                f"homeserver.yaml says server_name {configured_server_name!r}, but the users of its database "
-                f"({db.description}) are of {users_server!r}: its 'database:' section names another "
-                f"homeserver's database. Refusing to reconcile."
-            )
-        server_name = users_server
-        fingerprint = hashlib.sha256(f"{name}\n{created_ts}".encode()).hexdigest()[:16]
-    if server_name is None:
+def printable(text: str) -> str:
+    """`text` with control characters escaped: what a marker holds goes to a terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def identify(db: SynapseDb) -> HomeserverIdentity:
+    """The homeserver of `db` (blocking: run it in a thread), told by its first user. When the
+    settings came from homeserver.yaml, the user must be of its `server_name`."""
+    configured = db.server_name
+    first_user = db.first_user(configured)
+    if first_user is None and configured is not None and (other := db.first_user()) is not None:
         raise OwnershipError(
-            f"cannot tell which homeserver {db.description} belongs to (it has no users, and no homeserver.yaml "
-            "names its server_name): give --config homeserver.yaml"
+            f"homeserver.yaml ({db.source}) says server_name {configured!r}, but the users of its database "
+            f"({db.description}) are of {printable(other[0].partition(':')[2])!r}: its 'database:' section names "
+            "another homeserver's database. Refusing."
         )
+    if first_user is None:
+        raise OwnershipError(f"{db.description} (from {db.source}) has no users: it is not the database of a "
+                             "homeserver that has media. Refusing.")
+    name, created_ts = first_user
+    server_name = name.partition(":")[2]
+    if not name.startswith("@") or not server_name:
+        raise OwnershipError(f"the first user of {db.description} is {printable(name)!r}, not a Matrix user id: "
+                             "is it a Synapse database?")
+    fingerprint = hashlib.sha256(f"{name}\n{created_ts}".encode()).hexdigest()[:16]
     return HomeserverIdentity(server_name, fingerprint, db.description)
 
 
 async def read_owner(store: ObjectStore) -> OwnerRecord | None:
     """The owner recorded in the store, or None when no marker is there yet."""
     where = f"{OWNER_MARKER} in {store.backend.describe()}"
-    data = b""
     try:
+        info = await store.info(OWNER_MARKER)
+        if info is None:
+            return None
+        if info.size > MARKER_MAX_SIZE:
+            raise OwnershipError(f"the owner marker {where} is {info.size} bytes: not one this tool wrote. "
+                                 "Refusing; look at it.")
+        data = b""
         stream = await store.open_read(OWNER_MARKER)
         if stream is None:
             return None
         try:
-            while chunk := await stream.read(MARKER_MAX_SIZE):
+            while len(data) <= MARKER_MAX_SIZE and (chunk := await stream.read(MARKER_MAX_SIZE)):
                 data += chunk
-                if len(data) > MARKER_MAX_SIZE:
-                    break
         finally:
             await stream.close()
     except OSError as error:
-        raise OwnershipError(f"cannot read the owner marker {where} ({error}): refusing to reconcile without "
+        raise OwnershipError(f"cannot read the owner marker {where} ({error}): refusing to go on without "
                              "knowing whose store it is") from None
     try:
-        raw = json.loads(data)
-        if raw.get("format") != MARKER_FORMAT:
-            raise ValueError(f"unknown format {raw.get('format')!r}")
-        owner = raw["owner"]
-        return OwnerRecord(
-            HomeserverIdentity(str(owner["server_name"]), owner.get("fingerprint"), str(owner.get("database", "?"))),
-            str(raw.get("recorded_at", "?")),
-            str(raw.get("recorded_by", "?")),
-        )
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        return _parse_marker(data)
+    except (ValueError, KeyError, TypeError, RecursionError) as error:
         raise OwnershipError(
-            f"the owner marker {where} cannot be read ({error}): it was not written by this tool, or is damaged. "
-            "Refusing to reconcile; look at it, and delete it only if this homeserver is the store's only user."
+            f"the owner marker {where} cannot be read ({printable(str(error))[:200]}): it was not written by this "
+            "tool, or is damaged. Refusing; look at it, and delete it only if this homeserver is the store's "
+            "only user."
         ) from None
 
 
-async def record_owner(store: ObjectStore, identity: HomeserverIdentity, command: str) -> OwnerRecord:
+def _parse_marker(data: bytes) -> OwnerRecord:
+    raw = json.loads(data)
+    if not isinstance(raw, dict) or type(raw.get("format")) is not int or raw["format"] != MARKER_FORMAT:
+        raise ValueError("not a marker of a format this tool knows")
+    owner = raw["owner"]
+    fields = (owner["server_name"], owner["fingerprint"], owner["database"], raw["recorded_at"], raw["recorded_by"])
+    if not all(isinstance(field, str) for field in fields) or type(raw["newest_media_ts"]) is not int:
+        raise ValueError("a field has the wrong type")
+    return OwnerRecord(HomeserverIdentity(*fields[:3]), raw["newest_media_ts"], *fields[3:])
+
+
+async def record_owner(store: ObjectStore, identity: HomeserverIdentity, newest_media_ts: int,
+                       command: str) -> OwnerRecord:
     """Write the marker naming `identity` as the store's owner."""
     now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
-    record = OwnerRecord(identity, now, f"objstore-offload {command} on {socket.gethostname()}")
-    body: dict[str, Any] = {"format": MARKER_FORMAT, "owner": asdict(identity),
+    record = OwnerRecord(identity, newest_media_ts, now, f"objstore-offload {command} on {socket.gethostname()}")
+    body: dict[str, Any] = {"format": MARKER_FORMAT, "owner": asdict(identity), "newest_media_ts": newest_media_ts,
                             "recorded_at": record.recorded_at, "recorded_by": record.recorded_by}
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as file:
         json.dump(body, file, indent=2)
@@ -160,23 +173,90 @@ async def record_owner(store: ObjectStore, identity: HomeserverIdentity, command
     return record
 
 
-def check_owner(recorded: OwnerRecord | None, current: HomeserverIdentity, store: ObjectStore,
-                replace_owner: str | None) -> None:
-    """Refuse when the store belongs to another homeserver. `replace_owner` must name the
-    recorded owner's server to hand the store over (the old owner is then asked for nothing)."""
-    if recorded is None or recorded.owner.same_homeserver(current):
-        if replace_owner is not None and recorded is not None:
-            raise OwnershipError(f"--replace-owner {replace_owner}: the store already belongs to this homeserver "
-                                 f"({recorded.describe()}); leave the option out")
+async def claim_store(store: ObjectStore, db: SynapseDb, command: str, dry_run: bool) -> str | None:
+    """Before offloading into a store: refuse one recorded as another homeserver's, and record
+    this homeserver in one that has no owner yet (the first to offload there claims it).
+
+    A database whose users cannot be read (a role without SELECT on `users`) only costs the
+    check: offloading deletes nothing remote, so it goes on, and the warning returned says so."""
+    try:
+        identity = await asyncio.to_thread(identify, db)
+    except SynapseDbError as error:
+        return f"warning: the store's owner is neither checked nor recorded: {error}"
+    recorded = await read_owner(store)
+    if recorded is not None and not recorded.owner.same_homeserver(identity):
+        raise OwnershipError(
+            f"{store.backend.describe()} belongs to homeserver {recorded.describe()}, but this run's database is "
+            f"{identity.describe()}. Two homeservers must never share a bucket and prefix: each one's reconcile "
+            f"would delete the other's media. Refusing to {command} into it; check --config, database.yaml and "
+            "the provider block."
+        )
+    if recorded is None and not dry_run:
+        _, _, newest_media_ts = await asyncio.to_thread(db.media_counts)
+        await record_owner(store, identity, newest_media_ts, command)
+    return None
+
+
+async def check_same_owner(source: ObjectStore, target: ObjectStore) -> None:
+    """Before copying one store into another: refuse a target recorded as another homeserver's."""
+    source_owner, target_owner = await read_owner(source), await read_owner(target)
+    if source_owner and target_owner and not source_owner.owner.same_homeserver(target_owner.owner):
+        raise OwnershipError(
+            f"{target.backend.describe()} belongs to homeserver {target_owner.describe()}, and "
+            f"{source.backend.describe()} to {source_owner.describe()}: copying would mix two homeservers' media "
+            "under one prefix. Refusing; choose another bucket or prefix for the target."
+        )
+
+
+@dataclass(frozen=True)
+class OwnerCheck:
+    """What a reconcile run was told about the store's owner."""
+
+    replace_owner: str | None = None  # the recorded owner's server name, to hand the store over
+    database_changed: bool = False  # accept the same homeserver's database moved or restored
+
+
+def check_owner(recorded: OwnerRecord | None, current: HomeserverIdentity, newest_media_ts: int,
+                store: ObjectStore, told: OwnerCheck) -> None:
+    """Refuse to reconcile a store recorded as another homeserver's, or with a database that is
+    a copy of the owner's: elsewhere than recorded (staging, a clone) or older (a backup)."""
+    where = store.backend.describe()
+    if recorded is None:
+        if told.replace_owner is not None:
+            raise OwnershipError(f"--replace-owner: {where} has no recorded owner to replace; leave the option out")
         return
-    if replace_owner is not None:
-        if replace_owner == recorded.owner.server_name:
+    if not recorded.owner.same_homeserver(current):
+        if told.replace_owner == recorded.owner.server_name:
             return
-        raise OwnershipError(f"--replace-owner {replace_owner!r} does not name the store's recorded owner "
-                             f"({recorded.owner.server_name!r})")
-    raise OwnershipError(
-        f"{store.backend.describe()} belongs to homeserver {recorded.describe()}, but this run's database is of "
-        f"homeserver {current.describe()}. Reconciling would take the other homeserver's media for orphans and "
-        "delete them: refusing. Check --config, database.yaml and the provider block. Only if the store really "
-        "changed hands, run again with --replace-owner naming the recorded owner's server."
-    )
+        if told.replace_owner is not None:
+            raise OwnershipError(f"--replace-owner {printable(told.replace_owner)!r} does not name the store's "
+                                 f"recorded owner ({printable(recorded.owner.server_name)!r})")
+        raise OwnershipError(
+            f"{where} belongs to homeserver {recorded.describe()}, but this run's database is {current.describe()}"
+            f"{', another database of that name' if recorded.owner.server_name == current.server_name else ''}. "
+            "Reconciling would take the other homeserver's media for orphans and delete them: refusing. Check "
+            "--config, database.yaml and the provider block: two homeservers must never share a bucket and prefix. "
+            "Only if the store really changed hands, run again with --replace-owner naming the recorded owner."
+        )
+    if told.replace_owner is not None:
+        raise OwnershipError(f"--replace-owner: {where} already belongs to this homeserver; leave the option out")
+    if told.database_changed:
+        return
+    if recorded.owner.database != current.database:
+        raise OwnershipError(
+            f"{where} belongs to homeserver {recorded.describe()}; this run's database is {current.describe()}: the "
+            "same homeserver's data, in another place. A copy of it (a staging server, a clone) lacks the media "
+            "added since it was copied, and reconciling with it would delete them: refusing. If the database "
+            "moved, run again with --database-changed."
+        )
+    if newest_media_ts < recorded.newest_media_ts:
+        raise OwnershipError(
+            f"the newest media in {current.database} was created {_iso(newest_media_ts)}, before the newest one "
+            f"this store's owner had when last recorded ({_iso(recorded.newest_media_ts)}): the database is an "
+            "older copy (restored from a backup?), and reconciling would delete the media added since. Refusing. "
+            "If you know why, run again with --database-changed."
+        )
+
+
+def _iso(ts_ms: int) -> str:
+    return datetime.datetime.fromtimestamp(ts_ms / 1000, datetime.timezone.utc).isoformat(" ", "seconds")

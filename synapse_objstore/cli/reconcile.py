@@ -39,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -49,6 +49,8 @@ from synapse_objstore.cli.ownership import (
     DEFAULT_MAX_DELETE_SHARE,
     OWNER_MARKER,
     HomeserverIdentity,
+    OwnerCheck,
+    OwnerRecord,
     OwnershipError,
     check_owner,
     identify,
@@ -84,8 +86,7 @@ class ReconcileOptions:
     max_delete: int | None = None
     # refuse to delete when orphans are more than this percentage of the media objects listed
     max_delete_share: float = DEFAULT_MAX_DELETE_SHARE
-    # the server name of the store's recorded owner, to hand the store over to this homeserver
-    replace_owner: str | None = None
+    owner_check: OwnerCheck = field(default_factory=OwnerCheck)
     jobs: int = 8
     read_back: bool = True
     # media types whose local files missing from the store are uploaded: those Synapse stores there
@@ -119,10 +120,12 @@ class ReconcileSummary(Summary):
     # orphans, in percent of the media objects listed, and the most a run may delete
     delete_share: float = 0.0
     max_delete_share: float = DEFAULT_MAX_DELETE_SHARE
+    none_known: bool = False  # no media object older than the grace period is in the database
+    refusal: str = ""  # why --apply would refuse to delete (a dry run's warning)
 
     @property
     def ok(self) -> bool:
-        return not self.failed and not self.delete_limit_reached
+        return not self.failed and not self.delete_limit_reached and not self.refusal
 
     @property
     def media_objects_listed(self) -> int:
@@ -145,7 +148,6 @@ class ReconcileSummary(Summary):
     def lines(self) -> list[str]:
         would = "Would have " if self.dry_run else ""
         lines = [
-            self.comparison(),
             (f"Listed {self.objects_listed} objects ({human_size(self.bytes_listed)}); "
              f"{self.objects_recent} younger than the grace period left alone"),
             f"Kept {self.objects_unknown} objects that are not media paths",
@@ -153,9 +155,8 @@ class ReconcileSummary(Summary):
             self.share_line(),
             f"{would}Deleted {self.files_deleted} objects ({human_size(self.bytes_deleted)})",
         ]
-        if self.dry_run and self.over_delete_share:
-            lines.append(f"--apply would refuse to delete: {self.delete_share:.1f}% is above --max-delete-share "
-                         f"{self.max_delete_share:g}%. If these objects really are orphans, raise it.")
+        if self.refusal:
+            lines.append(f"--apply would refuse to delete anything: {self.refusal}.")
         if self.delete_limit_reached:
             lines.append(f"Stopped deleting at --max-delete (or --max-delete-share): {self.orphans_left} more objects "
                          "left; run again to go on")
@@ -198,46 +199,61 @@ class Reconciler:
                 f"Synapse's database ({self.db.description}) has no media at all: refusing to reconcile, which "
                 f"would delete every object of {self.store.backend.describe()}. Is it the right database?"
             )
-        identity = await asyncio.to_thread(identify, self.db, self.db.server_name)
+        identity = await asyncio.to_thread(identify, self.db)
+        local, remote, newest_media_ts = await asyncio.to_thread(self.db.media_counts)
         recorded = await read_owner(self.store)
-        check_owner(recorded, identity, self.store, self.options.replace_owner)
-        await self._describe_comparison(identity, recorded.describe() if recorded else None)
+        check_owner(recorded, identity, newest_media_ts, self.store, self.options.owner_check)
+        self._describe_comparison(identity, recorded, local, remote)
         listed = PathSet()
         await self._sweep(listed, delete=not self.options.apply)  # a dry run names what it would delete
-        self._check_delete_share()
+        self._check_delete_share(vouched=recorded is not None and self.options.owner_check == OwnerCheck())
         if self.options.apply:
-            if recorded is None or recorded.owner != identity:
-                await record_owner(self.store, identity, "reconcile")
+            if recorded is None or recorded.owner != identity or recorded.newest_media_ts != newest_media_ts:
+                await record_owner(self.store, identity, newest_media_ts, "reconcile")
+                if recorded is None or recorded.owner != identity:
+                    self.echo(f"Recorded {identity.describe()} as the owner of {self.summary.store}")
             if self.summary.objects_orphaned:
                 await self._sweep(None, delete=True)
         await self._repair(listed)
         await self._abort_incomplete_uploads()
 
-    async def _describe_comparison(self, identity: HomeserverIdentity, owner: str | None) -> None:
-        local, remote = await asyncio.to_thread(self.db.media_counts)
+    def _describe_comparison(self, identity: HomeserverIdentity, recorded: OwnerRecord | None, local: int,
+                             remote: int) -> None:
         summary = self.summary
         summary.server_name, summary.database = identity.server_name, identity.database
         summary.database_fingerprint = identity.fingerprint
         summary.store = self.store.backend.describe()
-        summary.store_owner = owner or ("none recorded yet: --apply records this homeserver" if summary.dry_run
-                                        else "none recorded yet: recording this homeserver")
+        summary.store_owner = recorded.describe() if recorded else "none recorded yet"
         summary.local_media_in_database, summary.remote_media_in_database = local, remote
         summary.max_delete_share = self.options.max_delete_share
         self.echo(summary.comparison())
 
-    def _check_delete_share(self) -> None:
+    def _check_delete_share(self, vouched: bool) -> None:
+        """Refuse (with `apply`) to delete more than the share allowed; and, unless the store's
+        marker vouched for this database, a store none of whose media is in the database."""
         summary = self.summary
         listed = summary.media_objects_listed
         summary.delete_share = 100.0 * summary.objects_orphaned / listed if listed else 0.0
-        if self.options.apply and summary.over_delete_share:
-            raise DeleteShareError(
-                f"refusing to delete {summary.objects_orphaned} of the {listed} media objects listed in "
-                f"{summary.store} ({summary.delete_share:.1f}%, above --max-delete-share "
-                f"{summary.max_delete_share:g}%): nothing was deleted. So large a share most often means the wrong "
-                f"database (or one restored from an old backup) for this store. Compared with {summary.server_name} "
-                f"({summary.database}). Look at the dry run; if these objects really are orphans, raise "
-                f"--max-delete-share."
+        summary.none_known = not vouched and 0 < summary.objects_orphaned == listed - summary.objects_recent
+        if summary.none_known:
+            message = (
+                f"none of the {summary.objects_orphaned} media objects older than the grace period in {summary.store} "
+                f"is in the database of {summary.server_name} ({summary.database}): this is not its store, or not "
+                "its database, whatever --max-delete-share says"
             )
+        elif summary.over_delete_share:
+            message = (
+                f"{summary.objects_orphaned} of the {listed} media objects listed in {summary.store} are orphans to "
+                f"the database of {summary.server_name} ({summary.database}): {summary.delete_share:.1f}%, above "
+                f"--max-delete-share {summary.max_delete_share:g}%. So large a share most often means the wrong "
+                "database for this store, or one restored from an old backup. Look at the dry run; if these "
+                "objects really are orphans, raise --max-delete-share for this run"
+            )
+        else:
+            return
+        if self.options.apply:
+            raise DeleteShareError(f"refusing to delete anything: {message}. Nothing was deleted.")
+        summary.refusal = message
 
     # 1. orphans
 

@@ -67,12 +67,23 @@ EXISTING_LOCAL_SQL = "SELECT media_id FROM local_media_repository WHERE media_id
 # remote_media_cache has no index on filesystem_id, so a lookup by it is a scan of the table:
 # read the pairs once instead.
 REMOTE_FILES_SQL = "SELECT media_origin, filesystem_id FROM remote_media_cache"
-# The homeserver's first user, whom Synapse never deletes (see cli/ownership.py).
-FIRST_USER_SQL = 'SELECT name, creation_ts FROM users ORDER BY COALESCE(creation_ts, 0), name COLLATE "C" LIMIT 1'
-MEDIA_COUNTS_SQL = "SELECT (SELECT count(*) FROM local_media_repository), (SELECT count(*) FROM remote_media_cache)"
+# The homeserver's first user (of a server name, if given), whom Synapse never deletes (see cli/ownership.py).
+FIRST_USER_SQL = """
+    SELECT name, creation_ts FROM users WHERE {domain}
+    ORDER BY COALESCE(creation_ts, 0), name COLLATE "C" LIMIT 1
+"""
+MEDIA_COUNTS_SQL = """
+    SELECT (SELECT count(*) FROM local_media_repository), (SELECT count(*) FROM remote_media_cache),
+           (SELECT max(created_ts) FROM local_media_repository), (SELECT max(created_ts) FROM remote_media_cache)
+"""
 
 
 T = TypeVar("T")
+
+
+def _like_escaped(text: str) -> str:
+    """`text` matched literally by LIKE ... ESCAPE '\\'."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _read_ahead(items: Iterator[T]) -> Iterator[T]:
@@ -90,9 +101,10 @@ class SynapseDbError(RuntimeError):
 
 
 class SynapseDb:
-    def __init__(self, conn: Any, description: str, server_name: str | None = None) -> None:
+    def __init__(self, conn: Any, description: str, source: str = "", server_name: str | None = None) -> None:
         self._conn = conn
         self.description = description
+        self.source = source  # the file the settings came from
         # homeserver.yaml's server_name, when the settings came from there (not from database.yaml)
         self.server_name = server_name
         self.is_sqlite = isinstance(conn, sqlite3.Connection)
@@ -137,7 +149,7 @@ class SynapseDb:
         if path != ":memory:" and not os.path.isfile(path):
             raise SynapseDbError(f"Could not connect to sqlite3 database: {path!r} (from {source}) does not exist")
         try:
-            return cls(sqlite3.connect(**{"check_same_thread": False, **args}), f"sqlite3 {path}")
+            return cls(sqlite3.connect(**{"check_same_thread": False, **args}), f"sqlite3 {path}", source)
         except sqlite3.Error as error:
             raise SynapseDbError(f"Could not connect to sqlite3 database {path!r} (from {source}): {error}") from None
 
@@ -154,7 +166,10 @@ class SynapseDb:
                 # (an ORDER BY would otherwise walk an index, page by page, instead of sorting).
                 cursor.execute("SET cursor_tuple_fraction = 1")
             conn.commit()
-            return cls(conn, f"postgres {where}")
+            if "dsn" in args:  # name the database the DSN led to (get_dsn_parameters leaves the password out)
+                given = conn.get_dsn_parameters()
+                where = f"{given.get('dbname', '?')} on {given.get('host', 'localhost')}:{given.get('port', 5432)}"
+            return cls(conn, f"postgres {where}", source)
         except (psycopg2.Error, TypeError) as error:
             raise SynapseDbError(f"Could not connect to postgres database {where} (from {source}): {error}".strip()) from None
 
@@ -188,18 +203,23 @@ class SynapseDb:
         rows = list(self._stream(sql, args, None))
         return int(rows[0][0]) if rows and rows[0][0] is not None else None
 
-    def first_user(self) -> tuple[str, int | None] | None:
-        """(name, creation_ts) of the homeserver's first user; None when it has none."""
+    def first_user(self, server_name: str | None = None) -> tuple[str, int | None] | None:
+        """(name, creation_ts) of the homeserver's first user (of `server_name`, if given); None
+        when there is none."""
+        domain = "1 = 1" if server_name is None else "name LIKE %s ESCAPE '\\'"
+        args = () if server_name is None else (f"%:{_like_escaped(server_name)}",)
         try:
-            rows = list(self._stream(FIRST_USER_SQL, (), None))
+            rows = list(self._stream(FIRST_USER_SQL.format(domain=domain), args, None))
         except SynapseDbError as error:
-            raise SynapseDbError(f"{error} (reading its users: is it a Synapse database?)") from None
+            raise SynapseDbError(f"{error}. The offload tool reads the first row of Synapse's `users` table to tell "
+                                 "which homeserver a database is: is it a Synapse database, and may this role "
+                                 "SELECT from users?") from None
         return (str(rows[0][0]), rows[0][1]) if rows else None
 
-    def media_counts(self) -> tuple[int, int]:
-        """How many local and remote media the database has."""
-        [(local, remote)] = list(self._stream(MEDIA_COUNTS_SQL, (), None))
-        return int(local), int(remote)
+    def media_counts(self) -> tuple[int, int, int]:
+        """How many local and remote media the database has, and when the newest was created (ms)."""
+        [(local, remote, newest_local, newest_remote)] = list(self._stream(MEDIA_COUNTS_SQL, (), None))
+        return int(local), int(remote), max(int(newest_local or 0), int(newest_remote or 0))
 
     def has_media(self) -> bool:
         """Whether there is any local or remote media at all."""

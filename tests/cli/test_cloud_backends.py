@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from synapse_objstore.cli.ownership import OWNER_MARKER
 from synapse_objstore.config import parse_store_config
 from synapse_objstore.io_loop import run
 from synapse_objstore.store import ObjectStore
@@ -70,8 +71,9 @@ def homeserver_yaml(synapse: SynapseMedia, store_config: dict[str, Any], tmp_pat
 
 
 def stored(store: ObjectStore) -> dict[str, bytes]:
+    """The store's media objects (not the owner marker `upload` writes)."""
     return {info.media_path: run(read_object(store, info.media_path, 1024 * 1024)) or b""
-            for info in run(list_objects(store, ""))}
+            for info in run(list_objects(store, "")) if info.media_path != OWNER_MARKER}
 
 
 def test_offload_and_restore_through_the_store(

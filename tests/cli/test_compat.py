@@ -14,6 +14,7 @@ import yaml
 from synapse.media.filepath import MediaFilePaths
 
 from synapse_objstore import media as layout
+from synapse_objstore.cli.ownership import OWNER_MARKER
 from tests.cli.conftest import Dataset, Offload
 from tests.cli.synapse_media import SynapseMedia
 from tests.cli.test_offload_flow import bucket_objects
@@ -79,7 +80,7 @@ def test_old_commands_with_database_yaml_and_positional_bucket(
     assert f"Uploaded 5 media out of 5\nUploaded {len(dataset.old)} files" in out
     client = s3_client(moto.endpoint_url)
     keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]}
-    assert keys == {f"p/{p}" for p in dataset.old}
+    assert keys == {f"p/{p}" for p in dataset.old} | {f"p/{OWNER_MARKER}"}  # database.yaml: the owner is recorded
     head = client.head_object(Bucket=bucket, Key="p/local_content/Ab/Cd/EfGhIjKlMnOp")
     assert head["StorageClass"] == "STANDARD_IA"
     assert offload("write").stdout == ""  # nothing left locally to list

@@ -6,6 +6,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+from synapse_objstore.cli.ownership import OWNER_MARKER
 from tests.cli.conftest import Dataset, Offload
 from tests.cli.synapse_media import SynapseMedia
 from tests.conftest import s3_client
@@ -13,9 +14,11 @@ from tests.servers.moto import MotoServer
 
 
 def bucket_objects(moto: MotoServer, bucket: str) -> dict[str, bytes]:
+    """The bucket's objects but the owner marker (`upload` and `reconcile` record the homeserver there)."""
     client = s3_client(moto.endpoint_url)
     listed = client.list_objects_v2(Bucket=bucket).get("Contents", [])
-    return {o["Key"]: client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listed}
+    return {o["Key"]: client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listed
+            if not o["Key"].endswith(OWNER_MARKER)}
 
 
 def cache_rows(workdir: Path) -> dict[tuple[str, str], int]:

@@ -36,13 +36,6 @@ def put_objects(moto: MotoServer, bucket: str, objects: dict[str, bytes]) -> Non
         client.put_object(Bucket=bucket, Key=key, Body=data)
 
 
-def media_objects(moto: MotoServer, bucket: str) -> dict[str, bytes]:
-    """The bucket's objects but the owner marker that the first `reconcile --apply` writes."""
-    objects = bucket_objects(moto, bucket)
-    objects.pop(PREFIX + OWNER_MARKER, None)
-    return objects
-
-
 def delete_from_synapse(synapse: SynapseMedia, local: list[str], remote: list[tuple[str, str]]) -> None:
     """What Synapse's admin API and purge jobs do to the database (the files are offloaded already)."""
     cursor = synapse.conn.cursor()
@@ -91,15 +84,15 @@ def test_dry_run_lists_then_apply_deletes_exactly_the_objects_of_deleted_media(
     delete_from_synapse(synapse, [DELETED_LOCAL], [DELETED_REMOTE[:2]])
     gone = {path for path in dataset.old if DELETED_LOCAL[4:] in path or DELETED_REMOTE[2][4:] in path}
     assert len(gone) == 6  # two originals, two thumbnails each
-    before = media_objects(moto, bucket)
+    before = bucket_objects(moto, bucket)
     cached_before = cache_media(workdir)
 
-    dry = offload(*offloaded, "reconcile", "--grace", "0s")
+    dry = offload(*offloaded, "reconcile", "--grace", "0s", *ANY_SHARE)
     assert listed_actions(dry.output, "would delete") == gone
     assert f"Would have Deleted 6 objects ({_size(synapse, gone)})" in dry.output
     for path in UNKNOWN:
         assert f"kept {path}: not a media path Synapse writes" in dry.output
-    assert media_objects(moto, bucket) == before
+    assert bucket_objects(moto, bucket) == before
     assert cache_media(workdir) == cached_before
 
     applied = offload("--json", *offloaded, "reconcile", "--grace", "0s", "--apply", *ANY_SHARE)
@@ -109,9 +102,9 @@ def test_dry_run_lists_then_apply_deletes_exactly_the_objects_of_deleted_media(
     assert summary["bytes_deleted"] == sum(len(synapse.files[p]) for p in gone)
     assert summary["objects_unknown"] == len(UNKNOWN) and summary["files_failed"] == 0
     assert summary["files_uploaded"] == summary["media_lost"] == 0
-    after = bucket_objects(moto, bucket)
-    assert json.loads(after.pop(PREFIX + OWNER_MARKER))["owner"]["server_name"] == "test"  # the first --apply claims it
-    assert after == {key: data for key, data in before.items() if key.removeprefix(PREFIX) not in gone}
+    marker = s3_client(moto.endpoint_url).get_object(Bucket=bucket, Key=PREFIX + OWNER_MARKER)["Body"].read()
+    assert json.loads(marker)["owner"]["server_name"] == "test"  # `upload` claimed the store for its homeserver
+    assert bucket_objects(moto, bucket) == {key: data for key, data in before.items() if key.removeprefix(PREFIX) not in gone}
     # cache.db forgets the deleted media, and only them
     assert cache_media(workdir) == cached_before - {("", DELETED_LOCAL), DELETED_REMOTE[:2]}
     assert cache_files(workdir) == set(dataset.old) - gone
@@ -153,29 +146,29 @@ def test_grace_period_protects_recent_objects(
     offload: Offload, offloaded: list[str], synapse: SynapseMedia, moto: MotoServer, bucket: str,
 ) -> None:
     delete_from_synapse(synapse, [DELETED_LOCAL], [])
-    before = media_objects(moto, bucket)
+    before = bucket_objects(moto, bucket)
     summary = json.loads(offload("--json", *offloaded, "reconcile", "--apply").stdout)  # default grace: 1 day
     assert summary["objects_orphaned"] == summary["files_deleted"] == 0
     assert summary["objects_recent"] == summary["objects_listed"] == len(before)
     summary = json.loads(offload("--json", *offloaded, "reconcile", "--apply", "--grace", "1h").stdout)
     assert summary["files_deleted"] == 0
-    assert media_objects(moto, bucket) == before
+    assert bucket_objects(moto, bucket) == before
 
 
 def test_max_delete_stops_deleting_and_says_so(
     offload: Offload, offloaded: list[str], synapse: SynapseMedia, moto: MotoServer, bucket: str,
 ) -> None:
     delete_from_synapse(synapse, [DELETED_LOCAL], [DELETED_REMOTE[:2]])
-    before = set(media_objects(moto, bucket))
+    before = set(bucket_objects(moto, bucket))
     limited = offload(*offloaded, "reconcile", "--grace", "0s", "--apply", "--max-delete", "2", *ANY_SHARE,
                       expect=1)
     assert "Stopped deleting at --max-delete (or --max-delete-share): 4 more objects left" in limited.output
     assert len(listed_actions(limited.output, "deleted")) == 2
-    assert len(before - set(media_objects(moto, bucket))) == 2
+    assert len(before - set(bucket_objects(moto, bucket))) == 2
 
     rest = json.loads(offload("--json", *offloaded, "reconcile", "--grace", "0s", "--apply", *ANY_SHARE).stdout)
     assert rest["files_deleted"] == 4 and not rest["delete_limit_reached"]
-    assert len(before - set(media_objects(moto, bucket))) == 6
+    assert len(before - set(bucket_objects(moto, bucket))) == 6
 
 
 def test_database_without_media_is_refused(
@@ -186,7 +179,7 @@ def test_database_without_media_is_refused(
         result = offload("--config", str(homeserver_yaml), "reconcile", "--grace", "0s", *apply, expect=2)
         assert "has no media at all: refusing to reconcile" in result.output
         assert synapse.engine in result.output  # names the database it looked at
-    assert set(media_objects(moto, bucket)) == {PREFIX + "local_content/ab/cd/efghijkl"}
+    assert set(bucket_objects(moto, bucket)) == {PREFIX + "local_content/ab/cd/efghijkl"}
 
 
 def test_media_missing_from_the_store_is_uploaded_and_lost_media_reported(
@@ -202,18 +195,18 @@ def test_media_missing_from_the_store_is_uploaded_and_lost_media_reported(
     # media offloaded, then lost from the bucket: neither local nor remote
     lost = "remote_content/example.com:8448/Fs/Id/RemoteTwo456"
     s3_client(moto.endpoint_url).delete_object(Bucket=bucket, Key=PREFIX + lost)
-    before = media_objects(moto, bucket)
+    before = bucket_objects(moto, bucket)
 
     dry = offload(*offloaded, "reconcile", "--grace", "0s", expect=1)
     assert listed_actions(dry.output, "would upload") == set(unreplicated + late_thumb)
     assert f"{lost}: lost: remote media example.com:8448/remoteMediaId2 is in Synapse's database" in dry.output
-    assert media_objects(moto, bucket) == before
+    assert bucket_objects(moto, bucket) == before
 
     summary = json.loads(offload("--json", *offloaded, "reconcile", "--grace", "0s", "--apply", expect=1).stdout)
     assert summary["files_uploaded"] == len(unreplicated) + 1 and summary["media_uploaded"] == 3
     assert summary["media_lost"] == 1 and [f["path"] for f in summary["failed"]] == [lost]
     assert summary["files_deleted"] == 0
-    after = media_objects(moto, bucket)
+    after = bucket_objects(moto, bucket)
     for path in unreplicated + late_thumb:
         assert after[PREFIX + path] == (synapse.media_store / path).read_bytes()
     assert synapse.local_files() >= set(unreplicated)  # an upload never deletes a local file here
@@ -233,7 +226,7 @@ def test_media_of_a_type_the_provider_does_not_store_is_not_uploaded(
 
     summary = json.loads(offload("--json", *offloaded, "reconcile", "--grace", "0s", "--apply", *ANY_SHARE).stdout)
     assert summary["media_uploaded"] == 1 and summary["media_not_stored"] == 1
-    after = media_objects(moto, bucket)
+    after = bucket_objects(moto, bucket)
     assert {PREFIX + path for path in local} <= set(after)
     assert not {PREFIX + path for path in remote} & set(after)
 
@@ -251,7 +244,7 @@ def test_recent_media_is_left_to_synapse(
     synapse.add_local("JustUploaded0001", os.urandom(100), 0.001)
     summary = json.loads(offload("--json", *offloaded, "reconcile", "--grace", "1h", "--apply").stdout)
     assert summary["files_uploaded"] == 0 and summary["files_failed"] == 0
-    assert PREFIX + "local_content/Ju/st/Uploaded0001" not in media_objects(moto, bucket)
+    assert PREFIX + "local_content/Ju/st/Uploaded0001" not in bucket_objects(moto, bucket)
 
 
 def test_stale_multipart_uploads_are_aborted(
@@ -269,7 +262,7 @@ def test_stale_multipart_uploads_are_aborted(
 
     # moto says every upload began in 2010, so the grace period (the same age check as for
     # objects, tested above) cannot be seen at work here.
-    dry = offload(*offloaded, "reconcile", "--grace", "0s")
+    dry = offload(*offloaded, "reconcile", "--grace", "0s", *ANY_SHARE)
     assert f"would abort incomplete upload of {bucket}/{PREFIX}local_content/Ki/ll/edUpload0001" in dry.output
     assert pending() == set(started)
     summary = json.loads(offload("--json", *offloaded, "reconcile", "--grace", "0s", "--apply", *ANY_SHARE).stdout)

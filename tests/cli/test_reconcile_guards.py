@@ -1,7 +1,8 @@
-"""`reconcile` refuses to delete another homeserver's media: the store's owner marker, the
-server name of the database's users, and the brake on the share of the store one run deletes.
-Two homeservers (two Synapse databases, PostgreSQL or SQLite) share one provider block, the
-copy-paste mistake these guards are for."""
+"""`reconcile` refuses to delete another homeserver's media, and `upload` to offload into its
+store: the store's owner marker, the server name of the database's users, the check that the
+database is the owner's in its recorded place and not older, and the brakes on what one run
+deletes. Two homeservers (two Synapse databases, PostgreSQL or SQLite) share one provider
+block: the copy-paste mistake these guards are for."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pytest
@@ -78,20 +80,50 @@ def reconciled(offload: Offload, homeserver_yaml: Path, dataset: Dataset) -> lis
     return config
 
 
+def legacy_upload(offload: Offload, homeserver_yaml: Path, synapse: SynapseMedia, moto: MotoServer,
+                  bucket: str) -> None:
+    """Offload as s3_media_upload did (BASE_PATH BUCKET, no database at hand): no owner is recorded."""
+    offload("update", str(synapse.media_store), "30d", "--homeserver-config-path", str(homeserver_yaml))
+    offload("upload", str(synapse.media_store), bucket, "--endpoint-url", moto.endpoint_url, "--prefix", PREFIX,
+            "--delete")
+
+
+def marker(moto: MotoServer, bucket: str) -> dict[str, Any]:
+    return json.loads(s3_client(moto.endpoint_url).get_object(Bucket=bucket, Key=MARKER_KEY)["Body"].read())
+
+
+def test_upload_claims_the_store_and_another_homeserver_may_not_offload_into_it(
+    offload: Offload, homeserver_yaml: Path, dataset: Dataset, other_synapse: SynapseMedia, moto: MotoServer,
+    bucket: str, tmp_path: Path,
+) -> None:
+    offload("--config", str(homeserver_yaml), "update", "30d")
+    offload("--config", str(homeserver_yaml), "upload", "--delete")
+    assert marker(moto, bucket)["owner"]["server_name"] == "test"
+    keys = bucket_keys(moto, bucket)
+
+    other = write_homeserver_yaml(tmp_path / "other.yaml", "other.example", other_synapse, moto, bucket)
+    offload("--config", str(other), "--cache-db", "other-cache.db", "update", "30d")
+    refused = offload("--config", str(other), "--cache-db", "other-cache.db", "upload", "--delete", expect=2)
+    assert "belongs to homeserver test (database " in refused.output
+    assert "this run's database is other.example (database " in refused.output
+    assert "Two homeservers must never share a bucket and prefix" in refused.output
+    assert bucket_keys(moto, bucket) == keys
+    assert other_synapse.local_files() == set(other_synapse.files)  # nothing of other.example's was deleted
+
+
 def test_another_homeservers_database_is_refused_by_the_owner_marker(
     offload: Offload, reconciled: list[str], other_synapse: SynapseMedia, moto: MotoServer, bucket: str,
     tmp_path: Path, workdir: Path,
 ) -> None:
-    marker = json.loads(s3_client(moto.endpoint_url).get_object(Bucket=bucket, Key=MARKER_KEY)["Body"].read())
-    assert marker["owner"]["server_name"] == "test" and marker["owner"]["fingerprint"]
+    assert marker(moto, bucket)["owner"]["server_name"] == "test" and marker(moto, bucket)["owner"]["fingerprint"]
     keys = bucket_keys(moto, bucket)
     cache = (workdir / "cache.db").read_bytes()
     wrong = write_homeserver_yaml(tmp_path / "other.yaml", "other.example", other_synapse, moto, bucket)
 
-    for extra in ([], ["--apply"], ["--apply", "--max-delete-share", "100"]):
+    for extra in ([], ["--apply"], ["--apply", "--max-delete-share", "100", "--database-changed"]):
         refused = offload("--config", str(wrong), "reconcile", "--grace", "0s", *extra, expect=2)
         assert "belongs to homeserver test (database " in refused.output
-        assert "this run's database is of homeserver other.example" in refused.output
+        assert "this run's database is other.example (database " in refused.output
         assert other_synapse.engine in refused.output and "refusing" in refused.output
         assert "deleted" not in refused.output
     assert bucket_keys(moto, bucket) == keys
@@ -101,44 +133,72 @@ def test_another_homeservers_database_is_refused_by_the_owner_marker(
     offload(*reconciled, "reconcile", "--grace", "0s", "--apply")
 
 
-def test_first_run_with_a_wrong_database_is_stopped_by_the_delete_share(
-    offload: Offload, homeserver_yaml: Path, dataset: Dataset, other_synapse: SynapseMedia, moto: MotoServer,
-    bucket: str, tmp_path: Path,
+def test_an_unclaimed_store_is_never_emptied_by_a_wrong_database(
+    offload: Offload, homeserver_yaml: Path, synapse: SynapseMedia, dataset: Dataset, other_synapse: SynapseMedia,
+    moto: MotoServer, bucket: str, tmp_path: Path,
 ) -> None:
-    """No marker yet (the store was only offloaded to, never reconciled): to the other
-    homeserver's database every object is an orphan, and the brake refuses before any deletion."""
-    offload("--config", str(homeserver_yaml), "update", "30d")
-    offload("--config", str(homeserver_yaml), "upload", "--delete")
+    """No marker yet (offloaded the old way): to the other homeserver's database every object is
+    an orphan. Whatever --max-delete-share says, a store none of whose media the database
+    knows is refused, before any deletion."""
+    legacy_upload(offload, homeserver_yaml, synapse, moto, bucket)
     keys = bucket_keys(moto, bucket)
+    assert keys and MARKER_KEY not in keys
     wrong = write_homeserver_yaml(tmp_path / "other.yaml", "other.example", other_synapse, moto, bucket)
 
-    dry = offload("--json", "--config", str(wrong), "reconcile", "--grace", "0s")
-    summary = json.loads(dry.stdout)
-    assert summary["server_name"] == "other.example" and summary["store_owner"].startswith("none recorded yet")
+    summary = json.loads(offload("--json", "--config", str(wrong), "reconcile", "--grace", "0s", expect=1).stdout)
+    assert summary["server_name"] == "other.example" and summary["store_owner"] == "none recorded yet"
     assert summary["local_media_in_database"] == 1 and summary["remote_media_in_database"] == 1
-    assert summary["delete_share"] == 100.0 and summary["max_delete_share"] == 10.0
-    dry = offload("--config", str(wrong), "reconcile", "--grace", "0s")
-    assert f"Would delete {len(keys)} of the {len(keys)} media objects listed (100.0%" in dry.output
-    assert "--apply would refuse to delete: 100.0% is above --max-delete-share 10%" in dry.output
+    assert summary["delete_share"] == 100.0 and summary["none_known"]
+    dry = offload("--config", str(wrong), "reconcile", "--grace", "0s", expect=1)
+    assert f"--apply would refuse to delete anything: none of the {len(keys)} media objects" in dry.output
 
-    refused = offload("--config", str(wrong), "reconcile", "--grace", "0s", "--apply", expect=2)
-    assert f"refusing to delete {len(keys)} of the {len(keys)} media objects listed" in refused.output
-    assert "nothing was deleted" in refused.output and "Compared with other.example" in refused.output
+    for share in ("10", "100"):
+        refused = offload("--config", str(wrong), "reconcile", "--grace", "0s", "--apply", "--max-delete-share", share,
+                          expect=2)
+        assert f"refusing to delete anything: none of the {len(keys)} media objects older than the grace period" \
+            in refused.output
+        assert "is in the database of other.example" in refused.output and "Nothing was deleted." in refused.output
     assert bucket_keys(moto, bucket) == keys  # no marker was written either
 
 
+def test_the_delete_share_brake(
+    offload: Offload, homeserver_yaml: Path, synapse: SynapseMedia, dataset: Dataset, moto: MotoServer, bucket: str,
+) -> None:
+    """The right database, but a large share of the store would go: refused until raised on purpose."""
+    legacy_upload(offload, homeserver_yaml, synapse, moto, bucket)
+    for table in ("local_media_repository", "local_media_repository_thumbnails"):
+        synapse.conn.cursor().execute(synapse._sql(f"DELETE FROM {table} WHERE media_id = %s"), ("AbCdEfGhIjKlMnOp",))
+    synapse.conn.commit()
+    keys = bucket_keys(moto, bucket)
+    config = ["--config", str(homeserver_yaml), "reconcile", "--grace", "0s"]
+
+    dry = offload(*config, expect=1)
+    assert f"Would delete 3 of the {len(keys)} media objects listed (33.3%; --max-delete-share 10%)" in dry.output
+    assert "--apply would refuse to delete anything: 3 of the 9 media objects listed in" in dry.output
+    refused = offload(*config, "--apply", expect=2)
+    assert "above --max-delete-share 10%" in refused.output and "Nothing was deleted." in refused.output
+    assert bucket_keys(moto, bucket) == keys
+    nan = offload(*config, "--apply", "--max-delete-share", "nan", expect=2)
+    assert "'nan' is not a percentage from 0 to 100" in nan.output
+
+    offload(*config, "--apply", "--max-delete-share", "40")
+    after = bucket_keys(moto, bucket)
+    assert {key for key in keys - after} == {key for key in keys if "Ab/Cd/EfGhIjKlMnOp" in key}
+    assert MARKER_KEY in after
+
+
 def test_homeserver_yaml_whose_database_is_another_servers_is_refused(
-    offload: Offload, homeserver_yaml: Path, dataset: Dataset, other_synapse: SynapseMedia, moto: MotoServer,
-    bucket: str, tmp_path: Path,
+    offload: Offload, homeserver_yaml: Path, synapse: SynapseMedia, dataset: Dataset, other_synapse: SynapseMedia,
+    moto: MotoServer, bucket: str, tmp_path: Path,
 ) -> None:
     """server_name says `test`, the `database:` section was copied from other.example's config."""
-    offload("--config", str(homeserver_yaml), "update", "30d")
-    offload("--config", str(homeserver_yaml), "upload", "--delete")
+    legacy_upload(offload, homeserver_yaml, synapse, moto, bucket)
     keys = bucket_keys(moto, bucket)
     mixed = write_homeserver_yaml(tmp_path / "mixed.yaml", "test", other_synapse, moto, bucket)
-    for extra in ([], ["--apply", "--max-delete-share", "100"]):
-        refused = offload("--config", str(mixed), "reconcile", "--grace", "0s", *extra, expect=2)
-        assert "homeserver.yaml says server_name 'test', but the users of its database" in refused.output
+    for command in (["reconcile", "--grace", "0s"], ["reconcile", "--apply", "--max-delete-share", "100"],
+                    ["upload", "--delete"]):
+        refused = offload("--config", str(mixed), *command, expect=2)
+        assert f"homeserver.yaml ({mixed}) says server_name 'test', but the users of its database" in refused.output
         assert "are of 'other.example'" in refused.output
     assert bucket_keys(moto, bucket) == keys
 
@@ -156,53 +216,117 @@ def test_dry_run_states_what_it_compared(
 
 
 @pytest.mark.parametrize("engine", ["sqlite"])
-def test_the_same_homeserver_on_a_moved_database_is_accepted(
-    offload: Offload, reconciled: list[str], homeserver_yaml: Path, synapse: SynapseMedia, tmp_path: Path,
-    engine: str,
+def test_the_owners_database_elsewhere_needs_database_changed(
+    offload: Offload, reconciled: list[str], homeserver_yaml: Path, synapse: SynapseMedia, moto: MotoServer,
+    bucket: str, tmp_path: Path, engine: str,
 ) -> None:
-    """The fingerprint is the database's content, not where it lives: a database moved (or
-    restored, or ported) keeps its owner."""
+    """The same homeserver's database in another place is a moved database, or a copy (staging,
+    a clone) that lacks the media added since: the admin must say which."""
     config = yaml.safe_load(homeserver_yaml.read_text())
     moved = tmp_path / "moved" / "homeserver.db"
     moved.parent.mkdir()
     shutil.copy(config["database"]["args"]["database"], moved)
     config["database"]["args"]["database"] = str(moved)
     homeserver_yaml.write_text(yaml.safe_dump(config))
-    result = offload(*reconciled, "reconcile", "--grace", "0s", "--apply")
+    keys = bucket_keys(moto, bucket)
+
+    refused = offload(*reconciled, "reconcile", "--grace", "0s", "--apply", expect=2)
+    assert f"this run's database is test (database sqlite3 {moved}" in refused.output
+    assert "the same homeserver's data, in another place" in refused.output and "--database-changed" in refused.output
+    assert bucket_keys(moto, bucket) == keys
+
+    result = offload(*reconciled, "reconcile", "--grace", "0s", "--apply", "--database-changed")
     assert f"with the database of test (sqlite3 {moved}" in result.output
+    assert marker(moto, bucket)["owner"]["database"] == f"sqlite3 {moved}"
+    offload(*reconciled, "reconcile", "--grace", "0s", "--apply")  # from now on, without the flag
+
+
+def test_an_older_copy_of_the_owners_database_is_refused(
+    offload: Offload, reconciled: list[str], synapse: SynapseMedia, moto: MotoServer, bucket: str,
+) -> None:
+    """Restored from a backup taken before the newest media: those media would look orphaned."""
+    newest = marker(moto, bucket)["newest_media_ts"]
+    for table in ("local_media_repository", "remote_media_cache"):
+        synapse.conn.cursor().execute(synapse._sql(f"DELETE FROM {table} WHERE created_ts >= %s"), (newest,))
+    synapse.conn.commit()
+    keys = bucket_keys(moto, bucket)
+    refused = offload(*reconciled, "reconcile", "--grace", "0s", "--apply", "--max-delete-share", "100", expect=2)
+    assert "before the newest one this store's owner had when last recorded" in refused.output
+    assert "the database is an older copy (restored from a backup?)" in refused.output
+    assert bucket_keys(moto, bucket) == keys
 
 
 def test_replace_owner_must_name_the_recorded_owner(
     offload: Offload, reconciled: list[str], other_synapse: SynapseMedia, moto: MotoServer, bucket: str,
     tmp_path: Path,
 ) -> None:
-    """Handing a store over takes the recorded owner's name, and the delete-share brake still holds."""
+    """Handing a store over takes the recorded owner's name, and the brakes still hold: none of
+    this store's media is the new owner's, so nothing is deleted."""
     keys = bucket_keys(moto, bucket)
     new_owner = write_homeserver_yaml(tmp_path / "other.yaml", "other.example", other_synapse, moto, bucket)
     wrong_name = offload("--config", str(new_owner), "reconcile", "--apply", "--replace-owner", "other.example",
                          expect=2)
     assert "--replace-owner 'other.example' does not name the store's recorded owner ('test')" in wrong_name.output
+    own = offload(*reconciled, "reconcile", "--apply", "--replace-owner", "test", expect=2)
+    assert "already belongs to this homeserver; leave the option out" in own.output
     braked = offload("--config", str(new_owner), "reconcile", "--grace", "0s", "--apply", "--replace-owner", "test",
-                     expect=2)
-    assert "above --max-delete-share 10%" in braked.output
+                     "--max-delete-share", "100", expect=2)
+    assert "none of the" in braked.output and "is in the database of other.example" in braked.output
     assert bucket_keys(moto, bucket) == keys
-
-    # deliberately, with both: the store changes hands, and the marker says so
-    offload("--config", str(new_owner), "reconcile", "--grace", "0s", "--apply", "--replace-owner", "test",
-            "--max-delete-share", "100")
-    marker = json.loads(s3_client(moto.endpoint_url).get_object(Bucket=bucket, Key=MARKER_KEY)["Body"].read())
-    assert marker["owner"]["server_name"] == "other.example"
-    # none of test's media was other.example's; its own local media were repaired into the store
-    assert bucket_keys(moto, bucket) == {MARKER_KEY, PREFIX + "local_content/Ot/he/rServerMedia",
-                                         PREFIX + "remote_content/matrix.org/Ot/he/rRemoteFsId1"}
-    refused = offload(*reconciled, "reconcile", "--grace", "0s", expect=2)
-    assert "belongs to homeserver other.example" in refused.output
+    assert marker(moto, bucket)["owner"]["server_name"] == "test"
 
 
-def test_a_damaged_marker_is_refused(offload: Offload, reconciled: list[str], moto: MotoServer, bucket: str) -> None:
-    s3_client(moto.endpoint_url).put_object(Bucket=bucket, Key=MARKER_KEY, Body=b"{not json")
+@pytest.mark.parametrize("body", [b"{not json", b"[" * 60_000, b'{"format": true}', b"x" * 70_000,
+                                  b'{"format": 1, "owner": {"server_name": "\\u001b[2Jevil"}}'])
+def test_a_damaged_marker_is_refused(offload: Offload, reconciled: list[str], moto: MotoServer, bucket: str,
+                                     body: bytes) -> None:
+    s3_client(moto.endpoint_url).put_object(Bucket=bucket, Key=MARKER_KEY, Body=body)
     keys = bucket_keys(moto, bucket)
     refused = offload(*reconciled, "reconcile", "--grace", "0s", "--apply", expect=2)
-    assert f"the owner marker {OWNER_MARKER} in s3://{bucket}/media/ at {moto.endpoint_url} cannot be read" \
-        in refused.output
+    assert f"the owner marker {OWNER_MARKER} in s3://{bucket}/media/ at {moto.endpoint_url}" in refused.output
+    assert "\x1b" not in refused.output
     assert bucket_keys(moto, bucket) == keys
+
+
+def test_a_marker_that_cannot_be_read_is_refused(
+    offload: Offload, reconciled: list[str], moto: MotoServer, bucket: str,
+) -> None:
+    """An archived marker (a lifecycle rule moved it to GLACIER): the store answers with an error."""
+    client = s3_client(moto.endpoint_url)
+    body = client.get_object(Bucket=bucket, Key=MARKER_KEY)["Body"].read()
+    client.put_object(Bucket=bucket, Key=MARKER_KEY, Body=body, StorageClass="GLACIER")
+    refused = offload(*reconciled, "reconcile", "--grace", "0s", "--apply", expect=2)
+    assert f"cannot read the owner marker {OWNER_MARKER} in s3://{bucket}/media/" in refused.output
+    assert "not valid for the object's storage class" in refused.output
+
+
+def test_migrate_refuses_a_target_of_another_homeserver(
+    offload: Offload, reconciled: list[str], homeserver_yaml: Path, other_synapse: SynapseMedia, moto: MotoServer,
+    bucket: str, workdir: Path, tmp_path: Path,
+) -> None:
+    target = f"{bucket}-other"
+    s3_client(moto.endpoint_url).create_bucket(Bucket=target)
+    other = write_homeserver_yaml(tmp_path / "other.yaml", "other.example", other_synapse, moto, target)
+    offload("--config", str(other), "--cache-db", "other-cache.db", "update", "30d")
+    offload("--config", str(other), "--cache-db", "other-cache.db", "upload")  # claims the target
+    (workdir / "target.yaml").write_text(yaml.safe_dump(store_block(moto, target)))
+    target_keys = bucket_keys(moto, target)
+    refused = offload(*reconciled, "migrate", "--to", "target.yaml", expect=2)
+    assert "belongs to homeserver other.example" in refused.output and "copying would mix" in refused.output
+    assert bucket_keys(moto, target) == target_keys
+
+
+def test_a_database_whose_users_cannot_be_read(
+    offload: Offload, homeserver_yaml: Path, synapse: SynapseMedia, dataset: Dataset, moto: MotoServer, bucket: str,
+) -> None:
+    """(As for a role without SELECT on `users`.) `upload` deletes nothing remote: it offloads, and
+    warns that the owner goes unchecked. `reconcile` deletes: it refuses, and says why."""
+    synapse.conn.cursor().execute("DROP TABLE users")
+    synapse.conn.commit()
+    config = ["--config", str(homeserver_yaml)]
+    offload(*config, "update", "30d")
+    uploaded = offload(*config, "upload", "--delete")
+    assert "warning: the store's owner is neither checked nor recorded" in uploaded.stderr
+    assert MARKER_KEY not in bucket_keys(moto, bucket) and len(bucket_keys(moto, bucket)) == len(dataset.old)
+    refused = offload(*config, "reconcile", "--grace", "0s", "--apply", expect=2)
+    assert "may this role SELECT from users?" in refused.output

@@ -63,13 +63,6 @@ def no_processes_left(moto: MotoServer) -> Iterator[None]:
     assert not left, f"processes still running after the module: {sorted(left)}"
 
 
-@pytest.fixture(scope="module")
-def module_bucket(moto: MotoServer) -> str:
-    name = f"e2e-{uuid.uuid4().hex[:12]}"
-    s3_client(moto.endpoint_url).create_bucket(Bucket=name)
-    return name
-
-
 def provider_config(endpoint_url: str, bucket: str, **extra: Any) -> dict[str, Any]:
     """Our provider's config; timeouts short enough that a dead store fails a request fast."""
     return {"bucket": bucket, "endpoint_url": endpoint_url, "prefix": PREFIX, "storage_class": STORAGE_CLASS,
@@ -125,8 +118,11 @@ def homeserver_on(kind: str, directory: Path, endpoint_url: str, bucket: str,
 
 
 @pytest.fixture(scope="module", params=DATABASE_KINDS)
-def homeserver(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, moto: MotoServer,
-               module_bucket: str) -> Iterator[Homeserver]:
-    """Synapse with our provider on the session's moto, on each database kind."""
+def homeserver(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+               moto: MotoServer) -> Iterator[Homeserver]:
+    """Synapse with our provider on the session's moto, on each database kind, each with a bucket
+    of its own: two homeservers must never share one (objstore-offload refuses the second)."""
+    bucket = f"e2e-{uuid.uuid4().hex[:12]}"
+    s3_client(moto.endpoint_url).create_bucket(Bucket=bucket)
     directory = tmp_path_factory.mktemp(f"synapse-{request.param}")
-    yield from homeserver_on(request.param, directory, moto.endpoint_url, module_bucket)
+    yield from homeserver_on(request.param, directory, moto.endpoint_url, bucket)

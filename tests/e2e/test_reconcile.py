@@ -73,17 +73,17 @@ def test_media_deleted_through_the_admin_api_lose_exactly_their_objects(homeserv
         admin.request("DELETE", f"/_synapse/admin/v1/media/{mxc.server_name}/{mxc.media_id}").check()
     before = bucket_keys(homeserver)
 
-    dry = objstore_offload(homeserver, cache_db, "reconcile", "--grace", "0s")
+    # Half the bucket's media go: above the default --max-delete-share, so it is raised
+    dry = objstore_offload(homeserver, cache_db, "reconcile", "--grace", "0s", "--max-delete-share", "60")
     assert dry.returncode == 0, dry.stdout + dry.stderr
     assert named(dry.stdout, "would delete") == doomed
     assert bucket_keys(homeserver) == before
 
-    # Half the bucket's media go: above the default --max-delete-share, so it is raised
     applied = objstore_offload(homeserver, cache_db, "reconcile", "--grace", "0s", "--apply",
                                "--max-delete-share", "60")
     assert applied.returncode == 0, applied.stdout + applied.stderr
     assert named(applied.stdout, "deleted") == doomed
-    # The first --apply recorded the homeserver, read from a real Synapse's users, as the store's owner
+    # `upload` recorded the homeserver, read from a real Synapse's users, as the store's owner
     owner = json.loads(homeserver.object_bytes(PREFIX + OWNER_MARKER))["owner"]
     assert owner["server_name"] == homeserver.server.server_name and owner["fingerprint"]
     assert bucket_keys(homeserver) == (before | {PREFIX + OWNER_MARKER}) - doomed
