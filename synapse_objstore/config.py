@@ -56,6 +56,22 @@ class BackendSettings(BaseModel):
         description="Check once the homeserver runs that the store answers with these credentials: "
         "true logs the outcome, \"required\" also stops Synapse when the check fails, false skips it.",
     )
+    fetch_deadline: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="Seconds a download waits for the store, all retries included, from Synapse "
+        "asking for the media to the object being open; then it fails with an error. Deletes and "
+        "the provider's probes of a store that is down are held to it too.",
+    )
+    store_deadline: float = Field(
+        300.0,
+        gt=0,
+        le=86400,
+        description="Seconds an upload (store_file) may take, all retries included, from the call "
+        "to the store's last answer; then it fails with an error. It moves the whole file, so raise "
+        "it for large media over a slow link.",
+    )
 
     @field_validator("prefix")
     @classmethod

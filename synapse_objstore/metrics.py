@@ -64,6 +64,16 @@ FIRST_BYTE_DURATION = Histogram(
 DOWNLOADS_IN_FLIGHT = Gauge(
     "synapse_objstore_downloads_in_flight", "Objects being streamed into responses right now.", LABELS
 )
+STORE_UP = Gauge(
+    "synapse_objstore_store_up",
+    "1 while the store answers; 0 while the provider takes it as down and fails requests at once.",
+    LABELS,
+)
+FAILED_FAST = Counter(
+    "synapse_objstore_failed_fast",
+    "Requests failed at once, without asking the store, because it was down (also in errors).",
+    (*LABELS, "operation"),
+)
 
 
 class ProviderMetrics:
@@ -85,11 +95,20 @@ class ProviderMetrics:
         self.store_duration = STORE_DURATION.labels(**labels)
         self.first_byte_duration = FIRST_BYTE_DURATION.labels(**labels)
         self.downloads_in_flight = DOWNLOADS_IN_FLIGHT.labels(**labels)
+        self.store_up = STORE_UP.labels(**labels)
+        self.store_up.set(1)
+        self._failed_fast = {operation: FAILED_FAST.labels(**labels, operation=operation) for operation in OPERATIONS}
         self._errors = {
             (operation, kind): ERRORS.labels(**labels, operation=operation, kind=kind.value)
             for operation in OPERATIONS
             for kind in FailureKind
         }
+
+    def count_failed_fast(self, operation: Operation, error: BaseException) -> None:
+        """Count a request failed at once because the store is down: under its own counter, and
+        as an error of the kind that showed the store down."""
+        self._failed_fast[operation].inc()
+        self.count_error(operation, error)
 
     def count_error(self, operation: Operation, error: BaseException) -> FailureKind:
         """Count a failed operation under the kind of `error`; return that kind."""

@@ -21,17 +21,20 @@ import logging
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from synapse.config._base import ConfigError as SynapseConfigError
 from synapse.logging.context import make_deferred_yieldable
 from synapse.media._base import FileInfo, Responder
 from synapse.media.storage_provider import StorageProvider
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 
 from synapse_objstore.backends.base import Backend, ObjectStream
+from synapse_objstore.breaker import StoreBreaker, StoreDownError
 from synapse_objstore.config import ConfigError, parse_store_config
+from synapse_objstore.deadline import within_deadline
 from synapse_objstore.health import check_store
 from synapse_objstore.io_loop import submit
 from synapse_objstore.metrics import Operation, ProviderMetrics
@@ -43,6 +46,8 @@ if TYPE_CHECKING:
     from synapse.server import HomeServer
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class ObjectStorageProvider(StorageProvider):
@@ -60,6 +65,9 @@ class ObjectStorageProvider(StorageProvider):
         backend.prepare()
         self._store = ObjectStore(backend)
         self._metrics = ProviderMetrics(backend.name, hs.hostname)
+        self._breaker = StoreBreaker(
+            backend.describe(), self._probe, clock=self._reactor, on_change=self._metrics.store_up.set
+        )
         logger.info("media storage provider: %s", backend.describe())
         # Build the client once the reactor runs (after any daemonizing fork), on the I/O
         # loop, so that the first fetch neither waits for it nor blocks the reactor.
@@ -78,24 +86,14 @@ class ObjectStorageProvider(StorageProvider):
     async def store_file(self, path: str, file_info: FileInfo) -> None:
         local_path = os.path.join(self._media_store_path, path)
         started = time.perf_counter()
-        try:
-            size = await make_deferred_yieldable(run_on_io_loop(self._reactor, self._put(local_path, path)))
-        except Exception as error:
-            self._count_error("store", error)
-            raise
+        size = await self._call("store", path, lambda: self._put(local_path, path))
         self._metrics.store_duration.observe(time.perf_counter() - started)
         self._metrics.stored_objects.inc()
         self._metrics.stored_bytes.inc(size)
 
     async def fetch(self, path: str, file_info: FileInfo) -> Responder | None:
         started = time.perf_counter()
-        try:
-            stream = await make_deferred_yieldable(
-                run_on_io_loop(self._reactor, self._store.open_read(path), release=self._close_stream)
-            )
-        except Exception as error:
-            self._count_error("fetch", error)
-            raise
+        stream = await self._call("fetch", path, lambda: self._store.open_read(path), release=_close_stream)
         if stream is None:
             self._metrics.fetch_misses.inc()
             return None
@@ -106,21 +104,57 @@ class ObjectStorageProvider(StorageProvider):
 
         For the storage-provider delete hook proposed to Synapse (1.163 calls no provider when
         media is deleted; `objstore-offload reconcile` removes such objects meanwhile)."""
-        try:
-            await make_deferred_yieldable(run_on_io_loop(self._reactor, self._store.delete(path)))
-        except Exception as error:
-            self._count_error("delete", error)
-            raise
+        await self._call("delete", path, lambda: self._store.delete(path))
         self._metrics.deleted_objects.inc()
+
+    async def _call(
+        self,
+        operation: Operation,
+        path: str,
+        start: Callable[[], Coroutine[Any, Any, T]],
+        release: Callable[[T], Coroutine[Any, Any, None] | None] | None = None,
+    ) -> T:
+        """Run the store call `start()` on the I/O loop within its deadline (store_deadline
+        for an upload, fetch_deadline otherwise), unless the store is down: then fail at once.
+        The outcome tells the breaker whether the store answered. `release` gets a result that
+        arrives after the caller stopped waiting (the deadline, or Synapse cancelling)."""
+        settings = self._store.backend.settings
+        try:
+            self._breaker.check(operation, path)
+        except StoreDownError as error:
+            self._metrics.count_failed_fast(operation, error)
+            raise
+        key, seconds = ("store_deadline", settings.store_deadline) if operation == "store" else (
+            "fetch_deadline", settings.fetch_deadline)
+        message = (f"could not {operation} {path!r} on {self._store.backend.describe()}: the store did not "
+                   f"{'finish' if operation == 'store' else 'answer'} within {key} ({seconds:g} s, all retries included)")
+        if operation == "store":
+            message += "; a large file over a slow link may need a larger store_deadline"
+        on_reactor = None if release is None else lambda result: _submit_cleanup(release(result))
+        try:
+            result = await make_deferred_yieldable(run_on_io_loop(
+                self._reactor, within_deadline(start(), seconds, message, release), release=on_reactor
+            ))
+        except CancelledError:  # Synapse gave up waiting: neither the store's answer nor its failure
+            raise
+        except Exception as error:
+            self._breaker.record(error)
+            self._metrics.count_error(operation, error)
+            raise
+        self._breaker.record(None)
+        return result
+
+    def _probe(self) -> Deferred[None]:
+        """Ask a store that is down whether it answers again: the startup check's request (for
+        S3 a HEAD of the bucket), within fetch_deadline. Runs while the store is down only."""
+        seconds = self._store.backend.settings.fetch_deadline
+        message = f"{self._store.backend.describe()} did not answer a probe within fetch_deadline ({seconds:g} s)"
+        return run_on_io_loop(self._reactor, within_deadline(check_store(self._store), seconds, message))
 
     async def _put(self, local_path: str, path: str) -> int:
         """Upload the file; its size, for the metrics."""
         await self._store.put_file(local_path, path)
         return os.path.getsize(local_path)
-
-    def _count_error(self, operation: Operation, error: Exception) -> None:
-        if not isinstance(error, CancelledError):  # Synapse gave up waiting: not the store's failure
-            self._metrics.count_error(operation, error)
 
     def _connect_in_background(self) -> None:
         """Build the client and, if `check_on_startup` asks, check the store (health.py)."""
@@ -142,6 +176,7 @@ class ObjectStorageProvider(StorageProvider):
 
     def _report_check_failed(self, failure: Failure, required: bool) -> None:
         error = failure.value
+        assert error is not None  # a Failure always holds its exception
         self._metrics.count_error("check", error)
         if not required:
             logger.error("check_on_startup: %s; media will fail until this is fixed", error)
@@ -149,10 +184,15 @@ class ObjectStorageProvider(StorageProvider):
         logger.critical("check_on_startup: %s; stopping Synapse (check_on_startup is \"required\")", error)
         _stop_process()
 
-    @staticmethod
-    def _close_stream(stream: ObjectStream | None) -> None:
-        if stream is not None:
-            submit(stream.close())
+
+
+def _close_stream(stream: ObjectStream | None) -> Coroutine[Any, Any, None] | None:
+    return None if stream is None else stream.close()
+
+
+def _submit_cleanup(cleanup: Coroutine[Any, Any, None] | None) -> None:
+    if cleanup is not None:
+        submit(cleanup)
 
 
 def _stop_process() -> NoReturn:

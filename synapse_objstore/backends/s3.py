@@ -385,10 +385,11 @@ class TimedPieceReader:
     for its next piece (the read timeout, as aiohttp's `sock_read` would).
 
     aiohttp re-arms a timer for every piece it receives, two timer operations per 256 KiB:
-    about a seventh of the I/O thread's time in a fast stream. This one looks every half
-    `timeout` instead, so a stall fails between `timeout` and 1.5 `timeout` after the last
-    piece. Only a read that waits is timed: a reader that stops reading (its client paused)
-    is never failed by it.
+    about a seventh of the I/O thread's time in a fast stream. This one looks at most every
+    half `timeout` instead, and when it finds a read waiting, looks again when that read's
+    `timeout` is up: a stall fails `timeout` after the read began to wait, never later. Only a
+    read that waits is timed: a reader that stops reading (its client paused) is never failed
+    by it.
     """
 
     def __init__(self, response: aiohttp.ClientResponse, timeout: float) -> None:
@@ -411,11 +412,15 @@ class TimedPieceReader:
     def _look(self) -> None:
         if self._reader.is_eof() or self._reader.exception() is not None:
             return  # nothing more to time
+        delay = self._timeout / 2
         since = self._waiting_since
-        if since is not None and self._loop.time() - since >= self._timeout:
-            self._reader.set_exception(aiohttp.ServerTimeoutError(f"no data from the store for {self._timeout:g} s"))
-            return
-        self._check = self._loop.call_later(self._timeout / 2, self._look)
+        if since is not None:
+            left = since + self._timeout - self._loop.time()
+            if left <= 0:
+                self._reader.set_exception(aiohttp.ServerTimeoutError(f"no data from the store for {self._timeout:g} s"))
+                return
+            delay = min(delay, left)
+        self._check = self._loop.call_later(delay, self._look)
 
     def stop(self) -> None:
         self._check.cancel()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 
 from twisted.internet.interfaces import IConsumer, IPushProducer
 from zope.interface import implementer
@@ -25,14 +26,21 @@ class PushConsumer:
 @implementer(IConsumer)
 class RecordingConsumer(PushConsumer):
     """A consumer like a client's HTTP connection: records what it is sent, and can pause
-    or hang up after its first write."""
+    or hang up after its first write.
 
-    def __init__(self, pause_on_first_write: bool = False, stop_on_first_write: bool = False) -> None:
+    `first_write_takes`: seconds the first write holds the reactor thread before it pauses or
+    hangs up, as a slow socket or TLS write would. Meanwhile the producer goes on reading, so
+    that the pause comes while more data is on its way to the consumer: what a producer must
+    then hold back, rather than write to a paused consumer."""
+
+    def __init__(self, pause_on_first_write: bool = False, stop_on_first_write: bool = False,
+                 first_write_takes: float = 0.0) -> None:
         self.chunks: list[bytes] = []
         self.paused = False
         self.bytes_after_pause = 0
         self._pause_on_first_write = pause_on_first_write
         self._stop_on_first_write = stop_on_first_write
+        self._first_write_takes = first_write_takes
 
     @property
     def data(self) -> bytes:
@@ -43,6 +51,7 @@ class RecordingConsumer(PushConsumer):
             self.bytes_after_pause += len(data)
         self.chunks.append(data)
         if len(self.chunks) == 1 and self.producer is not None:
+            time.sleep(self._first_write_takes)
             if self._pause_on_first_write:
                 self.pause()
             elif self._stop_on_first_write:
