@@ -2,7 +2,8 @@
 
 It asks the store about its root (for S3, a HEAD of the bucket): a request that needs the
 credentials and reaches the service, but touches no object, so it needs no SSE-C key and
-costs nothing per object. It runs on the I/O loop and gives up after CHECK_TIMEOUT, so a
+costs nothing per object. At startup it also reads the owner marker (owner_marker.py), if the
+store has one, and fails when it names another homeserver. It runs on the I/O loop and gives up after CHECK_TIMEOUT, so a
 store that never answers is reported instead of waited for.
 
 Why the default (`true`) only logs, and stopping Synapse is the opt-in `"required"`: the
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 
 from synapse_objstore.failures import FailureKind, classify
+from synapse_objstore.owner_marker import OwnershipError, printable, read_owner
 from synapse_objstore.redaction import redact
 from synapse_objstore.store import ObjectStore, ObjectStoreError
 
@@ -43,11 +45,19 @@ class StoreCheckError(ObjectStoreError):
     error the store gave."""
 
 
-async def check_store(store: ObjectStore) -> None:
-    """Return when the store answers; raise StoreCheckError otherwise, within CHECK_TIMEOUT."""
+async def check_store(store: ObjectStore, server_name: str | None = None) -> None:
+    """Return when the store answers; raise StoreCheckError otherwise, within CHECK_TIMEOUT.
+
+    With `server_name` (the provider's startup check), a store whose owner marker names
+    another homeserver fails the check too: two homeservers sharing a bucket and prefix would
+    each take the other's media for orphans (owner_marker.py)."""
     where = store.backend.describe()
     try:
         await asyncio.wait_for(_ask_for_root(store), CHECK_TIMEOUT)
+        if server_name is not None:
+            await asyncio.wait_for(_check_owner(store, server_name), CHECK_TIMEOUT)
+    except StoreCheckError:
+        raise
     except FileNotFoundError as error:
         raise StoreCheckError(
             f"cannot use {where}: the bucket or directory {store.backend.root!r} does not exist"
@@ -56,6 +66,19 @@ async def check_store(store: ObjectStore) -> None:
         reason = _REASONS[classify(error)]
         detail = redact(f"{type(error).__name__}: {error}".rstrip(": "))
         raise StoreCheckError(f"cannot use {where}: {reason} ({detail})") from error
+
+
+async def _check_owner(store: ObjectStore, server_name: str) -> None:
+    try:
+        recorded = await read_owner(store)
+    except OwnershipError as error:
+        raise StoreCheckError(f"cannot use {store.backend.describe()}: {error}") from None
+    if recorded is not None and recorded.owner.server_name != server_name:
+        raise StoreCheckError(
+            f"{store.backend.describe()} belongs to homeserver {recorded.describe()}, and this homeserver is "
+            f"{printable(server_name)}: two homeservers must never share a bucket and prefix (each one's "
+            "objstore-offload reconcile would delete the other's media). Give this one a prefix of its own."
+        )
 
 
 async def _ask_for_root(store: ObjectStore) -> None:

@@ -64,6 +64,7 @@ class ObjectStorageProvider(StorageProvider):
         self._media_store_path = media_config.media_store_path
         backend.prepare()
         self._store = ObjectStore(backend)
+        self._server_name = hs.hostname
         self._metrics = ProviderMetrics(backend.name, hs.hostname)
         self._breaker = StoreBreaker(
             backend.describe(), self._probe, clock=self._reactor, on_change=self._metrics.store_up.set
@@ -162,7 +163,7 @@ class ObjectStorageProvider(StorageProvider):
         if mode is False:
             submit(self._store.connect()).add_done_callback(self._report_connection)
             return
-        checked = run_on_io_loop(self._reactor, check_store(self._store))
+        checked = run_on_io_loop(self._reactor, check_store(self._store, self._server_name))
         checked.addCallbacks(
             self._report_check_passed, self._report_check_failed, errbackArgs=(mode == "required",)
         )

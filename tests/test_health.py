@@ -6,6 +6,7 @@ for wrong credentials, which moto does not check), and a real Synapse for "requi
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -20,6 +21,8 @@ from synapse.config._base import ConfigError as SynapseConfigError
 from synapse_objstore import health
 from synapse_objstore.cli.homeserver import Homeserver as HomeserverConfig
 from synapse_objstore.config import parse_store_config
+from synapse_objstore.owner_marker import OWNER_MARKER
+from tests.conftest import s3_client
 from tests.servers.ceph_rgw import CephRGW
 from tests.servers.moto import MotoServer
 from tests.servers.process import free_port, start_process, stop_process
@@ -62,6 +65,28 @@ def test_a_good_store_is_reported_ok(reactor: Any, moto: MotoServer, bucket: str
     line = check_line(provider_log)
     assert line.levelno == logging.INFO
     assert line.getMessage() == f"check_on_startup: s3://{bucket}/hs/ at {moto.endpoint_url} answers: OK"
+
+
+def test_a_store_another_homeserver_claimed_is_an_error_naming_both(
+    reactor: Any, moto: MotoServer, bucket: str, media_store: Path, provider_log: pytest.LogCaptureFixture,
+) -> None:
+    """objstore-offload records a store's homeserver in an owner marker; a second homeserver
+    configured with the same bucket and prefix is told at startup, before either deletes the
+    other's media."""
+    marker = {"format": 1, "owner": {"server_name": "first.example", "fingerprint": "0123456789abcdef",
+                                     "database": "postgres synapse on db:5432"},
+              "newest_media_ts": 0, "recorded_at": "2026-12-01T03:30:00+00:00", "recorded_by": "objstore-offload upload"}
+    s3_client(moto.endpoint_url).put_object(Bucket=bucket, Key=f"hs/{OWNER_MARKER}", Body=json.dumps(marker))
+    config = {"bucket": bucket, "endpoint_url": moto.endpoint_url, "prefix": "hs/"}
+    load_provider(reactor, media_store, config, hostname="second.example")
+
+    line = check_line(provider_log)
+    assert line.levelno == logging.ERROR
+    assert line.getMessage().startswith(
+        f"check_on_startup: s3://{bucket}/hs/ at {moto.endpoint_url} belongs to homeserver first.example (database "
+    ), line.getMessage()
+    assert "and this homeserver is second.example: two homeservers must never share a bucket and prefix" \
+        in line.getMessage()
 
 
 def test_a_missing_bucket_is_an_error_naming_it(reactor: Any, moto: MotoServer, media_store: Path,

@@ -27,65 +27,27 @@ from __future__ import annotations
 import asyncio
 import datetime
 import hashlib
-import json
-import os
-import socket
-import tempfile
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from synapse_objstore.cli.synapse_db import SynapseDb, SynapseDbError
+from synapse_objstore.owner_marker import (
+    OWNER_MARKER,
+    HomeserverIdentity,
+    OwnerRecord,
+    OwnershipError,
+    printable,
+    read_owner,
+    record_owner,
+)
 
 if TYPE_CHECKING:  # the store's modules take long to import; the CLI imports this module at start
     from synapse_objstore.store import ObjectStore
 
-# Not a media path Synapse writes (reconcile never deletes it), at the top of the prefix.
-OWNER_MARKER = "synapse-objstore-owner.json"
-MARKER_FORMAT = 1
-MARKER_MAX_SIZE = 64 * 1024
+__all__ = ["OWNER_MARKER", "OwnershipError", "check_owner", "check_same_owner", "claim_store", "identify"]
 # The most a reconcile run deletes, in percent of the media objects listed, unless told otherwise.
 # A wrong database makes nearly every object look orphaned; a nightly run deletes a sliver.
 DEFAULT_MAX_DELETE_SHARE = 10.0
-
-
-class OwnershipError(RuntimeError):
-    """The store belongs to another homeserver than the database given, or the owner cannot be
-    told: the command refuses before it changes anything (exit 2)."""
-
-
-@dataclass(frozen=True)
-class HomeserverIdentity:
-    """A homeserver as its database shows it."""
-
-    server_name: str
-    fingerprint: str  # sha256 of the first user's name and creation time, 16 hex digits
-    database: str  # where it was read, for people: "postgres synapse on db.example:5432"
-
-    def describe(self) -> str:
-        return f"{printable(self.server_name)} (database {printable(self.database)}, fingerprint {printable(self.fingerprint)})"
-
-    def same_homeserver(self, other: HomeserverIdentity) -> bool:
-        return self.server_name == other.server_name and self.fingerprint == other.fingerprint
-
-
-@dataclass(frozen=True)
-class OwnerRecord:
-    """What the marker object holds."""
-
-    owner: HomeserverIdentity
-    # the creation time (ms) of the newest media in the owner's database when it was recorded:
-    # a database whose newest media is older is an older copy of it
-    newest_media_ts: int
-    recorded_at: str
-    recorded_by: str
-
-    def describe(self) -> str:
-        return f"{self.owner.describe()}, recorded {printable(self.recorded_at)} by {printable(self.recorded_by)}"
-
-
-def printable(text: str) -> str:
-    """`text` with control characters escaped: what a marker holds goes to a terminal."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def identify(db: SynapseDb) -> HomeserverIdentity:
@@ -109,68 +71,6 @@ def identify(db: SynapseDb) -> HomeserverIdentity:
                              "is it a Synapse database?")
     fingerprint = hashlib.sha256(f"{name}\n{created_ts}".encode()).hexdigest()[:16]
     return HomeserverIdentity(server_name, fingerprint, db.description)
-
-
-async def read_owner(store: ObjectStore) -> OwnerRecord | None:
-    """The owner recorded in the store, or None when no marker is there yet."""
-    where = f"{OWNER_MARKER} in {store.backend.describe()}"
-    try:
-        info = await store.info(OWNER_MARKER)
-        if info is None:
-            return None
-        if info.size > MARKER_MAX_SIZE:
-            raise OwnershipError(f"the owner marker {where} is {info.size} bytes: not one this tool wrote. "
-                                 "Refusing; look at it.")
-        data = b""
-        stream = await store.open_read(OWNER_MARKER)
-        if stream is None:
-            return None
-        try:
-            while len(data) <= MARKER_MAX_SIZE and (chunk := await stream.read(MARKER_MAX_SIZE)):
-                data += chunk
-        finally:
-            await stream.close()
-    except OSError as error:
-        raise OwnershipError(f"cannot read the owner marker {where} ({error}): refusing to go on without "
-                             "knowing whose store it is") from None
-    try:
-        return _parse_marker(data)
-    except (ValueError, KeyError, TypeError, RecursionError) as error:
-        raise OwnershipError(
-            f"the owner marker {where} cannot be read ({printable(str(error))[:200]}): it was not written by this "
-            "tool, or is damaged. Refusing; look at it, and delete it only if this homeserver is the store's "
-            "only user."
-        ) from None
-
-
-def _parse_marker(data: bytes) -> OwnerRecord:
-    raw = json.loads(data)
-    if not isinstance(raw, dict) or type(raw.get("format")) is not int or raw["format"] != MARKER_FORMAT:
-        raise ValueError("not a marker of a format this tool knows")
-    owner = raw["owner"]
-    fields = (owner["server_name"], owner["fingerprint"], owner["database"], raw["recorded_at"], raw["recorded_by"])
-    if not all(isinstance(field, str) for field in fields) or type(raw["newest_media_ts"]) is not int:
-        raise ValueError("a field has the wrong type")
-    return OwnerRecord(HomeserverIdentity(*fields[:3]), raw["newest_media_ts"], *fields[3:])
-
-
-async def record_owner(store: ObjectStore, identity: HomeserverIdentity, newest_media_ts: int,
-                       command: str) -> OwnerRecord:
-    """Write the marker naming `identity` as the store's owner."""
-    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
-    record = OwnerRecord(identity, newest_media_ts, now, f"objstore-offload {command} on {socket.gethostname()}")
-    body: dict[str, Any] = {"format": MARKER_FORMAT, "owner": asdict(identity), "newest_media_ts": newest_media_ts,
-                            "recorded_at": record.recorded_at, "recorded_by": record.recorded_by}
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as file:
-        json.dump(body, file, indent=2)
-    try:
-        await store.put_file(file.name, OWNER_MARKER)
-    except OSError as error:
-        raise OwnershipError(f"could not record this homeserver as the owner of {store.backend.describe()} "
-                             f"({error}): nothing was deleted") from None
-    finally:
-        os.unlink(file.name)
-    return record
 
 
 async def claim_store(store: ObjectStore, db: SynapseDb, command: str, dry_run: bool) -> str | None:

@@ -47,22 +47,24 @@ from synapse_objstore.cli.cache_db import CacheDb
 from synapse_objstore.cli.offload import Offloader, UploadOptions
 from synapse_objstore.cli.ownership import (
     DEFAULT_MAX_DELETE_SHARE,
-    OWNER_MARKER,
-    HomeserverIdentity,
     OwnerCheck,
-    OwnerRecord,
     OwnershipError,
     check_owner,
     identify,
-    read_owner,
-    record_owner,
 )
 from synapse_objstore.cli.path_set import PathSet
 from synapse_objstore.cli.report import MAX_LISTED_FAILURES, Summary, human_size
 from synapse_objstore.cli.synapse_db import SynapseDb, SynapseDbError
 from synapse_objstore.cli.verification import FatalStoreError, preflight
 from synapse_objstore.media import Media, MediaOwner, parse_media_path
-from synapse_objstore.store import ObjectInfo, ObjectStore, ObjectStoreError
+from synapse_objstore.owner_marker import (
+    OWNER_MARKER,
+    HomeserverIdentity,
+    OwnerRecord,
+    read_owner,
+    record_owner,
+)
+from synapse_objstore.store import ObjectInfo, ObjectStore
 
 # Objects looked up in Synapse's database at once.
 DB_BATCH = 10_000
@@ -262,8 +264,9 @@ class Reconciler:
         orphaned; a pass that `delete`s deletes the orphans (or, in a dry run, names them)."""
         try:
             await self._walk_listing(listed, delete)
-        except ObjectStoreError as error:
-            raise FatalStoreError(f"reconcile stopped: listing the store failed ({error})") from None
+        except OSError as error:  # a store error, or a bucket gone (which s3fs calls a missing file)
+            raise FatalStoreError(f"reconcile stopped: listing {self.store.backend.describe()} failed "
+                                  f"({type(error).__name__}: {error})") from None
 
     async def _walk_listing(self, listed: PathSet | None, delete: bool) -> None:
         batch: list[tuple[ObjectInfo, MediaOwner]] = []

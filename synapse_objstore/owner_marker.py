@@ -1,0 +1,127 @@
+"""The owner marker: a small object under a store's prefix naming the homeserver it belongs to.
+
+`objstore-offload` writes it (see cli/ownership.py for when, and what it guards); the provider
+reads it at startup to warn of a store that another homeserver claimed. It holds the server
+name, a fingerprint of the homeserver's database, where that database was, and the creation
+time of the newest media it had, as JSON. It is not a media path Synapse writes, so reconcile
+never takes it for an orphan.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import socket
+import tempfile
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the CLI imports this module at start; the store's modules take long to import
+    from synapse_objstore.store import ObjectStore
+
+OWNER_MARKER = "synapse-objstore-owner.json"
+MARKER_FORMAT = 1
+MARKER_MAX_SIZE = 64 * 1024
+
+
+class OwnershipError(RuntimeError):
+    """The store belongs to another homeserver, or whose it is cannot be told: whoever asked
+    refuses before it changes anything (the CLI exits with code 2)."""
+
+
+@dataclass(frozen=True)
+class HomeserverIdentity:
+    """A homeserver as its database shows it."""
+
+    server_name: str
+    fingerprint: str  # sha256 of the first user's name and creation time, 16 hex digits
+    database: str  # where it was read, for people: "postgres synapse on db.example:5432"
+
+    def describe(self) -> str:
+        return f"{printable(self.server_name)} (database {printable(self.database)}, fingerprint {printable(self.fingerprint)})"
+
+    def same_homeserver(self, other: HomeserverIdentity) -> bool:
+        return self.server_name == other.server_name and self.fingerprint == other.fingerprint
+
+
+@dataclass(frozen=True)
+class OwnerRecord:
+    """What the marker object holds."""
+
+    owner: HomeserverIdentity
+    # the creation time (ms) of the newest media in the owner's database when it was recorded:
+    # a database whose newest media is older is an older copy of it
+    newest_media_ts: int
+    recorded_at: str
+    recorded_by: str
+
+    def describe(self) -> str:
+        return f"{self.owner.describe()}, recorded {printable(self.recorded_at)} by {printable(self.recorded_by)}"
+
+
+def printable(text: str) -> str:
+    """`text` with control characters escaped: what a marker holds goes to a terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+async def read_owner(store: ObjectStore) -> OwnerRecord | None:
+    """The owner recorded in the store, or None when no marker is there yet."""
+    where = f"{OWNER_MARKER} in {store.backend.describe()}"
+    try:
+        info = await store.info(OWNER_MARKER)
+        if info is None:
+            return None
+        if info.size > MARKER_MAX_SIZE:
+            raise OwnershipError(f"the owner marker {where} is {info.size} bytes: not one this tool wrote. "
+                                 "Refusing; look at it.")
+        data = b""
+        stream = await store.open_read(OWNER_MARKER)
+        if stream is None:
+            return None
+        try:
+            while len(data) <= MARKER_MAX_SIZE and (chunk := await stream.read(MARKER_MAX_SIZE)):
+                data += chunk
+        finally:
+            await stream.close()
+    except OSError as error:
+        raise OwnershipError(f"cannot read the owner marker {where} ({error}): refusing to go on without "
+                             "knowing whose store it is") from None
+    try:
+        return _parse_marker(data)
+    except (ValueError, KeyError, TypeError, RecursionError) as error:
+        raise OwnershipError(
+            f"the owner marker {where} cannot be read ({printable(str(error))[:200]}): it was not written by this "
+            "tool, or is damaged. Refusing; look at it, and delete it only if this homeserver is the store's "
+            "only user."
+        ) from None
+
+
+def _parse_marker(data: bytes) -> OwnerRecord:
+    raw = json.loads(data)
+    if not isinstance(raw, dict) or type(raw.get("format")) is not int or raw["format"] != MARKER_FORMAT:
+        raise ValueError("not a marker of a format this tool knows")
+    owner = raw["owner"]
+    fields = (owner["server_name"], owner["fingerprint"], owner["database"], raw["recorded_at"], raw["recorded_by"])
+    if not all(isinstance(field, str) for field in fields) or type(raw["newest_media_ts"]) is not int:
+        raise ValueError("a field has the wrong type")
+    return OwnerRecord(HomeserverIdentity(*fields[:3]), raw["newest_media_ts"], *fields[3:])
+
+
+async def record_owner(store: ObjectStore, identity: HomeserverIdentity, newest_media_ts: int,
+                       command: str) -> OwnerRecord:
+    """Write the marker naming `identity` as the store's owner."""
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+    record = OwnerRecord(identity, newest_media_ts, now, f"objstore-offload {command} on {socket.gethostname()}")
+    body: dict[str, Any] = {"format": MARKER_FORMAT, "owner": asdict(identity), "newest_media_ts": newest_media_ts,
+                            "recorded_at": record.recorded_at, "recorded_by": record.recorded_by}
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as file:
+        json.dump(body, file, indent=2)
+    try:
+        await store.put_file(file.name, OWNER_MARKER)
+    except OSError as error:
+        raise OwnershipError(f"could not record this homeserver as the owner of {store.backend.describe()} "
+                             f"({error}): nothing was deleted") from None
+    finally:
+        os.unlink(file.name)
+    return record
