@@ -206,7 +206,7 @@ class FaultEngine:
             return self._faults
 
     def schedule(self, after_requests: int, **changes: Any) -> None:
-        """Apply `changes` once `after_requests` requests have been seen (at once if they have)."""
+        """Apply `changes` to the requests after the first `after_requests` (at once if they came)."""
         dataclasses.replace(self.faults, **changes)  # refuse a bad change now, not later
         with self._lock:
             self._scheduled.append((after_requests, changes))
@@ -234,9 +234,9 @@ class FaultEngine:
         """Count one request; the faults that apply to it and how many requests about its object
         came before it, this one included."""
         with self._lock:
+            self._apply_due()
             self._stats["requests"] += 1
             self._stats[f"requests {request.method}"] += 1
-            self._apply_due()
             faults = self._faults
             self._seen[request.identity] += 1
             nth = self._seen[request.identity]
@@ -265,6 +265,7 @@ class ProxyServer:
         self.engine = engine
         self._stopping = asyncio.Event()
         self._server: asyncio.Server | None = None
+        self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self.port = 0
 
     async def start(self, port: int = 0) -> None:
@@ -273,13 +274,26 @@ class ProxyServer:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
+        """Stop listening, and reset every connection still open (held ones included)."""
         self._stopping.set()
         self.engine.changed.set()
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
+        for task, writer in list(self._connections.items()):
+            reset(writer)
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections[task] = writer
+        try:
+            await self._serve(reader, writer)
+        finally:
+            del self._connections[task]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while not self._stopping.is_set():
                 request = await read_request_head(reader)
