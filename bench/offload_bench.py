@@ -18,6 +18,13 @@ one moto server and one PostgreSQL database (both on 127.0.0.1):
 With --candidate DIR, `objstore-offload` also runs with synapse_objstore imported from DIR
 (first on PYTHONPATH, in ours' venv): a proposed change, measured beside the shipped code.
 
+With --storm, only this (issue 11): `upload --delete` of --storm-media media by each tool,
+once, through the fault proxy (synapse_objstore/testing/fault_proxy.py, a process of its own)
+answering --storm-503 of the requests with 503 SlowDown and resetting --storm-reset of the
+connections. The faults are drawn per object and attempt from --storm-seed, so every tool
+meets the same ones. Reported: files left on disk and media not marked deleted after that
+one run, the exit code and the wall time.
+
 Each command is a fresh process of its own venv, timed from outside, with its peak RSS from
 `os.wait4`. Raw results: bench/.work/offload-results.json; tables on stdout.
 """
@@ -30,6 +37,7 @@ import http.client
 import json
 import os
 import platform
+import re
 import shutil
 import sqlite3
 import statistics
@@ -56,6 +64,7 @@ from bench.latency_proxy import LatencyProxy
 from bench.offload_fixture import MediaStore, build_media_store, count_files, load_media_rows
 from bench.offload_measure import Measured, clean_environment, run_measured
 from synapse_objstore.cli.cache_db import CacheDb
+from synapse_objstore.testing.fault_proxy import FaultProxyProcess, Faults
 from tests.servers.moto import MotoServer
 from tests.servers.postgres import temporary_database
 
@@ -433,6 +442,88 @@ def tables(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------- the storm (issue 11)
+
+
+def storm_runs(args: argparse.Namespace) -> list[UploadRun]:
+    runs = [UploadRun("old (1.7.0)", "old", None, args.storm_media),
+            UploadRun("ours (as installed in venv-ours)", "ours", None, args.storm_media)]
+    if args.candidate:
+        runs.append(UploadRun(f"candidate ({args.candidate})", "candidate", None, args.storm_media))
+    return runs
+
+
+def bench_storm(tools: Tools, args: argparse.Namespace, base: Path) -> dict[str, Any]:
+    """Each tool's `upload --delete` once through the same faults; what it left undone."""
+    started = time.monotonic()
+    store = build_media_store(base / "media-source", args.storm_media, args.seed)
+    log(f"media store: {store.describe()} built in {time.monotonic() - started:.1f} s")
+    faults = Faults(rate_503=args.storm_503, rate_reset=args.storm_reset)
+    out: dict[str, Any] = {"media_store": store.describe(), "faults": {"rate_503": faults.rate_503,
+                           "rate_reset": faults.rate_reset, "seed": args.storm_seed}, "runs": []}
+    with MotoServer(WORK / "logs") as moto, FaultProxyProcess(moto.endpoint_url, faults, seed=args.storm_seed,
+                                                              log=WORK / "logs" / "offload-fault-proxy.log") as proxy:
+        log(f"moto at {moto.endpoint_url}, the fault proxy at {proxy.endpoint_url}: {faults}")
+        for run in storm_runs(args):
+            before = proxy.stats()
+            result = run_storm_upload(run, tools, store, moto.endpoint_url, proxy.endpoint_url, base, args)
+            after = proxy.stats()
+            result["faults_met"] = {name: after.get(name, 0) - before.get(name, 0)
+                                    for name in ("requests", "slowdown", "reset mid-request", "reset before reply")}
+            out["runs"].append(result)
+            log(f"storm {run.label}: exit {result['returncode']} in {result['seconds']:.1f} s, "
+                f"{result['files_left']} files left, {result['media_left']} media not marked deleted, "
+                f"faults met {result['faults_met']}")
+    return out
+
+
+def run_storm_upload(run: UploadRun, tools: Tools, store: MediaStore, moto_url: str, proxy_url: str, base: Path,
+                     args: argparse.Namespace) -> dict[str, Any]:
+    """One tool's run through the proxy; the bucket is made and checked straight on moto."""
+    s3 = s3_client(moto_url)
+    bucket = f"storm-{run.impl}-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    workdir = base / f"storm-{run.impl}-{uuid.uuid4().hex[:6]}"
+    media_dir = workdir / "media_store"
+    workdir.mkdir(parents=True)
+    subprocess.run(["cp", "-a", str(store.root), str(media_dir)], check=True)
+    cache = CacheDb(str(workdir / "cache.db"))
+    cache.add_media(store.media[:run.media_count])
+    cache.close()
+    expected = store.files_of_first(run.media_count)
+    measured = run_measured(run.command(tools, proxy_url, media_dir, bucket), workdir,
+                            impl_environment(run.impl, args, CREDENTIALS), WORK / "logs" / f"offload-storm-{run.impl}.log",
+                            COMMAND_TIMEOUT)
+    check = check_upload(run, s3, bucket, expected, len(store.files), media_dir, workdir)
+    drop_bucket(s3, bucket)
+    shutil.rmtree(workdir)
+    # an uncaught exception: its traceback ends the output with a line "SomeError: message"
+    last = (measured.stdout_tail.strip().splitlines() or [""])[-1]
+    traceback = re.match(r"^[\w.]+(Error|Exception)\b", last) is not None
+    return {"label": run.label, "impl": run.impl, "media": run.media_count, "files": len(expected),
+            **measured.as_dict(), "files_left": check["local_files_left"],
+            "media_left": check.get("media_not_marked_deleted"), "objects_missing": check["missing"],
+            "ended_in_traceback": traceback, "check": check}
+
+
+def storm_tables(storm: dict[str, Any]) -> str:
+    faults = storm["faults"]
+    title = (f"### upload --delete through {faults['rate_503']:.0%} 503 SlowDown and {faults['rate_reset']:.0%} "
+             f"connection resets (seed {faults['seed']}), one run each")
+    head = ("| | media | files | exit code | s | files left on disk | media not marked deleted | "
+            "503s / resets met | ended in a traceback |")
+    lines = [title, "", head, "|---|---|---|---|---|---|---|---|---|"]
+    for run in storm["runs"]:
+        met = run["faults_met"]
+        lines.append(f"| {run['label']} | {run['media']} | {run['files']} | {run['returncode']} | {run['seconds']:.1f} | "
+                     f"{run['files_left']} | {fmt(run['media_left'])} | {met['slowdown']} / "
+                     f"{met['reset mid-request'] + met['reset before reply']} | "
+                     f"{'yes' if run['ended_in_traceback'] else 'no'} |")
+    store = storm["media_store"]
+    lines += ["", f"Media store: {store['media']} media, {store['files']} files, {store['bytes'] / 1e6:.0f} MB."]
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -456,8 +547,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--skip-rtt", action="store_true", help="no uploads through the latency proxy")
     parser.add_argument("--candidate", metavar="DIR",
                         help="also run objstore-offload with synapse_objstore from another checkout DIR")
-    parser.add_argument("--output", default=str(WORK / "offload-results.json"))
+    parser.add_argument("--storm", action="store_true",
+                        help="only the storm: one upload --delete per tool through the fault proxy")
+    parser.add_argument("--storm-media", type=int, default=300, help="media to upload in the storm (default 300)")
+    parser.add_argument("--storm-503", type=float, default=0.10, help="share of requests answered 503 SlowDown")
+    parser.add_argument("--storm-reset", type=float, default=0.05, help="share of connections reset")
+    parser.add_argument("--storm-seed", type=int, default=1, help="seed of the faults (one run per seed: repeatable)")
+    parser.add_argument("--output", default=None,
+                        help="raw results (default bench/.work/offload-results.json, offload-storm.json with --storm)")
     args = parser.parse_args()
+    if args.output is None:
+        args.output = str(WORK / ("offload-storm.json" if args.storm else "offload-results.json"))
     if args.candidate:
         args.candidate = os.path.abspath(args.candidate)
     if args.ours_jobs is None:
@@ -483,20 +583,23 @@ def main() -> None:
         "settings": {k: v for k, v in vars(args).items() if k not in ("ours_python", "old_python")},
     }
     try:
-        if not args.skip_db:
-            with temporary_database("objstore_bench") as db:
-                log(f"PostgreSQL database {db['database']} created")
-                report["update_db"] = bench_update_db(tools, db, args, base)
-        if not args.skip_upload:
-            report.update(bench_uploads(tools, args, base))
+        if args.storm:
+            report["storm"] = bench_storm(tools, args, base)
+        else:
+            if not args.skip_db:
+                with temporary_database("objstore_bench") as db:
+                    log(f"PostgreSQL database {db['database']} created")
+                    report["update_db"] = bench_update_db(tools, db, args, base)
+            if not args.skip_upload:
+                report.update(bench_uploads(tools, args, base))
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    report["verdicts"] = verdicts(report)
+    report["verdicts"] = [] if args.storm else verdicts(report)
     report["machine"]["load_avg_at_end"] = os.getloadavg()
     report["duration_s"] = round(time.monotonic() - started, 1)
     Path(args.output).write_text(json.dumps(report, indent=2))
     print()
-    print(tables(report))
+    print(storm_tables(report["storm"]) if args.storm else tables(report))
     print(f"\nload average at start {report['machine']['load_avg_at_start']}, at end "
           f"{report['machine']['load_avg_at_end']}; full results: {args.output} ({report['duration_s']} s)")
 

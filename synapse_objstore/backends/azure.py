@@ -111,6 +111,7 @@ class AzureBackend(Backend):
     name = "azure"
     Settings = AzureSettings
     settings: AzureSettings
+    batch_retries = 5  # its waits double without a cap: 2 + 4 + 8 + 16 + 32 s
 
     @property
     def root(self) -> str:

@@ -86,6 +86,10 @@ class Backend(abc.ABC):
     # Whether the first upload makes the root (a directory tree) rather than needing it to
     # exist (a bucket, a container): the startup check and the CLI then accept a missing root.
     creates_root: ClassVar[bool] = False
+    # The `retries` the batch commands (objstore-offload) give each request of this backend
+    # when its settings have that key; None: the commands' default. A backend whose waits
+    # between retries grow without a cap sets fewer.
+    batch_retries: ClassVar[int | None] = None
 
     def __init__(self, settings: BackendSettings) -> None:
         self.settings = settings

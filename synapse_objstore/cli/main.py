@@ -37,11 +37,18 @@ from synapse_objstore.media import Media
 # hundred milliseconds to import: the commands that use a store import them when they run, so
 # that update-db, check-deleted and write start at once.
 if TYPE_CHECKING:
+    from synapse_objstore.backends.base import Backend
     from synapse_objstore.store import ObjectStore
 
 T = TypeVar("T")
 
 DEFAULT_JOBS = 8
+# Retries after the first attempt of each request to the store, for the batch commands (the
+# provider's default, 2, is for Synapse, whose clients wait). With botocore's standard mode
+# (S3) the waits between them are random, up to 1, 2, 4, 8, 16 and then 20 s: about 45 s in
+# all on average before a request is given up, and SlowDown counts as a retryable error.
+BATCH_RETRIES = 8
+RETRIES_KEY = "retries"  # the backend setting --retries overrides, where a backend has it
 WRITE_BATCH = 10_000
 # s3_media_upload's upload options, as S3 settings of the provider config block
 S3_OPTION_KEYS = ("prefix", "storage_class", "sse_customer_key", "sse_customer_algo", "endpoint_url")
@@ -59,6 +66,7 @@ class Context:
     progress: bool
     as_json: bool
     config_paths: Sequence[str]
+    retries: int | None = None  # --retries; None: BATCH_RETRIES, or the config's if it has more
     _homeserver: Homeserver | None = field(default=None, init=False)
 
     @property
@@ -124,9 +132,34 @@ class Context:
         from synapse_objstore.store import ObjectStore
 
         try:
-            return ObjectStore(parse_store_config(raw))
+            backend = parse_store_config(raw)
+            retries = self._batch_retries(backend)
+            if retries is not None:
+                backend = parse_store_config({**raw, RETRIES_KEY: retries})
         except ConfigError as error:
             raise FatalError(f"store config from {source}: {error}") from None
+        return ObjectStore(backend)
+
+    def _batch_retries(self, backend: Backend) -> int | None:
+        """The `retries` a batch command gives the store: --retries, else the backend's
+        `batch_retries` (BATCH_RETRIES unless it says otherwise) or the config's own if higher,
+        within what the backend accepts. None for a backend without the setting (its filesystem
+        retries as it does; the upload's second try still applies)."""
+        settings = backend.settings
+        spec = type(settings).model_fields.get(RETRIES_KEY)
+        if spec is None:
+            if self.retries is not None:
+                click.echo(f"note: the {backend.name} backend has no `{RETRIES_KEY}` setting: --retries does not "
+                           "apply to it", err=True)
+            return None
+        most = min((bound.le for bound in spec.metadata if getattr(bound, "le", None) is not None), default=None)
+        if self.retries is not None:
+            if most is not None and self.retries > most:
+                raise click.BadParameter(f"this backend takes at most {most}", param_hint="--retries")
+            return self.retries
+        default = BATCH_RETRIES if backend.batch_retries is None else backend.batch_retries
+        wanted = max(default, int(getattr(settings, RETRIES_KEY)))
+        return wanted if most is None else min(wanted, most)
 
     def finish(self, summary: Summary) -> None:
         summary.emit(self.as_json)
@@ -200,10 +233,15 @@ hs_path_option = click.option(
               help="Synapse's homeserver.yaml (or a config directory; repeatable): database, media_store_path and store.")
 @click.option("--cache-db", default="cache.db", show_default=True, type=click.Path(dir_okay=False),
               help="The offload state, in s3_media_upload's format.")
+@click.option("--retries", type=click.IntRange(0, 20), default=None, metavar="N",
+              help=f"Retries after the first attempt of each request to the store, with backoff (default "
+                   f"{BATCH_RETRIES}, Azure 5, or the provider config's `retries` if higher).")
 @click.pass_context
-def cli(ctx: click.Context, no_progress: bool, as_json: bool, config_paths: tuple[str, ...], cache_db: str) -> None:
+def cli(ctx: click.Context, no_progress: bool, as_json: bool, config_paths: tuple[str, ...], cache_db: str,
+        retries: int | None) -> None:
     """Move Synapse media not accessed for a while from the local media store to an object store."""
-    ctx.obj = Context(cache_db_path=cache_db, progress=not no_progress, as_json=as_json, config_paths=config_paths)
+    ctx.obj = Context(cache_db_path=cache_db, progress=not no_progress, as_json=as_json, config_paths=config_paths,
+                      retries=retries)
 
 
 def _update_db(obj: Context, cache: CacheDb, before: datetime.datetime, hs_path: str, dry_run: bool) -> int:

@@ -12,14 +12,23 @@ thumbnails) goes through:
 A run killed anywhere in there leaves each file either on disk, or deleted with its
 verification committed; a rerun picks up what is left. Media run concurrently, at most
 `jobs` at a time, as coroutines on the I/O loop.
+
+A storm (503 SlowDown, dropped connections) is ridden out first by the client's own retries
+(the CLI gives the store more of them than Synapse's provider has), then by one more try of
+each media that failed that way, once every other media has had its turn. A failure of the
+whole store (the bucket gone, the credentials refused: see `StoreWatch`) stops the run at
+once: the media under way are abandoned (nothing unverified is deleted; what was verified
+is committed to cache.db) and `run` raises FatalStoreError.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import enum
 import os
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from synapse_objstore.cli.cache_db import CacheDb, FileRecord
@@ -27,7 +36,15 @@ from synapse_objstore.cli.checksums import LocalDigest
 from synapse_objstore.cli.journal import Journal
 from synapse_objstore.cli.localfs import remove_media_file
 from synapse_objstore.cli.report import Summary
-from synapse_objstore.cli.verification import Check, RemoteChecker, State, preflight
+from synapse_objstore.cli.verification import (
+    Check,
+    FatalStoreError,
+    RemoteChecker,
+    State,
+    StoreWatch,
+    is_retryable,
+    preflight,
+)
 from synapse_objstore.media import Media
 from synapse_objstore.store import MediaPathError, ObjectStore
 
@@ -49,39 +66,134 @@ class Upload(enum.Enum):
     PUT = "put"  # known to be missing: upload without looking
 
 
+@dataclass
+class MediaOutcome(Summary):
+    """What one attempt at one media did, kept apart until it is final; with the errors it failed with."""
+
+    errors: list[BaseException | None] = field(default_factory=list)
+
+    def fail(self, path: str, error: str | BaseException) -> None:
+        super().fail(path, error)
+        self.errors.append(error if isinstance(error, BaseException) else None)
+
+    @property
+    def retryable(self) -> bool:
+        """Failed, and only because the store failed: worth one more try."""
+        return bool(self.failed) and all(error is not None and is_retryable(error) for error in self.errors)
+
+
+# The outcome of the media whose attempt runs in this task (and the tasks it starts).
+_attempt: contextvars.ContextVar[MediaOutcome | None] = contextvars.ContextVar("attempt", default=None)
+
+
 class Offloader:
     def __init__(self, store: ObjectStore, cache: CacheDb, options: UploadOptions, summary: Summary, progress: Any) -> None:
         self.store = store
         self.options = options
-        self.summary = summary
+        self.run_summary = summary
         self.progress = progress
         self.checker = RemoteChecker(store, read_back=options.read_back)
         self.journal = Journal(cache)
+        self.watch = StoreWatch(store)
+        self._running: set[asyncio.Task[None]] = set()
+        self._stopped: FatalStoreError | None = None
+
+    @property
+    def summary(self) -> Summary:
+        """Where counts and failures go: the outcome of the media attempt under way in `run`,
+        else (a caller of `upload_file` outside `run`) the run's summary."""
+        return _attempt.get() or self.run_summary
 
     async def run(self) -> None:
         await preflight(self.store)
-        slots = asyncio.Semaphore(self.options.jobs)
-        running: set[asyncio.Task[None]] = set()
-
-        def finished(task: asyncio.Task[None]) -> None:
-            running.discard(task)
-            slots.release()
-            self.progress.update(1)
-
-        after = -1
+        again: list[tuple[Media, MediaOutcome]] = []
         try:
-            while page := await self.journal.call(self.journal.cache.media_page, False, after):
-                after = page[-1][0]
-                for _, media in page:
-                    await slots.acquire()
-                    task = asyncio.create_task(self._guarded(media))
-                    running.add(task)
-                    task.add_done_callback(finished)
+            await self._pass(self._cached_media(), again)
+            if again:
+                await self._pass(_each(again), None)
         finally:
-            await asyncio.gather(*running, return_exceptions=True)
             await self.journal.close()
             for error in self.journal.errors:
-                self.summary.fail(self.journal.cache.path, error)
+                self.run_summary.fail(self.journal.cache.path, error)
+
+    async def _cached_media(self) -> AsyncIterator[tuple[Media, None]]:
+        after = -1
+        while page := await self.journal.call(self.journal.cache.media_page, False, after):
+            after = page[-1][0]
+            for _, media in page:
+                yield media, None
+
+    async def _pass(self, media: AsyncIterator[tuple[Media, MediaOutcome | None]],
+                    again: list[tuple[Media, MediaOutcome]] | None) -> None:
+        """Handle each media, `jobs` at a time. The first pass puts those that failed only
+        because the store did into `again`; the second tries them once more, each with the
+        outcome of its first attempt."""
+        slots = asyncio.Semaphore(self.options.jobs)
+
+        def finished(task: asyncio.Task[None]) -> None:
+            self._running.discard(task)
+            slots.release()
+            if again is not None:
+                self.progress.update(1)
+
+        try:
+            async for item, earlier in media:
+                await slots.acquire()
+                if self._stopped is not None:
+                    break
+                task = asyncio.create_task(self._attempt(item, again, earlier))
+                self._running.add(task)
+                task.add_done_callback(finished)
+        finally:
+            await asyncio.gather(*self._running, return_exceptions=True)
+        if self._stopped is not None:
+            raise self._stopped
+
+    async def _attempt(self, media: Media, again: list[tuple[Media, MediaOutcome]] | None,
+                       earlier: MediaOutcome | None) -> None:
+        """One attempt at one media. Its outcome goes to the run's summary, or to `again`;
+        when the whole store failed, nowhere: the run stops, and the attempts under way are
+        cancelled (safe anywhere: see the module's docstring)."""
+        outcome = MediaOutcome(self.run_summary.command, dry_run=self.run_summary.dry_run)
+        token = _attempt.set(outcome)
+        try:
+            await self._guarded(media)
+        finally:
+            _attempt.reset(token)
+        try:
+            await self.watch.failed(error for error in outcome.errors if error is not None)
+        except FatalStoreError as error:
+            if self._stopped is None:
+                self._stopped = FatalStoreError(
+                    f"{error}; every media done so far is recorded in {self.journal.cache.path}. "
+                    "Run the same command again once the store can be used"
+                )
+                for task in self._running - {asyncio.current_task()}:
+                    task.cancel()
+            return
+        if again is not None and outcome.retryable:
+            again.append((media, outcome))
+            return
+        if earlier is not None:
+            self.run_summary.merge(self._carried_over(earlier, outcome))
+        self.run_summary.merge(outcome)
+
+    def _carried_over(self, earlier: MediaOutcome, again: MediaOutcome) -> Summary:
+        """What a media's first attempt did that its second does not see again, to be
+        counted beside the second's: the uploads made and (with --delete) the files verified
+        and deleted. Its failures are replaced by the second attempt's; in a dry run nothing
+        was done. The media is counted once, as uploaded or deleted if either attempt did."""
+        kept = Summary(earlier.command, dry_run=earlier.dry_run, media_retried=1)
+        if not self.options.dry_run:
+            kept.add(files_uploaded=earlier.files_uploaded, bytes_uploaded=earlier.bytes_uploaded,
+                     files_deleted=earlier.files_deleted, bytes_deleted=earlier.bytes_deleted)
+            if self.options.delete:
+                kept.add(files_verified=earlier.files_verified, bytes_verified=earlier.bytes_verified)
+            kept.add(media_uploaded=max(0, earlier.media_uploaded - again.media_uploaded),
+                     media_deleted=max(0, earlier.media_deleted - again.media_deleted))
+        again.media = 0
+        kept.media = 1
+        return kept
 
     async def _guarded(self, media: Media) -> None:
         """One media; an unforeseen error fails that media only, not the run."""
@@ -178,7 +290,8 @@ class Offloader:
             self.summary.fail(media_path, error)
             return None
         if check.state is not State.VERIFIED:
-            self.summary.fail(media_path, f"remote copy is {check.state.value} after upload {check.detail}".rstrip())
+            state = "is missing" if check.state is State.MISSING else "differs"
+            self.summary.fail(media_path, f"remote copy {state} after upload: {check.detail}".rstrip(": "))
             return None
         self.summary.add(files_verified=1, bytes_verified=digest.size)
         return digest, True
@@ -197,3 +310,8 @@ class Offloader:
             self.summary.add(media_deleted=1)
         if deleted == len(files):
             self.journal.mark_deleted(media)
+
+
+async def _each(items: Iterable[tuple[Media, MediaOutcome]]) -> AsyncIterator[tuple[Media, MediaOutcome]]:
+    for item in items:
+        yield item

@@ -45,6 +45,7 @@ class Summary:
     files_copied: int = 0
     bytes_copied: int = 0
     files_missing: int = 0
+    media_retried: int = 0  # media tried once more at the end of the run, after a failure of the store
     failed: list[Failure] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -56,6 +57,15 @@ class Summary:
     def fail(self, path: str, error: str | BaseException) -> None:
         with self._lock:
             self.failed.append(Failure(path, str(error)))
+
+    def merge(self, other: Summary) -> None:
+        """Add another summary's counts and failures to this one's."""
+        counts = {f.name: getattr(other, f.name) for f in fields(other) if f.name in self.__dataclass_fields__}
+        with self._lock:
+            for name, value in counts.items():
+                if isinstance(value, int) and not isinstance(value, bool):
+                    setattr(self, name, getattr(self, name) + value)
+            self.failed.extend(other.failed)
 
     @property
     def ok(self) -> bool:
@@ -82,6 +92,8 @@ class Summary:
                 f"{would}Deleted {self.files_deleted} files",
                 f"{would}Deleted {human_size(self.bytes_deleted)}",
             ]
+            if self.media_retried:
+                lines.append(f"Retried {self.media_retried} media once more after the store failed")
         elif self.command == "restore":
             lines.append(f"{would}Restored {self.files_restored} files ({human_size(self.bytes_restored)})")
         elif self.command == "migrate":

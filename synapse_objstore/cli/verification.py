@@ -6,6 +6,10 @@ Where it gives none, or one we cannot compute (SSE-KMS, an unknown part size), t
 is read back and its MD5 compared, unless the caller settles for size only
 (`read_back=False`: an object without a checksum is then trusted on size, a checksum that
 does not match still means "differs").
+
+During a run, `StoreWatch` tells a failure of the whole store (the bucket is gone, the
+credentials are refused) from one object's, and `is_retryable` says which failures deserve
+another try before the run ends.
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ from __future__ import annotations
 import asyncio
 import enum
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from synapse_objstore.cli.checksums import LocalDigest, digest_file
+from synapse_objstore.failures import FailureKind, classify, exception_chain
 from synapse_objstore.health import StoreCheckError, check_store
-from synapse_objstore.store import ObjectInfo, ObjectStore
+from synapse_objstore.store import ObjectInfo, ObjectStore, ObjectStoreError
 
 READ_BACK_CHUNK = 1024 * 1024
 
@@ -74,11 +80,26 @@ class RemoteChecker:
         return Check(State.VERIFIED, "size+read-back")
 
     async def check_upload(self, media_path: str, digest: LocalDigest, checksum: str | None) -> Check:
-        """Verify a copy just uploaded: by the checksum in the store's reply where the store's
-        checksums are trusted (the MD5 of what it received), else by asking as `check` does."""
-        if checksum is not None and self.scheme.gives_checksums and digest.matches_etag(checksum):
+        """Verify a copy just uploaded.
+
+        Where the store's checksums are trusted, its reply names what it received: the file's
+        checksum, and the copy is verified. Another one means either that other bytes arrived,
+        or that this store's checksums are no MD5s (SSE-KMS, some encrypting stores), which
+        it then says of the object too. So the object is looked at: a store that reports
+        another checksum for it than the one it acknowledged is not believed (the upload
+        fails, the local file stays); one that repeats it is checked as `check` does (read
+        back, unless size only). Without a checksum in the reply, `check` alone decides."""
+        if checksum is None or not self.scheme.gives_checksums:
+            return await self.check(media_path, digest)
+        if digest.matches_etag(checksum):
             return Check(State.VERIFIED, "size+etag of the upload reply")
-        return await self.check(media_path, digest)
+        info = await self.store.info(media_path)
+        if info is None:
+            return Check(State.MISSING)
+        if info.etag is not None and _bare_etag(info.etag) != _bare_etag(checksum):
+            return Check(State.DIFFERS, f"the store acknowledged the upload with ETag {_bare_etag(checksum)}, "
+                                        f"but reports {_bare_etag(info.etag)} for the object")
+        return await self.check(media_path, digest, info)
 
     async def remote_md5(self, media_path: str) -> str | None:
         """MD5 of the object's content, streamed; None if it does not exist."""
@@ -94,6 +115,10 @@ class RemoteChecker:
         return md5.hexdigest()
 
 
+def _bare_etag(etag: str) -> str:
+    return etag.strip('"').lower()
+
+
 async def preflight(store: ObjectStore) -> None:
     """Fail once, naming the store and the reason, when the bucket (or root directory) is
     missing, the credentials are refused or the store is unreachable, instead of once per file.
@@ -102,3 +127,54 @@ async def preflight(store: ObjectStore) -> None:
         await check_store(store)
     except StoreCheckError as error:
         raise FatalStoreError(str(error)) from None
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether a file that failed with `error` may succeed when tried again later in the run:
+    the store failed (no answer in time, a dropped connection, an error status such as 503
+    after the client's own retries) rather than refused us. Failures of the local file, of
+    verification and denials are final for the run."""
+    return isinstance(error, ObjectStoreError) and classify(error) is not FailureKind.DENIED
+
+
+def _store_wide_suspect(error: BaseException) -> bool:
+    """A failure that may be the whole store's: a denial, or a missing bucket (which s3fs and
+    local filesystems report as a missing file)."""
+    return isinstance(error, ObjectStoreError) and (
+        classify(error) is FailureKind.DENIED
+        or any(isinstance(link, FileNotFoundError) for link in exception_chain(error))
+    )
+
+
+class StoreWatch:
+    """Tells a failure of the whole store from one object's, during a run.
+
+    A single denied object proves nothing (a bucket policy may deny that key alone), and a
+    count of denials in a row would stop a run over a policy on one prefix, or miss a store
+    gone while some uploads still succeed. So a failure that may be store-wide (a denial, a
+    missing bucket) is put to the startup check (`preflight`'s question about the bucket
+    itself): when the store answers that the bucket does not exist or refuses the
+    credentials, the run stops (FatalStoreError); when it answers, or cannot be reached,
+    the failure stays that file's. Concurrent suspicions share one check.
+    """
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+        self._check: asyncio.Future[None] | None = None
+
+    async def failed(self, errors: Iterable[BaseException]) -> None:
+        """Look at the errors a media failed with; raises FatalStoreError if the store is unusable."""
+        if not any(_store_wide_suspect(error) for error in errors):
+            return
+        check = self._check
+        if check is None or (check.done() and (check.cancelled() or check.exception() is None)):
+            check = self._check = asyncio.ensure_future(self._ask())
+        await asyncio.shield(check)
+
+    async def _ask(self) -> None:
+        try:
+            await check_store(self.store)
+        except StoreCheckError as error:
+            cause = error.__cause__
+            if isinstance(cause, FileNotFoundError) or (cause is not None and classify(cause) is FailureKind.DENIED):
+                raise FatalStoreError(f"{error}. Stopped the run") from None

@@ -1,4 +1,5 @@
-"""An upload killed with SIGKILL at several points loses nothing, and a rerun finishes the job."""
+"""An upload killed with SIGKILL at several points loses nothing, and a rerun finishes the job;
+also when the store answers through a storm of 503 SlowDown and connection resets."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from synapse_objstore.testing.fault_proxy import FaultProxy, Faults
 from tests.cli.conftest import MiB, Offload
 from tests.cli.synapse_media import SynapseMedia, Thumb
 from tests.conftest import s3_client
 from tests.servers.moto import MotoServer
 
 MEDIA = 70
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def recorded_paths(cache: Path) -> set[str]:
@@ -50,8 +53,10 @@ def assert_nothing_lost(synapse: SynapseMedia, moto: MotoServer, bucket: str, ca
 
 
 @pytest.mark.parametrize("engine", ["sqlite"])
+@pytest.mark.parametrize("storm", [False, True], ids=["calm", "storm"])
 def test_sigkill_at_any_point_loses_nothing(
     offload: Offload, homeserver_yaml: Path, synapse: SynapseMedia, moto: MotoServer, bucket: str, workdir: Path,
+    storm: bool,
 ) -> None:
     thumb = [Thumb(32, 32, "image/png", "crop", b"")]
     synapse.add_local("BigMultipartMedia", os.urandom(12 * MiB), 50)  # three 5 MiB parts
@@ -80,19 +85,30 @@ def test_sigkill_at_any_point_loses_nothing(
         ("while local files are being deleted", lambda: deleted_locally() >= 40),
         ("while more files are being deleted", lambda: deleted_locally() >= 120),
     ]
+    proxy = FaultProxy(moto.endpoint_url, Faults(rate_503=0.1, rate_reset=0.05) if storm else Faults(), seed=5)
     command = [str(Path(sys.executable).with_name("objstore-offload")), "--no-progress",
-               "--config", str(homeserver_yaml), "upload", "--delete", "--jobs", "2"]
+               "--config", str(homeserver_yaml), "upload", "--delete", "--jobs", "2",
+               "--endpoint-url", proxy.start().endpoint_url]
+    # the code of this checkout, wherever the venv's script would import it from
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     killed = []
-    for name, reached in kill_points:
-        process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 60
-        while process.poll() is None and not reached() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
-            killed.append(name)
-        process.wait(10)
-        assert_nothing_lost(synapse, moto, bucket, cache)
+    try:
+        for name, reached in kill_points:
+            process = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            deadline = time.monotonic() + 60
+            while process.poll() is None and not reached() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGKILL)
+                killed.append(name)
+            process.wait(10)
+            assert process.returncode in (0, -signal.SIGKILL), process.stderr.read().decode()  # type: ignore[union-attr]
+            process.stderr.close()  # type: ignore[union-attr]
+            assert_nothing_lost(synapse, moto, bucket, cache)
+    finally:
+        proxy.stop()
+    if storm:
+        assert proxy.stats().get("slowdown", 0) >= 3
 
     # the kills really landed mid-run, not after a finished one
     assert len(killed) >= 4, f"only killed {killed}"
