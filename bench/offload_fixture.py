@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from synapse_objstore import media as layout
-from tests.cli.synapse_media import media_schema
+from tests.cli.synapse_media import USERS_TABLE, media_schema
 
 KB = 1000
 MB = 1000 * KB
@@ -61,9 +61,12 @@ def random_ids(count: int, rng: random.Random) -> list[str]:
 
 
 def create_media_tables(conn: Any) -> None:
+    """The media tables, and `users` with the homeserver's first user (the offload tool reads it
+    to tell which homeserver a database is)."""
     with conn.cursor() as cursor:
-        for statement in media_schema("postgres"):
+        for statement in [*media_schema("postgres"), USERS_TABLE]:
             cursor.execute(statement)
+        cursor.execute("INSERT INTO users (name, creation_ts) VALUES ('@admin:bench.example', 0)")
     conn.commit()
 
 

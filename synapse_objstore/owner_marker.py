@@ -9,6 +9,7 @@ never takes it for an orphan.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -28,6 +29,10 @@ MARKER_MAX_SIZE = 64 * 1024
 class OwnershipError(RuntimeError):
     """The store belongs to another homeserver, or whose it is cannot be told: whoever asked
     refuses before it changes anything (the CLI exits with code 2)."""
+
+
+class MarkerUnavailableError(OwnershipError):
+    """The store did not give the marker (or take it): a store error, not a marker's content."""
 
 
 @dataclass(frozen=True)
@@ -85,8 +90,8 @@ async def read_owner(store: ObjectStore) -> OwnerRecord | None:
         finally:
             await stream.close()
     except OSError as error:
-        raise OwnershipError(f"cannot read the owner marker {where} ({error}): refusing to go on without "
-                             "knowing whose store it is") from None
+        raise MarkerUnavailableError(f"cannot read the owner marker {where} ({error}): refusing to go on without "
+                                     "knowing whose store it is") from None
     try:
         return _parse_marker(data)
     except (ValueError, KeyError, TypeError, RecursionError) as error:
@@ -118,10 +123,25 @@ async def record_owner(store: ObjectStore, identity: HomeserverIdentity, newest_
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as file:
         json.dump(body, file, indent=2)
     try:
-        await store.put_file(file.name, OWNER_MARKER)
+        for _ in range(2):  # a copy that arrives wrong is written again, once
+            await store.put_file(file.name, OWNER_MARKER)
+            if await _read_back(store) == record:
+                return record
     except OSError as error:
-        raise OwnershipError(f"could not record this homeserver as the owner of {store.backend.describe()} "
-                             f"({error}): nothing was deleted") from None
+        raise MarkerUnavailableError(f"could not record this homeserver as the owner of {store.backend.describe()} "
+                                     f"({error}): nothing was deleted") from None
     finally:
         os.unlink(file.name)
-    return record
+    with contextlib.suppress(OSError):  # a damaged marker left there would stop every later run
+        await store.delete(OWNER_MARKER)
+    raise MarkerUnavailableError(f"the owner marker written to {store.backend.describe()} did not read back as "
+                                 "written (so it was removed): nothing was deleted")
+
+
+async def _read_back(store: ObjectStore) -> OwnerRecord | None:
+    try:
+        return await read_owner(store)
+    except MarkerUnavailableError:
+        raise
+    except OwnershipError:  # damaged on its way
+        return None

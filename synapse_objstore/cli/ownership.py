@@ -34,6 +34,7 @@ from synapse_objstore.cli.synapse_db import SynapseDb, SynapseDbError
 from synapse_objstore.owner_marker import (
     OWNER_MARKER,
     HomeserverIdentity,
+    MarkerUnavailableError,
     OwnerRecord,
     OwnershipError,
     printable,
@@ -77,23 +78,24 @@ async def claim_store(store: ObjectStore, db: SynapseDb, command: str, dry_run: 
     """Before offloading into a store: refuse one recorded as another homeserver's, and record
     this homeserver in one that has no owner yet (the first to offload there claims it).
 
-    A database whose users cannot be read (a role without SELECT on `users`) only costs the
-    check: offloading deletes nothing remote, so it goes on, and the warning returned says so."""
+    Offloading deletes nothing remote, so what only costs the check does not stop it: a
+    database whose users cannot be read (a role without SELECT on `users`), a store that does
+    not give or take the marker this time (the returned warning says so; the next run checks)."""
     try:
         identity = await asyncio.to_thread(identify, db)
-    except SynapseDbError as error:
+        recorded = await read_owner(store)
+        if recorded is not None and not recorded.owner.same_homeserver(identity):
+            raise OwnershipError(
+                f"{store.backend.describe()} belongs to homeserver {recorded.describe()}, but this run's database is "
+                f"{identity.describe()}. Two homeservers must never share a bucket and prefix: each one's reconcile "
+                f"would delete the other's media. Refusing to {command} into it; check --config, database.yaml "
+                "and the provider block."
+            )
+        if recorded is None and not dry_run:
+            _, _, newest_media_ts = await asyncio.to_thread(db.media_counts)
+            await record_owner(store, identity, newest_media_ts, command)
+    except (SynapseDbError, MarkerUnavailableError) as error:
         return f"warning: the store's owner is neither checked nor recorded: {error}"
-    recorded = await read_owner(store)
-    if recorded is not None and not recorded.owner.same_homeserver(identity):
-        raise OwnershipError(
-            f"{store.backend.describe()} belongs to homeserver {recorded.describe()}, but this run's database is "
-            f"{identity.describe()}. Two homeservers must never share a bucket and prefix: each one's reconcile "
-            f"would delete the other's media. Refusing to {command} into it; check --config, database.yaml and "
-            "the provider block."
-        )
-    if recorded is None and not dry_run:
-        _, _, newest_media_ts = await asyncio.to_thread(db.media_counts)
-        await record_owner(store, identity, newest_media_ts, command)
     return None
 
 
