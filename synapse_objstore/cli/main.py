@@ -27,6 +27,7 @@ from synapse_objstore.cli.homeserver import (
     NoProviderEntryError,
     load_store_config_file,
 )
+from synapse_objstore.cli.lock import CacheDbLock, CacheDbLockError
 from synapse_objstore.cli.ownership import DEFAULT_MAX_DELETE_SHARE, OwnerCheck, OwnershipError
 from synapse_objstore.cli.percentage import Percentage
 from synapse_objstore.cli.report import Summary, progress_bar
@@ -67,7 +68,9 @@ class Context:
     as_json: bool
     config_paths: Sequence[str]
     retries: int | None = None  # --retries; None: BATCH_RETRIES, or the config's if it has more
+    wait: float = 0
     _homeserver: Homeserver | None = field(default=None, init=False)
+    _lock: CacheDbLock | None = field(default=None, init=False)
 
     @property
     def homeserver(self) -> Homeserver | None:
@@ -80,8 +83,18 @@ class Context:
         """A progress line: stdout as s3_media_upload prints it, stderr when stdout carries JSON."""
         click.echo(" ".join(str(w) for w in words), err=self.as_json)
 
-    def cache(self) -> CacheDb:
+    def cache(self, lock: bool = True) -> CacheDb:
+        """cache.db; unless `lock` is false, held by this run alone until the command ends (see lock.py)."""
+        if lock and self._lock is None:
+            ctx = click.get_current_context()
+            self._lock = CacheDbLock.acquire(self.cache_db_path, f"objstore-offload {ctx.info_name}", self.wait)
+            ctx.call_on_close(self._release_lock)
         return CacheDb(self.cache_db_path)
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def base_path(self, given: str | None) -> str:
         if given is None:
@@ -193,7 +206,7 @@ class FatalErrors(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (ConfigFileError, CacheDbError, SynapseDbError, OwnershipError) as error:
+        except (ConfigFileError, CacheDbError, CacheDbLockError, SynapseDbError, OwnershipError) as error:
             raise FatalError(str(error)) from None
         except Exception as error:
             if isinstance(error, _store_errors()):
@@ -236,12 +249,14 @@ hs_path_option = click.option(
 @click.option("--retries", type=click.IntRange(0, 20), default=None, metavar="N",
               help=f"Retries after the first attempt of each request to the store, with backoff (default "
                    f"{BATCH_RETRIES}, Azure 5, or the provider config's `retries` if higher).")
+@click.option("--wait", type=click.IntRange(min=0), default=0, metavar="SECONDS",
+              help="When another run has cache.db, wait up to this long for it to end (default: exit 2 at once).")
 @click.pass_context
 def cli(ctx: click.Context, no_progress: bool, as_json: bool, config_paths: tuple[str, ...], cache_db: str,
-        retries: int | None) -> None:
+        retries: int | None, wait: int) -> None:
     """Move Synapse media not accessed for a while from the local media store to an object store."""
     ctx.obj = Context(cache_db_path=cache_db, progress=not no_progress, as_json=as_json, config_paths=config_paths,
-                      retries=retries)
+                      retries=retries, wait=wait)
 
 
 def _update_db(obj: Context, cache: CacheDb, before: datetime.datetime, hs_path: str, dry_run: bool) -> int:
@@ -349,7 +364,7 @@ def write(obj: Context, out: TextIO) -> None:
 
     check-deleted should be run first to update cache. OUT: a file, or '-' for stdout.
     """
-    for media in obj.cache().iter_media(False):
+    for media in obj.cache(lock=False).iter_media(False):  # reads only
         print(media.file_path, file=out)
         print(media.thumbnail_dir + "/", file=out)  # thumbnail directories with a trailing '/'
 
