@@ -13,8 +13,10 @@ Paths are relative and '/'-separated (POSIX only, as Synapse itself).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import stat
 import string
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,16 +26,42 @@ MediaType = Literal["local", "remote"]
 
 ALLOWED_CHARACTERS = frozenset(string.ascii_letters + string.digits + "_-" + ".[]:")
 FORBIDDEN_NAMES = frozenset({"", ".", ".."})
+# The longest file name Linux file systems take (ext4, XFS, Btrfs: 255 bytes; the allowed
+# characters are ASCII, one byte each). Synapse does not check it: the file system refuses.
+NAME_MAX = 255
+# What `_split_id` accepts, in one match: three components of allowed characters, none of
+# them "." or "..", the last at most NAME_MAX long (update-db checks every id it syncs).
+_ALLOWED = "[" + re.escape("".join(sorted(ALLOWED_CHARACTERS))) + "]"
+_FILE_ID = re.compile(rf"(?!\.\.){_ALLOWED}{{2}}(?!\.\.){_ALLOWED}{{2}}(?!\.\.?\Z){_ALLOWED}{{1,{NAME_MAX}}}\Z")
+
+
+class MediaFileError(ValueError):
+    """A file of a media is not what Synapse writes (not a regular file, reached through a
+    symlink, a name Synapse would not write) or cannot be looked at: that media fails."""
+
+
+def printable(text: object) -> str:
+    """`text` as it may go in a message: itself when it is printable, else its repr (a
+    newline, NUL or terminal escape in a hostile id must not garble the output)."""
+    return text if isinstance(text, str) and text.isprintable() else repr(text)
 
 
 def validate_path_component(name: str) -> str:
     """`name` if Synapse would accept it as one path component, else ValueError."""
-    if not ALLOWED_CHARACTERS.issuperset(name) or name in FORBIDDEN_NAMES:
+    if not isinstance(name, str) or not ALLOWED_CHARACTERS.issuperset(name) or name in FORBIDDEN_NAMES:
         raise ValueError(f"invalid media path component: {name!r}")
+    if len(name) > NAME_MAX:
+        raise ValueError(f"invalid media path component: {name[:24]!r}... is {len(name)} characters long, "
+                         f"longer than a file name can be ({NAME_MAX})")
     return name
 
 
 def _split_id(file_id: str) -> list[str]:
+    if isinstance(file_id, str) and _FILE_ID.match(file_id):
+        return [file_id[0:2], file_id[2:4], file_id[4:]]
+    if not isinstance(file_id, str):
+        raise ValueError(f"invalid media id {file_id!r}: not text")  # noqa: TRY004 - fails that media, as any bad id
+    # the component at fault, named
     return [validate_path_component(part) for part in (file_id[0:2], file_id[2:4], file_id[4:])]
 
 
@@ -103,24 +131,99 @@ class Media:
         raise ValueError(f"unexpected media type {self.type!r} for media {self.media_id!r}")
 
     def local_files(self, base_path: str) -> list[str]:
-        """Media paths of the original and thumbnails present under `base_path` right now."""
+        """Media paths of the original and thumbnails present under `base_path` right now.
+
+        Blocking (run it in a thread). Below the top-level directory (local_content, ...) no
+        symlink is followed: a symlink, directory or anything else that is not a regular file
+        where a file of this media should be raises MediaFileError, as does a thumbnail name
+        Synapse would not write, so that the media fails instead of being taken as offloaded.
+        """
         found = []
-        if os.path.isfile(os.path.join(base_path, self.file_path)):
-            found.append(self.file_path)
-        found.extend(sorted(self._local_thumbnails(base_path)))
+        directory, _, name = self.file_path.rpartition("/")
+        with open_media_dir(base_path, directory) as fd:
+            if fd is not None and _is_regular_file(fd, name, self.file_path):
+                found.append(self.file_path)
+        with open_media_dir(base_path, self.thumbnail_dir) as fd:
+            if fd is not None:
+                found.extend(sorted(self._local_thumbnails(fd)))
         return found
 
-    def _local_thumbnails(self, base_path: str) -> Iterator[str]:
-        try:
-            with os.scandir(os.path.join(base_path, self.thumbnail_dir)) as entries:
-                for entry in entries:
-                    if entry.is_file():
-                        yield f"{self.thumbnail_dir}/{entry.name}"
-        except (FileNotFoundError, NotADirectoryError):
-            return
+    def _local_thumbnails(self, directory_fd: int) -> Iterator[str]:
+        with os.scandir(directory_fd) as entries:
+            for entry in entries:
+                media_path = f"{self.thumbnail_dir}/{printable(entry.name)}"
+                try:
+                    validate_path_component(entry.name)
+                except ValueError:
+                    raise MediaFileError(f"{media_path}: not a thumbnail name Synapse writes") from None
+                if not entry.is_file(follow_symlinks=False):
+                    kind = _kind(entry.stat(follow_symlinks=False).st_mode)
+                    raise MediaFileError(f"{media_path}: not a regular file ({kind})")
+                yield media_path
 
     def describe(self) -> str:
-        return f"{self.origin}/{self.media_id}" if self.origin else self.media_id
+        return printable(f"{self.origin}/{self.media_id}" if self.origin else self.media_id)
+
+
+@contextlib.contextmanager
+def open_media_dir(base_path: str, directory: str) -> Iterator[int | None]:
+    """A file descriptor of `directory` (a media path) in the media store, or None when it is
+    not there. The top-level directory (local_content, ...) may be a symlink, as an admin may
+    put it on another disk; below it, every component must be a real directory (O_NOFOLLOW):
+    anything else raises MediaFileError, so no caller ever reads or deletes through a link."""
+    top, *below = directory.split("/")
+    where = top
+    try:
+        fd = os.open(os.path.join(base_path, top), os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        yield None
+        return
+    except OSError as error:
+        raise _dir_error(base_path, where, error) from None
+    try:
+        for name in below:
+            where = f"{where}/{name}"
+            try:
+                child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except FileNotFoundError:
+                yield None
+                return
+            except OSError as error:
+                raise _dir_error(base_path, where, error) from None
+            os.close(fd)
+            fd = child
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _dir_error(base_path: str, where: str, error: OSError) -> MediaFileError:
+    try:
+        kind = _kind(os.lstat(os.path.join(base_path, where)).st_mode)
+    except OSError:
+        kind = ""
+    if kind and kind != "a directory":
+        return MediaFileError(f"{where} is {kind}, not a directory")
+    return MediaFileError(f"cannot open {where}: {error.strerror or error}")
+
+
+def _is_regular_file(directory_fd: int, name: str, media_path: str) -> bool:
+    """Whether `name` in that directory is a regular file (False if absent); else MediaFileError."""
+    try:
+        mode = os.stat(name, dir_fd=directory_fd, follow_symlinks=False).st_mode
+    except FileNotFoundError:
+        return False
+    except OSError as error:
+        raise MediaFileError(f"cannot look at {media_path}: {error.strerror or error}") from None
+    if not stat.S_ISREG(mode):
+        raise MediaFileError(f"{media_path}: not a regular file ({_kind(mode)})")
+    return True
+
+
+def _kind(mode: int) -> str:
+    kinds = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"), (stat.S_ISREG, "a regular file"),
+             (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "a device")
 
 
 # The date directory of URL previews in Synapse's newer layout

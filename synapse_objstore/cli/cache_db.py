@@ -7,6 +7,8 @@ any point. What this tool adds lives in tables of its own, which s3_media_upload
 before that local file is deleted. A killed run therefore never leaves a deleted file
 without a record of where its verified copy is. And `objstore_synced`, the cutoff of the
 last update-db, so that the next one reads only the media that aged past it since.
+
+Every sqlite error becomes a CacheDbError naming the file (a damaged one: what to do).
 """
 
 from __future__ import annotations
@@ -14,10 +16,14 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Concatenate, ParamSpec, TypeVar
 
-from synapse_objstore.media import Media, MediaType
+from synapse_objstore.media import Media, MediaType, local_media_path, printable, remote_media_path
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 # Verbatim from s3_media_upload 1.7.0.
 MEDIA_INDEXES = (
@@ -82,6 +88,57 @@ class CacheDbError(RuntimeError):
     """cache.db cannot be opened or used; the message names the file."""
 
 
+def _is_damaged(error: sqlite3.Error) -> bool:
+    name = getattr(error, "sqlite_errorname", "")
+    return name.startswith("SQLITE_CORRUPT") or name == "SQLITE_NOTADB"
+
+
+def _cache_db_error(path: str, error: sqlite3.Error) -> CacheDbError:
+    if _is_damaged(error):
+        return CacheDbError(
+            f"{path} is damaged (sqlite: {error}). Restore it from a backup, or move it aside and run "
+            f"`objstore-offload update DURATION` to build a new one from Synapse's database and the media store"
+        )
+    return CacheDbError(f"Could not use {path!r} as sqlite DB: {error}")
+
+
+def _sqlite_errors(method: Callable[Concatenate[CacheDb, P], T]) -> Callable[Concatenate[CacheDb, P], T]:
+    """Turn an sqlite error of a CacheDb method into a CacheDbError naming the file."""
+
+    def wrapper(self: CacheDb, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as error:
+            raise _cache_db_error(self.path, error) from None
+
+    return wrapper
+
+
+def check_synced(
+    media_type: MediaType, rows: list[tuple[str, ...]]
+) -> tuple[list[tuple[str, ...]], list[tuple[str, str]]]:
+    """The rows of a batch of SynapseDb.media_accessed_between that make media paths, and
+    (media, problem) for those that do not (a media id too long for a file name, or holding
+    '..', a NUL, a newline: no file Synapse could have written), printable."""
+    good: list[tuple[str, ...]] = []
+    bad: list[tuple[str, str]] = []
+    for row in rows:
+        try:
+            if media_type == "local":
+                local_media_path(row[0])
+            else:
+                origin, media_id, filesystem_id = row
+                remote_media_path(origin, filesystem_id)
+                if not isinstance(media_id, str) or "\0" in media_id:
+                    raise ValueError(f"invalid media id {media_id!r}")
+        except ValueError as error:
+            name = row[0] if media_type == "local" else f"{row[0]}/{row[1]}"
+            bad.append((printable(name), str(error)))
+            continue
+        good.append(row)
+    return good, bad
+
+
 @dataclass(frozen=True)
 class FileRecord:
     """A file whose remote copy was verified to hold the local file's content."""
@@ -103,17 +160,19 @@ class CacheDb:
             self._conn = sqlite3.connect(path, check_same_thread=False)
             self._conn.executescript(SCHEMA + OBJSTORE_SCHEMA)
         except sqlite3.Error as error:
-            raise CacheDbError(f"Could not open {path!r} as sqlite DB: {error}") from None
+            raise _cache_db_error(path, error) from None
 
     def close(self) -> None:
         self._conn.close()
 
+    @_sqlite_errors
     def count(self, deleted: bool) -> int:
         (count,) = self._conn.execute(
             "SELECT COALESCE(count(*), 0) FROM media WHERE known_deleted = ?", (deleted,)
         ).fetchone()
         return int(count)
 
+    @_sqlite_errors
     def media_page(self, deleted: bool, after: int, limit: int = PAGE_SIZE) -> list[tuple[int, Media]]:
         """Up to `limit` media with that `known_deleted` whose rowid is above `after`, in rowid order.
 
@@ -136,6 +195,7 @@ class CacheDb:
             after = page[-1][0]
             yield from (media for _, media in page)
 
+    @_sqlite_errors
     def add_media(self, rows: Iterable[tuple[str, str, str, str]]) -> int:
         """Insert (origin, media_id, filesystem_id, type) rows not yet known; returns how many were new."""
         before = self._conn.total_changes
@@ -149,6 +209,7 @@ class CacheDb:
             )
         return self._conn.total_changes - before
 
+    @_sqlite_errors
     def add_synced_media(self, batches: Iterable[tuple[MediaType, list[tuple[str, ...]]]]) -> int:
         """Insert the media of SynapseDb.media_accessed_between not yet known; returns how many were new.
 
@@ -173,6 +234,7 @@ class CacheDb:
                 self._conn.execute(statement)
         return self._conn.total_changes - before
 
+    @_sqlite_errors
     def synced_before(self, source: str) -> int:
         """The cutoff (ms) of the last complete update-db from `source`; 0 if none (a cache.db
         of s3_media_upload, or a new one)."""
@@ -180,11 +242,13 @@ class CacheDb:
         row = self._conn.execute(sql, (source,)).fetchone()
         return int(row[0]) if row else 0
 
+    @_sqlite_errors
     def set_synced_before(self, source: str, before_ts: int) -> None:
         with self._conn:
             self._conn.execute("INSERT OR REPLACE INTO objstore_synced (source, before_ts) VALUES (?, ?)",
                                (source, before_ts))
 
+    @_sqlite_errors
     def count_new_synced(self, batches: Iterable[tuple[MediaType, list[tuple[str, ...]]]]) -> int:
         """How many media of these batches `add_synced_media` would insert."""
         sql = "SELECT 1 FROM media WHERE origin = ? AND media_id = ?"
@@ -194,12 +258,14 @@ class CacheDb:
             new += sum(self._conn.execute(sql, key).fetchone() is None for key in keys)
         return new
 
+    @_sqlite_errors
     def find(self, origin: str, media_id: str) -> Media | None:
         row = self._conn.execute(
             "SELECT origin, media_id, filesystem_id, type FROM media WHERE origin = ? AND media_id = ?", (origin, media_id)
         ).fetchone()
         return Media(*row) if row else None
 
+    @_sqlite_errors
     def set_deleted(self, media: Iterable[Media], deleted: bool = True) -> None:
         with self._conn:
             self._conn.executemany(
@@ -207,6 +273,7 @@ class CacheDb:
                 ((deleted, m.origin, m.media_id) for m in media),
             )
 
+    @_sqlite_errors
     def commit(self, records: Iterable[FileRecord], deleted: Iterable[Media]) -> None:
         """Record verified files and mark media deleted in one transaction; returns once durable."""
         now = int(time.time() * 1000)
@@ -223,6 +290,7 @@ class CacheDb:
                 ((r.path, r.origin, r.media_id, r.size, r.md5, r.store, now) for r in records),
             )
 
+    @_sqlite_errors
     def forget(self, paths: Iterable[str], local_media_ids: Iterable[str], remote_files: Iterable[tuple[str, str]]) -> None:
         """Drop what cache.db knows of objects deleted from the store and of their media (local
         by media id; remote by (origin, filesystem_id), which cache.db does not index: one scan
@@ -241,6 +309,7 @@ class CacheDb:
                 (remote_keys,),
             )
 
+    @_sqlite_errors
     def files_of(self, media: Media) -> list[FileRecord]:
         rows = self._conn.execute(
             """

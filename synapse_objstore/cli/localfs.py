@@ -4,22 +4,50 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
+
+from synapse_objstore.media import open_media_dir
 
 
 def remove_media_file(base_path: str, media_path: str) -> None:
     """Delete a file of the media store, then every directory it leaves empty, up to (not
-    including) the media store itself. A file already gone is not an error."""
-    local_path = os.path.join(base_path, media_path)
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(local_path)
-    base = os.path.normpath(base_path)
-    directory = os.path.dirname(os.path.normpath(local_path))
-    while directory != base and directory.startswith(base + os.sep):
-        try:
-            os.rmdir(directory)
-        except OSError:  # not empty, or not ours to remove: either way, stop here
+    including) the media store itself. A file already gone is not an error.
+
+    Nothing is followed below the top-level directory (see `open_media_dir`): a symlinked
+    directory on the way raises MediaFileError, and a symlink in the file's place is itself
+    removed (unlink never follows one), so a delete never reaches outside the media store.
+    """
+    directory, _, name = media_path.rpartition("/")
+    with open_media_dir(base_path, directory) as fd:
+        if fd is None:
             return
-        directory = os.path.dirname(directory)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=fd)
+    _remove_empty_directories(base_path, directory)
+
+
+def _remove_empty_directories(base_path: str, directory: str) -> None:
+    """rmdir `directory` and its parents while they are empty (rmdir never follows a symlink)."""
+    parts = directory.split("/")
+    while parts:
+        *parent, name = parts
+        with open_media_dir(base_path, "/".join(parent)) if parent else _base_dir(base_path) as fd:
+            if fd is None:
+                return
+            try:
+                os.rmdir(name, dir_fd=fd)
+            except OSError:  # not empty, or not ours to remove: either way, stop here
+                return
+        parts = parent
+
+
+@contextlib.contextmanager
+def _base_dir(base_path: str) -> Iterator[int]:
+    fd = os.open(base_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def file_size(path: str) -> int | None:

@@ -13,13 +13,14 @@ import datetime
 import json
 import os
 import sys
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+import time
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import click
 
-from synapse_objstore.cli.cache_db import CacheDb, CacheDbError
+from synapse_objstore.cli.cache_db import CacheDb, CacheDbError, check_synced
 from synapse_objstore.cli.durations import Duration
 from synapse_objstore.cli.homeserver import (
     ConfigFileError,
@@ -30,9 +31,9 @@ from synapse_objstore.cli.homeserver import (
 from synapse_objstore.cli.lock import CacheDbLock, CacheDbLockError
 from synapse_objstore.cli.ownership import DEFAULT_MAX_DELETE_SHARE, OwnerCheck, OwnershipError
 from synapse_objstore.cli.percentage import Percentage
-from synapse_objstore.cli.report import Summary, progress_bar
+from synapse_objstore.cli.report import MAX_LISTED_FAILURES, Failure, Summary, progress_bar
 from synapse_objstore.cli.synapse_db import DATABASE_YAML, SynapseDb, SynapseDbError
-from synapse_objstore.media import Media
+from synapse_objstore.media import Media, MediaType, printable
 
 # The store, its backends and their clients (s3fs, aiobotocore, aiohttp, pydantic) take a few
 # hundred milliseconds to import: the commands that use a store import them when they run, so
@@ -69,6 +70,8 @@ class Context:
     config_paths: Sequence[str]
     retries: int | None = None  # --retries; None: BATCH_RETRIES, or the config's if it has more
     wait: float = 0
+    # media that failed in a command without a Summary (update-db, check-deleted, update, write)
+    failures: list[Failure] = field(default_factory=list)
     _homeserver: Homeserver | None = field(default=None, init=False)
     _lock: CacheDbLock | None = field(default=None, init=False)
 
@@ -83,6 +86,9 @@ class Context:
         """A progress line: stdout as s3_media_upload prints it, stderr when stdout carries JSON."""
         click.echo(" ".join(str(w) for w in words), err=self.as_json)
 
+    def warn(self, *words: object) -> None:
+        click.echo(" ".join(str(w) for w in words), err=True)
+
     def cache(self, lock: bool = True) -> CacheDb:
         """cache.db; unless `lock` is false, held by this run alone until the command ends (see lock.py)."""
         if lock and self._lock is None:
@@ -95,6 +101,10 @@ class Context:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+
+    def fail(self, name: str, error: str) -> None:
+        """A media failed; the command goes on and exits 1 (see `finish_counts`)."""
+        self.failures.append(Failure(name, error))
 
     def base_path(self, given: str | None) -> str:
         if given is None:
@@ -179,6 +189,20 @@ class Context:
         if not summary.ok:
             sys.exit(1)
 
+    def finish_counts(self, command: str, dry_run: bool, **counts: int) -> None:
+        """The closing counts of a command without a Summary (JSON with --json), its failures; exit 1 if any."""
+        if self.as_json:
+            failed = [{"path": f.path, "error": f.error} for f in self.failures]
+            report = {"command": command, "dry_run": dry_run, **counts, "failed": failed}
+            click.echo(json.dumps(report, sort_keys=True))
+        if self.failures:
+            self.info(f"Failed {len(self.failures)} media")
+            for failure in self.failures[:MAX_LISTED_FAILURES]:
+                self.info(f"  {failure.path}: {failure.error}")
+            if len(self.failures) > MAX_LISTED_FAILURES:
+                self.info(f"  ... and {len(self.failures) - MAX_LISTED_FAILURES} more (see --json)")
+            sys.exit(1)
+
 
 pass_context = click.make_pass_decorator(Context)
 
@@ -259,29 +283,41 @@ def cli(ctx: click.Context, no_progress: bool, as_json: bool, config_paths: tupl
                       retries=retries, wait=wait)
 
 
-def _update_db(obj: Context, cache: CacheDb, before: datetime.datetime, hs_path: str, dry_run: bool) -> int:
+def _update_db(obj: Context, cache: CacheDb, synapse_db: SynapseDb, before: datetime.datetime, dry_run: bool) -> int:
     """Add the media not accessed since `before` to cache.db. Reads only those that aged past
     the cutoff of the last complete run from the same database (see `CacheDb.synced_before`)."""
-    synapse_db = obj.synapse_db(hs_path)
     before_ts = int(before.timestamp() * 1000)
     since_ts = cache.synced_before(synapse_db.description)
     obj.info("Syncing files that haven't been accessed since:", before.isoformat(" "))
+    if since_ts > time.time() * 1000:
+        # Older versions took a negative duration; its cutoff would hide every media from now on.
+        obj.warn(f"Warning: {cache.path} says media not accessed since {_iso(since_ts)} were synced, a time still to "
+                 f"come (a negative duration given to an older version?): ignoring it, every media is read once")
+        since_ts = 0
     if since_ts:
         obj.info("  Those not accessed since", _iso(since_ts), "were synced by an earlier run")
-    try:
-        batches = synapse_db.media_accessed_between(
-            since_ts, before_ts, lambda kind: obj.info("  Syncing", kind, "media")
-        )
-        if dry_run:
-            count = cache.count_new_synced(batches)
-        else:
-            count = cache.add_synced_media(batches)
-            # a run with a longer duration than the last one's reads nothing and keeps its cutoff
-            cache.set_synced_before(synapse_db.description, max(since_ts, before_ts))
-    finally:
-        synapse_db.close()
+    batches = _checked(obj, synapse_db.media_accessed_between(
+        since_ts, before_ts, lambda kind: obj.info("  Syncing", kind, "media")
+    ))
+    if dry_run:
+        count = cache.count_new_synced(batches)
+    else:
+        count = cache.add_synced_media(batches)
+        # a run with a longer duration than the last one's reads nothing and keeps its cutoff
+        cache.set_synced_before(synapse_db.description, max(since_ts, before_ts))
     obj.info("Would sync" if dry_run else "Synced", count, "new rows")
     return count
+
+
+def _checked(obj: Context, batches: Iterator[tuple[MediaType, list[tuple[str, ...]]]]
+             ) -> Iterator[tuple[MediaType, list[tuple[str, ...]]]]:
+    """The batches without the rows that make no media path, each of which fails (it is not
+    read again: the cutoff moves past it, as no file Synapse writes can belong to it)."""
+    for media_type, rows in batches:
+        good, bad = check_synced(media_type, rows)
+        for name, problem in bad:
+            obj.fail(name, f"not synced: {problem}")
+        yield media_type, good
 
 
 def _iso(ts_ms: int) -> str:
@@ -298,19 +334,14 @@ def _check_deleted(obj: Context, cache: CacheDb, base_path: str, dry_run: bool) 
             try:
                 if not media.local_files(base_path):
                     gone.append(media)
-            except ValueError as error:
-                obj.info(f"skipping {media.describe()}: {error}")
+            except ValueError as error:  # a bad row of cache.db, a file Synapse does not write: never "deleted"
+                obj.fail(media.describe(), str(error))
             bar.update(1)
     if not dry_run:
         for start in range(0, len(gone), WRITE_BATCH):
             cache.set_deleted(gone[start:start + WRITE_BATCH])
     obj.info("Would update" if dry_run else "Updated", len(gone), "as deleted")
     return len(gone)
-
-
-def _emit_counts(obj: Context, command: str, dry_run: bool, **counts: int) -> None:
-    if obj.as_json:
-        click.echo(json.dumps({"command": command, "dry_run": dry_run, **counts}, sort_keys=True))
 
 
 @cli.command("update-db")
@@ -324,8 +355,12 @@ def update_db(obj: Context, duration: datetime.datetime, homeserver_config_path:
     DURATION: media not accessed for that long, e.g. 1m (one month); suffixes s, h, d, m (30 days), y.
     """
     cache = obj.cache()
-    synced = _update_db(obj, cache, duration, homeserver_config_path, dry_run)
-    _emit_counts(obj, "update-db", dry_run, synced=synced)
+    synapse_db = obj.synapse_db(homeserver_config_path)
+    try:
+        synced = _update_db(obj, cache, synapse_db, duration, dry_run)
+    finally:
+        synapse_db.close()
+    obj.finish_counts("update-db", dry_run, synced=synced)
 
 
 @cli.command("check-deleted")
@@ -334,9 +369,10 @@ def update_db(obj: Context, duration: datetime.datetime, homeserver_config_path:
 @pass_context
 def check_deleted(obj: Context, base_path: str | None, dry_run: bool) -> None:
     """Check whether files in the local cache still exist under given path."""
+    base = obj.base_path(base_path)
     cache = obj.cache()
-    updated = _check_deleted(obj, cache, obj.base_path(base_path), dry_run)
-    _emit_counts(obj, "check-deleted", dry_run, deleted=updated)
+    deleted = _check_deleted(obj, cache, base, dry_run)
+    obj.finish_counts("check-deleted", dry_run, deleted=deleted)
 
 
 @cli.command("update")
@@ -351,9 +387,13 @@ def update(obj: Context, args: tuple[str, ...], homeserver_config_path: str, dry
     base_path = obj.base_path(args[0] if len(args) == 2 else None)
     before = Duration().convert(args[-1], None, click.get_current_context())
     cache = obj.cache()
-    synced = _update_db(obj, cache, before, homeserver_config_path, dry_run)
-    updated = _check_deleted(obj, cache, base_path, dry_run)
-    _emit_counts(obj, "update", dry_run, synced=synced, deleted=updated)
+    synapse_db = obj.synapse_db(homeserver_config_path)
+    try:
+        synced = _update_db(obj, cache, synapse_db, before, dry_run)
+    finally:
+        synapse_db.close()
+    deleted = _check_deleted(obj, cache, base_path, dry_run)
+    obj.finish_counts("update", dry_run, synced=synced, deleted=deleted)
 
 
 @cli.command("write")
@@ -365,8 +405,16 @@ def write(obj: Context, out: TextIO) -> None:
     check-deleted should be run first to update cache. OUT: a file, or '-' for stdout.
     """
     for media in obj.cache(lock=False).iter_media(False):  # reads only
-        print(media.file_path, file=out)
-        print(media.thumbnail_dir + "/", file=out)  # thumbnail directories with a trailing '/'
+        try:
+            paths = (media.file_path, media.thumbnail_dir + "/")  # thumbnail directories with a trailing '/'
+        except ValueError as error:  # a bad row of cache.db: named on stderr, exit 1
+            obj.fail(media.describe(), str(error))
+            continue
+        print(*paths, sep="\n", file=out)
+    for failure in obj.failures:
+        click.echo(f"skipped {failure.path}: {failure.error}", err=True)
+    if obj.failures:
+        sys.exit(1)
 
 
 @cli.command("upload")
@@ -453,7 +501,7 @@ def _find_media(cache: CacheDb, given: str) -> Media:
     origin, _, media_id = given.rpartition("/")
     media = cache.find(origin, media_id)
     if media is None:
-        raise click.BadParameter(f"{given} is not in {cache.path}", param_hint="--media")
+        raise click.BadParameter(f"{printable(given)} is not in {cache.path}", param_hint="--media")
     return media
 
 
@@ -505,7 +553,7 @@ def migrate(obj: Context, to_config: str, store_config: str | None, jobs: int, s
 @cli.command("reconcile")
 @click.argument("base_path", required=False)
 @click.option("--apply", is_flag=True, help="Delete, upload and abort for real; without it nothing changes.")
-@click.option("--grace", type=Duration(), default="1d", show_default=True,
+@click.option("--grace", type=Duration(allow_zero=True), default="1d", show_default=True,
               help="Touch only objects, media and uploads older than this (suffixes s, h, d, m, y).")
 @click.option("--max-delete", type=click.IntRange(min=0), default=None, metavar="N",
               help="Delete at most N objects, then stop deleting and exit with code 1.")

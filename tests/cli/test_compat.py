@@ -88,7 +88,7 @@ def test_old_commands_with_database_yaml_and_positional_bucket(
     # check-deleted notices media that Synapse itself removed from disk
     for path in dataset.recent[:2]:
         (synapse.media_store / path).unlink()
-    offload("update-db", "0s")
+    offload("update-db", "1s")
     assert "Updated 1 as deleted" in offload("check-deleted", base).stdout
 
 

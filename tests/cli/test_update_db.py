@@ -60,7 +60,7 @@ def test_rerun_adds_media_that_aged_past_the_cutoff_and_not_media_accessed_again
     assert cache_media(workdir) == OLD_MEDIA | {("", "OldAccessedAgain")}
 
     # since then, two media were downloaded again: one that was offloadable, one that was not yet
-    set_last_access(synapse, "AccessedAgain000", synapse.now_ms)
+    set_last_access(synapse, "AccessedAgain000", synapse.now_ms - 60_000)
     set_last_access(synapse, "OldAccessedAgain", synapse.now_ms)
     out = offload("update-db", "20d").stdout
     assert "were synced by an earlier run" in out and "Synced 2 new rows" in out
@@ -70,7 +70,7 @@ def test_rerun_adds_media_that_aged_past_the_cutoff_and_not_media_accessed_again
     assert synced(offload, "20d") == 0
 
     # a shorter duration than the last run's reaches back to media that were recent then
-    assert synced(offload, "0s") == 3  # AccessedAgain000, RecentMediaAbCdE, recentRemote
+    assert synced(offload, "1s") == 3  # AccessedAgain000, RecentMediaAbCdE, recentRemote
     assert ("", "RecentMediaAbCdE") in cache_media(workdir)
     assert ("", "UrlPreviewMedia1") not in cache_media(workdir)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,8 @@ def test_offload_with_delete_then_everything_still_downloads(homeserver: Homeser
     media_store = homeserver.server.media_store_path
     assert any(media_store.rglob("*")) and (media_store / local_thumbnails_dir(image.media_id)).is_dir()
 
-    updated = offload(homeserver, tmp_path / "cache.db", "update", "0s")
+    time.sleep(1)  # durations are more than zero: every media is older than "1s" now
+    updated = offload(homeserver, tmp_path / "cache.db", "update", "1s")
     assert updated.returncode == 0, updated.stderr
     uploaded = offload(homeserver, tmp_path / "cache.db", "upload", "--delete")
     assert uploaded.returncode == 0, uploaded.stdout + uploaded.stderr
