@@ -5,8 +5,11 @@ file of this media is left on local disk"), so an admin can switch between the t
 any point. What this tool adds lives in tables of its own, which s3_media_upload ignores:
 `objstore_files`, one row per file whose remote copy was verified, written (and committed)
 before that local file is deleted. A killed run therefore never leaves a deleted file
-without a record of where its verified copy is. And `objstore_synced`, the cutoff of the
+without a record of where its verified copy is. `objstore_synced`, the cutoff of the
 last update-db, so that the next one reads only the media that aged past it since.
+`objstore_returned`, the media found back on local disk after they were offloaded (their
+remote copy is the reference: a local copy that differs is never uploaded over it), and
+`objstore_rechecked`, up to when check-deleted has looked for such media.
 
 Every sqlite error becomes a CacheDbError naming the file (a damaged one: what to do).
 """
@@ -63,6 +66,20 @@ OBJSTORE_SCHEMA = """
         source TEXT NOT NULL PRIMARY KEY,  -- the database, as SynapseDb describes it
         before_ts INTEGER NOT NULL
     );
+    -- Media found back on local disk after they were offloaded (Synapse downloads an
+    -- original again to make a thumbnail of it), by the key of their media paths.
+    CREATE TABLE IF NOT EXISTS objstore_returned (
+        origin TEXT NOT NULL,
+        filesystem_id TEXT NOT NULL,
+        found_ts INTEGER NOT NULL,       -- milliseconds since the epoch
+        PRIMARY KEY (origin, filesystem_id)
+    );
+    -- check-deleted has looked for offloaded media back on disk among those Synapse's
+    -- database (`source`) says were accessed since `since_ts` (ms).
+    CREATE TABLE IF NOT EXISTS objstore_rechecked (
+        source TEXT NOT NULL PRIMARY KEY,
+        since_ts INTEGER NOT NULL
+    );
 """
 
 PAGE_SIZE = 1000
@@ -80,6 +97,24 @@ INSERT_SYNCED = {
         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
                'remote', 0
         FROM json_each(?)
+    """,
+}
+
+
+# What `offloaded_among` reads: the media of a synced batch that cache.db marks offloaded. CROSS
+# JOIN keeps the batch the outer loop (one index lookup per row): left to itself, SQLite walks
+# every local media of `media` and reads the whole batch for each.
+OFFLOADED_AMONG = {
+    "local": """
+        SELECT m.origin, m.media_id, m.filesystem_id, m.type FROM json_each(?) AS j
+        CROSS JOIN media AS m ON m.origin = '' AND m.media_id = j.value
+        WHERE m.known_deleted
+    """,
+    "remote": """
+        SELECT m.origin, m.media_id, m.filesystem_id, m.type FROM json_each(?) AS j
+        CROSS JOIN media AS m
+            ON m.origin = json_extract(j.value, '$[0]') AND m.media_id = json_extract(j.value, '$[1]')
+        WHERE m.known_deleted
     """,
 }
 
@@ -247,6 +282,54 @@ class CacheDb:
         with self._conn:
             self._conn.execute("INSERT OR REPLACE INTO objstore_synced (source, before_ts) VALUES (?, ?)",
                                (source, before_ts))
+
+    @_sqlite_errors
+    def rechecked_since(self, source: str) -> int:
+        """Since when (ms) check-deleted has looked for media of `source` back on disk; 0 if never."""
+        row = self._conn.execute("SELECT since_ts FROM objstore_rechecked WHERE source = ?", (source,)).fetchone()
+        return int(row[0]) if row else 0
+
+    @_sqlite_errors
+    def set_rechecked_since(self, source: str, since_ts: int) -> None:
+        with self._conn:
+            self._conn.execute("INSERT OR REPLACE INTO objstore_rechecked (source, since_ts) VALUES (?, ?)",
+                               (source, since_ts))
+
+    @_sqlite_errors
+    def offloaded_among(self, media_type: MediaType, rows: list[tuple[str, ...]]) -> list[Media]:
+        """The media of a batch of SynapseDb.media_accessed_between (checked by `check_synced`)
+        that cache.db marks offloaded."""
+        found = self._conn.execute(OFFLOADED_AMONG[media_type], (_as_json(media_type, rows),)).fetchall()
+        return [Media(*row) for row in found]
+
+    @_sqlite_errors
+    def mark_returned(self, media: list[Media]) -> None:
+        """These offloaded media have files on local disk again: not deleted, so that `write`
+        lists them and `upload` handles them; and remembered as offloaded before."""
+        now = int(time.time() * 1000)
+        with self._conn:
+            self._conn.executemany(
+                "UPDATE media SET known_deleted = ? WHERE origin = ? AND media_id = ?",
+                ((False, m.origin, m.media_id) for m in media),
+            )
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO objstore_returned (origin, filesystem_id, found_ts) VALUES (?, ?, ?)",
+                ((m.origin, m.filesystem_id, now) for m in media),
+            )
+
+    @_sqlite_errors
+    def file_record(self, path: str) -> FileRecord | None:
+        """The verified copy of the file at this media path, if one was recorded."""
+        row = self._conn.execute(
+            "SELECT path, origin, media_id, size, md5, store FROM objstore_files WHERE path = ?", (path,)
+        ).fetchone()
+        return FileRecord(*row) if row else None
+
+    @_sqlite_errors
+    def was_returned(self, origin: str, filesystem_id: str) -> bool:
+        """Whether the media with these paths was found back on disk after it was offloaded."""
+        sql = "SELECT 1 FROM objstore_returned WHERE origin = ? AND filesystem_id = ?"
+        return self._conn.execute(sql, (origin, filesystem_id)).fetchone() is not None
 
     @_sqlite_errors
     def count_new_synced(self, batches: Iterable[tuple[MediaType, list[tuple[str, ...]]]]) -> int:

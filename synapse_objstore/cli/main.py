@@ -32,6 +32,7 @@ from synapse_objstore.cli.lock import CacheDbLock, CacheDbLockError
 from synapse_objstore.cli.ownership import DEFAULT_MAX_DELETE_SHARE, OwnerCheck, OwnershipError
 from synapse_objstore.cli.percentage import Percentage
 from synapse_objstore.cli.report import MAX_LISTED_FAILURES, Failure, Summary, progress_bar
+from synapse_objstore.cli.returned import find_returned
 from synapse_objstore.cli.synapse_db import DATABASE_YAML, SynapseDb, SynapseDbError
 from synapse_objstore.media import Media, MediaType, printable
 
@@ -324,7 +325,10 @@ def _iso(ts_ms: int) -> str:
     return datetime.datetime.fromtimestamp(ts_ms / 1000).isoformat(" ")
 
 
-def _check_deleted(obj: Context, cache: CacheDb, base_path: str, dry_run: bool) -> int:
+def _check_deleted(obj: Context, cache: CacheDb, base_path: str, dry_run: bool, full: bool,
+                   synapse_db: SynapseDb | None) -> tuple[int, int]:
+    """Mark media with no file left on local disk deleted, and offloaded media with files back
+    on disk not deleted (see returned.py). Returns how many of each."""
     total = cache.count(False)
     if not obj.progress:
         obj.info("Checking on ", total, " undeleted files")
@@ -341,7 +345,12 @@ def _check_deleted(obj: Context, cache: CacheDb, base_path: str, dry_run: bool) 
         for start in range(0, len(gone), WRITE_BATCH):
             cache.set_deleted(gone[start:start + WRITE_BATCH])
     obj.info("Would update" if dry_run else "Updated", len(gone), "as deleted")
-    return len(gone)
+
+    with progress_bar(obj.progress, None, "offloaded media") as bar:
+        found = find_returned(cache, base_path, synapse_db, full, dry_run, obj.fail, obj.info, lambda: bar.update(1))
+    obj.info(f"Found {found.media} offloaded media back on local disk ({found.files} files; looked at "
+             f"{found.looked_at}):", "would mark them" if dry_run else "marked them", "not deleted, for the next upload")
+    return len(gone), found.media
 
 
 @cli.command("update-db")
@@ -363,16 +372,34 @@ def update_db(obj: Context, duration: datetime.datetime, homeserver_config_path:
     obj.finish_counts("update-db", dry_run, synced=synced)
 
 
+full_option = click.option(
+    "--full", is_flag=True,
+    help="Look for every offloaded media back on local disk, not only those Synapse served since the last look.",
+)
+
+
 @cli.command("check-deleted")
 @click.argument("base_path", required=False)
+@full_option
 @dry_run_option
 @pass_context
-def check_deleted(obj: Context, base_path: str | None, dry_run: bool) -> None:
-    """Check whether files in the local cache still exist under given path."""
+def check_deleted(obj: Context, base_path: str | None, full: bool, dry_run: bool) -> None:
+    """Check whether files in the local cache still exist under given path.
+
+    Also finds offloaded media whose files are back on local disk (Synapse downloads an
+    original again to make a new thumbnail of it) and marks them not deleted, for the next
+    upload: with Synapse's database (--config or database.yaml), among the media it served
+    since the last look; else, or with --full, among every offloaded media.
+    """
     base = obj.base_path(base_path)
     cache = obj.cache()
-    deleted = _check_deleted(obj, cache, base, dry_run)
-    obj.finish_counts("check-deleted", dry_run, deleted=deleted)
+    synapse_db = None if full else obj.optional_synapse_db()
+    try:
+        deleted, returned = _check_deleted(obj, cache, base, dry_run, full, synapse_db)
+    finally:
+        if synapse_db is not None:
+            synapse_db.close()
+    obj.finish_counts("check-deleted", dry_run, deleted=deleted, returned=returned)
 
 
 @cli.command("update")
@@ -390,10 +417,10 @@ def update(obj: Context, args: tuple[str, ...], homeserver_config_path: str, dry
     synapse_db = obj.synapse_db(homeserver_config_path)
     try:
         synced = _update_db(obj, cache, synapse_db, before, dry_run)
+        deleted, returned = _check_deleted(obj, cache, base_path, dry_run, False, synapse_db)
     finally:
         synapse_db.close()
-    deleted = _check_deleted(obj, cache, base_path, dry_run)
-    obj.finish_counts("update", dry_run, synced=synced, deleted=deleted)
+    obj.finish_counts("update", dry_run, synced=synced, deleted=deleted, returned=returned)
 
 
 @cli.command("write")

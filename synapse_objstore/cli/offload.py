@@ -45,7 +45,7 @@ from synapse_objstore.cli.verification import (
     is_retryable,
     preflight,
 )
-from synapse_objstore.media import Media
+from synapse_objstore.media import Media, parse_media_path
 from synapse_objstore.store import MediaPathError, ObjectStore
 
 
@@ -270,6 +270,12 @@ class Offloader:
             if check.state is State.VERIFIED:
                 self.summary.add(files_verified=1, bytes_verified=digest.size)
                 return digest, False
+            if check.state is State.DIFFERS and (reference := await self._remote_is_reference(media_path, digest)):
+                self.summary.fail(media_path, (
+                    f"the local file differs from the remote copy ({check.detail}), which {reference}: not uploaded "
+                    f"over it, not deleted. A partial or damaged local copy (Synapse downloads into place)? Then "
+                    f"delete it: Synapse serves the remote copy"))
+                return None
             if self.options.dry_run:
                 self.summary.add(files_uploaded=1, bytes_uploaded=digest.size)
                 return digest, True
@@ -278,6 +284,24 @@ class Offloader:
         except (OSError, MediaPathError) as error:
             self.summary.fail(media_path, error)
             return None
+
+    async def _remote_is_reference(self, media_path: str, digest: LocalDigest) -> str | None:
+        """Why the remote copy, not the differing local file, holds the right content; None if nothing does.
+
+        Media never change, so a local file that differs from a copy verified before (or from
+        the copy of a media that was offloaded and came back) is the suspect one: Synapse
+        writes what it downloads straight into place, and a download cut short leaves part
+        of the file. Uploading it would replace the only intact copy.
+        """
+        record = await self.journal.call(self.journal.cache.file_record, media_path)
+        if record is not None:
+            if record.size == digest.size and record.md5 in (None, digest.md5):
+                return None  # the local file is what was verified: the remote copy changed since
+            return f"holds the content verified when this file was offloaded ({record.size} bytes)"
+        owner = parse_media_path(media_path)
+        if owner is not None and await self.journal.call(self.journal.cache.was_returned, owner.origin, owner.key):
+            return "is where this media was offloaded to, and came back from"
+        return None
 
     async def _verify_upload(
         self, media_path: str, digest: LocalDigest, checksum: str | None

@@ -85,7 +85,7 @@ def test_dry_run_changes_nothing(
 ) -> None:
     config = ["--config", str(homeserver_yaml)]
     dry = json.loads(offload("--json", *config, "update", "--dry-run", "30d").stdout)
-    assert dry == {"command": "update", "dry_run": True, "synced": 5, "deleted": 0, "failed": []}
+    assert dry == {"command": "update", "dry_run": True, "synced": 5, "deleted": 0, "returned": 0, "failed": []}
     assert cache_rows(workdir) == {}
 
     offload(*config, "update", "30d")
