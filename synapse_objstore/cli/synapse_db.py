@@ -8,6 +8,7 @@ through a server-side cursor, so the first rows arrive before the last are read.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -268,5 +269,8 @@ class SynapseDb:
                 while batch := cursor.fetchmany(BATCH_SIZE):
                     yield batch
             self._conn.rollback()  # end the read transaction
-        except (sqlite3.Error, psycopg2.Error) as error:
+        except (sqlite3.Error, psycopg2.Error, ValueError) as error:  # ValueError: psycopg2 refuses a NUL
+            if not self.is_sqlite:  # else every later query on the connection fails: "transaction is aborted"
+                with contextlib.suppress(psycopg2.Error):
+                    self._conn.rollback()
             raise SynapseDbError(f"Could not read media from {self.description}: {str(error).strip()}") from None

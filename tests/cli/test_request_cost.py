@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from synapse_objstore.owner_marker import OWNER_MARKER
 from tests.cli.conftest import Dataset, Offload
 from tests.cli.synapse_media import SynapseMedia
 from tests.servers.moto import MotoServer
@@ -22,12 +23,15 @@ REQUEST = re.compile(r'"(?:\x1b\[\d+m)?(?P<method>[A-Z]+) /(?P<bucket>[^/? ]+)(?
 
 
 def requests_to(moto: MotoServer, bucket: str) -> Counter[str]:
-    """Requests moto served for `bucket`: 'HEAD object', 'PUT object', 'GET listing', ..."""
+    """Requests moto served for `bucket`: 'HEAD object', 'PUT object', 'GET listing', ...; those
+    about the owner marker as 'HEAD marker', 'PUT marker', ..."""
     counts: Counter[str] = Counter()
     for match in REQUEST.finditer(moto.log_path.read_text()):
         if match["bucket"] == bucket:
             rest = match["rest"]
             target = "object" if rest.startswith("/") and len(rest) > 1 and "uploads" not in rest else "bucket"
+            if rest.endswith(OWNER_MARKER):
+                target = "marker"
             if "uploadId=" in rest or rest.endswith("?uploads"):
                 target = "multipart"
             counts[f"{match['method']} {target}"] += 1
@@ -44,10 +48,11 @@ def test_a_new_media_costs_one_request_per_file(
     assert summary["files_deleted"] == len(dataset.old) and summary["files_failed"] == 0
 
     counts = requests_to(moto, bucket)
-    # all but the 11 MiB original, which goes up in three parts after one lookup; once per run,
-    # the owner marker is looked for and (the first time) written
-    assert counts["PUT object"] == len(dataset.old) - 1 + 1, counts
-    assert counts["HEAD object"] == 1 + 1, counts
+    # all but the 11 MiB original, which goes up in three parts after one lookup
+    assert counts["PUT object"] == len(dataset.old) - 1, counts
+    assert counts["HEAD object"] == 1, counts
+    # once per run the owner marker is looked for; the first run writes it and reads it back
+    assert (counts["HEAD marker"], counts["PUT marker"], counts["GET marker"]) == (2, 1, 1), counts
     assert counts["PUT multipart"] == 3 and counts["POST multipart"] == 2, counts
     assert counts["GET object"] == 0, counts  # nothing read back
     assert counts["GET bucket"] == 0, counts  # no listing after a 404
