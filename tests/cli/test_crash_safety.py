@@ -25,14 +25,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def recorded_paths(cache: Path) -> set[str]:
-    """Files whose verification is committed in cache.db (retrying while the run holds the lock)."""
+    """Files whose verification is committed in cache.db (retrying while the run holds the lock).
+    Not read-only: a run killed in the middle of a commit leaves a hot journal, which only a
+    connection that may write rolls back (as the next run does); a read-only one fails."""
+    error = None
     for _ in range(100):
         try:
-            with sqlite3.connect(f"file:{cache}?mode=ro", uri=True, timeout=0.1) as conn:
+            with sqlite3.connect(cache, timeout=0.1) as conn:
                 return {path for (path,) in conn.execute("SELECT path FROM objstore_files")}
-        except sqlite3.OperationalError:
+        except sqlite3.OperationalError as failure:
+            error = failure
             time.sleep(0.02)
-    raise AssertionError("cache.db stayed locked")
+    raise AssertionError(f"cache.db stayed locked: {error}")
 
 
 def assert_nothing_lost(synapse: SynapseMedia, moto: MotoServer, bucket: str, cache: Path) -> int:
