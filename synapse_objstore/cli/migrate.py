@@ -91,6 +91,6 @@ class Migrator:
             if os.path.exists(local_path):
                 os.remove(local_path)
         if check.state is not State.VERIFIED:
-            self.summary.fail(media_path, f"copy in the target is {check.state.value} after upload {check.detail}".rstrip())
+            self.summary.fail(media_path, check.after_upload("copy in the target"))
             return
         self.summary.add(files_verified=1, bytes_verified=info.size)

@@ -314,8 +314,7 @@ class Offloader:
             self.summary.fail(media_path, error)
             return None
         if check.state is not State.VERIFIED:
-            state = "is missing" if check.state is State.MISSING else "differs"
-            self.summary.fail(media_path, f"remote copy {state} after upload: {check.detail}".rstrip(": "))
+            self.summary.fail(media_path, check.after_upload("remote copy"))
             return None
         self.summary.add(files_verified=1, bytes_verified=digest.size)
         return digest, True

@@ -43,6 +43,11 @@ class Check:
     state: State
     detail: str = ""  # how it was verified, or how it differs
 
+    def after_upload(self, copy: str) -> str:
+        """Why an upload failed, for a check after it that did not verify the copy."""
+        state = "is missing" if self.state is State.MISSING else "differs"
+        return f"{copy} {state} after upload: {self.detail}".rstrip(": ")
+
 
 class RemoteChecker:
     def __init__(self, store: ObjectStore, read_back: bool = True) -> None:
