@@ -60,9 +60,21 @@ class OwnerRecord:
     newest_media_ts: int
     recorded_at: str
     recorded_by: str
+    # when this owner first claimed the store (ISO 8601): reconcile deletes nothing until the claim
+    # is older than its grace period, so that another homeserver writing there is told first
+    claimed_at: str
 
     def describe(self) -> str:
-        return f"{self.owner.describe()}, recorded {printable(self.recorded_at)} by {printable(self.recorded_by)}"
+        return (f"{self.owner.describe()}, claimed {printable(self.claimed_at)}, recorded "
+                f"{printable(self.recorded_at)} by {printable(self.recorded_by)}")
+
+    @property
+    def claimed(self) -> datetime.datetime:
+        try:
+            moment = datetime.datetime.fromisoformat(self.claimed_at)
+        except ValueError:
+            return datetime.datetime.now(datetime.timezone.utc)  # unreadable: as if claimed just now
+        return moment if moment.tzinfo else moment.replace(tzinfo=datetime.timezone.utc)
 
 
 def printable(text: str) -> str:
@@ -107,19 +119,23 @@ def _parse_marker(data: bytes) -> OwnerRecord:
     if not isinstance(raw, dict) or type(raw.get("format")) is not int or raw["format"] != MARKER_FORMAT:
         raise ValueError("not a marker of a format this tool knows")
     owner = raw["owner"]
-    fields = (owner["server_name"], owner["fingerprint"], owner["database"], raw["recorded_at"], raw["recorded_by"])
+    fields = (owner["server_name"], owner["fingerprint"], owner["database"], raw["recorded_at"], raw["recorded_by"],
+              raw["claimed_at"])
     if not all(isinstance(field, str) for field in fields) or type(raw["newest_media_ts"]) is not int:
         raise ValueError("a field has the wrong type")
     return OwnerRecord(HomeserverIdentity(*fields[:3]), raw["newest_media_ts"], *fields[3:])
 
 
 async def record_owner(store: ObjectStore, identity: HomeserverIdentity, newest_media_ts: int,
-                       command: str) -> OwnerRecord:
-    """Write the marker naming `identity` as the store's owner."""
+                       command: str, claimed_at: str | None = None) -> OwnerRecord:
+    """Write the marker naming `identity` as the store's owner; `claimed_at` that of the record
+    it renews (a new claim starts now)."""
     now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
-    record = OwnerRecord(identity, newest_media_ts, now, f"objstore-offload {command} on {socket.gethostname()}")
+    record = OwnerRecord(identity, newest_media_ts, now, f"objstore-offload {command} on {socket.gethostname()}",
+                         claimed_at or now)
     body: dict[str, Any] = {"format": MARKER_FORMAT, "owner": asdict(identity), "newest_media_ts": newest_media_ts,
-                            "recorded_at": record.recorded_at, "recorded_by": record.recorded_by}
+                            "recorded_at": record.recorded_at, "recorded_by": record.recorded_by,
+                            "claimed_at": record.claimed_at}
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as file:
         json.dump(body, file, indent=2)
     try:

@@ -77,6 +77,16 @@ def redact(text: str) -> str:
     return text
 
 
+def _chain(error: BaseException) -> list[BaseException]:
+    """`error` and every exception the traceback prints with it (causes and contexts)."""
+    links: list[BaseException] = []
+    link: BaseException | None = error
+    while link is not None and all(link is not seen for seen in links):
+        links.append(link)
+        link = link.__cause__ or link.__context__
+    return links
+
+
 def _install_factory() -> None:
     previous = logging.getLogRecordFactory()
 
@@ -93,7 +103,7 @@ def _install_factory() -> None:
             record.msg, record.args = cleaned, None
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
-            if redact(str(exc)) != str(exc):
+            if any(redact(str(link)) != str(link) for link in _chain(exc)):
                 # The traceback would print the secret; keep the type, drop the text.
                 record.exc_info = None
                 record.msg = f"{record.msg} [{type(exc).__name__}: {REDACTED}]"

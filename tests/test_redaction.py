@@ -57,3 +57,19 @@ def test_a_secret_too_short_to_redact_is_warned_about_without_its_value(caplog: 
 def test_a_secret_holding_another_is_replaced_whole(caplog: pytest.LogCaptureFixture) -> None:
     register_secrets(["abcdefghijklmnop", "abcdefghijklmnopqrstuvwxyz"])
     assert logged(caplog, "k=abcdefghijklmnopqrstuvwxyz;") == "k=<redacted>;"
+
+
+def test_a_secret_in_the_cause_of_a_logged_exception_stays_out(caplog: pytest.LogCaptureFixture) -> None:
+    """The traceback prints every exception of the chain, not only the one logged."""
+    register_secrets([SECRET_KEY])
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="synapse_objstore.test"):
+        try:
+            try:
+                raise ValueError(f"signature for {SECRET_KEY} refused")
+            except ValueError as error:
+                raise RuntimeError("upload failed") from error
+        except RuntimeError:
+            logging.getLogger("synapse_objstore.test").exception("storing failed")
+    assert SECRET_KEY not in caplog.text
+    assert "[RuntimeError: <redacted>]" in caplog.text

@@ -49,7 +49,7 @@ class CacheDbLock:
     @classmethod
     def acquire(cls, cache_db_path: str, command: str, wait: float = 0) -> CacheDbLock:
         """Take the lock of `cache_db_path`, waiting up to `wait` seconds for a run that holds it."""
-        path = f"{cache_db_path}.lock"
+        path = f"{os.path.realpath(cache_db_path)}.lock"  # one lock however the file is reached
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as error:

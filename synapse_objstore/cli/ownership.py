@@ -25,6 +25,7 @@ must be of its `server_name`, so a `database:` section copied from another serve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import hashlib
 from dataclasses import dataclass
@@ -94,9 +95,24 @@ async def claim_store(store: ObjectStore, db: SynapseDb, command: str, dry_run: 
         if recorded is None and not dry_run:
             _, _, newest_media_ts = await asyncio.to_thread(db.media_counts)
             await record_owner(store, identity, newest_media_ts, command)
+            if await _holds_objects(store):
+                return (f"note: recorded {identity.describe()} as the owner of {store.backend.describe()}, which "
+                        "already holds objects. If another homeserver writes to this bucket and prefix, separate "
+                        "them now: once this claim is older than its grace period, reconcile takes the other's "
+                        "media for this one's orphans.")
     except (SynapseDbError, MarkerUnavailableError) as error:
         return f"warning: the store's owner is neither checked nor recorded: {error}"
     return None
+
+
+async def _holds_objects(store: ObjectStore) -> bool:
+    """Whether the store holds anything besides the owner marker (one short listing)."""
+    objects = store.list(page_size=2)
+    async with contextlib.aclosing(objects):  # type: ignore[type-var]  # an async generator, typed as an iterator
+        async for info in objects:
+            if info.media_path != OWNER_MARKER:
+                return True
+    return False
 
 
 async def check_same_owner(source: ObjectStore, target: ObjectStore) -> None:

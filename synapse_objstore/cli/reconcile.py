@@ -40,7 +40,7 @@ import asyncio
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from synapse_objstore.cli.cache_db import CacheDb
@@ -123,6 +123,7 @@ class ReconcileSummary(Summary):
     delete_share: float = 0.0
     max_delete_share: float = DEFAULT_MAX_DELETE_SHARE
     none_known: bool = False  # no media object older than the grace period is in the database
+    deletion_deferred: bool = False  # the claim on the store is younger than the grace period
     refusal: str = ""  # why --apply would refuse to delete (a dry run's warning)
 
     @property
@@ -192,6 +193,7 @@ class Reconciler:
         self.offloader = Offloader(store, cache, upload, summary, progress)
         self.slots = asyncio.Semaphore(options.jobs)
         self.deletions = 0
+        self._started = datetime.now().astimezone()
         self._remote_files: PathSet | None = None
 
     async def run(self) -> None:
@@ -209,15 +211,35 @@ class Reconciler:
         listed = PathSet()
         await self._sweep(listed, delete=not self.options.apply)  # a dry run names what it would delete
         self._check_delete_share(vouched=recorded is not None and self.options.owner_check == OwnerCheck())
+        claimed_at = recorded.claimed_at if recorded is not None and recorded.owner.same_homeserver(identity) else None
+        self._check_claim_age(recorded if claimed_at is not None else None)
         if self.options.apply:
             if recorded is None or recorded.owner != identity or recorded.newest_media_ts != newest_media_ts:
-                await record_owner(self.store, identity, newest_media_ts, "reconcile")
-                if recorded is None or recorded.owner != identity:
+                await record_owner(self.store, identity, newest_media_ts, "reconcile", claimed_at)
+                if claimed_at is None:
                     self.echo(f"Recorded {identity.describe()} as the owner of {self.summary.store}")
-            if self.summary.objects_orphaned:
+            if self.summary.objects_orphaned and not self.summary.deletion_deferred:
                 await self._sweep(None, delete=True)
         await self._repair(listed)
         await self._abort_incomplete_uploads()
+
+    def _check_claim_age(self, claim: OwnerRecord | None) -> None:
+        """Delete nothing until this homeserver's claim on the store is older than the grace
+        period. Two homeservers that already share a bucket and prefix cannot be told apart by
+        their objects; in the meantime the other one's objstore-offload refuses the store and its
+        provider's startup check fails, so its admin is told before anything of it is deleted."""
+        if claim is None:  # claimed by this run: old enough only without a grace period
+            if self._started - self.options.cutoff < timedelta(seconds=1):
+                return
+        elif claim.claimed <= self.options.cutoff:
+            return
+        self.summary.deletion_deferred = True
+        if self.summary.objects_orphaned:
+            since = "this run" if claim is None else claim.claimed_at
+            verb = "--apply would delete" if self.summary.dry_run else "Deleting"
+            self.echo(f"{verb} nothing yet: this homeserver's claim on {self.summary.store} dates from {since}, "
+                      "less than the grace period ago. Another homeserver writing there is refused from now on; "
+                      "orphans are deleted once the claim is older than --grace.")
 
     def _describe_comparison(self, identity: HomeserverIdentity, recorded: OwnerRecord | None, local: int,
                              remote: int) -> None:

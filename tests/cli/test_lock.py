@@ -73,6 +73,9 @@ def test_second_run_exits_2_naming_the_first_and_a_killed_run_leaves_no_lock(
     assert f"cache.db is in use by another objstore-offload run: `objstore-offload update-db` (pid {stuck_run.pid} " \
            f"on {socket.gethostname()}, started " in err
     assert "--wait SECONDS" in err and "Traceback" not in err
+    (workdir / "linked.db").symlink_to(workdir / "cache.db")  # the same cache.db by another name
+    linked = start(workdir, *config, "--cache-db", "linked.db", "check-deleted")
+    assert linked.wait(timeout=60) == 2 and f"(pid {stuck_run.pid} " in linked.communicate()[1]
     for command in (["upload", "--delete"], ["restore"], ["verify"], ["reconcile"], ["update", "30d"]):
         other = start(workdir, *config, *command)
         assert other.wait(timeout=60) == 2 and f"(pid {stuck_run.pid} " in other.communicate()[1], command

@@ -330,3 +330,39 @@ def test_a_database_whose_users_cannot_be_read(
     assert MARKER_KEY not in bucket_keys(moto, bucket) and len(bucket_keys(moto, bucket)) == len(dataset.old)
     refused = offload(*config, "reconcile", "--grace", "0s", "--apply", expect=2)
     assert "may this role SELECT from users?" in refused.output
+
+
+def test_a_fresh_claim_deletes_nothing_until_it_is_older_than_the_grace_period(
+    offload: Offload, homeserver_yaml: Path, synapse: SynapseMedia, dataset: Dataset, other_synapse: SynapseMedia,
+    moto: MotoServer, bucket: str, tmp_path: Path,
+) -> None:
+    """Two homeservers already share a bucket and prefix, unmarked (offloaded the old way): their
+    objects cannot be told apart. The first reconcile claims the store and deletes nothing; the
+    other homeserver's next upload is refused, so its admin hears of it before anything goes."""
+    legacy_upload(offload, homeserver_yaml, synapse, moto, bucket)
+    other = write_homeserver_yaml(tmp_path / "other.yaml", "other.example", other_synapse, moto, bucket)
+    offload("--cache-db", "other.db", "update", str(other_synapse.media_store), "30d",
+            "--homeserver-config-path", str(other))
+    offload("--cache-db", "other.db", "upload", str(other_synapse.media_store), bucket, "--endpoint-url",
+            moto.endpoint_url, "--prefix", PREFIX, "--delete")
+    keys = bucket_keys(moto, bucket)
+    time.sleep(2.5)  # every object older than the grace period below
+
+    claimed = offload("--config", str(other), "--cache-db", "other.db", "reconcile", "--grace", "2s", "--apply",
+                      "--max-delete-share", "100")
+    assert "Deleting nothing yet: this homeserver's claim on" in claimed.output and "dates from this run" in claimed.output
+    assert bucket_keys(moto, bucket) == keys | {MARKER_KEY}
+    assert marker(moto, bucket)["owner"]["server_name"] == "other.example"
+
+    refused = offload("--config", str(homeserver_yaml), "upload", "--delete", expect=2)
+    assert "belongs to homeserver other.example" in refused.output
+
+
+def test_claiming_a_store_that_holds_objects_says_so(
+    offload: Offload, homeserver_yaml: Path, synapse: SynapseMedia, dataset: Dataset, moto: MotoServer, bucket: str,
+) -> None:
+    s3_client(moto.endpoint_url).put_object(Bucket=bucket, Key=PREFIX + "local_content/Xx/Yy/ZzSomeoneElses", Body=b"x")
+    offload("--config", str(homeserver_yaml), "update", "30d")
+    uploaded = offload("--config", str(homeserver_yaml), "upload")
+    assert "which already holds objects. If another homeserver writes to this bucket and prefix" in uploaded.stderr
+    assert "which already holds" not in offload("--config", str(homeserver_yaml), "upload").stderr  # once
