@@ -87,7 +87,8 @@ def offload_local_copies(synapse: SynapseServer) -> str:
     media in cache.db, uploads, verifies and only then deletes the local copies."""
     offload = [str(Path(sys.executable).with_name("objstore-offload")), "--no-progress",
                "--config", str(synapse.config_path), "--cache-db", str(synapse.config_path.parent / "cache.db")]
-    subprocess.run([*offload, "update", "0s"], check=True, capture_output=True, text=True)
+    time.sleep(1.1)  # durations must be positive: every media of the demo is then older than 1 s
+    subprocess.run([*offload, "update", "1s"], check=True, capture_output=True, text=True)
     done = subprocess.run([*offload, "upload", "--delete"], check=True, capture_output=True, text=True)
     return done.stdout.strip()
 
