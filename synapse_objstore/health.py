@@ -23,7 +23,8 @@ from __future__ import annotations
 import asyncio
 
 from synapse_objstore.failures import FailureKind, classify
-from synapse_objstore.owner_marker import OwnershipError, printable, read_owner
+from synapse_objstore.media import printable
+from synapse_objstore.owner_marker import OwnershipError, read_owner
 from synapse_objstore.redaction import redact
 from synapse_objstore.store import ObjectStore, ObjectStoreError
 

@@ -18,6 +18,8 @@ import tempfile
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from synapse_objstore.media import printable
+
 if TYPE_CHECKING:  # the CLI imports this module at start; the store's modules take long to import
     from synapse_objstore.store import ObjectStore
 
@@ -44,7 +46,8 @@ class HomeserverIdentity:
     database: str  # where it was read, for people: "postgres synapse on db.example:5432"
 
     def describe(self) -> str:
-        return f"{printable(self.server_name)} (database {printable(self.database)}, fingerprint {printable(self.fingerprint)})"
+        return (f"{printable(self.server_name)} (database {printable(self.database)}, "
+                f"fingerprint {printable(self.fingerprint)})")
 
     def same_homeserver(self, other: HomeserverIdentity) -> bool:
         return self.server_name == other.server_name and self.fingerprint == other.fingerprint
@@ -75,11 +78,6 @@ class OwnerRecord:
         except ValueError:
             return datetime.datetime.now(datetime.timezone.utc)  # unreadable: as if claimed just now
         return moment if moment.tzinfo else moment.replace(tzinfo=datetime.timezone.utc)
-
-
-def printable(text: str) -> str:
-    """`text` with control characters escaped: what a marker holds goes to a terminal."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 async def read_owner(store: ObjectStore) -> OwnerRecord | None:

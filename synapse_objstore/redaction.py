@@ -33,6 +33,8 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
+from synapse_objstore.failures import exception_chain
+
 REDACTED = "<redacted>"
 MIN_SUBSTRING = 16
 MIN_TOKEN = 4
@@ -77,16 +79,6 @@ def redact(text: str) -> str:
     return text
 
 
-def _chain(error: BaseException) -> list[BaseException]:
-    """`error` and every exception the traceback prints with it (causes and contexts)."""
-    links: list[BaseException] = []
-    link: BaseException | None = error
-    while link is not None and all(link is not seen for seen in links):
-        links.append(link)
-        link = link.__cause__ or link.__context__
-    return links
-
-
 def _install_factory() -> None:
     previous = logging.getLogRecordFactory()
 
@@ -103,7 +95,7 @@ def _install_factory() -> None:
             record.msg, record.args = cleaned, None
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
-            if any(redact(str(link)) != str(link) for link in _chain(exc)):
+            if any(redact(str(link)) != str(link) for link in exception_chain(exc)):
                 # The traceback would print the secret; keep the type, drop the text.
                 record.exc_info = None
                 record.msg = f"{record.msg} [{type(exc).__name__}: {REDACTED}]"

@@ -38,7 +38,6 @@ from synapse_objstore.owner_marker import (
     MarkerUnavailableError,
     OwnerRecord,
     OwnershipError,
-    printable,
     read_owner,
     record_owner,
 )
@@ -60,7 +59,7 @@ def identify(db: SynapseDb) -> HomeserverIdentity:
     if first_user is None and configured is not None and (other := db.first_user()) is not None:
         raise OwnershipError(
             f"homeserver.yaml ({db.source}) says server_name {configured!r}, but the users of its database "
-            f"({db.description}) are of {printable(other[0].partition(':')[2])!r}: its 'database:' section names "
+            f"({db.description}) are of {other[0].partition(':')[2]!r}: its 'database:' section names "
             "another homeserver's database. Refusing."
         )
     if first_user is None:
@@ -69,7 +68,7 @@ def identify(db: SynapseDb) -> HomeserverIdentity:
     name, created_ts = first_user
     server_name = name.partition(":")[2]
     if not name.startswith("@") or not server_name:
-        raise OwnershipError(f"the first user of {db.description} is {printable(name)!r}, not a Matrix user id: "
+        raise OwnershipError(f"the first user of {db.description} is {name!r}, not a Matrix user id: "
                              "is it a Synapse database?")
     fingerprint = hashlib.sha256(f"{name}\n{created_ts}".encode()).hexdigest()[:16]
     return HomeserverIdentity(server_name, fingerprint, db.description)
@@ -147,8 +146,8 @@ def check_owner(recorded: OwnerRecord | None, current: HomeserverIdentity, newes
         if told.replace_owner == recorded.owner.server_name:
             return
         if told.replace_owner is not None:
-            raise OwnershipError(f"--replace-owner {printable(told.replace_owner)!r} does not name the store's "
-                                 f"recorded owner ({printable(recorded.owner.server_name)!r})")
+            raise OwnershipError(f"--replace-owner {told.replace_owner!r} does not name the store's "
+                                 f"recorded owner ({recorded.owner.server_name!r})")
         raise OwnershipError(
             f"{where} belongs to homeserver {recorded.describe()}, but this run's database is {current.describe()}"
             f"{', another database of that name' if recorded.owner.server_name == current.server_name else ''}. "
