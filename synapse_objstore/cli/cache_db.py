@@ -9,7 +9,8 @@ without a record of where its verified copy is. `objstore_synced`, the cutoff of
 last update-db, so that the next one reads only the media that aged past it since.
 `objstore_returned`, the media found back on local disk after they were offloaded (their
 remote copy is the reference: a local copy that differs is never uploaded over it), and
-`objstore_rechecked`, up to when check-deleted has looked for such media.
+`objstore_rechecked`, up to when check-deleted has looked for such media. `objstore_shard`,
+the shard of the media it holds (see shard.py), so that it is never used for another.
 
 Every sqlite error becomes a CacheDbError naming the file (a damaged one: what to do).
 """
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Concatenate, ParamSpec, TypeVar
 
+from synapse_objstore.cli.shard import WHOLE, Shard
 from synapse_objstore.media import Media, MediaType, local_media_path, printable, remote_media_path
 
 P = ParamSpec("P")
@@ -79,6 +81,12 @@ OBJSTORE_SCHEMA = """
     CREATE TABLE IF NOT EXISTS objstore_rechecked (
         source TEXT NOT NULL PRIMARY KEY,
         since_ts INTEGER NOT NULL
+    );
+    -- The shard (--shard I/N) whose media this cache.db holds; no row: every media.
+    CREATE TABLE IF NOT EXISTS objstore_shard (
+        one INTEGER NOT NULL PRIMARY KEY CHECK (one = 1),
+        shard_index INTEGER NOT NULL,
+        shard_count INTEGER NOT NULL
     );
 """
 
@@ -199,6 +207,42 @@ class CacheDb:
 
     def close(self) -> None:
         self._conn.close()
+
+    @_sqlite_errors
+    def shard(self) -> Shard:
+        """The shard whose media this cache.db holds (WHOLE: every media)."""
+        row = self._conn.execute("SELECT shard_index, shard_count FROM objstore_shard").fetchone()
+        return Shard(int(row[0]), int(row[1])) if row else WHOLE
+
+    @_sqlite_errors
+    def is_empty(self) -> bool:
+        return self._conn.execute("SELECT 1 FROM media LIMIT 1").fetchone() is None
+
+    def use_for(self, shard: Shard, record: bool) -> None:
+        """Check that this run's shard is the one this cache.db holds; on a cache.db with no
+        media yet, `record` it. Raises CacheDbError otherwise: a cache.db of one shard used for
+        another would offload, verify or restore the wrong media, and one that holds every
+        media would make a shard's run handle the others' too."""
+        held = self.shard()
+        if held == shard:
+            return
+        if held.is_whole and self.is_empty():
+            if record:
+                self._record_shard(shard)
+            return
+        what = "every media (it was written without --shard)" if held.is_whole else f"the media of --shard {held}"
+        given = "no --shard (every media)" if shard.is_whole else f"--shard {shard}"
+        raise CacheDbError(
+            f"{self.path} holds {what}, and this run was given {given}: each shard keeps a cache.db of its own. "
+            f"Give the --shard this cache.db was written with, or another --cache-db (a new one is filled by "
+            f"`update DURATION`)"
+        )
+
+    @_sqlite_errors
+    def _record_shard(self, shard: Shard) -> None:
+        with self._conn:
+            self._conn.execute("INSERT OR REPLACE INTO objstore_shard (one, shard_index, shard_count) VALUES (1, ?, ?)",
+                               (shard.index, shard.count))
 
     @_sqlite_errors
     def count(self, deleted: bool) -> int:

@@ -33,6 +33,7 @@ from synapse_objstore.cli.ownership import DEFAULT_MAX_DELETE_SHARE, OwnerCheck,
 from synapse_objstore.cli.percentage import Percentage
 from synapse_objstore.cli.report import MAX_LISTED_FAILURES, Failure, Summary, progress_bar
 from synapse_objstore.cli.returned import find_returned
+from synapse_objstore.cli.shard import WHOLE, Shard, ShardParam
 from synapse_objstore.cli.synapse_db import DATABASE_YAML, SynapseDb, SynapseDbError
 from synapse_objstore.media import Media, MediaType, printable
 
@@ -71,6 +72,7 @@ class Context:
     config_paths: Sequence[str]
     retries: int | None = None  # --retries; None: BATCH_RETRIES, or the config's if it has more
     wait: float = 0
+    shard: Shard = WHOLE
     # media that failed in a command without a Summary (update-db, check-deleted, update, write)
     failures: list[Failure] = field(default_factory=list)
     _homeserver: Homeserver | None = field(default=None, init=False)
@@ -96,7 +98,14 @@ class Context:
             ctx = click.get_current_context()
             self._lock = CacheDbLock.acquire(self.cache_db_path, f"objstore-offload {ctx.info_name}", self.wait)
             ctx.call_on_close(self._release_lock)
-        return CacheDb(self.cache_db_path)
+        cache = CacheDb(self.cache_db_path)
+        cache.use_for(self.shard, record=lock)
+        return cache
+
+    def refuse_shard(self, command: str, reason: str) -> None:
+        """Commands that work on the whole store take no --shard (N > 1)."""
+        if not self.shard.is_whole:
+            raise click.UsageError(f"{command} takes no --shard: {reason}")
 
     def _release_lock(self) -> None:
         if self._lock is not None:
@@ -276,12 +285,15 @@ hs_path_option = click.option(
                    f"{BATCH_RETRIES}, Azure 5, or the provider config's `retries` if higher).")
 @click.option("--wait", type=click.IntRange(min=0), default=0, metavar="SECONDS",
               help="When another run has cache.db, wait up to this long for it to end (default: exit 2 at once).")
+@click.option("--shard", type=ShardParam(), default=WHOLE, show_default=True,
+              help="Handle only shard I of N (0 <= I < N) of the media, by a hash of each media's id, with a "
+                   "--cache-db of this shard's own: N runs (processes or hosts) share one offload.")
 @click.pass_context
 def cli(ctx: click.Context, no_progress: bool, as_json: bool, config_paths: tuple[str, ...], cache_db: str,
-        retries: int | None, wait: int) -> None:
+        retries: int | None, wait: int, shard: Shard) -> None:
     """Move Synapse media not accessed for a while from the local media store to an object store."""
     ctx.obj = Context(cache_db_path=cache_db, progress=not no_progress, as_json=as_json, config_paths=config_paths,
-                      retries=retries, wait=wait)
+                      retries=retries, wait=wait, shard=shard)
 
 
 def _update_db(obj: Context, cache: CacheDb, synapse_db: SynapseDb, before: datetime.datetime, dry_run: bool) -> int:
@@ -313,12 +325,20 @@ def _update_db(obj: Context, cache: CacheDb, synapse_db: SynapseDb, before: date
 def _checked(obj: Context, batches: Iterator[tuple[MediaType, list[tuple[str, ...]]]]
              ) -> Iterator[tuple[MediaType, list[tuple[str, ...]]]]:
     """The batches without the rows that make no media path, each of which fails (it is not
-    read again: the cutoff moves past it, as no file Synapse writes can belong to it)."""
+    read again: the cutoff moves past it, as no file Synapse writes can belong to it), and
+    without the media of other shards than --shard's."""
     for media_type, rows in batches:
         good, bad = check_synced(media_type, rows)
         for name, problem in bad:
             obj.fail(name, f"not synced: {problem}")
+        if not obj.shard.is_whole:
+            good = [row for row in good if obj.shard.holds(*_paths_key(media_type, row))]
         yield media_type, good
+
+
+def _paths_key(media_type: MediaType, row: tuple[str, ...]) -> tuple[str, str]:
+    """(origin, filesystem_id) of a row of SynapseDb.media_accessed_between: what its shard is taken from."""
+    return ("", row[0]) if media_type == "local" else (row[0], row[2])
 
 
 def _iso(ts_ms: int) -> str:
@@ -566,6 +586,7 @@ def migrate(obj: Context, to_config: str, store_config: str | None, jobs: int, s
     from synapse_objstore.cli.migrate import Migrator
     from synapse_objstore.io_loop import run
 
+    obj.refuse_shard("migrate", "it copies every object of the store, and needs no cache.db")
     source = obj.store(store_config)
     target = obj.store(to_config)
     summary = Summary("migrate", dry_run=dry_run)
@@ -611,6 +632,8 @@ def reconcile(obj: Context, base_path: str | None, apply: bool, grace: datetime.
     """
     from synapse_objstore.cli.reconcile import ReconcileOptions, Reconciler, ReconcileSummary
 
+    obj.refuse_shard("reconcile", "it compares the whole store with Synapse's database. Run it once for the "
+                     "homeserver, without --shard and with a --cache-db of its own")
     store = obj.store(store_config)
     options = ReconcileOptions(obj.base_path(base_path), grace.astimezone(), apply=apply, max_delete=max_delete,
                                max_delete_share=max_delete_share,
