@@ -6,7 +6,8 @@ Every series has the labels `backend` (the backend's name, such as `s3`) and `se
 (the homeserver's name, as on Synapse's own series, so that several homeservers in one
 process stay apart). docs/metrics.md describes each metric with example queries.
 
-Only the provider imports this module: the CLI runs without Synapse or prometheus_client.
+Only the provider imports this module: the CLI's own series (--metrics-file) are written
+from a registry of their own, in cli/run_metrics.py.
 prometheus_client is thread safe; the provider and responders update their series on
 Synapse's reactor thread.
 """

@@ -42,9 +42,11 @@ from synapse_objstore.media import Media, MediaType, printable
 # that update-db, check-deleted and write start at once.
 if TYPE_CHECKING:
     from synapse_objstore.backends.base import Backend
+    from synapse_objstore.cli.run_metrics import RunRecord
     from synapse_objstore.store import ObjectStore
 
 T = TypeVar("T")
+S = TypeVar("S", bound=Summary)
 
 DEFAULT_JOBS = 8
 # Retries after the first attempt of each request to the store, for the batch commands (the
@@ -73,6 +75,11 @@ class Context:
     retries: int | None = None  # --retries; None: BATCH_RETRIES, or the config's if it has more
     wait: float = 0
     shard: Shard = WHOLE
+    # what the run did, for --metrics-file: a command's Summary (`track`), or its closing counts
+    summary: Summary | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    dry_run: bool = False
+    left: int | None = None  # what the run left undone, where a command has that (see run_metrics.py)
     # media that failed in a command without a Summary (update-db, check-deleted, update, write)
     failures: list[Failure] = field(default_factory=list)
     _homeserver: Homeserver | None = field(default=None, init=False)
@@ -194,6 +201,24 @@ class Context:
         wanted = max(default, int(getattr(settings, RETRIES_KEY)))
         return wanted if most is None else min(wanted, most)
 
+    def track(self, summary: S) -> S:
+        """The Summary of this run, which --metrics-file reports however the run ends."""
+        self.summary = summary
+        return summary
+
+    def run_record(self, command: str, started: float, exit_code: int) -> RunRecord:
+        """What this run did, for --metrics-file."""
+        from synapse_objstore.cli.run_metrics import RunRecord, named_counts, summary_counts
+
+        record = RunRecord(command, str(self.shard), started, time.time(), exit_code, dry_run=self.dry_run,
+                           failures=len(self.failures), left=self.left)
+        if self.summary is not None:
+            record.dry_run = self.summary.dry_run
+            record.counts = summary_counts(self.summary)
+            record.failures += len(self.summary.failed)
+        record.counts.update(named_counts(self.counts))
+        return record
+
     def finish(self, summary: Summary) -> None:
         summary.emit(self.as_json)
         if not summary.ok:
@@ -201,6 +226,7 @@ class Context:
 
     def finish_counts(self, command: str, dry_run: bool, **counts: int) -> None:
         """The closing counts of a command without a Summary (JSON with --json), its failures; exit 1 if any."""
+        self.counts, self.dry_run = counts, dry_run
         if self.as_json:
             failed = [{"path": f.path, "error": f.error} for f in self.failures]
             report = {"command": command, "dry_run": dry_run, **counts, "failed": failed}
@@ -235,9 +261,28 @@ def run_store_job(store: ObjectStore, job: Callable[[], Coroutine[Any, Any, T]])
 
 
 class FatalErrors(click.Group):
-    """Turns errors that name a file or service, raised anywhere in a command, into clean exits."""
+    """Turns errors that name a file or service, raised anywhere in a command, into clean exits;
+    and writes the --metrics-file of the run, however it ends."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        started = time.time()
+        exit_code = 1  # an exception click does not handle: Python exits with 1
+        try:
+            result = self._invoke_command(ctx)
+            exit_code = 0
+            return result
+        except SystemExit as error:
+            exit_code = error.code if isinstance(error.code, int) else int(error.code is not None)
+            raise
+        except (click.exceptions.Exit, click.ClickException) as error:
+            exit_code = error.exit_code
+            raise
+        finally:
+            metrics_file = ctx.params.get("metrics_file")
+            if metrics_file is not None and isinstance(ctx.obj, Context):
+                _write_metrics_file(metrics_file, ctx.obj.run_record(ctx.invoked_subcommand or "", started, exit_code))
+
+    def _invoke_command(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except (ConfigFileError, CacheDbError, CacheDbLockError, SynapseDbError, OwnershipError) as error:
@@ -246,6 +291,26 @@ class FatalErrors(click.Group):
             if isinstance(error, _store_errors()):
                 raise FatalError(str(error)) from None
             raise
+
+
+def _write_metrics_file(path: str, record: RunRecord) -> None:
+    """Write the run's textfile; a failure to is told on stderr and leaves the exit code as it is
+    (the run itself is done; the stale end time in the old file shows it on the dashboard)."""
+    from synapse_objstore.cli.run_metrics import write_run_metrics
+
+    try:
+        write_run_metrics(path, record)
+    except OSError as error:
+        click.echo(f"warning: could not write the metrics file {path}: {error.strerror or error}", err=True)
+
+
+def _metrics_file(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--metrics-file: its directory must exist and be writable, checked before the run starts."""
+    if value is not None:
+        directory = os.path.dirname(os.path.abspath(value))
+        if not os.path.isdir(directory) or not os.access(directory, os.W_OK | os.X_OK):
+            raise click.BadParameter(f"{directory} is not a directory this user can write to", ctx, param)
+    return value
 
 
 def _store_errors() -> tuple[type[Exception], ...]:
@@ -288,9 +353,13 @@ hs_path_option = click.option(
 @click.option("--shard", type=ShardParam(), default=WHOLE, show_default=True,
               help="Handle only shard I of N (0 <= I < N) of the media, by a hash of each media's id, with a "
                    "--cache-db of this shard's own: N runs (processes or hosts) share one offload.")
+@click.option("--metrics-file", type=click.Path(dir_okay=False), default=None, callback=_metrics_file,
+              metavar="PATH",
+              help="Write the run's summary there as a Prometheus textfile (for node_exporter's textfile collector; "
+                   "name it *.prom), replaced atomically, however the run ends.")
 @click.pass_context
 def cli(ctx: click.Context, no_progress: bool, as_json: bool, config_paths: tuple[str, ...], cache_db: str,
-        retries: int | None, wait: int, shard: Shard) -> None:
+        retries: int | None, wait: int, shard: Shard, metrics_file: str | None) -> None:
     """Move Synapse media not accessed for a while from the local media store to an object store."""
     ctx.obj = Context(cache_db_path=cache_db, progress=not no_progress, as_json=as_json, config_paths=config_paths,
                       retries=retries, wait=wait, shard=shard)
@@ -492,7 +561,7 @@ def upload(obj: Context, base_path: str | None, bucket: str | None, prefix: str 
     store = obj.store(store_config, bucket, overrides)
     options = UploadOptions(obj.base_path(base_path), delete=delete, dry_run=dry_run, jobs=jobs, read_back=not size_only)
     cache = obj.cache()
-    summary = Summary("upload", dry_run=dry_run)
+    summary = obj.track(Summary("upload", dry_run=dry_run))
     total = cache.count(False)
     if not obj.progress:
         obj.info("Uploading ", total, " media")
@@ -504,6 +573,8 @@ def upload(obj: Context, base_path: str | None, bucket: str | None, prefix: str 
     finally:
         if synapse_db is not None:
             synapse_db.close()
+        if delete and not dry_run:
+            obj.left = summary.media - summary.media_deleted
     obj.finish(summary)
 
 
@@ -537,7 +608,7 @@ def restore(obj: Context, base_path: str | None, media_ids: tuple[str, ...], sto
     options = RestoreOptions(obj.base_path(base_path), dry_run=dry_run, jobs=jobs)
     cache = obj.cache()
     selected = [_find_media(cache, media_id) for media_id in media_ids] or None
-    summary = Summary("restore", dry_run=dry_run)
+    summary = obj.track(Summary("restore", dry_run=dry_run))
     total = len(selected) if selected is not None else cache.count(True)
     with progress_bar(obj.progress, total) as bar:
         run_store_job(store, lambda: Restorer(store, cache, options, summary, bar).run(selected))
@@ -563,7 +634,7 @@ def verify(obj: Context, store_config: str | None, jobs: int) -> None:
     store = obj.store(store_config)
     cache = obj.cache()
     synapse_db = obj.optional_synapse_db()
-    summary = Summary("verify")
+    summary = obj.track(Summary("verify"))
     try:
         with progress_bar(obj.progress, cache.count(True)) as bar:
             run_store_job(store, lambda: Auditor(store, cache, synapse_db, jobs, summary, bar).run())
@@ -589,7 +660,7 @@ def migrate(obj: Context, to_config: str, store_config: str | None, jobs: int, s
     obj.refuse_shard("migrate", "it copies every object of the store, and needs no cache.db")
     source = obj.store(store_config)
     target = obj.store(to_config)
-    summary = Summary("migrate", dry_run=dry_run)
+    summary = obj.track(Summary("migrate", dry_run=dry_run))
     try:
         with progress_bar(obj.progress, None, "files") as bar:
             run_store_job(source, lambda: Migrator(source, target, jobs, dry_run, not size_only, summary, bar).run())
@@ -639,11 +710,12 @@ def reconcile(obj: Context, base_path: str | None, apply: bool, grace: datetime.
                                max_delete_share=max_delete_share,
                                owner_check=OwnerCheck(replace_owner, database_changed), jobs=jobs, read_back=not size_only, upload_types=obj.stored_media_types())
     synapse_db = obj.synapse_db(homeserver_config_path)
-    summary = ReconcileSummary("reconcile", dry_run=not apply)
+    summary = obj.track(ReconcileSummary("reconcile", dry_run=not apply))
     try:
         with progress_bar(obj.progress, None, "objects") as bar:
             reconciler = Reconciler(store, synapse_db, obj.cache(), options, summary, bar, obj.info)
             run_store_job(store, reconciler.run)
     finally:
         synapse_db.close()
+        obj.left = summary.orphans_left
     obj.finish(summary)

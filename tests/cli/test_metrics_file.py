@@ -1,0 +1,142 @@
+"""--metrics-file: each run's summary as a Prometheus textfile for node_exporter's textfile
+collector, read back with prometheus_client's own parser: the counts an operator watches,
+success 0 on a run that fails, the file replaced atomically, no secret in it."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.cli.conftest import Dataset, Offload, store_block
+from tests.cli.synapse_media import SynapseMedia
+from tests.servers.moto import MotoServer
+
+pytestmark = pytest.mark.parametrize("engine", ["sqlite"])
+
+
+def read_metrics(path: Path) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of a textfile: (name, labels) -> value."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(path.read_text())
+        for sample in family.samples
+    }
+
+
+def value(metrics: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, command: str,
+          shard: str = "0/1", **labels: str) -> float:
+    return metrics[f"objstore_offload_last_run_{name}", frozenset({"command": command, "shard": shard, **labels}.items())]
+
+
+def test_an_offload_reports_what_it_moved(
+    offload: Offload, homeserver_yaml: Path, synapse: SynapseMedia, dataset: Dataset, workdir: Path,
+) -> None:
+    config = ["--config", str(homeserver_yaml)]
+    offload(*config, "--metrics-file", "update.prom", "update", "30d")
+    update = read_metrics(workdir / "update.prom")
+    assert value(update, "media", "update", action="synced") == 5
+    assert value(update, "success", "update") == 1 and value(update, "exit_code", "update") == 0
+
+    offload(*config, "--metrics-file", "upload.prom", "upload", "--delete")
+    metrics = read_metrics(workdir / "upload.prom")
+    old_bytes = sum(len(synapse.files[p]) for p in dataset.old)
+    assert value(metrics, "success", "upload") == 1
+    assert value(metrics, "files", "upload", action="uploaded") == len(dataset.old)
+    assert value(metrics, "bytes", "upload", action="uploaded") == old_bytes
+    assert value(metrics, "files", "upload", action="deleted") == len(dataset.old)
+    assert value(metrics, "bytes", "upload", action="deleted") == old_bytes
+    assert value(metrics, "media", "upload", action="deleted") == 5
+    assert value(metrics, "failures", "upload") == 0 and value(metrics, "left", "upload") == 0
+    assert value(metrics, "dry_run", "upload") == 0
+    started, ended = value(metrics, "start_timestamp_seconds", "upload"), value(metrics, "end_timestamp_seconds", "upload")
+    assert 0 < started <= ended
+    assert value(metrics, "duration_seconds", "upload") == pytest.approx(ended - started)
+    assert not (workdir / "update.prom").read_text() == (workdir / "upload.prom").read_text()
+
+    offload(*config, "--metrics-file", "reconcile.prom", "reconcile")
+    reconciled = read_metrics(workdir / "reconcile.prom")
+    assert value(reconciled, "objects", "reconcile", action="listed") == len(dataset.old)
+    assert value(reconciled, "dry_run", "reconcile") == 1 and value(reconciled, "success", "reconcile") == 1
+
+
+def test_a_run_that_leaves_files_fails_in_the_file(
+    offload: Offload, homeserver_yaml: Path, synapse: SynapseMedia, dataset: Dataset, workdir: Path,
+) -> None:
+    original = synapse.media_store / "remote_content/example.com:8448/Fs/Id/RemoteTwo456"
+    original.unlink()
+    original.mkdir()  # not a regular file: this media fails, the others go
+    config = ["--config", str(homeserver_yaml), "--shard", "0/1"]
+    offload(*config, "--metrics-file", "update.prom", "update", "30d", expect=1)
+    update = read_metrics(workdir / "update.prom")
+    assert value(update, "success", "update") == 0 and value(update, "exit_code", "update") == 1
+    assert value(update, "failures", "update") == 1
+
+    offload(*config, "--metrics-file", "upload.prom", "upload", "--delete", expect=1)
+    metrics = read_metrics(workdir / "upload.prom")
+    assert value(metrics, "success", "upload") == 0 and value(metrics, "exit_code", "upload") == 1
+    assert value(metrics, "failures", "upload") == 1 and value(metrics, "left", "upload") == 1
+    assert value(metrics, "media", "upload", action="deleted") == 4
+
+
+def test_a_run_that_cannot_run_still_writes_the_file(
+    offload: Offload, synapse: SynapseMedia, dataset: Dataset, moto: MotoServer, tmp_path: Path, workdir: Path,
+) -> None:
+    homeserver = tmp_path / "gone.yaml"
+    homeserver.write_text(yaml.safe_dump({
+        "server_name": "test", "media_store_path": str(synapse.media_store), "database": synapse.db_config,
+        "media_storage_providers": [{"module": "synapse_objstore.ObjectStorageProvider", "store_local": True,
+                                     "config": store_block(moto, "no-such-bucket")}],
+    }))
+    config = ["--config", str(homeserver), "--shard", "1/2"]
+    offload(*config, "update", "30d")
+    result = offload(*config, "--metrics-file", "upload.prom", "upload", "--delete", expect=2)
+    assert "no-such-bucket" in result.output
+    metrics = read_metrics(workdir / "upload.prom")
+    assert value(metrics, "success", "upload", shard="1/2") == 0
+    assert value(metrics, "exit_code", "upload", shard="1/2") == 2
+    assert value(metrics, "files", "upload", shard="1/2", action="deleted") == 0
+
+
+def test_the_file_is_replaced_atomically_with_no_secret_in_it(
+    offload: Offload, synapse: SynapseMedia, dataset: Dataset, moto: MotoServer, bucket: str, tmp_path: Path,
+    workdir: Path,
+) -> None:
+    secret_key, access_key = secrets.token_urlsafe(30), "AKIA" + secrets.token_hex(8).upper()
+    homeserver = tmp_path / "homeserver.yaml"
+    homeserver.write_text(yaml.safe_dump({
+        "server_name": "test", "media_store_path": str(synapse.media_store), "database": synapse.db_config,
+        "media_storage_providers": [{"module": "synapse_objstore.ObjectStorageProvider", "store_local": True,
+                                     "store_remote": True, "config": store_block(
+                                         moto, bucket, access_key_id=access_key, secret_access_key=secret_key)}],
+    }))
+    textfiles = workdir / "textfile"
+    textfiles.mkdir()
+    path = textfiles / "objstore.prom"
+    path.write_text("# the last run's\n")
+    os.link(path, textfiles / "previous")  # holds the inode node_exporter may be reading right now
+    config = ["--config", str(homeserver), "--metrics-file", str(path)]
+    offload(*config, "update", "30d")
+    offload(*config, "upload", "--delete")
+    offload(*config, "reconcile", "--apply", "--grace", "0s")
+
+    # written beside and renamed over: whoever had the old file open read it whole
+    assert (textfiles / "previous").read_text() == "# the last run's\n"
+    assert sorted(os.listdir(textfiles)) == ["objstore.prom", "previous"]  # no temporary file left behind
+    assert value(read_metrics(path), "success", "reconcile") == 1
+    text = path.read_text()
+    for secret in (secret_key, access_key, bucket, str(synapse.media_store), "AbCdEfGhIjKlMnOp"):
+        assert secret not in text
+
+
+def test_a_metrics_file_where_it_cannot_be_written_is_refused_before_the_run(
+    offload: Offload, homeserver_yaml: Path, dataset: Dataset, workdir: Path,
+) -> None:
+    result = offload("--config", str(homeserver_yaml), "--metrics-file", "no-such-dir/x.prom", "update", "30d",
+                     expect=2)
+    assert "--metrics-file" in result.output and "no-such-dir" in result.output
+    assert not (workdir / "cache.db").exists()
