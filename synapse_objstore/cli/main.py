@@ -700,15 +700,17 @@ def reconcile(obj: Context, base_path: str | None, apply: bool, grace: datetime.
     Refuses (exit 2) when the store belongs to another homeserver than the database (a marker
     object under the prefix, written by the first --apply, records its owner), and when more
     than --max-delete-share of the media objects listed would be deleted.
+
+    With --shard I/N it handles only the objects and media of that shard (each run lists the
+    whole store); only shard 0 records the owner marker.
     """
     from synapse_objstore.cli.reconcile import ReconcileOptions, Reconciler, ReconcileSummary
 
-    obj.refuse_shard("reconcile", "it compares the whole store with Synapse's database. Run it once for the "
-                     "homeserver, without --shard and with a --cache-db of its own")
     store = obj.store(store_config)
     options = ReconcileOptions(obj.base_path(base_path), grace.astimezone(), apply=apply, max_delete=max_delete,
                                max_delete_share=max_delete_share,
-                               owner_check=OwnerCheck(replace_owner, database_changed), jobs=jobs, read_back=not size_only, upload_types=obj.stored_media_types())
+                               owner_check=OwnerCheck(replace_owner, database_changed), jobs=jobs, read_back=not size_only,
+                               upload_types=obj.stored_media_types(), shard=obj.shard)
     synapse_db = obj.synapse_db(homeserver_config_path)
     summary = obj.track(ReconcileSummary("reconcile", dry_run=not apply))
     try:

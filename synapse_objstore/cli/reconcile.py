@@ -26,6 +26,12 @@ and with `store_synchronous: false` it only logs an upload that failed. So, in o
 3. Incomplete multipart uploads older than the grace period (left by a killed upload) are
    aborted, so their parts stop being billed.
 
+With `--shard I/N`, a run handles only the objects, media and uploads of its shard (shard.py:
+the shard of an object is that of the media its key names), and counts its brakes on them
+alone: N runs, on separate processes or hosts with cache.db files of their own, reconcile the
+store together, each listing all of it. Only shard 0 records the owner marker, so that N runs
+never write it at once; another shard finding none deletes nothing.
+
 Nothing changes without `apply`. The grace period keeps the run away from media being written
 while it runs: an object uploaded before its database row, a background upload still on its way.
 
@@ -43,6 +49,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from synapse_objstore.backends.base import IncompleteUpload
 from synapse_objstore.cli.cache_db import CacheDb
 from synapse_objstore.cli.offload import Offloader, UploadOptions
 from synapse_objstore.cli.ownership import (
@@ -54,6 +61,7 @@ from synapse_objstore.cli.ownership import (
 )
 from synapse_objstore.cli.path_set import PathSet
 from synapse_objstore.cli.report import MAX_LISTED_FAILURES, Summary, human_size
+from synapse_objstore.cli.shard import WHOLE, Shard
 from synapse_objstore.cli.synapse_db import SynapseDb, SynapseDbError
 from synapse_objstore.cli.verification import FatalStoreError, preflight
 from synapse_objstore.media import Media, MediaOwner, parse_media_path
@@ -93,6 +101,7 @@ class ReconcileOptions:
     read_back: bool = True
     # media types whose local files missing from the store are uploaded: those Synapse stores there
     upload_types: frozenset[str] = frozenset({"local", "remote"})
+    shard: Shard = WHOLE
 
 
 @dataclass
@@ -103,6 +112,7 @@ class ReconcileSummary(Summary):
     objects_listed: int = 0
     bytes_listed: int = 0
     objects_recent: int = 0
+    objects_other_shards: int = 0  # media objects of other shards than --shard's, left to their runs
     objects_unknown: int = 0
     objects_orphaned: int = 0
     bytes_orphaned: int = 0
@@ -154,6 +164,8 @@ class ReconcileSummary(Summary):
             (f"Listed {self.objects_listed} objects ({human_size(self.bytes_listed)}); "
              f"{self.objects_recent} younger than the grace period left alone"),
             f"Kept {self.objects_unknown} objects that are not media paths",
+            *([f"Left {self.objects_other_shards} objects of other shards to their runs"]
+              if self.objects_other_shards else []),
             f"Found {self.objects_orphaned} objects of media no longer in Synapse ({human_size(self.bytes_orphaned)})",
             self.share_line(),
             f"{would}Deleted {self.files_deleted} objects ({human_size(self.bytes_deleted)})",
@@ -212,9 +224,14 @@ class Reconciler:
         await self._sweep(listed, delete=not self.options.apply)  # a dry run names what it would delete
         self._check_delete_share(vouched=recorded is not None and self.options.owner_check == OwnerCheck())
         claimed_at = recorded.claimed_at if recorded is not None and recorded.owner.same_homeserver(identity) else None
+        records_owner = self.options.shard.index == 0  # one writer of the marker, however many shards run
+        if recorded is None and not records_owner:
+            self._defer_deletion(f"no owner of {self.summary.store} is recorded yet, and only --shard 0/"
+                                 f"{self.options.shard.count} records it: run that shard first")
         self._check_claim_age(recorded if claimed_at is not None else None)
         if self.options.apply:
-            if recorded is None or recorded.owner != identity or recorded.newest_media_ts != newest_media_ts:
+            if records_owner and (recorded is None or recorded.owner != identity
+                                  or recorded.newest_media_ts != newest_media_ts):
                 await record_owner(self.store, identity, newest_media_ts, "reconcile", claimed_at)
                 if claimed_at is None:
                     self.echo(f"Recorded {identity.describe()} as the owner of {self.summary.store}")
@@ -233,13 +250,19 @@ class Reconciler:
                 return
         elif claim.claimed <= self.options.cutoff:
             return
+        since = "this run" if claim is None else claim.claimed_at
+        self._defer_deletion(f"this homeserver's claim on {self.summary.store} dates from {since}, less than the "
+                             "grace period ago. Another homeserver writing there is refused from now on; orphans "
+                             "are deleted once the claim is older than --grace")
+
+    def _defer_deletion(self, reason: str) -> None:
+        """Delete nothing in this run, and say why (if there was anything to delete)."""
+        if self.summary.deletion_deferred:
+            return
         self.summary.deletion_deferred = True
         if self.summary.objects_orphaned:
-            since = "this run" if claim is None else claim.claimed_at
             verb = "--apply would delete" if self.summary.dry_run else "Deleting"
-            self.echo(f"{verb} nothing yet: this homeserver's claim on {self.summary.store} dates from {since}, "
-                      "less than the grace period ago. Another homeserver writing there is refused from now on; "
-                      "orphans are deleted once the claim is older than --grace.")
+            self.echo(f"{verb} nothing yet: {reason}.")
 
     def _describe_comparison(self, identity: HomeserverIdentity, recorded: OwnerRecord | None, local: int,
                              remote: int) -> None:
@@ -296,6 +319,11 @@ class Reconciler:
             if info.media_path == OWNER_MARKER:
                 continue
             owner = parse_media_path(info.media_path)
+            if owner is not None and not self.options.shard.holds(owner.origin, owner.key):
+                if listed is not None:
+                    self.progress.update(1)
+                    self.summary.add(objects_other_shards=1)
+                continue
             if listed is not None:
                 self.progress.update(1)
                 self.summary.add(objects_listed=1, bytes_listed=info.size)
@@ -406,9 +434,11 @@ class Reconciler:
             await asyncio.gather(*running, return_exceptions=True)
 
     def _local_files(self, page: list[tuple[str, str, str, str]]) -> list[tuple[Media, list[str]]]:
-        """Each media of the page with its files present locally (blocking: run in a thread)."""
+        """Each media of the page (of this shard) with its files present locally (blocking: run in a thread)."""
         found = []
         for origin, media_id, filesystem_id, media_type in page:
+            if not self.options.shard.holds(origin, filesystem_id):
+                continue
             media = Media(origin, media_id, filesystem_id, media_type)  # type: ignore[arg-type]
             try:
                 found.append((media, media.local_files(self.options.base_path)))
@@ -440,7 +470,7 @@ class Reconciler:
 
     async def _abort_incomplete_uploads(self) -> None:
         async for upload in self.store.incomplete_uploads():
-            if not self._older_than_grace(upload.initiated):
+            if not self._older_than_grace(upload.initiated) or not self._of_this_shard(upload):
                 continue
             if self.options.apply:
                 try:
@@ -451,6 +481,16 @@ class Reconciler:
             self.summary.add(uploads_aborted=1)
             action = "aborted" if self.options.apply else "would abort"
             self.echo(f"{action} incomplete upload of {upload.path} (begun {upload.initiated:%Y-%m-%d %H:%M:%S %Z})")
+
+
+    def _of_this_shard(self, upload: IncompleteUpload) -> bool:
+        """Whether an upload is this shard's: that of the media it was for; of no media, shard 0's."""
+        if self.options.shard.is_whole:
+            return True
+        owner = parse_media_path(upload.path.removeprefix(f"{self.store.backend.root}/{self.store.prefix}"))
+        if owner is None:
+            return self.options.shard.index == 0
+        return self.options.shard.holds(owner.origin, owner.key)
 
 
 def _remote_file_key(origin: str, filesystem_id: str) -> str:

@@ -1,6 +1,6 @@
 """--shard I/N: N runs, as separate processes on cache.db files of their own, share one offload
-and together handle every media exactly once; a cache.db is never used for another shard;
-the commands that work on the whole store refuse it."""
+(and one reconcile) and together handle every media exactly once, each only its own; a cache.db
+is never used for another shard; migrate, which copies the whole store, refuses it."""
 
 from __future__ import annotations
 
@@ -13,10 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from synapse_objstore.cli.ownership import OWNER_MARKER
 from synapse_objstore.cli.shard import Shard
+from synapse_objstore.media import parse_media_path
 from tests.cli.conftest import Dataset, Offload
 from tests.cli.synapse_media import SynapseMedia
 from tests.cli.test_offload_flow import bucket_objects
+from tests.cli.test_reconcile import ANY_SHARE, PREFIX, delete_from_synapse, listed_actions, put_objects
+from tests.conftest import s3_client
 from tests.servers.moto import MotoServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -151,10 +155,123 @@ def test_a_cache_db_of_every_media_is_not_taken_for_a_shard(
 
 
 @pytest.mark.parametrize("engine", ["sqlite"])
-@pytest.mark.parametrize("command", [["reconcile", "--apply"], ["migrate", "--to", "other.yaml"]])
-def test_the_commands_on_the_whole_store_refuse_a_shard(
-    command: list[str], offload: Offload, homeserver_yaml: Path, dataset: Dataset, workdir: Path,
-) -> None:
+def test_migrate_refuses_a_shard(offload: Offload, homeserver_yaml: Path, dataset: Dataset, workdir: Path) -> None:
     (workdir / "other.yaml").write_text("bucket: other\n")
-    result = offload("--config", str(homeserver_yaml), "--shard", "1/3", *command, expect=2)
-    assert f"{command[0]} takes no --shard" in result.output
+    result = offload("--config", str(homeserver_yaml), "--shard", "1/3", "migrate", "--to", "other.yaml", expect=2)
+    assert "migrate takes no --shard" in result.output
+
+
+def shard_of(media_path: str, count: int) -> int:
+    owner = parse_media_path(media_path)
+    assert owner is not None
+    (index,) = [i for i in range(count) if Shard(i, count).holds(owner.origin, owner.key)]
+    return index
+
+
+@pytest.fixture
+def offloaded_many(offload: Offload, many_media: set[tuple[str, str]], homeserver_yaml: Path, synapse: SynapseMedia,
+                   dataset: Dataset, moto: MotoServer, bucket: str) -> list[str]:
+    """Every media in the bucket: the old ones offloaded (which claims the store), the recent
+    ones uploaded by Synapse."""
+    config = ["--config", str(homeserver_yaml)]
+    offload(*config, "--cache-db", "whole.db", "update", "30d")
+    offload(*config, "--cache-db", "whole.db", "upload", "--delete")
+    put_objects(moto, bucket, {PREFIX + path: synapse.files[path] for path in dataset.recent})
+    return config
+
+
+def media_paths(dataset: Dataset, keys: list[str]) -> set[str]:
+    return {path for path in dataset.old if any(key[4:] in path for key in keys)}
+
+
+def test_shards_reconcile_the_store_together_each_touching_only_its_own(
+    offload: Offload, offloaded_many: list[str], synapse: SynapseMedia, dataset: Dataset, moto: MotoServer,
+    bucket: str, workdir: Path,
+) -> None:
+    count = 3
+    deleted_local = [f"ShardLocal{n:06d}" for n in range(0, 40, 3)]
+    deleted_remote = [(f"host{n % 3}.example", f"remote{n}", f"ShardRemoteFs{n:05d}") for n in range(0, 20, 4)]
+    delete_from_synapse(synapse, deleted_local, [r[:2] for r in deleted_remote])
+    gone = media_paths(dataset, deleted_local + [r[2] for r in deleted_remote])
+    assert {shard_of(path, count) for path in gone} == set(range(count))  # every shard has orphans
+    unreplicated = synapse.add_local("NeverUploaded001", os.urandom(3000), 2)  # a failed background upload
+    unreplicated += synapse.add_remote("example.org", "remoteNeverUp", "FsIdNeverUpload1", os.urandom(900), 3)
+    before = bucket_objects(moto, bucket)
+
+    runs = run_concurrently(workdir, [
+        [*offloaded_many, "--json", "--shard", f"{i}/{count}", "--cache-db", f"shard-{i}.db",
+         "reconcile", "--apply", "--grace", "0s", *ANY_SHARE] for i in range(count)
+    ])
+    assert [r.returncode for r in runs] == [0] * count, [r.stderr for r in runs]
+    deleted = [listed_actions(r.stderr, "deleted") for r in runs]
+    uploaded = [listed_actions(r.stderr, "uploaded") for r in runs]
+    for index in range(count):  # each shard deleted and uploaded only objects of its own media
+        assert {shard_of(path, count) for path in deleted[index] | uploaded[index]} <= {index}
+    assert sum(map(len, deleted)) == len(gone) and set().union(*deleted) == gone
+    assert sum(map(len, uploaded)) == len(unreplicated) and set().union(*uploaded) == set(unreplicated)
+    summaries = [json.loads(r.stdout) for r in runs]
+    listed = len(before)
+    assert all(s["objects_listed"] + s["objects_other_shards"] == listed for s in summaries)
+    assert sum(s["objects_listed"] for s in summaries) == listed
+    assert bucket_objects(moto, bucket) == {
+        **{key: data for key, data in before.items() if key.removeprefix(PREFIX) not in gone},
+        **{PREFIX + path: synapse.files[path] for path in unreplicated},
+    }
+
+
+@pytest.mark.parametrize("engine", ["sqlite"])
+def test_a_shard_never_deletes_objects_of_another_shards_media_and_brakes_on_its_own(
+    offload: Offload, offloaded_many: list[str], synapse: SynapseMedia, dataset: Dataset, moto: MotoServer,
+    bucket: str,
+) -> None:
+    # every media of shard 1/2 gone from the database: half the store, all of shard 1's
+    local = [f"ShardLocal{n:06d}" for n in range(40) if Shard(1, 2).holds("", f"ShardLocal{n:06d}")]
+    remote = [(f"host{n % 3}.example", f"remote{n}", f"ShardRemoteFs{n:05d}") for n in range(20)
+              if Shard(1, 2).holds(f"host{n % 3}.example", f"ShardRemoteFs{n:05d}")]
+    delete_from_synapse(synapse, local, [r[:2] for r in remote])
+    gone = media_paths(dataset, local + [r[2] for r in remote])
+    before = bucket_objects(moto, bucket)
+    assert len(gone) < 0.6 * len(before)  # an unsharded run's brake at 60% would let this through
+    brake = ("--max-delete-share", "60", "--grace", "0s", "--apply")
+
+    shard_0 = json.loads(offload(*offloaded_many, "--json", "--shard", "0/2", "--cache-db", "s0.db", "reconcile",
+                                 *brake).stdout)
+    assert shard_0["objects_orphaned"] == shard_0["files_deleted"] == 0
+    assert bucket_objects(moto, bucket) == before
+
+    refused = offload(*offloaded_many, "--shard", "1/2", "--cache-db", "s1.db", "reconcile", *brake, expect=2)
+    assert "above --max-delete-share 60%" in refused.output and "Nothing was deleted" in refused.output
+    assert bucket_objects(moto, bucket) == before
+
+    applied = offload(*offloaded_many, "--shard", "1/2", "--cache-db", "s1.db", "reconcile", *ANY_SHARE, "--grace",
+                      "0s", "--apply")
+    assert listed_actions(applied.output, "deleted") == gone
+
+
+@pytest.mark.parametrize("engine", ["sqlite"])
+def test_only_shard_0_records_the_owner_and_the_others_wait_for_it(
+    offload: Offload, homeserver_yaml: Path, synapse: SynapseMedia, dataset: Dataset, moto: MotoServer, bucket: str,
+) -> None:
+    # media Synapse's provider uploaded, never offloaded: no owner recorded yet
+    put_objects(moto, bucket, {PREFIX + path: synapse.files[path] for path in dataset.old + dataset.recent})
+    delete_from_synapse(synapse, ["AbCdEfGhIjKlMnOp", "ZyXwVuTsRqPoNmLk", "emptyMediaFile00"],
+                        [("matrix.org", "remoteMediaId1"), ("example.com:8448", "remoteMediaId2")])
+    gone = set(dataset.old)
+    args = ["--config", str(homeserver_yaml)]
+    apply = ["reconcile", "--apply", "--grace", "0s", *ANY_SHARE]
+    assert any(shard_of(path, 2) == 1 for path in gone)  # shard 1 has orphans of its own
+
+    waiting = offload(*args, "--shard", "1/2", "--cache-db", "s1.db", *apply)
+    assert "only --shard 0/2 records it: run that shard first" in waiting.output
+    assert listed_actions(waiting.output, "deleted") == set()
+    assert not any(key.endswith(OWNER_MARKER) for key in bucket_objects_with_marker(moto, bucket))
+
+    recorded = offload(*args, "--shard", "0/2", "--cache-db", "s0.db", *apply)
+    assert "Recorded" in recorded.output and any(key.endswith(OWNER_MARKER) for key in bucket_objects_with_marker(moto, bucket))
+    then = offload(*args, "--shard", "1/2", "--cache-db", "s1.db", *apply)
+    deleted = listed_actions(recorded.output, "deleted") | listed_actions(then.output, "deleted")
+    assert deleted == gone and not set(bucket_objects(moto, bucket)) & {PREFIX + path for path in gone}
+
+
+def bucket_objects_with_marker(moto: MotoServer, bucket: str) -> set[str]:
+    return {o["Key"] for o in s3_client(moto.endpoint_url).list_objects_v2(Bucket=bucket).get("Contents", [])}
