@@ -139,8 +139,11 @@ async def record_owner(store: ObjectStore, identity: HomeserverIdentity, newest_
     try:
         for _ in range(2):  # a copy that arrives wrong is written again, once
             await store.put_file(file.name, OWNER_MARKER)
-            if await _read_back(store) == record:
+            written = await _read_back(store)
+            if written == record:
                 return record
+            if written is not None and written.owner == identity:
+                return written  # another run of this homeserver (another --shard) recorded it meanwhile
     except OSError as error:
         raise MarkerUnavailableError(f"could not record this homeserver as the owner of {store.backend.describe()} "
                                      f"({error}): nothing was deleted") from None

@@ -109,11 +109,6 @@ class Context:
         cache.use_for(self.shard, record=lock)
         return cache
 
-    def refuse_shard(self, command: str, reason: str) -> None:
-        """Commands that work on the whole store take no --shard (N > 1)."""
-        if not self.shard.is_whole:
-            raise click.UsageError(f"{command} takes no --shard: {reason}")
-
     def _release_lock(self) -> None:
         if self._lock is not None:
             self._lock.release()
@@ -574,7 +569,7 @@ def upload(obj: Context, base_path: str | None, bucket: str | None, prefix: str 
         if synapse_db is not None:
             synapse_db.close()
         if delete and not dry_run:
-            obj.left = summary.media - summary.media_deleted
+            obj.left = total - summary.media_deleted  # also when the run stopped half-way
     obj.finish(summary)
 
 
@@ -657,7 +652,8 @@ def migrate(obj: Context, to_config: str, store_config: str | None, jobs: int, s
     from synapse_objstore.cli.migrate import Migrator
     from synapse_objstore.io_loop import run
 
-    obj.refuse_shard("migrate", "it copies every object of the store, and needs no cache.db")
+    if not obj.shard.is_whole:
+        raise click.UsageError("migrate takes no --shard: it copies every object of the store, and needs no cache.db")
     source = obj.store(store_config)
     target = obj.store(to_config)
     summary = obj.track(Summary("migrate", dry_run=dry_run))
@@ -709,8 +705,8 @@ def reconcile(obj: Context, base_path: str | None, apply: bool, grace: datetime.
     store = obj.store(store_config)
     options = ReconcileOptions(obj.base_path(base_path), grace.astimezone(), apply=apply, max_delete=max_delete,
                                max_delete_share=max_delete_share,
-                               owner_check=OwnerCheck(replace_owner, database_changed), jobs=jobs, read_back=not size_only,
-                               upload_types=obj.stored_media_types(), shard=obj.shard)
+                               owner_check=OwnerCheck(replace_owner, database_changed), jobs=jobs,
+                               read_back=not size_only, upload_types=obj.stored_media_types(), shard=obj.shard)
     synapse_db = obj.synapse_db(homeserver_config_path)
     summary = obj.track(ReconcileSummary("reconcile", dry_run=not apply))
     try:

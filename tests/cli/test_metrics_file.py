@@ -30,7 +30,8 @@ def read_metrics(path: Path) -> dict[tuple[str, frozenset[tuple[str, str]]], flo
 
 def value(metrics: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, command: str,
           shard: str = "0/1", **labels: str) -> float:
-    return metrics[f"objstore_offload_last_run_{name}", frozenset({"command": command, "shard": shard, **labels}.items())]
+    labelled = frozenset({"command": command, "shard": shard, **labels}.items())
+    return metrics[f"objstore_offload_last_run_{name}", labelled]
 
 
 def test_an_offload_reports_what_it_moved(
@@ -53,7 +54,8 @@ def test_an_offload_reports_what_it_moved(
     assert value(metrics, "media", "upload", action="deleted") == 5
     assert value(metrics, "failures", "upload") == 0 and value(metrics, "left", "upload") == 0
     assert value(metrics, "dry_run", "upload") == 0
-    started, ended = value(metrics, "start_timestamp_seconds", "upload"), value(metrics, "end_timestamp_seconds", "upload")
+    started = value(metrics, "start_timestamp_seconds", "upload")
+    ended = value(metrics, "end_timestamp_seconds", "upload")
     assert 0 < started <= ended
     assert value(metrics, "duration_seconds", "upload") == pytest.approx(ended - started)
     assert not (workdir / "update.prom").read_text() == (workdir / "upload.prom").read_text()
