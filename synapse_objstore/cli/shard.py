@@ -1,11 +1,12 @@
 """`--shard I/N`: N runs share one offload, each with a cache.db of its own.
 
-A media belongs to shard `hash(origin, filesystem_id) mod N`: the key its media paths are
+A media belongs to shard `crc32(origin/filesystem_id) mod N`: the key its media paths are
 made of (a local media's filesystem id is its media id), so the same media lands in the same
 shard on every run and on every host, whatever order Synapse's database returns rows in, and
 an object key alone names its shard. `update-db` keeps only its shard's media in cache.db, and
 every command that works from cache.db (check-deleted, write, upload, verify, restore) then
 handles only those. cache.db records the shard it was written for (see CacheDb.shard).
+`reconcile` handles the objects and media of its shard (see reconcile.py).
 """
 
 from __future__ import annotations
