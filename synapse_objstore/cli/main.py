@@ -590,14 +590,17 @@ def migrate(obj: Context, to_config: str, store_config: str | None, jobs: int, s
               help="Hand a store recorded as another homeserver's over to this one; name the recorded owner.")
 @click.option("--database-changed", is_flag=True,
               help="Accept the owner's database moved elsewhere or restored from a backup (see the README).")
+@click.option("--media-on-other-hosts", is_flag=True,
+              help="Media workers on other hosts keep media on disks of their own: a media neither in this "
+                   "media store nor in the store is left to them, not reported lost.")
 @store_config_option
 @hs_path_option
 @jobs_option
 @size_only_option
 @pass_context
 def reconcile(obj: Context, base_path: str | None, apply: bool, grace: datetime.datetime, max_delete: int | None,
-              max_delete_share: float, replace_owner: str | None, database_changed: bool, store_config: str | None,
-              homeserver_config_path: str, jobs: int, size_only: bool) -> None:
+              max_delete_share: float, replace_owner: str | None, database_changed: bool, media_on_other_hosts: bool,
+              store_config: str | None, homeserver_config_path: str, jobs: int, size_only: bool) -> None:
     """Make the store match Synapse's database; a dry run unless --apply.
 
     Deletes objects of media Synapse no longer has (deleted, purged, expired), thumbnails
@@ -614,7 +617,8 @@ def reconcile(obj: Context, base_path: str | None, apply: bool, grace: datetime.
     store = obj.store(store_config)
     options = ReconcileOptions(obj.base_path(base_path), grace.astimezone(), apply=apply, max_delete=max_delete,
                                max_delete_share=max_delete_share,
-                               owner_check=OwnerCheck(replace_owner, database_changed), jobs=jobs, read_back=not size_only, upload_types=obj.stored_media_types())
+                               owner_check=OwnerCheck(replace_owner, database_changed), jobs=jobs, read_back=not size_only, upload_types=obj.stored_media_types(),
+                               media_on_other_hosts=media_on_other_hosts)
     synapse_db = obj.synapse_db(homeserver_config_path)
     summary = ReconcileSummary("reconcile", dry_run=not apply)
     try:
