@@ -37,6 +37,7 @@ from tests.servers.postgres import temporary_database
 from tests.servers.redis import RedisServer, redis_available
 from tests.servers.synapse import (
     PostgresUnavailable,
+    SynapseServer,
     ensure_postgres_running,
     local_content_path,
     local_thumbnails_dir,
@@ -64,6 +65,10 @@ def _require_redis() -> None:
     pytest.skip("; ".join(missing))
 
 
+def original_key(mxc: Mxc) -> str:
+    return PREFIX + local_content_path(mxc.media_id)
+
+
 @dataclass
 class Host:
     """One media worker, as on a host of its own: its process, a client talking to it, and the
@@ -89,13 +94,14 @@ class Host:
 
 @dataclass
 class Deployment:
-    main_client: MatrixClient
+    """The running deployment, its bucket, and a connection to its database."""
+
+    main: SynapseServer
     a: Host  # media1: synchronous uploads, the media background jobs
     b: Host  # media2: background uploads
     s3: Any
     bucket: str
-    database: Any  # a connection to Synapse's database
-
+    database: Any  # psycopg2 connection to Synapse's database
 
     @property
     def hosts(self) -> list[Host]:
@@ -106,15 +112,14 @@ class Deployment:
         return {item["Key"] for page in pages for item in page.get("Contents", [])}
 
     def object_bytes(self, mxc: Mxc) -> bytes:
-        key = PREFIX + local_content_path(mxc.media_id)
-        return bytes(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+        return bytes(self.s3.get_object(Bucket=self.bucket, Key=original_key(mxc))["Body"].read())
 
     def thumbnail_keys(self, mxc: Mxc) -> set[str]:
         directory = PREFIX + local_thumbnails_dir(mxc.media_id)
         return {key for key in self.keys() if key.startswith(directory)}
 
     def media_keys(self, mxc: Mxc) -> set[str]:
-        return {PREFIX + local_content_path(mxc.media_id)} & self.keys() | self.thumbnail_keys(mxc)
+        return {original_key(mxc)} & self.keys() | self.thumbnail_keys(mxc)
 
     def thumbnails_in_database(self, mxc: Mxc) -> set[str]:
         """The keys of the media's thumbnails Synapse has recorded (made by any worker)."""
@@ -129,8 +134,7 @@ class Deployment:
         """The bucket's copy of the media, once it and every thumbnail Synapse recorded are there
         (a worker with store_synchronous: false stores them in the background)."""
         deadline = time.monotonic() + BACKGROUND_UPLOAD_TIMEOUT
-        while not self.thumbnails_in_database(mxc) <= self.media_keys(mxc) or \
-                PREFIX + local_content_path(mxc.media_id) not in self.keys():
+        while not {original_key(mxc), *self.thumbnails_in_database(mxc)} <= self.media_keys(mxc):
             assert time.monotonic() < deadline, f"{mxc} or its thumbnails never reached the bucket"
             time.sleep(0.2)
         return self.object_bytes(mxc)
@@ -161,7 +165,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, moto: MotoServer) -> It
         database = psycopg2.connect(**connection_args)
         database.autocommit = True
         try:
-            yield Deployment(user, hosts[0], hosts[1], s3_client(moto.endpoint_url), bucket, database)
+            yield Deployment(main, hosts[0], hosts[1], s3_client(moto.endpoint_url), bucket, database)
         finally:
             database.close()
 
@@ -215,8 +219,7 @@ def test_background_upload_through_b_is_served_by_a_from_the_bucket(deployment: 
 
 
 def test_offload_on_each_host_and_one_reconcile_then_every_worker_serves_everything(deployment: Deployment) -> None:
-    admin = MatrixClient.register(deployment.main_client.base_url,
-                                  deployment.a.worker.main.registration_shared_secret,
+    admin = MatrixClient.register(deployment.main.base_url, deployment.main.registration_shared_secret,
                                   f"admin-{uuid.uuid4().hex[:6]}", "password", admin=True)
     media = {host.worker.name: [upload_image(host) for _ in range(2)] for host in deployment.hosts}
     for uploader, other in [(deployment.a, deployment.b), (deployment.b, deployment.a)]:
@@ -226,11 +229,10 @@ def test_offload_on_each_host_and_one_reconcile_then_every_worker_serves_everyth
             # are on both hosts' disks now
             assert other.client.thumbnail(mxc, 60, 60, "scale").check().body
             assert other.has_local_copy(mxc) and uploader.has_local_copy(mxc)
-    everything = [item for items in media.values() for item in items]
-    for mxc, data in everything:
+    for mxc, _ in [item for items in media.values() for item in items]:  # B stores in the background
         deployment.wait_until_stored(mxc)
     deleted, _ = media["media2"].pop()  # deleted through the admin API, which the media workers serve
-    everything = [item for items in media.values() for item in items]
+    kept = [item for items in media.values() for item in items]
     doomed = deployment.media_keys(deleted)
     admin_on_a = MatrixClient(deployment.a.worker.base_url, admin.access_token)
     admin_on_a.request("DELETE", f"/_synapse/admin/v1/media/{deleted.server_name}/{deleted.media_id}").check()
@@ -264,7 +266,7 @@ def test_offload_on_each_host_and_one_reconcile_then_every_worker_serves_everyth
     assert deployment.keys() == before - doomed
 
     for host in deployment.hosts:
-        for mxc, data in everything:
+        for mxc, data in kept:
             assert_serves(host, mxc, data)
         assert host.client.download(deleted).status == 404
 
@@ -277,7 +279,7 @@ def test_media_on_the_other_hosts_disk_only_is_neither_lost_nor_deleted(deployme
     for key in deployment.media_keys(mxc):  # as if the upload to the bucket had failed
         deployment.s3.delete_object(Bucket=deployment.bucket, Key=key)
     assert deployment.a.has_local_copy(mxc) and not deployment.b.has_local_copy(mxc)
-    original = PREFIX + local_content_path(mxc.media_id)
+    original = original_key(mxc)
 
     unaware = deployment.b.offload("reconcile", "--grace", "0s")
     assert unaware.returncode == 1 and f"lost: local media {mxc.media_id}" in unaware.stdout, unaware.stdout
