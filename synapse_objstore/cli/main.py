@@ -103,8 +103,11 @@ class Context:
         """cache.db (locked, as `cache`) for a command that works on the files of `media_store`:
         the media store it records the offload of (see `bind_media_store`)."""
         cache = self.cache()
-        bind_media_store(cache, media_store, record=not dry_run, moved=self.media_store_moved)
+        self.bind_media_store(cache, media_store, dry_run)
         return cache
+
+    def bind_media_store(self, cache: CacheDb, media_store: str, dry_run: bool) -> None:
+        bind_media_store(cache, media_store, record=not dry_run, moved=self.media_store_moved)
 
     def _release_lock(self) -> None:
         if self._lock is not None:
@@ -481,16 +484,21 @@ def upload(obj: Context, base_path: str | None, bucket: str | None, prefix: str 
     }
     store = obj.store(store_config, bucket, overrides)
     options = UploadOptions(obj.base_path(base_path), delete=delete, dry_run=dry_run, jobs=jobs, read_back=not size_only)
-    cache = obj.cache_for(options.base_path, dry_run)
+    cache = obj.cache()
     summary = Summary("upload", dry_run=dry_run)
     total = cache.count(False)
     if not obj.progress:
         obj.info("Uploading ", total, " media")
     synapse_db = obj.optional_synapse_db()  # to claim the store for this homeserver, or be refused
+
+    def offload(bar: Any) -> Coroutine[Any, Any, None]:
+        # after the claim, so that another homeserver's store is what a wrong config is told first
+        obj.bind_media_store(cache, options.base_path, dry_run)
+        return Offloader(store, cache, options, summary, bar).run()
+
     try:
         with progress_bar(obj.progress, total) as bar:
-            run_store_job(store, lambda: _claimed_then(store, synapse_db, "upload", dry_run,
-                                                       Offloader(store, cache, options, summary, bar).run))
+            run_store_job(store, lambda: _claimed_then(store, synapse_db, "upload", dry_run, lambda: offload(bar)))
     finally:
         if synapse_db is not None:
             synapse_db.close()
