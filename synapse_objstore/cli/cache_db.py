@@ -435,9 +435,9 @@ def bind_media_store(cache: CacheDb, media_store: str, record: bool, moved: bool
     """Make sure `cache` records the offload of `media_store` (compared by real path).
 
     `upload` and `check-deleted` take a media of cache.db without files in the media store for
-    offloaded, and `restore` brings media back into it, so a cache.db serves one media store: media workers on several hosts, each with a
-    disk of its own, keep a cache.db each, and a run given another host's cache.db is refused
-    rather than take this host's media for done. A cache.db that records no media store yet
+    offloaded, and `restore` brings media back into it, so a cache.db serves one media store:
+    media workers on several hosts, each with a disk of its own, keep a cache.db each, and a run
+    given another host's cache.db is refused rather than take this host's media for done. A cache.db that records no media store yet
     (a new one, or one of an older version or of s3_media_upload) records this one, unless
     `record` is false (a dry run); `moved` replaces the recorded one.
     """
