@@ -53,6 +53,7 @@ from synapse_objstore.metrics import Operation, ProviderMetrics
 from synapse_objstore.reactor_bridge import run_on_io_loop
 from synapse_objstore.responder import ObjectResponder
 from synapse_objstore.store import ObjectStore
+from synapse_objstore.uploads_in_flight import UploadsInFlight
 
 if TYPE_CHECKING:
     from synapse.server import HomeServer
@@ -74,6 +75,7 @@ class ObjectStorageProvider(StorageProvider):
         self._media_store_path = media_config.media_store_path
         # Uploads Synapse keeps only in temporary files: None while it keeps them on its disk.
         self._held_uploads: HeldUploads | None = None
+        self._uploads_in_flight = UploadsInFlight()
         if not local_media_storage_enabled(hs):
             self._hold_uploads_from_spam_check(hs, backend)
         backend.prepare()
@@ -107,17 +109,20 @@ class ObjectStorageProvider(StorageProvider):
             # Taken before the first await: Synapse deletes its temporary file as soon as this
             # returns (at once, with store_synchronous false), the descriptor keeps the bytes.
             held = self._take_held_upload(path, file_info)
-            try:
-                size = await self._call("store", path, lambda: self._put_held(held, path))
-            except StoreDownError:  # refused before the upload began, which closes it
-                close_in_thread(held)
-                raise
+            with self._uploads_in_flight.uploading(path):
+                try:
+                    size = await self._call("store", path, lambda: self._put_held(held, path))
+                except StoreDownError:  # refused before the upload began, which closes it
+                    close_in_thread(held)
+                    raise
         self._metrics.store_duration.observe(time.perf_counter() - started)
         self._metrics.stored_objects.inc()
         self._metrics.stored_bytes.inc(size)
 
     async def fetch(self, path: str, file_info: FileInfo) -> Responder | None:
         started = time.perf_counter()
+        if (uploaded := self._uploads_in_flight.finished(path)) is not None:
+            await make_deferred_yieldable(uploaded)  # a background upload of it runs (uploads_in_flight.py)
         stream = await self._call("fetch", path, lambda: self._store.open_read(path), release=_close_stream)
         if stream is None:
             self._metrics.fetch_misses.inc()
