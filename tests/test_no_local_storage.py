@@ -24,11 +24,13 @@ from synapse.media._base import FileInfo, ThumbnailInfo
 from synapse.media.filepath import MediaFilePaths
 from synapse.media.storage_provider import StorageProviderWrapper
 from synapse.util.module_loader import load_module
+from twisted.internet import defer
 
+from synapse_objstore.testing.fault_proxy import FaultProxy, Faults
 from synapse_objstore.held_uploads import HeldFile, HeldUploads, UploadNotHeldError, open_held_file
 from tests.conftest import s3_client
 from tests.servers.moto import MotoServer
-from tests.synapse_harness import MODULE
+from tests.synapse_harness import MODULE, RecordingConsumer
 
 media_storage = pytest.importorskip("synapse.media.media_storage")
 if "local_provider" not in media_storage.MediaStorage.__init__.__code__.co_varnames:
@@ -229,3 +231,43 @@ def wait_closed(file: HeldFile, timeout: float = 30.0) -> None:
         assert time.monotonic() < deadline, "the expired file was not closed"
         time.sleep(0.02)
 
+
+
+def test_a_fetch_waits_for_the_background_upload_of_the_same_file(
+        reactor: Any, in_reactor: Callable[..., Any], moto: MotoServer, bucket: str, media_store: Path,
+        temp_dir: Path) -> None:
+    """Synapse makes an upload's thumbnails from a download of it, at once: with store_synchronous
+    false the upload may not be in the bucket yet. Here it is held unanswered by the store until
+    the fetch has begun; the fetch must wait for it rather than answer "not found"."""
+    path = "local_content/Lo/ca/lMediaId123"
+    data = os.urandom(3 * 1024 * 1024)
+    with FaultProxy(moto.endpoint_url, Faults(silent=True, match=path)) as proxy:
+        hs = Homeserver(reactor, media_store)
+        storage, provider = media_storage_with_provider(
+            hs, media_store, {"bucket": bucket, "endpoint_url": proxy.endpoint_url, "retries": 3}, False)
+        in_reactor(storage.store_file, io.BytesIO(data), LOCAL)  # answers at once: the upload runs on
+        wait_for(lambda: proxy.stats().get("requests PUT", 0) >= 1, "the upload to reach the store")
+        fetched: dict[str, Any] = {}
+
+        async def fetch() -> None:
+            responder = await provider.fetch(path, LOCAL)
+            fetched["found"] = responder is not None
+            if responder is not None:
+                consumer = RecordingConsumer()
+                with responder:
+                    await responder.write_to_consumer(consumer)
+                fetched["body"] = consumer.data
+
+        started = in_reactor(lambda: [defer.ensureDeferred(fetch())])
+        proxy.set(silent=False)  # the held upload is reset, and retried
+        in_reactor(lambda: started[0], timeout=60)
+
+    assert fetched == {"found": True, "body": data}
+    wait_until_released(provider, temp_dir)
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
+        time.sleep(0.02)
