@@ -16,13 +16,16 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import botocore.exceptions
 import pytest
 from packaging.version import Version
 
 from demo.matrix_client import MatrixClient, Mxc
 from demo.media import image_size, make_image
-from tests.conftest import s3_client
+from tests.conftest import rgw_client, s3_client
 from tests.e2e.conftest import PREFIX, provider_config
+from tests.test_ceph_rgw import SSE_KEY, rgw_config
+from tests.servers.ceph_rgw import CephRGW
 from tests.servers.moto import MotoServer
 from tests.servers.synapse import SynapseServer, local_content_path, local_thumbnails_dir, provider_entry
 
@@ -80,8 +83,8 @@ class DisklessHomeserver:
         return held
 
 
-def start(directory: Path, providers: list[dict[str, Any]], bucket: str, endpoint_url: str,
-          **s3_args: Any) -> Iterator[DisklessHomeserver]:
+def start(directory: Path, providers: list[dict[str, Any]], bucket: str,
+          endpoint_url: str) -> Iterator[DisklessHomeserver]:
     temp_dir = directory / "tmp"
     temp_dir.mkdir(parents=True)
     server = SynapseServer(directory, providers, extra_config=NO_LOCAL_STORAGE)
@@ -90,7 +93,7 @@ def start(directory: Path, providers: list[dict[str, Any]], bucket: str, endpoin
         server.start()
     try:
         client = MatrixClient.register(server.base_url, server.registration_shared_secret, "alice", "password")
-        yield DisklessHomeserver(server, client, s3_client(endpoint_url, **s3_args), bucket, temp_dir)
+        yield DisklessHomeserver(server, client, s3_client(endpoint_url), bucket, temp_dir)
     finally:
         server.stop()
 
@@ -185,6 +188,31 @@ def test_offload_has_nothing_to_do_and_reconcile_deletes_the_objects_of_deleted_
     assert not doomed & homeserver.keys()
     assert homeserver.client.download(kept).check().body == homeserver.wait_for_object(homeserver.key(kept))
     assert homeserver.client.download(deleted).status == 404
+
+
+@pytest.mark.ceph
+def test_sse_c_on_ceph_rgw_with_no_local_disk(tmp_path: Path, rgw: CephRGW, rgw_bucket: str) -> None:
+    """Ceph's RADOS Gateway enforces SSE-C (moto does not): uploads from Synapse's temporary files
+    are encrypted with the key, and downloads through Synapse decrypt them."""
+    if not HAS_OPTION:
+        pytest.skip("Synapse before 1.146 has no enable_local_media_storage")
+    providers = [provider_entry({**rgw_config(rgw, rgw_bucket), "prefix": PREFIX})]
+    running = start(tmp_path, providers, rgw_bucket, rgw.endpoint_url)
+    homeserver = next(running)
+    homeserver.s3 = rgw_client(rgw)
+    try:
+        uploads = [(homeserver.client.upload(data, "application/octet-stream", "file.bin"), data)
+                   for data in (os.urandom(100_000), os.urandom(12 * 1024 * 1024))]  # one in three parts
+        for mxc, data in uploads:
+            assert homeserver.client.download(mxc).check().body == data
+            key = homeserver.key(mxc)
+            with pytest.raises(botocore.exceptions.ClientError):  # encrypted: unreadable without the key
+                homeserver.s3.get_object(Bucket=rgw_bucket, Key=key)
+            sse = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": SSE_KEY}
+            assert homeserver.s3.get_object(Bucket=rgw_bucket, Key=key, **sse)["Body"].read() == data
+        homeserver.assert_nothing_left_on_disk()
+    finally:
+        running.close()  # stops Synapse
 
 
 @pytest.mark.skipif(HAS_OPTION, reason="this Synapse supports enable_local_media_storage; the refusal is for older ones")
