@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from synapse.api.errors import Codes
+from synapse.config._base import ConfigError as SynapseConfigError
 from synapse.config.repository import MediaStorageProviderConfig
 from synapse.media._base import FileInfo, ThumbnailInfo
 from synapse.media.filepath import MediaFilePaths
@@ -271,3 +272,14 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) ->
     while not condition():
         assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
         time.sleep(0.02)
+
+
+def test_a_system_without_proc_self_fd_is_refused_at_startup(reactor: Any, moto: MotoServer, bucket: str,
+                                                             media_store: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Uploading a deleted temporary file needs Linux's /proc/self/fd; elsewhere the provider
+    says so at startup rather than fail every upload."""
+    monkeypatch.setattr("synapse_objstore.held_uploads.PROC_FD", str(tmp_path / "no-proc"))
+    with pytest.raises(SynapseConfigError, match="needs Linux's /proc/self/fd"):
+        media_storage_with_provider(Homeserver(reactor, media_store), media_store,
+                                    {"bucket": bucket, "endpoint_url": moto.endpoint_url}, True)
