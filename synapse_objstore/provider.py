@@ -12,6 +12,9 @@
 Synapse calls `parse_config` at startup and then `cls(hs, parsed)`. Uploads, fetches,
 deletes and streams all run on the I/O loop; the reactor thread only submits work, writes
 chunks and updates the metrics (synapse_objstore/metrics.py).
+
+Uploads come from media_store_path, or, with `enable_local_media_storage: false`, from
+Synapse's temporary files, held open from its media spam check on (held_uploads.py).
 """
 
 from __future__ import annotations
@@ -203,7 +206,7 @@ class ObjectStorageProvider(StorageProvider):
                 "media storage and free the disk with 'objstore-offload upload --delete'."
             )
         self._stores_local, self._stores_remote = _stored_media(hs, backend)
-        self._held_uploads = HeldUploads(self._reactor.seconds, HOLD_EXPIRY)
+        self._held_uploads = HeldUploads(time.monotonic, HOLD_EXPIRY)
         hs.get_module_api().register_spam_checker_callbacks(check_media_file_for_spam=self._hold_upload)
 
     async def _hold_upload(self, file: ReadableFileWrapper, file_info: FileInfo) -> Literal["NOT_SPAM"]:
@@ -212,7 +215,7 @@ class ObjectStorageProvider(StorageProvider):
         assert self._held_uploads is not None
         if not self._will_store(file_info):
             return NOT_SPAM
-        opened = asyncio.to_thread(open_held_file, file.path, self._reactor.seconds())
+        opened = asyncio.to_thread(open_held_file, file.path, time.monotonic())
         held = await make_deferred_yieldable(run_on_io_loop(self._reactor, opened, release=close_in_thread))
         self._held_uploads.put(file_info, held)
         return NOT_SPAM

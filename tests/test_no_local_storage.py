@@ -13,11 +13,13 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from importlib.metadata import version
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from packaging.version import Version
 from synapse.api.errors import Codes
 from synapse.config._base import ConfigError as SynapseConfigError
 from synapse.config.repository import MediaStorageProviderConfig
@@ -27,18 +29,19 @@ from synapse.media.storage_provider import StorageProviderWrapper
 from synapse.util.module_loader import load_module
 from twisted.internet import defer
 
-from synapse_objstore.testing.fault_proxy import FaultProxy, Faults
 from synapse_objstore.held_uploads import HeldFile, HeldUploads, UploadNotHeldError, open_held_file
+from synapse_objstore.testing.fault_proxy import FaultProxy, Faults
 from tests.conftest import s3_client
 from tests.servers.moto import MotoServer
 from tests.synapse_harness import MODULE, RecordingConsumer
 
-media_storage = pytest.importorskip("synapse.media.media_storage")
-if "local_provider" not in media_storage.MediaStorage.__init__.__code__.co_varnames:
+if Version(version("matrix-synapse")) < Version("1.146"):
     pytest.skip("this Synapse has no enable_local_media_storage (added in 1.146)", allow_module_level=True)
 
-from synapse.module_api.callbacks.spamchecker_callbacks import SpamCheckerModuleApiCallbacks  # noqa: E402
-from synapse.util.clock import Clock  # noqa: E402
+# Imported once the version is known: older Synapses lack them, or take other arguments.
+from synapse.media import media_storage
+from synapse.module_api.callbacks.spamchecker_callbacks import SpamCheckerModuleApiCallbacks
+from synapse.util.clock import Clock
 
 
 class Homeserver:
@@ -102,7 +105,8 @@ def media_storage_with_provider(hs: Homeserver, media_store: Path, config: dict[
     provider = provider_class(hs, parsed)
     wrapper = StorageProviderWrapper(provider, store_local=hs.wrapper_config.store_local,
                                      store_synchronous=store_synchronous, store_remote=hs.wrapper_config.store_remote)
-    return media_storage.MediaStorage(hs, MediaFilePaths(str(media_store)), [wrapper], None), provider
+    storage = media_storage.MediaStorage(hs, MediaFilePaths(str(media_store)), [wrapper], None)  # type: ignore[arg-type]
+    return storage, provider
 
 
 def wait_for_object(s3: Any, bucket: str, key: str, timeout: float = 60.0) -> bytes:
@@ -200,7 +204,7 @@ def test_upload_rejected_by_a_later_spam_check_is_not_stored_and_its_file_is_clo
 
     assert "Contents" not in s3_client(moto.endpoint_url).list_objects_v2(Bucket=bucket)
     assert len(provider._held_uploads) == 1 and len(open_deleted_files(temp_dir)) == 1
-    provider._held_uploads._now = lambda: reactor.seconds() + 3601  # an hour later
+    provider._held_uploads._now = lambda: time.monotonic() + 3601  # an hour later
     in_reactor(provider._held_uploads.close_expired)
     wait_until_released(provider, temp_dir)
 

@@ -24,7 +24,7 @@ from synapse_objstore.store import ObjectStoreError
 from tests.conftest import s3_client
 from tests.servers.moto import MotoServer
 from tests.servers.process import free_port
-from tests.synapse_harness import RecordingConsumer, homeserver, load_provider, local_media
+from tests.synapse_harness import RecordingConsumer, load_provider, local_media
 
 MiB = 1024 * 1024
 

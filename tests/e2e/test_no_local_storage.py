@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -22,12 +22,12 @@ from packaging.version import Version
 
 from demo.matrix_client import MatrixClient, Mxc
 from demo.media import image_size, make_image
-from tests.conftest import rgw_client, s3_client
+from tests.conftest import require_ceph, rgw_client, s3_client
 from tests.e2e.conftest import PREFIX, provider_config
-from tests.test_ceph_rgw import SSE_KEY, rgw_config
 from tests.servers.ceph_rgw import CephRGW
 from tests.servers.moto import MotoServer
 from tests.servers.synapse import SynapseServer, local_content_path, local_thumbnails_dir, provider_entry
+from tests.test_ceph_rgw import SSE_KEY, rgw_config
 
 pytestmark = pytest.mark.e2e
 
@@ -57,7 +57,7 @@ class DisklessHomeserver:
                     raise AssertionError(f"{key} did not reach the bucket within {timeout} s") from None
                 time.sleep(0.1)
 
-    def keys(self, prefix: str = PREFIX) -> set[str]:
+    def object_keys(self, prefix: str = PREFIX) -> set[str]:
         pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
         return {item["Key"] for page in pages for item in page.get("Contents", [])}
 
@@ -84,7 +84,7 @@ class DisklessHomeserver:
 
 
 def start(directory: Path, providers: list[dict[str, Any]], bucket: str,
-          endpoint_url: str) -> Iterator[DisklessHomeserver]:
+          endpoint_url: str) -> Generator[DisklessHomeserver, None, None]:
     temp_dir = directory / "tmp"
     temp_dir.mkdir(parents=True)
     server = SynapseServer(directory, providers, extra_config=NO_LOCAL_STORAGE)
@@ -129,12 +129,12 @@ def test_thumbnails_are_made_from_the_bucket_and_stored_there(homeserver: Diskle
 
     width, height = image_size(thumbnail.body)
     assert (width, height) == (32, 32)
-    stored = homeserver.keys(PREFIX + local_thumbnails_dir(mxc.media_id))
+    stored = homeserver.object_keys(PREFIX + local_thumbnails_dir(mxc.media_id))
     deadline = time.monotonic() + 60
     while not stored:  # a background upload of the thumbnail may still run
         assert time.monotonic() < deadline, "no thumbnail reached the bucket"
         time.sleep(0.1)
-        stored = homeserver.keys(PREFIX + local_thumbnails_dir(mxc.media_id))
+        stored = homeserver.object_keys(PREFIX + local_thumbnails_dir(mxc.media_id))
     assert thumbnail.body in {homeserver.wait_for_object(key) for key in stored}
     assert homeserver.client.download(mxc).check().body == data
     homeserver.assert_nothing_left_on_disk()
@@ -173,7 +173,7 @@ def test_offload_has_nothing_to_do_and_reconcile_deletes_the_objects_of_deleted_
     assert "Recorded" in claimed.stderr and json.loads(claimed.stdout)["files_deleted"] == 0, claimed.stderr
 
     admin.request("DELETE", f"/_synapse/admin/v1/media/{deleted.server_name}/{deleted.media_id}").check()
-    doomed = {key for key in homeserver.keys() if deleted.media_id[4:] in key}
+    doomed = {key for key in homeserver.object_keys() if deleted.media_id[4:] in key}
     assert homeserver.key(deleted) in doomed and len(doomed) > 1  # the original and its thumbnails
 
     time.sleep(1)  # durations are more than zero: the claim is older than "0s" now
@@ -185,19 +185,29 @@ def test_offload_has_nothing_to_do_and_reconcile_deletes_the_objects_of_deleted_
     assert summary["files_deleted"] == len(doomed), applied.stdout
     assert summary["media_lost"] == 1, applied.stdout
     assert [failure["path"] for failure in summary["failed"]] == [local_content_path(lost.media_id)]
-    assert not doomed & homeserver.keys()
+    assert not doomed & homeserver.object_keys()
     assert homeserver.client.download(kept).check().body == homeserver.wait_for_object(homeserver.key(kept))
     assert homeserver.client.download(deleted).status == 404
 
 
+@pytest.fixture
+def rgw(tmp_path: Path) -> Iterator[CephRGW]:
+    """A Ceph RGW of this test's own: the module must leave no process running, and the
+    session's RGW may not have started yet."""
+    require_ceph()
+    with CephRGW(tmp_path) as server:
+        yield server
+
+
 @pytest.mark.ceph
-def test_sse_c_on_ceph_rgw_with_no_local_disk(tmp_path: Path, rgw: CephRGW, rgw_bucket: str) -> None:
+@pytest.mark.skipif(not HAS_OPTION, reason="Synapse before 1.146 has no enable_local_media_storage")
+def test_sse_c_on_ceph_rgw_with_no_local_disk(tmp_path: Path, rgw: CephRGW) -> None:
     """Ceph's RADOS Gateway enforces SSE-C (moto does not): uploads from Synapse's temporary files
     are encrypted with the key, and downloads through Synapse decrypt them."""
-    if not HAS_OPTION:
-        pytest.skip("Synapse before 1.146 has no enable_local_media_storage")
+    rgw_bucket = f"media-{uuid.uuid4().hex[:10]}"
+    rgw_client(rgw).create_bucket(Bucket=rgw_bucket)
     providers = [provider_entry({**rgw_config(rgw, rgw_bucket), "prefix": PREFIX})]
-    running = start(tmp_path, providers, rgw_bucket, rgw.endpoint_url)
+    running = start(tmp_path / "synapse", providers, rgw_bucket, rgw.endpoint_url)
     homeserver = next(running)
     homeserver.s3 = rgw_client(rgw)
     try:
