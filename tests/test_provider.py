@@ -7,18 +7,15 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
-import yaml
 from synapse.config._base import ConfigError as SynapseConfigError
 from synapse.media._base import ConsumerRequestedStopError
 from synapse.util.file_consumer import BackgroundFileConsumer
 from twisted.internet import defer
 
 from synapse_objstore.backends.s3 import S3BodyStream
-from synapse_objstore.local_storage import local_media_storage_enabled, synapse_version
 from synapse_objstore.responder import CHUNK_SIZE, MAX_CHUNK_SIZE, ConsumerPausedTooLongError
 from synapse_objstore.store import ObjectStoreError
 from tests.conftest import s3_client
@@ -321,27 +318,6 @@ def test_bad_config_stops_synapse_with_a_message_naming_the_key(reactor: Any, me
     error = raised.value
     text = " ".join(str(part) for part in (error, error.__cause__, getattr(error, "msg", "")) if part)
     assert named in text
-
-
-def write_config(path: Path, **keys: Any) -> str:
-    path.write_text(yaml.safe_dump({"server_name": "test", "report_stats": False, **keys}))
-    return str(path)
-
-
-def test_a_synapse_without_the_option_refuses_it_naming_the_version_and_the_alternative(tmp_path: Path) -> None:
-    """Before 1.146 Synapse ignores enable_local_media_storage and keeps writing to the disk."""
-    media = SimpleNamespace(media_store_path="/data/media_store")  # no enable_local_media_storage: an old Synapse
-    off = SimpleNamespace(config=SimpleNamespace(media=media, config_files=[
-        write_config(tmp_path / "a.yaml", enable_local_media_storage=True),
-        write_config(tmp_path / "b.yaml", enable_local_media_storage=False)]))
-    on = SimpleNamespace(config=SimpleNamespace(media=media, config_files=[write_config(tmp_path / "c.yaml")]))
-
-    with pytest.raises(SynapseConfigError) as refused:
-        local_media_storage_enabled(off)
-    message = str(refused.value)
-    assert f"Synapse {synapse_version()} does not support it (it was added in Synapse 1.146)" in message
-    assert "objstore-offload upload --delete" in message and "/data/media_store" in message
-    assert local_media_storage_enabled(on) is True
 
 
 def test_provider_config_repr_hides_secrets() -> None:

@@ -27,12 +27,12 @@ from tests.e2e.conftest import PREFIX, provider_config
 from tests.servers.ceph_rgw import CephRGW
 from tests.servers.moto import MotoServer
 from tests.servers.synapse import SynapseServer, local_content_path, local_thumbnails_dir, provider_entry
-from tests.test_ceph_rgw import SSE_KEY, rgw_config
 
 pytestmark = pytest.mark.e2e
 
 HAS_OPTION = Version(version("matrix-synapse")) >= Version("1.146")
 NO_LOCAL_STORAGE = {"enable_local_media_storage": False}
+SSE_KEY = "k3y-for-synapse-media-0123456789"
 
 
 @dataclass
@@ -206,7 +206,10 @@ def test_sse_c_on_ceph_rgw_with_no_local_disk(tmp_path: Path, rgw: CephRGW) -> N
     are encrypted with the key, and downloads through Synapse decrypt them."""
     rgw_bucket = f"media-{uuid.uuid4().hex[:10]}"
     rgw_client(rgw).create_bucket(Bucket=rgw_bucket)
-    providers = [provider_entry({**rgw_config(rgw, rgw_bucket), "prefix": PREFIX})]
+    providers = [provider_entry({
+        "bucket": rgw_bucket, "endpoint_url": rgw.endpoint_url, "access_key_id": rgw.access_key,
+        "secret_access_key": rgw.secret_key, "addressing_style": "path", "sse_customer_key": SSE_KEY,
+        "multipart_threshold": "5MiB", "multipart_chunksize": "5MiB", "prefix": PREFIX})]
     running = start(tmp_path / "synapse", providers, rgw_bucket, rgw.endpoint_url)
     homeserver = next(running)
     homeserver.s3 = rgw_client(rgw)
