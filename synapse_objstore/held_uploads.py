@@ -10,7 +10,9 @@ however long a background upload (`store_synchronous: false`) runs, and the kern
 when it is closed, or when the process ends, so a crash leaves nothing behind on disk.
 
 A descriptor that no `store_file` takes (a spam check that runs after ours rejected the upload,
-or a provider before ours failed to store it) is closed once it is older than `expiry`.
+or a provider before ours failed to store it) is closed by the first hold or take after it
+is older than `expiry`: so at most the files of one `expiry` of uploads stay held, plus those
+an idle homeserver has not swept yet.
 """
 
 from __future__ import annotations
