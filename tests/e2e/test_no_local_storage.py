@@ -71,7 +71,7 @@ class DisklessHomeserver:
             time.sleep(0.1)
 
     def deleted_files_held_open(self) -> list[str]:
-        pid = self.server._process.pid if self.server._process else None
+        pid = self.server.pid
         held = []
         for fd in os.listdir(f"/proc/{pid}/fd"):
             try:
