@@ -38,7 +38,12 @@ class UploadNotHeldError(RuntimeError):
 
 
 class HeldFile:
-    """An open temporary file of Synapse's: a path the upload can read it by, as long as it is open."""
+    """An open temporary file of Synapse's, and a path to read it by while it is open.
+
+    Backends (plugins too) upload a local file by path, opening it once per part in threads;
+    /proc/self/fd/N lets each of them open the unlinked file with an offset of its own, so
+    every backend uploads it unchanged, with the same checks. The descriptor is closed only
+    once the upload has ended, so its number cannot name another file while a part is read."""
 
     def __init__(self, fd: int, held_at: float) -> None:
         self.fd = fd
