@@ -43,7 +43,8 @@ class HeldFile:
     Backends (plugins too) upload a local file by path, opening it once per part in threads;
     /proc/self/fd/N lets each of them open the unlinked file with an offset of its own, so
     every backend uploads it unchanged, with the same checks. The descriptor is closed only
-    once the upload has ended, so its number cannot name another file while a part is read."""
+    once the upload coroutine has ended, so no part that is sent can have been read through
+    its number after it was reused (a cancelled upload sends nothing more)."""
 
     def __init__(self, fd: int, held_at: float) -> None:
         self.fd = fd
