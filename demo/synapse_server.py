@@ -142,6 +142,11 @@ class SynapseServer:
     def log_tail(self, size: int = 6000) -> str:
         return self.log_path.read_text(errors="replace")[-size:] if self.log_path.exists() else ""
 
+    @property
+    def pid(self) -> int | None:
+        """The running Synapse's PID; None before it was started."""
+        return None if self._process is None else self._process.pid
+
     def local_media_path(self, media_id: str) -> Path:
         """Where Synapse keeps a local upload (`local_content/ab/cd/rest`)."""
         return self.media_store_path / local_content_path(media_id)

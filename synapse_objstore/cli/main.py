@@ -123,6 +123,8 @@ class Context:
             if self.homeserver is None:
                 raise click.UsageError("BASE_PATH is required (or give --config homeserver.yaml to take media_store_path)")
             given = self.homeserver.media_store_path
+            if not self.homeserver.keeps_local_media:
+                return given  # may be missing or empty: no media is local, every one is in the store
         if not os.path.isdir(given):
             raise FatalError(f"media store directory {given} does not exist")
         return given
@@ -482,6 +484,11 @@ def upload(obj: Context, base_path: str | None, bucket: str | None, prefix: str 
         "prefix": prefix, "storage_class": storage_class, "sse_customer_key": sse_customer_key,
         "endpoint_url": endpoint_url, "sse_customer_algo": sse_customer_algo if sse_customer_key else None,
     }
+    if base_path is None and obj.homeserver is not None and not obj.homeserver.keeps_local_media:
+        obj.info(f"Nothing local to offload: enable_local_media_storage is false in {obj.homeserver.source}, so "
+                 "Synapse keeps no media on its disk (the provider stores every file as it is written)")
+        obj.finish(Summary("upload", dry_run=dry_run))
+        return
     store = obj.store(store_config, bucket, overrides)
     options = UploadOptions(obj.base_path(base_path), delete=delete, dry_run=dry_run, jobs=jobs, read_back=not size_only)
     cache = obj.cache()
