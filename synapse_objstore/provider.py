@@ -34,6 +34,7 @@ from synapse.media._base import FileInfo, Responder
 from synapse.media.media_storage import ReadableFileWrapper
 from synapse.media.storage_provider import StorageProvider
 from synapse.module_api import NOT_SPAM
+from twisted.internet import defer
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 
@@ -124,13 +125,27 @@ class ObjectStorageProvider(StorageProvider):
 
     async def fetch(self, path: str, file_info: FileInfo) -> Responder | None:
         started = time.perf_counter()
-        if (uploaded := self._uploads_in_flight.finished(path)) is not None:
-            await make_deferred_yieldable(uploaded)  # a background upload of it runs (uploads_in_flight.py)
+        await self._upload_in_flight(path)
         stream = await self._call("fetch", path, lambda: self._store.open_read(path), release=_close_stream)
         if stream is None:
             self._metrics.fetch_misses.inc()
             return None
         return ObjectResponder(self._reactor, stream, path, self._metrics, started)
+
+    async def _upload_in_flight(self, path: str) -> None:
+        """Wait for a background upload of `path` by this process (uploads_in_flight.py), for at
+        most fetch_deadline: a fetch never waits longer than that for the store, whatever an
+        upload does. After that the fetch goes on, and finds the object or not."""
+        uploaded = self._uploads_in_flight.finished(path)
+        if uploaded is None:
+            return
+        seconds = self._store.backend.settings.fetch_deadline
+        uploaded.addTimeout(seconds, self._reactor)
+        try:
+            await make_deferred_yieldable(uploaded)
+        except defer.TimeoutError:
+            logger.warning("fetch of %r: its upload did not end within fetch_deadline (%g s); reading the store",
+                           path, seconds)
 
     async def delete(self, path: str, file_info: FileInfo) -> None:
         """Delete the object of a media file; one that is gone already counts as deleted.

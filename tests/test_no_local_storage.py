@@ -271,6 +271,35 @@ def test_a_fetch_waits_for_the_background_upload_of_the_same_file(
     wait_until_released(provider, temp_dir)
 
 
+def test_a_fetch_waits_for_an_upload_no_longer_than_fetch_deadline(
+        reactor: Any, in_reactor: Callable[..., Any], moto: MotoServer, bucket: str, media_store: Path,
+        temp_dir: Path) -> None:
+    """A background upload to a store that stopped answering runs until store_deadline (minutes);
+    a fetch of the same file waits for it at most fetch_deadline, then reads the store itself,
+    so that a download never waits for an upload longer than it would wait for the store."""
+    path = "local_content/Lo/ca/lMediaId123"
+    config = {"bucket": bucket, "endpoint_url": "", "retries": 0, "fetch_deadline": 1, "store_deadline": 120}
+    with FaultProxy(moto.endpoint_url, Faults(silent=True, match=path)) as proxy:
+        hs = Homeserver(reactor, media_store)
+        storage, provider = media_storage_with_provider(
+            hs, media_store, {**config, "endpoint_url": proxy.endpoint_url}, False)
+        in_reactor(storage.store_file, io.BytesIO(os.urandom(64 * 1024)), LOCAL)
+        wait_for(lambda: proxy.stats().get("requests PUT", 0) >= 1, "the upload to reach the store")
+        outcome: dict[str, Any] = {}
+
+        async def fetch() -> None:
+            try:
+                outcome["found"] = await provider.fetch(path, LOCAL) is not None
+            except Exception as error:  # the silent store: an error within fetch_deadline
+                outcome["error"] = str(error)
+
+        # Without the bound the fetch would wait for the upload's store_deadline (120 s).
+        in_reactor(fetch, timeout=60)
+        proxy.set(silent=False)
+
+    assert "fetch_deadline" in outcome.get("error", ""), outcome
+
+
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
