@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 # Azurite, the Azure Blob emulator the azure backend's tests run against (npm, pinned)
 AZURITE := tests/servers/azurite
 
-.PHONY: demo test bench
+.PHONY: demo test test-oldest bench
 
 $(STAMP): pyproject.toml $(AZURITE)/package-lock.json
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The provider and end-to-end tests on the oldest Synapse we support (tox.ini, env oldest).
+test-oldest: $(STAMP)
+	$(VENV)/bin/tox -e oldest $(if $(PYTEST_ARGS),-- $(PYTEST_ARGS))
 
 bench:
 	bench/run

@@ -44,7 +44,8 @@ class SynapseServer:
     """
 
     def __init__(self, directory: Path, providers: list[dict[str, Any]], database: dict[str, Any] | None = None,
-                 python: str = sys.executable, extra_config: dict[str, Any] | None = None) -> None:
+                 python: str = sys.executable, extra_config: dict[str, Any] | None = None,
+                 extra_listeners: list[dict[str, Any]] | None = None) -> None:
         self.directory = directory
         self.server_name = "localhost"
         self.python = python
@@ -56,10 +57,11 @@ class SynapseServer:
         self.registration_shared_secret = secrets.token_hex(16)
         self._process: subprocess.Popen[bytes] | None = None
         directory.mkdir(parents=True, exist_ok=True)
-        self._write_config(providers, database or sqlite_database(directory), extra_config or {})
+        self._write_config(providers, database or sqlite_database(directory), extra_config or {},
+                           extra_listeners or [])
 
     def _write_config(self, providers: list[dict[str, Any]], database: dict[str, Any],
-                      extra_config: dict[str, Any]) -> None:
+                      extra_config: dict[str, Any], extra_listeners: list[dict[str, Any]]) -> None:
         signing_key = self.directory / "signing.key"
         if not signing_key.exists():
             with signing_key.open("w") as out:
@@ -71,7 +73,7 @@ class SynapseServer:
             "listeners": [{
                 "port": self.port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": False,
                 "x_forwarded": False, "resources": [{"names": ["client"], "compress": False}],
-            }],
+            }, *extra_listeners],
             "database": database,
             "media_store_path": str(self.media_store_path),
             "max_upload_size": "1G",
@@ -139,6 +141,11 @@ class SynapseServer:
 
     def log_tail(self, size: int = 6000) -> str:
         return self.log_path.read_text(errors="replace")[-size:] if self.log_path.exists() else ""
+
+    @property
+    def pid(self) -> int | None:
+        """The running Synapse's PID; None before it was started."""
+        return None if self._process is None else self._process.pid
 
     def local_media_path(self, media_id: str) -> Path:
         """Where Synapse keeps a local upload (`local_content/ab/cd/rest`)."""

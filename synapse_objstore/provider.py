@@ -12,22 +12,29 @@
 Synapse calls `parse_config` at startup and then `cls(hs, parsed)`. Uploads, fetches,
 deletes and streams all run on the I/O loop; the reactor thread only submits work, writes
 chunks and updates the metrics (synapse_objstore/metrics.py).
+
+Uploads come from media_store_path, or, with `enable_local_media_storage: false`, from
+Synapse's temporary files, held open from its media spam check on (held_uploads.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import logging
 import os
 import sys
 import time
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
 
 from synapse.config._base import ConfigError as SynapseConfigError
 from synapse.logging.context import make_deferred_yieldable
 from synapse.media._base import FileInfo, Responder
+from synapse.media.media_storage import ReadableFileWrapper
 from synapse.media.storage_provider import StorageProvider
+from synapse.module_api import NOT_SPAM
+from twisted.internet import defer
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 
@@ -36,11 +43,21 @@ from synapse_objstore.breaker import StoreBreaker, StoreDownError
 from synapse_objstore.config import ConfigError, parse_store_config
 from synapse_objstore.deadline import within_deadline
 from synapse_objstore.health import check_store
+from synapse_objstore.held_uploads import (
+    HeldFile,
+    HeldUploads,
+    UploadNotHeldError,
+    close_in_thread,
+    open_held_file,
+    proc_fd_available,
+)
 from synapse_objstore.io_loop import submit
+from synapse_objstore.local_storage import local_media_storage_enabled
 from synapse_objstore.metrics import Operation, ProviderMetrics
 from synapse_objstore.reactor_bridge import run_on_io_loop
 from synapse_objstore.responder import ObjectResponder
 from synapse_objstore.store import ObjectStore
+from synapse_objstore.uploads_in_flight import UploadsInFlight
 
 if TYPE_CHECKING:
     from synapse.server import HomeServer
@@ -49,19 +66,22 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# How long a temporary file opened by the media spam check waits for its `store_file`. Only
+# the spam checks after ours and the storage providers before ours run in between; an hour
+# covers a slow upload to another provider, and bounds what a rejected upload keeps on disk.
+HOLD_EXPIRY = 3600.0
+
 
 class ObjectStorageProvider(StorageProvider):
     def __init__(self, hs: HomeServer, backend: Backend) -> None:
         media_config = hs.config.media
-        if not getattr(media_config, "enable_local_media_storage", True):
-            raise SynapseConfigError(
-                "synapse_objstore.ObjectStorageProvider uploads files from media_store_path, but "
-                "enable_local_media_storage is false, so Synapse keeps new media only in temporary "
-                "files it does not tell the provider about. Set enable_local_media_storage: true "
-                "(and offload old media with objstore-offload) to use this provider."
-            )
         self._reactor = hs.get_reactor()
         self._media_store_path = media_config.media_store_path
+        # Uploads Synapse keeps only in temporary files: None while it keeps them on its disk.
+        self._held_uploads: HeldUploads | None = None
+        self._uploads_in_flight = UploadsInFlight()
+        if not local_media_storage_enabled(hs):
+            self._hold_uploads_from_spam_check(hs, backend)
         backend.prepare()
         self._store = ObjectStore(backend)
         self._server_name = hs.hostname
@@ -85,20 +105,47 @@ class ObjectStorageProvider(StorageProvider):
             raise SynapseConfigError(f"synapse_objstore: {error}") from None
 
     async def store_file(self, path: str, file_info: FileInfo) -> None:
-        local_path = os.path.join(self._media_store_path, path)
         started = time.perf_counter()
-        size = await self._call("store", path, lambda: self._put(local_path, path))
+        if self._held_uploads is None:
+            local_path = os.path.join(self._media_store_path, path)
+            size = await self._call("store", path, lambda: self._put(local_path, path))
+        else:
+            # Taken before the first await: Synapse deletes its temporary file as soon as this
+            # returns (at once, with store_synchronous false), the descriptor keeps the bytes.
+            held = self._take_held_upload(path, file_info)
+            with self._uploads_in_flight.uploading(path):
+                try:
+                    size = await self._call("store", path, lambda: self._put_held(held, path))
+                except StoreDownError:  # refused before the upload began, which closes it
+                    close_in_thread(held)
+                    raise
         self._metrics.store_duration.observe(time.perf_counter() - started)
         self._metrics.stored_objects.inc()
         self._metrics.stored_bytes.inc(size)
 
     async def fetch(self, path: str, file_info: FileInfo) -> Responder | None:
         started = time.perf_counter()
+        await self._upload_in_flight(path)
         stream = await self._call("fetch", path, lambda: self._store.open_read(path), release=_close_stream)
         if stream is None:
             self._metrics.fetch_misses.inc()
             return None
         return ObjectResponder(self._reactor, stream, path, self._metrics, started)
+
+    async def _upload_in_flight(self, path: str) -> None:
+        """Wait for a background upload of `path` by this process (uploads_in_flight.py), for at
+        most fetch_deadline: a fetch never waits longer than that for the store, whatever an
+        upload does. After that the fetch goes on, and finds the object or not."""
+        uploaded = self._uploads_in_flight.finished(path)
+        if uploaded is None:
+            return
+        seconds = self._store.backend.settings.fetch_deadline
+        uploaded.addTimeout(seconds, self._reactor)
+        try:
+            await make_deferred_yieldable(uploaded)
+        except defer.TimeoutError:
+            logger.warning("fetch of %r: its upload did not end within fetch_deadline (%g s); reading the store",
+                           path, seconds)
 
     async def delete(self, path: str, file_info: FileInfo) -> None:
         """Delete the object of a media file; one that is gone already counts as deleted.
@@ -157,6 +204,56 @@ class ObjectStorageProvider(StorageProvider):
         await self._store.put_file(local_path, path)
         return os.path.getsize(local_path)
 
+    async def _put_held(self, held: HeldFile, path: str) -> int:
+        """Upload a held temporary file, then close it; its size, for the metrics."""
+        try:
+            await self._store.put_file(held.path, path)
+            return held.size()
+        finally:
+            await asyncio.to_thread(held.close)
+
+    def _hold_uploads_from_spam_check(self, hs: HomeServer, backend: Backend) -> None:
+        """Get the bytes of each new file from Synapse's media spam check (held_uploads.py)."""
+        if not proc_fd_available():
+            raise SynapseConfigError(
+                "synapse_objstore.ObjectStorageProvider: enable_local_media_storage: false needs Linux's /proc/self/fd, "
+                "to upload Synapse's temporary files after Synapse deleted them; it is missing here. Keep local "
+                "media storage and free the disk with 'objstore-offload upload --delete'."
+            )
+        self._stores_local, self._stores_remote = _stored_media(hs, backend)
+        self._held_uploads = HeldUploads(time.monotonic, HOLD_EXPIRY)
+        hs.get_module_api().register_spam_checker_callbacks(check_media_file_for_spam=self._hold_upload)
+
+    async def _hold_upload(self, file: ReadableFileWrapper, file_info: FileInfo) -> Literal["NOT_SPAM"]:
+        """Synapse's media spam check: never spam; open the temporary file (in a thread) and
+        hold it for `store_file`, unless Synapse will not give this file to the provider."""
+        assert self._held_uploads is not None
+        if not self._will_store(file_info):
+            return NOT_SPAM
+        opened = asyncio.to_thread(open_held_file, file.path, time.monotonic())
+        held = await make_deferred_yieldable(run_on_io_loop(self._reactor, opened, release=close_in_thread))
+        self._held_uploads.put(file_info, held)
+        return NOT_SPAM
+
+    def _will_store(self, file_info: FileInfo) -> bool:
+        """Whether Synapse's StorageProviderWrapper passes this file on to `store_file`."""
+        if file_info.url_cache:
+            return False
+        return self._stores_remote if file_info.server_name else self._stores_local
+
+    def _take_held_upload(self, path: str, file_info: FileInfo) -> HeldFile:
+        assert self._held_uploads is not None
+        held = self._held_uploads.take(file_info)
+        if held is None:
+            error = UploadNotHeldError(
+                f"cannot store {path!r}: Synapse keeps new media only in temporary files (enable_local_media_storage: "
+                f"false) and the media spam check gave the provider no open copy of this one (or it was older than "
+                f"{HOLD_EXPIRY:g} s); nothing was uploaded"
+            )
+            self._metrics.count_error("store", error)
+            raise error
+        return held
+
     def _connect_in_background(self) -> None:
         """Build the client and, if `check_on_startup` asks, check the store (health.py)."""
         mode = self._store.backend.settings.check_on_startup
@@ -185,6 +282,15 @@ class ObjectStorageProvider(StorageProvider):
         logger.critical("check_on_startup: %s; stopping Synapse (check_on_startup is \"required\")", error)
         _stop_process()
 
+
+
+def _stored_media(hs: HomeServer, backend: Backend) -> tuple[bool, bool]:
+    """`store_local` and `store_remote` of this provider's media_storage_providers entry (the
+    one whose parsed config is `backend`); both true where the entry cannot be found."""
+    for _, parsed_config, wrapper_config in getattr(hs.config.media, "media_storage_providers", []):
+        if parsed_config is backend:
+            return bool(wrapper_config.store_local), bool(wrapper_config.store_remote)
+    return True, True
 
 
 def _close_stream(stream: ObjectStream | None) -> Coroutine[Any, Any, None] | None:

@@ -31,7 +31,7 @@ from types import TracebackType
 from typing import Any
 
 from synapse.logging.context import PreserveLoggingContext, make_deferred_yieldable
-from synapse.media._base import ConsumerRequestedStopError, Responder
+from synapse.media._base import Responder
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer, IPushProducer, IReactorFromThreads
 from twisted.python.failure import Failure
@@ -42,6 +42,7 @@ from synapse_objstore.io_loop import io_loop, submit
 from synapse_objstore.metrics import ProviderMetrics
 from synapse_objstore.redaction import redact
 from synapse_objstore.store import ObjectStoreError
+from synapse_objstore.synapse_compat import ConsumerRequestedStopError
 
 logger = logging.getLogger(__name__)
 

@@ -75,13 +75,18 @@ def open_store() -> Iterator[Callable[[dict[str, Any]], ObjectStore]]:
         run(store.close(), timeout=30)
 
 
-@pytest.fixture(scope="session")
-def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CephRGW]:
-    """Ceph's RADOS Gateway (enforces SSE-C and checks signatures), one for the session."""
+def require_ceph() -> None:
+    """Skip the test when Ceph RGW is not installed; fail it when OBJSTORE_REQUIRE_CEPH is set."""
     if not ceph_available():
         if os.environ.get("OBJSTORE_REQUIRE_CEPH"):
             pytest.fail("Ceph RGW is required here (OBJSTORE_REQUIRE_CEPH) but not installed: run .ci/install-ceph")
         pytest.skip("Ceph RGW is not installed (.ci/install-ceph installs it)")
+
+
+@pytest.fixture(scope="session")
+def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CephRGW]:
+    """Ceph's RADOS Gateway (enforces SSE-C and checks signatures), one for the session."""
+    require_ceph()
     with CephRGW(tmp_path_factory.mktemp("ceph")) as server:
         yield server
 

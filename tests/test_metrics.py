@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
-from synapse.media._base import ConsumerRequestedStopError
-from synapse.metrics import SERVER_NAME_LABEL
 
 from synapse_objstore import metrics
 from synapse_objstore.failures import FailureKind
+from synapse_objstore.metrics import SERVER_NAME_LABEL
 from synapse_objstore.responder import ConsumerPausedTooLongError
 from synapse_objstore.store import ObjectStoreError
+from synapse_objstore.synapse_compat import ConsumerRequestedStopError
 from tests.conftest import s3_client
 from tests.servers.moto import MotoServer
 from tests.servers.process import free_port
@@ -283,3 +283,11 @@ def test_the_cli_loads_without_prometheus_client_or_synapse() -> None:
         capture_output=True, text=True, check=True, timeout=60,
     )
     assert loaded.stdout.strip() == "[]"
+
+
+def test_the_homeserver_label_is_the_one_synapse_puts_on_its_own_series() -> None:
+    import synapse.metrics
+
+    if not hasattr(synapse.metrics, "SERVER_NAME_LABEL"):
+        pytest.skip("Synapse < 1.135 puts no homeserver label on its series")
+    assert metrics.SERVER_NAME_LABEL == synapse.metrics.SERVER_NAME_LABEL

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import configparser
 import subprocess
 import sys
 import tarfile
@@ -9,6 +10,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,3 +70,23 @@ def test_wheel_installs_into_a_clean_venv_and_works(dist: Path, tmp_path: Path) 
     assert cli.returncode == 0, cli.stderr
     for command in ("update-db", "check-deleted", "update", "write", "upload", "restore", "verify", "migrate"):
         assert command in cli.stdout
+
+
+def test_the_oldest_synapse_ci_runs_is_the_oldest_one_we_accept_and_the_readme_names() -> None:
+    """tox -e oldest (`make test-oldest`, run by CI) pins matrix-synapse to the lower bound of both
+    extras, so no version is claimed that the tests did not run on."""
+    tomllib = pytest.importorskip("tomllib")
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    lower_bounds = {
+        name: [Version(spec.version) for spec in requirement.specifier if spec.operator == ">="]
+        for name in ("synapse", "test")
+        for requirement in map(Requirement, extras[name]) if requirement.name == "matrix-synapse"
+    }
+    tox = configparser.ConfigParser(interpolation=None)
+    tox.read(ROOT / "tox.ini")
+    pins = [Requirement(line) for line in tox["testenv:oldest"]["deps"].splitlines()
+            if line.strip().startswith("matrix-synapse")]
+    assert len(pins) == 1 and [spec.operator for spec in pins[0].specifier] == ["=="], pins
+    oldest = Version(next(iter(pins[0].specifier)).version)
+    assert lower_bounds == {"synapse": [oldest], "test": [oldest]}
+    assert f"Synapse {oldest.major}.{oldest.minor} or newer" in (ROOT / "README.md").read_text()

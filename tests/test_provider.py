@@ -11,17 +11,17 @@ from typing import Any
 
 import pytest
 from synapse.config._base import ConfigError as SynapseConfigError
-from synapse.media._base import ConsumerRequestedStopError
 from synapse.util.file_consumer import BackgroundFileConsumer
 from twisted.internet import defer
 
 from synapse_objstore.backends.s3 import S3BodyStream
 from synapse_objstore.responder import CHUNK_SIZE, MAX_CHUNK_SIZE, ConsumerPausedTooLongError
 from synapse_objstore.store import ObjectStoreError
+from synapse_objstore.synapse_compat import ConsumerRequestedStopError
 from tests.conftest import s3_client
 from tests.servers.moto import MotoServer
 from tests.servers.process import free_port
-from tests.synapse_harness import RecordingConsumer, homeserver, load_provider, local_media
+from tests.synapse_harness import RecordingConsumer, load_provider, local_media
 
 MiB = 1024 * 1024
 
@@ -318,14 +318,6 @@ def test_bad_config_stops_synapse_with_a_message_naming_the_key(reactor: Any, me
     error = raised.value
     text = " ".join(str(part) for part in (error, error.__cause__, getattr(error, "msg", "")) if part)
     assert named in text
-
-
-def test_disabled_local_media_storage_is_refused_at_startup(reactor: Any, media_store: Path) -> None:
-    from synapse_objstore.provider import ObjectStorageProvider
-
-    backend = ObjectStorageProvider.parse_config({"bucket": "m"})
-    with pytest.raises(SynapseConfigError, match="enable_local_media_storage"):
-        ObjectStorageProvider(homeserver(reactor, media_store, enable_local_media_storage=False), backend)
 
 
 def test_provider_config_repr_hides_secrets() -> None:

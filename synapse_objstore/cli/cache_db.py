@@ -18,6 +18,7 @@ Every sqlite error becomes a CacheDbError naming the file (a damaged one: what t
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -88,6 +89,10 @@ OBJSTORE_SCHEMA = """
         shard_index INTEGER NOT NULL,
         shard_count INTEGER NOT NULL
     );
+    -- The media store (its real path) whose offload this cache.db records: one row at most.
+    CREATE TABLE IF NOT EXISTS objstore_media_store (
+        path TEXT NOT NULL PRIMARY KEY
+    );
 """
 
 PAGE_SIZE = 1000
@@ -129,6 +134,10 @@ OFFLOADED_AMONG = {
 
 class CacheDbError(RuntimeError):
     """cache.db cannot be opened or used; the message names the file."""
+
+
+class OtherMediaStoreError(CacheDbError):
+    """cache.db records the offload of another media store than the run's."""
 
 
 def _is_damaged(error: sqlite3.Error) -> bool:
@@ -243,6 +252,18 @@ class CacheDb:
         with self._conn:
             self._conn.execute("INSERT OR REPLACE INTO objstore_shard (one, shard_index, shard_count) VALUES (1, ?, ?)",
                                (shard.index, shard.count))
+
+    @_sqlite_errors
+    def media_store(self) -> str | None:
+        """The media store whose offload this cache.db records, if it records one."""
+        row = self._conn.execute("SELECT path FROM objstore_media_store").fetchone()
+        return None if row is None else str(row[0])
+
+    @_sqlite_errors
+    def set_media_store(self, path: str) -> None:
+        with self._conn:
+            self._conn.execute("DELETE FROM objstore_media_store")
+            self._conn.execute("INSERT INTO objstore_media_store (path) VALUES (?)", (path,))
 
     @_sqlite_errors
     def count(self, deleted: bool) -> int:
@@ -452,3 +473,28 @@ def _as_json(media_type: MediaType, rows: list[tuple[str, ...]]) -> str:
     """A batch as INSERT_SYNCED reads it: local media ids as a flat list (json_extract on each
     would cost as much as the insert), remote rows as lists."""
     return json.dumps([media_id for (media_id,) in rows] if media_type == "local" else rows)
+
+
+def bind_media_store(cache: CacheDb, media_store: str, record: bool, moved: bool = False) -> None:
+    """Make sure `cache` records the offload of `media_store` (compared by real path).
+
+    `upload` and `check-deleted` take a media of cache.db without files in the media store for
+    offloaded, and `restore` brings media back into it, so a cache.db serves one media store:
+    media workers on several hosts, each with a disk of its own, keep a cache.db each, and a run
+    given another host's cache.db is refused rather than take this host's media for done. A cache.db that records no media store yet
+    (a new one, or one of an older version or of s3_media_upload) records this one, unless
+    `record` is false (a dry run); `moved` replaces the recorded one.
+    """
+    path = os.path.realpath(media_store)
+    recorded = cache.media_store()
+    if recorded == path:
+        return
+    if recorded is not None and not moved:
+        raise OtherMediaStoreError(
+            f"{cache.path} records the offload of the media store {recorded}, not of this run's {path}. A cache.db "
+            "takes media without files in its media store for offloaded, so each media store (each host of media "
+            "workers with a disk of its own) needs a cache.db of its own: give this one another --cache-db. If the "
+            f"media store moved from {recorded} to {path}, run once with --media-store-moved."
+        )
+    if record:
+        cache.set_media_store(path)

@@ -79,6 +79,12 @@ class Homeserver:
         return str(self.raw.get("media_store_path") or DEFAULT_MEDIA_STORE_PATH)
 
     @property
+    def keeps_local_media(self) -> bool:
+        """False when `enable_local_media_storage: false`: Synapse (1.146+) then keeps no media on
+        its disk, only in the store."""
+        return self.raw.get("enable_local_media_storage", True) is not False
+
+    @property
     def server_name(self) -> str | None:
         name = self.raw.get("server_name")
         return name if isinstance(name, str) and name else None

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import click
 
-from synapse_objstore.cli.cache_db import CacheDb, CacheDbError, check_synced
+from synapse_objstore.cli.cache_db import CacheDb, CacheDbError, bind_media_store, check_synced
 from synapse_objstore.cli.durations import Duration
 from synapse_objstore.cli.homeserver import (
     ConfigFileError,
@@ -74,6 +74,7 @@ class Context:
     config_paths: Sequence[str]
     retries: int | None = None  # --retries; None: BATCH_RETRIES, or the config's if it has more
     wait: float = 0
+    media_store_moved: bool = False  # --media-store-moved: cache.db may record another media store
     shard: Shard = WHOLE
     # what the run did, for --metrics-file: a command's Summary (`track`), or its closing counts
     summary: Summary | None = None
@@ -109,6 +110,16 @@ class Context:
         cache.use_for(self.shard, record=lock)
         return cache
 
+    def cache_for(self, media_store: str, dry_run: bool) -> CacheDb:
+        """cache.db (locked, as `cache`) for a command that works on the files of `media_store`:
+        the media store it records the offload of (see `bind_media_store`)."""
+        cache = self.cache()
+        self.bind_media_store(cache, media_store, dry_run)
+        return cache
+
+    def bind_media_store(self, cache: CacheDb, media_store: str, dry_run: bool) -> None:
+        bind_media_store(cache, media_store, record=not dry_run, moved=self.media_store_moved)
+
     def _release_lock(self) -> None:
         if self._lock is not None:
             self._lock.release()
@@ -123,6 +134,8 @@ class Context:
             if self.homeserver is None:
                 raise click.UsageError("BASE_PATH is required (or give --config homeserver.yaml to take media_store_path)")
             given = self.homeserver.media_store_path
+            if not self.homeserver.keeps_local_media:
+                return given  # may be missing or empty: no media is local, every one is in the store
         if not os.path.isdir(given):
             raise FatalError(f"media store directory {given} does not exist")
         return given
@@ -345,6 +358,8 @@ hs_path_option = click.option(
                    f"{BATCH_RETRIES}, Azure 5, or the provider config's `retries` if higher).")
 @click.option("--wait", type=click.IntRange(min=0), default=0, metavar="SECONDS",
               help="When another run has cache.db, wait up to this long for it to end (default: exit 2 at once).")
+@click.option("--media-store-moved", is_flag=True,
+              help="cache.db records another media store than this run's, which moved here: record this one.")
 @click.option("--shard", type=ShardParam(), default=WHOLE, show_default=True,
               help="Handle only shard I of N (0 <= I < N) of the media, by a hash of each media's id, with a "
                    "--cache-db of this shard's own: N runs (processes or hosts) share one offload.")
@@ -354,10 +369,11 @@ hs_path_option = click.option(
                    "name it *.prom), replaced atomically, however the run ends.")
 @click.pass_context
 def cli(ctx: click.Context, no_progress: bool, as_json: bool, config_paths: tuple[str, ...], cache_db: str,
-        retries: int | None, wait: int, shard: Shard, metrics_file: str | None) -> None:
+        retries: int | None, wait: int, shard: Shard, metrics_file: str | None, media_store_moved: bool) -> None:
     """Move Synapse media not accessed for a while from the local media store to an object store."""
     ctx.obj = Context(cache_db_path=cache_db, progress=not no_progress, as_json=as_json, config_paths=config_paths,
-                      retries=retries, wait=wait, shard=shard)
+                      retries=retries, wait=wait, shard=shard,
+                      media_store_moved=media_store_moved)
 
 
 def _update_db(obj: Context, cache: CacheDb, synapse_db: SynapseDb, before: datetime.datetime, dry_run: bool) -> int:
@@ -476,7 +492,7 @@ def check_deleted(obj: Context, base_path: str | None, full: bool, dry_run: bool
     since the last look; else, or with --full, among every offloaded media.
     """
     base = obj.base_path(base_path)
-    cache = obj.cache()
+    cache = obj.cache_for(base, dry_run)
     synapse_db = None if full else obj.optional_synapse_db()
     try:
         deleted, returned = _check_deleted(obj, cache, base, dry_run, full, synapse_db)
@@ -497,7 +513,7 @@ def update(obj: Context, args: tuple[str, ...], homeserver_config_path: str, dry
         raise click.UsageError("update takes BASE_PATH and DURATION")
     base_path = obj.base_path(args[0] if len(args) == 2 else None)
     before = Duration().convert(args[-1], None, click.get_current_context())
-    cache = obj.cache()
+    cache = obj.cache_for(base_path, dry_run)
     synapse_db = obj.synapse_db(homeserver_config_path)
     try:
         synced = _update_db(obj, cache, synapse_db, before, dry_run)
@@ -553,6 +569,11 @@ def upload(obj: Context, base_path: str | None, bucket: str | None, prefix: str 
         "prefix": prefix, "storage_class": storage_class, "sse_customer_key": sse_customer_key,
         "endpoint_url": endpoint_url, "sse_customer_algo": sse_customer_algo if sse_customer_key else None,
     }
+    if base_path is None and obj.homeserver is not None and not obj.homeserver.keeps_local_media:
+        obj.info(f"Nothing local to offload: enable_local_media_storage is false in {obj.homeserver.source}, so "
+                 "Synapse keeps no media on its disk (the provider stores every file as it is written)")
+        obj.finish(Summary("upload", dry_run=dry_run))
+        return
     store = obj.store(store_config, bucket, overrides)
     options = UploadOptions(obj.base_path(base_path), delete=delete, dry_run=dry_run, jobs=jobs, read_back=not size_only)
     cache = obj.cache()
@@ -561,10 +582,15 @@ def upload(obj: Context, base_path: str | None, bucket: str | None, prefix: str 
     if not obj.progress:
         obj.info("Uploading ", total, " media")
     synapse_db = obj.optional_synapse_db()  # to claim the store for this homeserver, or be refused
+
+    def offload(bar: Any) -> Coroutine[Any, Any, None]:
+        # after the claim, so that another homeserver's store is what a wrong config is told first
+        obj.bind_media_store(cache, options.base_path, dry_run)
+        return Offloader(store, cache, options, summary, bar).run()
+
     try:
         with progress_bar(obj.progress, total) as bar:
-            run_store_job(store, lambda: _claimed_then(store, synapse_db, "upload", dry_run,
-                                                       Offloader(store, cache, options, summary, bar).run))
+            run_store_job(store, lambda: _claimed_then(store, synapse_db, "upload", dry_run, lambda: offload(bar)))
     finally:
         if synapse_db is not None:
             synapse_db.close()
@@ -601,7 +627,7 @@ def restore(obj: Context, base_path: str | None, media_ids: tuple[str, ...], sto
 
     store = obj.store(store_config)
     options = RestoreOptions(obj.base_path(base_path), dry_run=dry_run, jobs=jobs)
-    cache = obj.cache()
+    cache = obj.cache_for(options.base_path, dry_run)
     selected = [_find_media(cache, media_id) for media_id in media_ids] or None
     summary = obj.track(Summary("restore", dry_run=dry_run))
     total = len(selected) if selected is not None else cache.count(True)
@@ -678,14 +704,17 @@ def migrate(obj: Context, to_config: str, store_config: str | None, jobs: int, s
               help="Hand a store recorded as another homeserver's over to this one; name the recorded owner.")
 @click.option("--database-changed", is_flag=True,
               help="Accept the owner's database moved elsewhere or restored from a backup (see the README).")
+@click.option("--media-on-other-hosts", is_flag=True,
+              help="Media workers on other hosts keep media on disks of their own: a media neither in this "
+                   "media store nor in the store is left to them, not reported lost.")
 @store_config_option
 @hs_path_option
 @jobs_option
 @size_only_option
 @pass_context
 def reconcile(obj: Context, base_path: str | None, apply: bool, grace: datetime.datetime, max_delete: int | None,
-              max_delete_share: float, replace_owner: str | None, database_changed: bool, store_config: str | None,
-              homeserver_config_path: str, jobs: int, size_only: bool) -> None:
+              max_delete_share: float, replace_owner: str | None, database_changed: bool, media_on_other_hosts: bool,
+              store_config: str | None, homeserver_config_path: str, jobs: int, size_only: bool) -> None:
     """Make the store match Synapse's database; a dry run unless --apply.
 
     Deletes objects of media Synapse no longer has (deleted, purged, expired), thumbnails
@@ -706,7 +735,8 @@ def reconcile(obj: Context, base_path: str | None, apply: bool, grace: datetime.
     options = ReconcileOptions(obj.base_path(base_path), grace.astimezone(), apply=apply, max_delete=max_delete,
                                max_delete_share=max_delete_share,
                                owner_check=OwnerCheck(replace_owner, database_changed), jobs=jobs,
-                               read_back=not size_only, upload_types=obj.stored_media_types(), shard=obj.shard)
+                               read_back=not size_only, upload_types=obj.stored_media_types(), shard=obj.shard,
+                               media_on_other_hosts=media_on_other_hosts)
     synapse_db = obj.synapse_db(homeserver_config_path)
     summary = obj.track(ReconcileSummary("reconcile", dry_run=not apply))
     try:

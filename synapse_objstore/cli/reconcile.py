@@ -22,7 +22,9 @@ and with `store_synchronous: false` it only logs an upload that failed. So, in o
 2. Repair. Every media in the database older than the grace period is looked for locally and
    in the listing: a local file missing from the store is uploaded and verified exactly as
    `upload` does, if it is of a type the provider stores (`store_local`/`store_remote` in
-   homeserver.yaml); media whose original is neither local nor in the store is reported lost.
+   homeserver.yaml); media whose original is neither local nor in the store is reported lost,
+   or, where media workers on other hosts keep media on disks of their own
+   (`media_on_other_hosts`), left to those hosts: this one cannot tell them from lost.
 3. Incomplete multipart uploads older than the grace period (left by a killed upload) are
    aborted, so their parts stop being billed.
 
@@ -101,6 +103,9 @@ class ReconcileOptions:
     read_back: bool = True
     # media types whose local files missing from the store are uploaded: those Synapse stores there
     upload_types: frozenset[str] = frozenset({"local", "remote"})
+    # other hosts (media workers) keep media on disks of their own, which this run cannot see:
+    # a media neither local nor in the store may be on one of them, so it is not reported lost
+    media_on_other_hosts: bool = False
     shard: Shard = WHOLE
 
 
@@ -118,6 +123,7 @@ class ReconcileSummary(Summary):
     bytes_orphaned: int = 0
     orphans_left: int = 0
     media_lost: int = 0
+    media_elsewhere: int = 0  # neither local nor in the store, with media_on_other_hosts
     media_not_stored: int = 0
     uploads_aborted: int = 0
     delete_limit_reached: bool = False
@@ -180,6 +186,8 @@ class ReconcileSummary(Summary):
             (f"{would}Uploaded {self.files_uploaded} files of {self.media_uploaded} media missing from the store "
              f"({human_size(self.bytes_uploaded)})"),
             f"Lost {self.media_lost} media (neither local nor in the store)",
+            *([f"Left {self.media_elsewhere} media to other hosts: neither in this media store nor in the store "
+               "(--media-on-other-hosts; their hosts' reconcile uploads them)"] if self.media_elsewhere else []),
             f"Left {self.media_not_stored} media local only: the provider does not store their type",
             f"{would}Aborted {self.uploads_aborted} incomplete uploads",
             f"Failed {len(self.failed)}",
@@ -449,9 +457,13 @@ class Reconciler:
     async def _repair_media(self, media: Media, missing: list[str], original_gone: bool) -> None:
         try:
             if original_gone and await self.store.info(media.file_path) is None:  # it may have arrived since
-                self.summary.add(media_lost=1)
-                self.summary.fail(media.file_path, f"lost: {media.type} media {media.describe()} is in Synapse's "
-                                                   f"database, but neither local nor in {self.store.backend.describe()}")
+                if self.options.media_on_other_hosts:
+                    self.summary.add(media_elsewhere=1)
+                else:
+                    self.summary.add(media_lost=1)
+                    self.summary.fail(media.file_path, f"lost: {media.type} media {media.describe()} is in Synapse's "
+                                                       f"database, but neither local nor in "
+                                                       f"{self.store.backend.describe()}")
             uploaded = False
             for media_path in missing:
                 result = await self.offloader.upload_file(media_path)

@@ -404,9 +404,8 @@ class BackendConformance:
     def test_a_client_that_goes_away_stops_the_stream(
         self, objstore_provider: Any, objstore_in_reactor: Callable[..., Any], objstore_media_store: Path
     ) -> None:
-        from synapse.media._base import ConsumerRequestedStopError
-
         from synapse_objstore.responder import CHUNK_SIZE
+        from synapse_objstore.synapse_compat import ConsumerRequestedStopError
         from synapse_objstore.testing.consumers import RecordingConsumer
         from synapse_objstore.testing.synapse_harness import local_media, start_streaming, wait_for
 

@@ -16,10 +16,10 @@ from twisted.internet.interfaces import IConsumer
 MODULE = "synapse_objstore.ObjectStorageProvider"
 
 
-def homeserver(reactor: Any, media_store: Path, enable_local_media_storage: bool = True,
-               hostname: str = "test.localhost") -> Any:
-    """The parts of a HomeServer a storage provider may use."""
-    media = SimpleNamespace(media_store_path=str(media_store), enable_local_media_storage=enable_local_media_storage)
+def homeserver(reactor: Any, media_store: Path, hostname: str = "test.localhost") -> Any:
+    """The parts of a HomeServer a storage provider keeping media on the local disk may use
+    (tests/test_no_local_storage.py has one without local media storage)."""
+    media = SimpleNamespace(media_store_path=str(media_store), enable_local_media_storage=True)
     return SimpleNamespace(config=SimpleNamespace(media=media), get_reactor=lambda: reactor, hostname=hostname)
 
 

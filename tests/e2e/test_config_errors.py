@@ -17,7 +17,6 @@ pytestmark = pytest.mark.e2e
     pytest.param({"bucket_name": "media"}, {}, "unknown key 'bucket_name'", id="unknown-key"),
     pytest.param({"backend": "nosuchstore"}, {}, "unknown backend 'nosuchstore'", id="unknown-backend"),
     pytest.param({"connect_timeout": "fast"}, {}, "'connect_timeout'", id="wrong-type"),
-    pytest.param({}, {"enable_local_media_storage": False}, "enable_local_media_storage", id="no-local-storage"),
 ])
 def test_synapse_refuses_to_start(tmp_path: Any, moto: MotoServer, config_change: dict[str, Any],
                                   synapse_change: dict[str, Any], expected: str) -> None:
