@@ -94,12 +94,13 @@ class Bench:
         self.tool = Path(os.path.abspath(args.python)).parent / "objstore-offload"
         # the subprocess imports synapse_objstore from this checkout, whatever its venv has installed
         self.env = clean_environment({**CREDENTIALS, "PYTHONPATH": str(ROOT)})
-        self.base = WORK / "scale"
+        self.base = Path(args.work)
+        self.logs = Path(args.output).parent / "logs"
 
     def offload(self, cwd: Path, name: str, *argv: str, stdout: Path | None = None) -> Measured:
         load = load1()
         measured = run_measured([str(self.tool), "--no-progress", *argv], cwd, self.env,
-                                WORK / "logs" / f"scale-{name}.log", COMMAND_TIMEOUT, stdout=stdout)
+                                self.logs / f"scale-{name}.log", COMMAND_TIMEOUT, stdout=stdout)
         log(f"  {' '.join(argv[:3])}: exit {measured.returncode}, {measured.seconds:.2f} s, peak RSS "
             f"{measured.peak_rss_mib} MiB (load {load})")
         return measured
@@ -439,7 +440,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", action="append", choices=("update-db", "reconcile", "upload"),
                         help="only these measurements (repeatable)")
     parser.add_argument("--seed", type=int, default=5)
-    parser.add_argument("--output", default=str(WORK / "scale-results.json"))
+    parser.add_argument("--output", default=str(WORK / "scale-results.json"),
+                        help="raw results; the commands' output goes to logs/ beside it")
+    parser.add_argument("--work", default=str(WORK / "scale"), help="scratch directory (removed before and after)")
     return parser.parse_args(argv)
 
 
@@ -449,7 +452,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     bench = Bench(args)
     if not bench.tool.exists():
         sys.exit(f"{bench.tool} is missing")
-    (WORK / "logs").mkdir(parents=True, exist_ok=True)
+    bench.logs.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(bench.base, ignore_errors=True)
     bench.base.mkdir(parents=True)
     started = time.monotonic()
@@ -462,13 +465,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         if "update-db" in only:
             report["update_db"] = [bench.update_db(rows) for rows in args.update_db_rows]
-        if "reconcile" in only or "upload" in only:
-            moto = MotoServer(WORK / "logs").start()
+        on_moto = [n for n in args.reconcile_objects if n <= args.reconcile_moto] if "reconcile" in only else []
+        if on_moto or "upload" in only:
+            moto = MotoServer(bench.logs).start()
             log(f"moto at {moto.endpoint_url} (pid {moto.pid})")
         if "reconcile" in only:
             report["reconcile"] = [bench.reconcile(n, "file", None) for n in args.reconcile_objects]
-            report["reconcile"] += [bench.reconcile(n, "moto", moto) for n in args.reconcile_objects
-                                    if n <= args.reconcile_moto]
+            report["reconcile"] += [bench.reconcile(n, "moto", moto) for n in on_moto]
         if "upload" in only:
             assert moto is not None
             report["upload"] = [bench.upload(n, moto) for n in args.offload_media]
