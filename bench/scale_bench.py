@@ -94,7 +94,7 @@ class Bench:
         self.tool = Path(os.path.abspath(args.python)).parent / "objstore-offload"
         # the subprocess imports synapse_objstore from this checkout, whatever its venv has installed
         self.env = clean_environment({**CREDENTIALS, "PYTHONPATH": str(ROOT)})
-        self.base = Path(args.work)
+        self.base = Path(args.work).resolve()
         self.logs = Path(args.output).parent / "logs"
 
     def offload(self, cwd: Path, name: str, *argv: str, stdout: Path | None = None) -> Measured:
