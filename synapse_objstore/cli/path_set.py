@@ -3,7 +3,7 @@
 A Python set of the paths themselves costs 100-200 bytes per path (20 million objects: a few
 GB). This keeps a 64-bit BLAKE2b digest of each path instead, in sorted arrays of unsigned
 64-bit integers: 20 million paths take 160 MB, plus up to RUN_SIZE digests being collected
-(about 40 MB) before they are sorted and put away.
+(about 3 MB as Python ints) before they are sorted and put away.
 
 The digests are kept in BUCKETS buckets by their top bits, each a sorted array. A set is filled
 first and looked up afterwards (reconcile lists the whole store, then looks its media up): the
@@ -25,7 +25,7 @@ import itertools
 from array import array
 from bisect import bisect_left
 
-RUN_SIZE = 1 << 20
+RUN_SIZE = 1 << 16
 BUCKET_BITS = 8
 BUCKETS = 1 << BUCKET_BITS
 _SHIFT = 64 - BUCKET_BITS
