@@ -12,8 +12,9 @@ timed from outside with its peak RSS (bench/offload_measure.py, GNU time):
   directory (`file://`; with --reconcile-moto up to N objects, also on moto), two objects per
   media (original and one thumbnail), a tenth of the media remote. Synapse's database knows
   every media but 1%: those objects (1% of the store) are the orphans it deletes. Every
-  object and media is a year old; the owner marker, written beforehand, records this
-  homeserver's claim as old, so nothing is held back by the grace period.
+  object and media is a year old (moto dates its objects now: there the run has --grace 0s);
+  the owner marker, written beforehand, records this homeserver's claim as old, so nothing is
+  held back by the grace period.
 - **upload --delete** of --offload-media media on moto: small files (originals 1-32 KB,
   thumbnails as Synapse's sizes), so the figure is the cost per request rather than per byte.
   Checked afterwards: every file in the bucket, none left on disk, every media marked deleted.
