@@ -8,6 +8,7 @@ at least the driver's own RSS. GNU time is small, and the command is its fresh c
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -41,16 +42,19 @@ def clean_environment(extra: Mapping[str, str]) -> dict[str, str]:
     return {**env, "AWS_EC2_METADATA_DISABLED": "true", "PYTHONDONTWRITEBYTECODE": "1", **extra}
 
 
-def run_measured(argv: Sequence[str], cwd: Path, env: Mapping[str, str], log: Path, timeout: float) -> Measured:
-    """Run argv in cwd; stdout and stderr go to `log` (the last lines are kept in the result)."""
-    with log.open("ab") as out, tempfile.NamedTemporaryFile("r", suffix=".maxrss") as maxrss:
+def run_measured(argv: Sequence[str], cwd: Path, env: Mapping[str, str], log: Path, timeout: float,
+                 stdout: Path | None = None) -> Measured:
+    """Run argv in cwd; stdout (or only stderr, when `stdout` names a file for the rest) goes to
+    `log`, and its last lines are kept in the result."""
+    with log.open("ab") as out, tempfile.NamedTemporaryFile("r", suffix=".maxrss") as maxrss, \
+            (stdout.open("wb") if stdout else contextlib.nullcontext(out)) as own_stdout:
         out.write(f"\n=== {time.strftime('%H:%M:%S')} {' '.join(argv)} (in {cwd})\n".encode())
         out.flush()
         start_offset = out.tell()
         started = time.monotonic()
         # its own session: on a timeout, the group (GNU time and the command) is killed by its id
         process = subprocess.Popen([GNU_TIME, "-f", "%M", "-o", maxrss.name, *argv], cwd=cwd, env=dict(env),
-                                   stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   stdout=own_stdout, stderr=out, stdin=subprocess.DEVNULL,
                                    start_new_session=True)
         try:
             returncode = process.wait(timeout)

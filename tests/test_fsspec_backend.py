@@ -90,3 +90,25 @@ def test_storage_option_secrets_are_hidden(tmp_path: Path) -> None:
                                   "storage_options": {"password": "hunter2-secret", "auto_mkdir": True}})
     assert "hunter2-secret" not in repr(backend)
     assert "password" in repr(backend)
+
+
+def test_a_listing_of_many_small_directories_comes_in_full_pages(tmp_path: Path) -> None:
+    """Synapse's layout puts one or two files in each directory. The walk of a local directory
+    fills each page across directories in one call to its thread, rather than a page (and a
+    thread hop) per directory: a million objects were listed at about 1 ms each that way."""
+    target = tmp_path / "bucket"
+    for index in range(25):
+        (target / f"local_content/ab/c{index:02d}").mkdir(parents=True)
+        (target / f"local_content/ab/c{index:02d}/media{index:02d}").write_bytes(b"x")
+    backend = parse_store_config({"backend": "fsspec", "url": f"file://{target}"})
+    store = ObjectStore(backend)
+
+    async def pages() -> list[int]:
+        return [len(page) async for page in backend.list_pages(store.filesystem(), str(target), page_size=10)]
+
+    assert run(pages()) == [10, 10, 5]
+
+    async def listed() -> list[str]:
+        return [o.media_path async for o in store.list(page_size=10)]
+
+    assert sorted(run(listed())) == [f"local_content/ab/c{index:02d}/media{index:02d}" for index in range(25)]

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import AsyncGenerator, Mapping
+import itertools
+from collections.abc import AsyncGenerator, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, BinaryIO, ClassVar
@@ -143,16 +144,18 @@ class Backend(abc.ABC):
         `page_size` fsspec info dicts, each with the object's full path as `name`.
 
         The generic way walks the tree one directory at a time, so memory holds one
-        directory's listing rather than the whole tree's."""
+        directory's listing rather than the whole tree's. A blocking filesystem's walk fills
+        each page in one call in its thread, across directories: Synapse's layout has one or
+        two files per directory, and a page per directory would cost a thread hop per object
+        or two."""
         if fs.is_async:
             async for _, _, files in fs.fs._walk(path, detail=True):
                 for page in _pages(list(files.values()), page_size):
                     yield page
             return
-        walk = fs.fs.walk(path, detail=True)
-        while (step := await fs.in_thread(next, walk, None)) is not None:
-            for page in _pages(list(step[2].values()), page_size):
-                yield page
+        entries = (info for _, _, files in fs.fs.walk(path, detail=True) for info in files.values())
+        while page := await fs.in_thread(_take, entries, page_size):
+            yield page
 
     async def incomplete_uploads(self, fs: AsyncFs, path: str) -> AsyncGenerator[IncompleteUpload, None]:
         """Uploads under `path` begun and never completed nor aborted. Stores without the
@@ -185,6 +188,10 @@ class Backend(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.describe()} {self.settings!r}>"
+
+
+def _take(entries: Iterator[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    return list(itertools.islice(entries, count))
 
 
 def _pages(entries: list[dict[str, Any]], page_size: int) -> list[list[dict[str, Any]]]:
