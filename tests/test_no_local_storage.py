@@ -316,3 +316,21 @@ def test_a_system_without_proc_self_fd_is_refused_at_startup(reactor: Any, moto:
     with pytest.raises(SynapseConfigError, match="needs Linux's /proc/self/fd"):
         media_storage_with_provider(Homeserver(reactor, media_store), media_store,
                                     {"bucket": bucket, "endpoint_url": moto.endpoint_url}, True)
+
+
+def test_no_provider_storing_local_media_is_refused_at_startup(reactor: Any, moto: MotoServer, bucket: str,
+                                                               media_store: Path) -> None:
+    """Synapse's store_local defaults to false. Without local media storage, an entry that omits it
+    would have Synapse answer every upload with an mxc URI and keep its bytes nowhere: the
+    provider refuses to start, naming the key, unless another entry of the list stores local media."""
+    with pytest.raises(SynapseConfigError, match="no entry of media_storage_providers has store_local: true"):
+        media_storage_with_provider(Homeserver(reactor, media_store, store_local=False), media_store,
+                                    {"bucket": bucket, "endpoint_url": moto.endpoint_url}, True)
+
+    hs = Homeserver(reactor, media_store, store_local=False)
+    other = SimpleNamespace()  # another provider of the list, which does store local media
+    other_entry = (type(other), other, MediaStorageProviderConfig(True, False, True))
+    hs.config.media.media_storage_providers.append(other_entry)
+    _, provider = media_storage_with_provider(hs, media_store,
+                                              {"bucket": bucket, "endpoint_url": moto.endpoint_url}, True)
+    assert not provider._will_store(LOCAL) and provider._will_store(REMOTE)
