@@ -461,19 +461,25 @@ def read_media_store_id(media_store: str) -> str | None:
 
 
 def create_media_store_id(media_store: str) -> str:
-    """Give the media store an id (or take the one a concurrent run just gave it)."""
+    """Give the media store an id (or take the one a concurrent run just gave it). The file
+    appears whole or not at all: written aside, then linked into place (a run killed half-way
+    leaves at most the file aside, which the next run replaces)."""
     store_id = uuid.uuid4().hex
+    final = os.path.join(media_store, MEDIA_STORE_ID_FILE)
+    aside = f"{final}.{os.getpid()}.tmp"
+    with open(aside, "wb") as file:
+        file.write(store_id.encode() + b"\n")
+        file.flush()
+        os.fsync(file.fileno())
     try:
-        fd = os.open(os.path.join(media_store, MEDIA_STORE_ID_FILE), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.link(aside, final)
     except FileExistsError:
         existing = read_media_store_id(media_store)
         if existing is None:
             raise
         return existing
-    with os.fdopen(fd, "wb") as file:
-        file.write(store_id.encode() + b"\n")
-        file.flush()
-        os.fsync(file.fileno())
+    finally:
+        os.unlink(aside)
     return store_id
 
 
