@@ -38,6 +38,7 @@ from demo.matrix_client import MatrixClient, Mxc
 from demo.media import image_size, make_image
 from demo.process import free_port
 from demo.synapse_server import SynapseServer, local_content_path, local_thumbnails_dir, provider_entry
+from synapse_objstore.cli.cache_db import MEDIA_STORE_ID_FILE
 
 MiB = 1024 * 1024
 BUCKET = "synapse-media"
@@ -79,7 +80,7 @@ def sha256(data: bytes) -> str:
 
 
 def media_files(synapse: SynapseServer) -> list[Path]:
-    return sorted(p for p in synapse.media_store_path.rglob("*") if p.is_file())
+    return sorted(p for p in synapse.media_store_path.rglob("*") if p.is_file() and p.name != MEDIA_STORE_ID_FILE)
 
 
 def offload_local_copies(synapse: SynapseServer) -> str:

@@ -10,9 +10,11 @@ however long a background upload (`store_synchronous: false`) runs, and the kern
 when it is closed, or when the process ends, so a crash leaves nothing behind on disk.
 
 A descriptor that no `store_file` takes (a spam check that runs after ours rejected the upload,
-or a provider before ours failed to store it) is closed by the first hold or take after it
-is older than `expiry`: so at most the files of one `expiry` of uploads stay held, plus those
-an idle homeserver has not swept yet.
+or a provider before ours failed to store it) is closed by the first hold or take after
+Synapse deleted the file's name (HeldUploads.close_orphans), or, where two uploads of the same
+file crossed, after it is older than `expiry`: so an upload that a client retries against a
+failing provider holds no disk space beyond the next upload, and an idle homeserver holds at
+most the files of its last uploads.
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ class HeldFile:
     def __init__(self, fd: int, held_at: float) -> None:
         self.fd = fd
         self.held_at = held_at
+        # A `take` for the same FileInfo took an older file while this one was held: two uploads
+        # of the same file crossed, and this one's `store_file` may still come after Synapse
+        # deleted its name (see HeldUploads.close_orphans).
+        self.passed_over = False
         # Closed exactly once: by close(), or when the last reference goes (an upload that
         # Synapse cancelled before it began), so that no path forgets the descriptor.
         self._closer = weakref.finalize(self, os.close, fd)
@@ -63,6 +69,10 @@ class HeldFile:
 
     def size(self) -> int:
         return os.fstat(self.fd).st_size
+
+    def unlinked(self) -> bool:
+        """Whether Synapse deleted the file's name (its last link)."""
+        return os.fstat(self.fd).st_nlink == 0
 
     def close(self) -> None:
         """Close the descriptor (freeing an unlinked file's blocks). Call off the reactor thread."""
@@ -103,11 +113,31 @@ class HeldUploads:
         if not files:
             return None
         held = files.popleft()
+        for waiting in files:
+            waiting.passed_over = True
         if not files:
             del self._held[file_info]
         return held
 
+    def close_orphans(self) -> None:
+        """Close the files no `store_file` will take: Synapse deletes a temporary file's name
+        only after every provider's `store_file` was called, or once the upload failed (a spam
+        check after ours rejected it, a provider before ours raised), and `store_file` takes its
+        file when it is called. So a held file whose name is gone is an orphan, unless a take of
+        its FileInfo passed it over (two uploads of the same file crossed: its own `store_file`
+        took the other's file, and the other's `store_file` may still come); that one waits for
+        `expiry`."""
+        for file_info, files in list(self._held.items()):
+            for orphan in [held for held in files if not held.passed_over and held.unlinked()]:
+                files.remove(orphan)
+                logger.warning("closing the temporary file of %r: Synapse deleted it and no upload took it (another "
+                               "spam check rejected it, or a storage provider before this one failed)", file_info)
+                close_in_thread(orphan)
+            if not files:
+                del self._held[file_info]
+
     def close_expired(self) -> None:
+        self.close_orphans()
         oldest_kept = self._now() - self._expiry
         for file_info, files in list(self._held.items()):
             while files and files[0].held_at < oldest_kept:

@@ -32,7 +32,7 @@ def local_media_storage_enabled(hs: Any) -> bool:
         return bool(media_config.enable_local_media_storage)
     config_files = getattr(hs.config, "config_files", None) or []
     raw = read_config_files(config_files) if config_files else {}
-    if raw.get("enable_local_media_storage", True) is False:
+    if not raw.get("enable_local_media_storage", True):  # Synapse takes it as a truth value
         raise ConfigError(
             f"enable_local_media_storage is false, but Synapse {synapse_version()} does not support it (it was added "
             f"in Synapse {FIRST_SYNAPSE_WITHOUT_LOCAL_STORAGE}) and would keep writing every upload to "

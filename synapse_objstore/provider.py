@@ -221,6 +221,14 @@ class ObjectStorageProvider(StorageProvider):
                 "media storage and free the disk with 'objstore-offload upload --delete'."
             )
         self._stores_local, self._stores_remote = _stored_media(hs, backend)
+        if not _any_provider_stores_local_media(hs):
+            raise SynapseConfigError(
+                "synapse_objstore.ObjectStorageProvider: enable_local_media_storage is false, but no entry "
+                "of media_storage_providers has store_local: true (Synapse's default is false), so every file "
+                "users upload would be stored nowhere and lost as soon as Synapse deletes its temporary file. "
+                "Add 'store_local: true' to this provider's entry (and 'store_remote: true' to keep remote "
+                "media)."
+            )
         self._held_uploads = HeldUploads(time.monotonic, HOLD_EXPIRY)
         hs.get_module_api().register_spam_checker_callbacks(check_media_file_for_spam=self._hold_upload)
 
@@ -291,6 +299,12 @@ def _stored_media(hs: HomeServer, backend: Backend) -> tuple[bool, bool]:
         if parsed_config is backend:
             return bool(wrapper_config.store_local), bool(wrapper_config.store_remote)
     return True, True
+
+
+def _any_provider_stores_local_media(hs: HomeServer) -> bool:
+    """Whether some entry of media_storage_providers (ours or another) takes local uploads."""
+    return any(wrapper_config.store_local
+               for _, _, wrapper_config in getattr(hs.config.media, "media_storage_providers", []))
 
 
 def _close_stream(stream: ObjectStream | None) -> Coroutine[Any, Any, None] | None:

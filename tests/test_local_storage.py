@@ -12,6 +12,7 @@ import pytest
 import yaml
 from synapse.config._base import ConfigError as SynapseConfigError
 
+from synapse_objstore.cli.homeserver import Homeserver as HomeserverConfig
 from synapse_objstore.local_storage import local_media_storage_enabled, synapse_version
 
 
@@ -40,3 +41,15 @@ def test_a_synapse_with_the_option_is_taken_at_its_word(tmp_path: Path) -> None:
     media = SimpleNamespace(media_store_path="/data/media_store", enable_local_media_storage=False)
     hs = SimpleNamespace(config=SimpleNamespace(media=media, config_files=[write_config(tmp_path / "a.yaml")]))
     assert local_media_storage_enabled(hs) is False
+
+
+@pytest.mark.parametrize("value", [False, None, 0, ""], ids=["false", "empty", "zero", "empty-string"])
+def test_any_false_value_turns_local_storage_off_as_synapse_reads_it(tmp_path: Path, value: Any) -> None:
+    """Synapse 1.146 tests `enable_local_media_storage` for truth: `enable_local_media_storage:`
+    with no value (a template that rendered nothing) turns local storage off. The provider on an
+    older Synapse, and objstore-offload, read it the same way."""
+    config = write_config(tmp_path / "homeserver.yaml", enable_local_media_storage=value)
+    media = SimpleNamespace(media_store_path="/data/media_store")  # an old Synapse
+    with pytest.raises(SynapseConfigError, match="does not support it"):
+        local_media_storage_enabled(SimpleNamespace(config=SimpleNamespace(media=media, config_files=[config])))
+    assert HomeserverConfig.load([config]).keeps_local_media is False

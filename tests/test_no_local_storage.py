@@ -25,7 +25,7 @@ from synapse.config._base import ConfigError as SynapseConfigError
 from synapse.config.repository import MediaStorageProviderConfig
 from synapse.media._base import FileInfo, ThumbnailInfo
 from synapse.media.filepath import MediaFilePaths
-from synapse.media.storage_provider import StorageProviderWrapper
+from synapse.media.storage_provider import FileStorageProviderBackend, StorageProviderWrapper
 from synapse.util.module_loader import load_module
 from twisted.internet import defer
 
@@ -209,6 +209,51 @@ def test_upload_rejected_by_a_later_spam_check_is_not_stored_and_its_file_is_clo
     wait_until_released(provider, temp_dir)
 
 
+def test_an_upload_a_provider_before_this_one_failed_gives_its_disk_space_back_at_the_next_upload(
+        reactor: Any, in_reactor: Callable[..., Any], moto: MotoServer, bucket: str, media_store: Path,
+        temp_dir: Path, tmp_path: Path) -> None:
+    """Synapse's `file_system` provider before ours cannot copy from a media store that holds
+    nothing: each upload fails before ours is called, and a client retrying a large upload would
+    otherwise keep a deleted temporary file held (its disk space taken) for an hour per try."""
+    hs = Homeserver(reactor, media_store)
+    storage, provider = media_storage_with_provider(hs, media_store, {"bucket": bucket,
+                                                                      "endpoint_url": moto.endpoint_url}, True)
+    backup = StorageProviderWrapper(FileStorageProviderBackend(hs, str(tmp_path / "backup")),  # type: ignore[arg-type]
+                                    store_local=True, store_synchronous=True, store_remote=True)
+    ours = storage.storage_providers
+    storage.storage_providers = [backup, *ours]
+    for _ in range(3):  # the client retries
+        with pytest.raises(FileNotFoundError):
+            in_reactor(storage.store_file, io.BytesIO(os.urandom(100_000)), LOCAL)
+    assert len(open_deleted_files(temp_dir)) <= 1  # each try gave the one before back
+
+    storage.storage_providers = ours  # the admin removes the failing provider
+    in_reactor(storage.store_file, io.BytesIO(b"next upload"), FileInfo(server_name=None, file_id="NextMediaId45"))
+    wait_until_released(provider, temp_dir, timeout=10)
+    assert "Contents" in s3_client(moto.endpoint_url).list_objects_v2(Bucket=bucket)
+
+
+def test_a_file_passed_over_by_a_crossed_upload_is_kept_for_its_own(tmp_path: Path) -> None:
+    """Two requests make the same thumbnail (equal FileInfo) and cross: the second's store_file
+    takes the first's file, then Synapse deletes the second's file, whose bytes the first's
+    store_file still needs. Synapse having deleted it does not make it an orphan."""
+    held = HeldUploads(time.monotonic, expiry=3600)
+    paths = []
+    for content in (b"first", b"second"):
+        path = tmp_path / content.decode()
+        path.write_bytes(content)
+        paths.append(path)
+        held.put(REMOTE_THUMBNAIL, open_held_file(str(path), time.monotonic()))
+    taken = held.take(REMOTE_THUMBNAIL)  # the second request's store_file
+    assert taken is not None and Path(taken.path).read_bytes() == b"first"
+    paths[1].unlink()  # Synapse is done with the second request's file
+    held.close_orphans()
+    left = held.take(REMOTE_THUMBNAIL)  # the first request's store_file
+    assert left is not None and Path(left.path).read_bytes() == b"second"
+    taken.close()
+    left.close()
+
+
 def test_held_uploads_are_taken_in_order_and_closed_after_expiry(tmp_path: Path) -> None:
     now = [1000.0]
     held = HeldUploads(lambda: now[0], expiry=60)
@@ -217,11 +262,11 @@ def test_held_uploads_are_taken_in_order_and_closed_after_expiry(tmp_path: Path)
         path = tmp_path / content.decode()
         path.write_bytes(content)
         files.append(open_held_file(str(path), now[0]))
-        path.unlink()  # as Synapse does: the held descriptor keeps the bytes
     for file in files:
         held.put(LOCAL, file)
 
     first = held.take(LOCAL)
+    (tmp_path / "first").unlink()  # as Synapse does once store_file took it: the descriptor keeps the bytes
     assert first is not None and Path(first.path).read_bytes() == b"first"
     first.close()
     now[0] += 61
@@ -316,3 +361,21 @@ def test_a_system_without_proc_self_fd_is_refused_at_startup(reactor: Any, moto:
     with pytest.raises(SynapseConfigError, match="needs Linux's /proc/self/fd"):
         media_storage_with_provider(Homeserver(reactor, media_store), media_store,
                                     {"bucket": bucket, "endpoint_url": moto.endpoint_url}, True)
+
+
+def test_no_provider_storing_local_media_is_refused_at_startup(reactor: Any, moto: MotoServer, bucket: str,
+                                                               media_store: Path) -> None:
+    """Synapse's store_local defaults to false. Without local media storage, an entry that omits it
+    would have Synapse answer every upload with an mxc URI and keep its bytes nowhere: the
+    provider refuses to start, naming the key, unless another entry of the list stores local media."""
+    with pytest.raises(SynapseConfigError, match="no entry of media_storage_providers has store_local: true"):
+        media_storage_with_provider(Homeserver(reactor, media_store, store_local=False), media_store,
+                                    {"bucket": bucket, "endpoint_url": moto.endpoint_url}, True)
+
+    hs = Homeserver(reactor, media_store, store_local=False)
+    other = SimpleNamespace()  # another provider of the list, which does store local media
+    other_entry = (type(other), other, MediaStorageProviderConfig(True, False, True))
+    hs.config.media.media_storage_providers.append(other_entry)
+    _, provider = media_storage_with_provider(hs, media_store,
+                                              {"bucket": bucket, "endpoint_url": moto.endpoint_url}, True)
+    assert not provider._will_store(LOCAL) and provider._will_store(REMOTE)

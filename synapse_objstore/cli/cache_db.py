@@ -21,6 +21,7 @@ import json
 import os
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Concatenate, ParamSpec, TypeVar
@@ -92,6 +93,11 @@ OBJSTORE_SCHEMA = """
     -- The media store (its real path) whose offload this cache.db records: one row at most.
     CREATE TABLE IF NOT EXISTS objstore_media_store (
         path TEXT NOT NULL PRIMARY KEY
+    );
+    -- The id of that media store (its MEDIA_STORE_ID_FILE): one row at most. Media workers on
+    -- several hosts keep their media at the same path, each on a disk of its own.
+    CREATE TABLE IF NOT EXISTS objstore_media_store_id (
+        id TEXT NOT NULL PRIMARY KEY
     );
 """
 
@@ -260,10 +266,19 @@ class CacheDb:
         return None if row is None else str(row[0])
 
     @_sqlite_errors
-    def set_media_store(self, path: str) -> None:
+    def media_store_id(self) -> str | None:
+        """The id of the media store this cache.db records (see `bind_media_store`), if it records one."""
+        row = self._conn.execute("SELECT id FROM objstore_media_store_id").fetchone()
+        return None if row is None else str(row[0])
+
+    @_sqlite_errors
+    def set_media_store(self, path: str, store_id: str | None = None) -> None:
         with self._conn:
             self._conn.execute("DELETE FROM objstore_media_store")
             self._conn.execute("INSERT INTO objstore_media_store (path) VALUES (?)", (path,))
+            self._conn.execute("DELETE FROM objstore_media_store_id")
+            if store_id is not None:
+                self._conn.execute("INSERT INTO objstore_media_store_id (id) VALUES (?)", (store_id,))
 
     @_sqlite_errors
     def count(self, deleted: bool) -> int:
@@ -475,21 +490,73 @@ def _as_json(media_type: MediaType, rows: list[tuple[str, ...]]) -> str:
     return json.dumps([media_id for (media_id,) in rows] if media_type == "local" else rows)
 
 
+# A file at the top of a media store naming it: the same path on two hosts is two media stores.
+MEDIA_STORE_ID_FILE = ".objstore-media-store-id"
+
+
+def read_media_store_id(media_store: str) -> str | None:
+    """The id the media store's MEDIA_STORE_ID_FILE holds; None if it has none."""
+    try:
+        fd = os.open(os.path.join(media_store, MEDIA_STORE_ID_FILE), os.O_RDONLY | os.O_NOFOLLOW)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    with os.fdopen(fd, "rb") as file:
+        return file.read(200).decode("ascii", "replace").strip() or None
+
+
+def create_media_store_id(media_store: str) -> str:
+    """Give the media store an id (or take the one a concurrent run just gave it). The file
+    appears whole or not at all: written aside, then linked into place (a run killed half-way
+    leaves at most the file aside, which the next run replaces)."""
+    store_id = uuid.uuid4().hex
+    final = os.path.join(media_store, MEDIA_STORE_ID_FILE)
+    aside = f"{final}.{os.getpid()}.tmp"
+    with open(aside, "wb") as file:
+        file.write(store_id.encode() + b"\n")
+        file.flush()
+        os.fsync(file.fileno())
+    try:
+        os.link(aside, final)
+    except FileExistsError:
+        existing = read_media_store_id(media_store)
+        if existing is None:
+            raise
+        return existing
+    finally:
+        os.unlink(aside)
+    return store_id
+
+
 def bind_media_store(cache: CacheDb, media_store: str, record: bool, moved: bool = False) -> None:
-    """Make sure `cache` records the offload of `media_store` (compared by real path).
+    """Make sure `cache` records the offload of `media_store`: compared by real path, and by
+    the id in its MEDIA_STORE_ID_FILE (media workers keep their media at the same path on every
+    host, and a disk that is not mounted leaves an empty directory at its path).
 
     `upload` and `check-deleted` take a media of cache.db without files in the media store for
     offloaded, and `restore` brings media back into it, so a cache.db serves one media store:
     media workers on several hosts, each with a disk of its own, keep a cache.db each, and a run
-    given another host's cache.db is refused rather than take this host's media for done. A cache.db that records no media store yet
-    (a new one, or one of an older version or of s3_media_upload) records this one, unless
-    `record` is false (a dry run); `moved` replaces the recorded one.
+    given another host's cache.db is refused rather than take this host's media for done. A
+    cache.db that records no media store yet (a new one, or one of an older version or of
+    s3_media_upload) records this one, giving it an id if it has none, unless `record` is false
+    (a dry run); `moved` replaces the recorded one.
     """
     path = os.path.realpath(media_store)
     recorded = cache.media_store()
-    if recorded == path:
+    recorded_id = cache.media_store_id()
+    on_disk = read_media_store_id(path)
+    if recorded == path and recorded_id is not None and on_disk != recorded_id and not moved:
+        found = f"one with the id {on_disk}" if on_disk is not None else f"one without its {MEDIA_STORE_ID_FILE}"
+        raise OtherMediaStoreError(
+            f"{cache.path} records the offload of the media store at {path} with the id {recorded_id} (in its "
+            f"{MEDIA_STORE_ID_FILE}), but the media store there now is another: {found}, such as another host's "
+            "disk at the same path. A cache.db takes media without files in its media store for offloaded, so "
+            "each media store (each host of media workers with a disk of its own) needs a cache.db of its own: "
+            "give this one another --cache-db. If this is the same media store (copied to a new disk, or its id "
+            "file was deleted), run once with --media-store-moved."
+        )
+    if recorded == path and (recorded_id is not None or not record or not os.path.isdir(path)):
         return
-    if recorded is not None and not moved:
+    if recorded is not None and recorded != path and not moved:
         raise OtherMediaStoreError(
             f"{cache.path} records the offload of the media store {recorded}, not of this run's {path}. A cache.db "
             "takes media without files in its media store for offloaded, so each media store (each host of media "
@@ -497,4 +564,5 @@ def bind_media_store(cache: CacheDb, media_store: str, record: bool, moved: bool
             f"media store moved from {recorded} to {path}, run once with --media-store-moved."
         )
     if record:
-        cache.set_media_store(path)
+        store_id = on_disk if on_disk is not None or not os.path.isdir(path) else create_media_store_id(path)
+        cache.set_media_store(path, store_id)

@@ -81,8 +81,9 @@ class Homeserver:
     @property
     def keeps_local_media(self) -> bool:
         """False when `enable_local_media_storage: false`: Synapse (1.146+) then keeps no media on
-        its disk, only in the store."""
-        return self.raw.get("enable_local_media_storage", True) is not False
+        its disk, only in the store. Synapse takes the value as a truth value: an empty one (a
+        template that rendered nothing), 0 or "" turn local storage off as `false` does."""
+        return bool(self.raw.get("enable_local_media_storage", True))
 
     @property
     def server_name(self) -> str | None:

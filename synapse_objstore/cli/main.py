@@ -544,6 +544,21 @@ def write(obj: Context, out: TextIO) -> None:
         sys.exit(1)
 
 
+# Where Synapse keeps the media files the commands offload (URL previews are never offloaded).
+MEDIA_DIRECTORIES = ("local_content", "local_thumbnails", "remote_content", "remote_thumbnail")
+
+
+def _holds_media_files(media_store: str) -> bool:
+    """Whether any file is left under the media directories of `media_store`: a homeserver that
+    turned `enable_local_media_storage` off keeps the media its disk held before, which Synapse
+    no longer reads. Stops at the first file."""
+    for top in MEDIA_DIRECTORIES:
+        for _, _, names in os.walk(os.path.join(media_store, top)):
+            if names:
+                return True
+    return False
+
+
 @cli.command("upload")
 @click.argument("base_path", required=False)
 @click.argument("bucket", required=False)
@@ -569,7 +584,8 @@ def upload(obj: Context, base_path: str | None, bucket: str | None, prefix: str 
         "prefix": prefix, "storage_class": storage_class, "sse_customer_key": sse_customer_key,
         "endpoint_url": endpoint_url, "sse_customer_algo": sse_customer_algo if sse_customer_key else None,
     }
-    if base_path is None and obj.homeserver is not None and not obj.homeserver.keeps_local_media:
+    if (base_path is None and obj.homeserver is not None and not obj.homeserver.keeps_local_media
+            and not _holds_media_files(obj.homeserver.media_store_path)):
         obj.info(f"Nothing local to offload: enable_local_media_storage is false in {obj.homeserver.source}, so "
                  "Synapse keeps no media on its disk (the provider stores every file as it is written)")
         obj.finish(Summary("upload", dry_run=dry_run))

@@ -13,6 +13,7 @@ from typing import Any
 import synapse.storage.schema
 
 from synapse_objstore import media as layout
+from synapse_objstore.cli.cache_db import MEDIA_STORE_ID_FILE
 
 SCHEMA_DIR = Path(synapse.storage.schema.__file__).parent / "main"
 TABLES = (
@@ -151,11 +152,12 @@ class SynapseMedia:
         return paths
 
     def local_files(self) -> set[str]:
+        """The files of media in the media store (not the id objstore-offload gives the store)."""
         return {
             os.path.relpath(os.path.join(root, name), self.media_store)
             for root, _, names in os.walk(self.media_store)
             for name in names
-        }
+        } - {MEDIA_STORE_ID_FILE}
 
 
 def sqlite_connect(path: Path) -> sqlite3.Connection:

@@ -54,3 +54,36 @@ def test_a_media_store_that_moved_is_recorded_once_told(offload: Offload, homese
     offload(*config, "upload", str(synapse.media_store))
     assert "records the offload of the media store" in offload(*config, "update", str(old_place), "30d",
                                                                expect=2).output
+
+
+def test_another_hosts_media_store_at_the_same_path_is_refused(offload: Offload, homeserver_yaml: Path,
+                                                               synapse: SynapseMedia, dataset: Dataset,
+                                                               tmp_path: Path) -> None:
+    """Media workers on several hosts keep their media at the same path (/var/lib/synapse/media on
+    each, as every container image does): a cache.db shared between them (on NFS) or copied from
+    another host must be told apart by the media store itself, not by its path alone."""
+    config = ["--config", str(homeserver_yaml)]
+    media = synapse.media_store
+    host_b = tmp_path / "host_b_disk"
+    media.rename(host_b)  # host B's disk, with the media, is elsewhere
+    media.mkdir()  # host A: the same path, a disk of its own that holds none of these media
+    offload(*config, "update", str(media), "30d")
+    on_a = json.loads(offload("--json", *config, "upload", str(media)).stdout)
+    assert on_a["files_failed"] == 0 and on_a["files_uploaded"] == 0
+
+    media.rename(tmp_path / "host_a_disk")
+    host_b.rename(media)  # host B runs with the shared cache.db, its disk at the same path
+    refused = offload(*config, "upload", "--delete", str(media), expect=2)
+    assert "--cache-db" in refused.output and "another" in refused.output
+    assert synapse.local_files() >= set(dataset.old)  # nothing taken for done, nothing deleted
+
+    own = ["--cache-db", str(tmp_path / "host_b.db")]  # with a cache.db of its own, host B offloads
+    offload(*config, *own, "update", str(media), "30d")
+    on_b = json.loads(offload("--json", *config, *own, "upload", "--delete", str(media)).stdout)
+    assert on_b["files_uploaded"] == len(dataset.old) and on_b["files_failed"] == 0
+
+    # Host B's disk not mounted: an empty directory at its path is no media store of this cache.db
+    media.rename(tmp_path / "host_b_disk")
+    media.mkdir()
+    offload(*config, *own, "update", str(media), "30d", expect=2)
+    assert "without its .objstore-media-store-id" in offload(*config, *own, "upload", str(media), expect=2).output

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from synapse_objstore.cli.cache_db import MEDIA_STORE_ID_FILE
 from tests.e2e.conftest import Homeserver
 from tests.servers.synapse import local_thumbnails_dir
 
@@ -37,7 +38,7 @@ def test_offload_with_delete_then_everything_still_downloads(homeserver: Homeser
     assert uploaded.returncode == 0, uploaded.stdout + uploaded.stderr
     assert "Failed 0 files" in uploaded.stdout
 
-    assert [p for p in media_store.rglob("*") if p.is_file()] == []
+    assert [p for p in media_store.rglob("*") if p.is_file() and p.name != MEDIA_STORE_ID_FILE] == []
     assert homeserver.client.download(image).check().body == image_data
     for mxc, data in files.items():
         assert homeserver.client.download(mxc).check().body == data

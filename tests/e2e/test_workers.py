@@ -30,6 +30,7 @@ from PIL import Image
 from demo.matrix_client import MatrixClient, Mxc
 from demo.media import make_image
 from demo.synapse_workers import MediaWorker, MediaWorkerDeployment
+from synapse_objstore.cli.cache_db import MEDIA_STORE_ID_FILE
 from tests.conftest import s3_client
 from tests.e2e.conftest import PREFIX, provider_config
 from tests.servers.moto import MotoServer
@@ -86,7 +87,9 @@ class Host:
         return subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
 
     def local_files(self) -> list[Path]:
-        return [path for path in self.worker.media_store_path.rglob("*") if path.is_file()]
+        """Files of media on this host's disk (not the id objstore-offload gives the media store)."""
+        return [path for path in self.worker.media_store_path.rglob("*")
+                if path.is_file() and path.name != MEDIA_STORE_ID_FILE]
 
     def has_local_copy(self, mxc: Mxc) -> bool:
         return self.worker.local_media_path(mxc.media_id).exists()
