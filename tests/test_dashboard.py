@@ -135,3 +135,20 @@ def test_docs_name_every_metric_as_scraped(names: Any) -> None:
     # a counter is documented by its `_total` name, a histogram by its own (for its _bucket, _sum and _count)
     missing = {name for name in families if name not in documented and f"{name}_total" not in documented}
     assert not missing, f"not in docs/metrics.md: {sorted(missing)}"
+
+
+def test_every_cli_series_a_panel_shows_has_a_legend_of_its_own() -> None:
+    """Each series of a CLI panel is one run of one command and shard on one host (node_exporter's
+    `instance`: media workers with disks of their own each offload theirs, all as `upload 0/1`):
+    a legend that leaves out a label the query does not pin shows several series under one name,
+    and the operator cannot tell which run failed."""
+    labelled = cli_series()
+    for panel in dashboard()["panels"]:
+        for target in panel.get("targets", []):
+            names = [name for name in metric_names(target["expr"]) if name.startswith("objstore_offload_")]
+            if not names:
+                continue
+            pinned = set(re.findall(r'(\w+)="[^"|]*"', target["expr"]))
+            varying = ({"instance"} | set().union(*(labelled[name] for name in names))) - pinned
+            legend = set(re.findall(r"\{\{(\w+)\}\}", target.get("legendFormat", "")))
+            assert varying <= legend, f"{panel['title']}: {target['expr']} legend lacks {varying - legend}"

@@ -12,7 +12,9 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -275,12 +277,15 @@ class FatalErrors(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         started = time.time()
         exit_code = 1  # an exception click does not handle: Python exits with 1
+        previous_handler = _stop_on_sigterm()
         try:
             result = self._invoke_command(ctx)
             exit_code = 0
             return result
         except SystemExit as error:
             exit_code = error.code if isinstance(error.code, int) else int(error.code is not None)
+            if isinstance(error, Terminated):
+                click.echo("Stopped (SIGTERM). Run the same command again to resume; no file is lost.", err=True)
             raise
         except (click.exceptions.Exit, click.ClickException) as error:
             exit_code = error.exit_code
@@ -289,6 +294,8 @@ class FatalErrors(click.Group):
             metrics_file = ctx.params.get("metrics_file")
             if metrics_file is not None and isinstance(ctx.obj, Context):
                 _write_metrics_file(metrics_file, ctx.obj.run_record(ctx.invoked_subcommand or "", started, exit_code))
+            if previous_handler is not None:
+                signal.signal(signal.SIGTERM, previous_handler)
 
     def _invoke_command(self, ctx: click.Context) -> Any:
         try:
@@ -299,6 +306,24 @@ class FatalErrors(click.Group):
             if isinstance(error, _store_errors()):
                 raise FatalError(str(error)) from None
             raise
+
+
+class Terminated(SystemExit):
+    """SIGTERM (systemd stopping the unit, a timeout): the run ends as on Ctrl-C, through every
+    `finally` (cache.db's lock, the store, the --metrics-file), with exit code 143."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise Terminated(128 + signum)
+
+
+def _stop_on_sigterm() -> Any:
+    """Make SIGTERM end the run as an exception; the handler it replaces (None: not the main
+    thread, where no handler can be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _terminated)
 
 
 def _write_metrics_file(path: str, record: RunRecord) -> None:
@@ -315,10 +340,29 @@ def _write_metrics_file(path: str, record: RunRecord) -> None:
 def _metrics_file(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """--metrics-file: its directory must exist and be writable, checked before the run starts."""
     if value is not None:
-        directory = os.path.dirname(os.path.abspath(value))
+        # a symlink is written through, where it points (node_exporter reads the target; replacing
+        # the link with a file would leave the target stale)
+        value = os.path.realpath(value)
+        directory = os.path.dirname(value)
         if not os.path.isdir(directory) or not os.access(directory, os.W_OK | os.X_OK):
             raise click.BadParameter(f"{directory} is not a directory this user can write to", ctx, param)
     return value
+
+
+def _check_metrics_file_is_this_runs(ctx: click.Context, path: str, command: str, shard: Shard) -> None:
+    """Refuse a --metrics-file that holds another command's or shard's series (exit 2, the file
+    left as it is): replacing it would make them vanish from the dashboard, and an alert on
+    their age never fire."""
+    from synapse_objstore.cli.run_metrics import series_of_others
+
+    others = series_of_others(path, command, str(shard))
+    if others:
+        ctx.params["metrics_file"] = None  # not to be written by this run
+        raise FatalError(
+            f"--metrics-file {path} holds the series of another run than this one's (command={command}, "
+            f"shard={shard}): {others[0]}{f' and {len(others) - 1} more' if len(others) > 1 else ''}. Give each "
+            f"command and shard a file of its own (remove this one if that run is no more)"
+        )
 
 
 def _store_errors() -> tuple[type[Exception], ...]:
@@ -371,6 +415,8 @@ hs_path_option = click.option(
 def cli(ctx: click.Context, no_progress: bool, as_json: bool, config_paths: tuple[str, ...], cache_db: str,
         retries: int | None, wait: int, shard: Shard, metrics_file: str | None, media_store_moved: bool) -> None:
     """Move Synapse media not accessed for a while from the local media store to an object store."""
+    if metrics_file is not None and ctx.invoked_subcommand:
+        _check_metrics_file_is_this_runs(ctx, metrics_file, ctx.invoked_subcommand, shard)
     ctx.obj = Context(cache_db_path=cache_db, progress=not no_progress, as_json=as_json, config_paths=config_paths,
                       retries=retries, wait=wait, shard=shard,
                       media_store_moved=media_store_moved)

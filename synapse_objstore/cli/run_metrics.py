@@ -89,6 +89,33 @@ def registry_of(record: RunRecord) -> CollectorRegistry:
     return registry
 
 
+def series_of_others(path: str, command: str, shard: str) -> list[str]:
+    """The series in the textfile at `path` that are not this command's and shard's: another
+    run's, which writing this run's file would make vanish (a file holds one run). A file that
+    does not parse as a textfile is another program's: its first line stands for it."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError) as error:
+        return [f"(unreadable: {error})"]
+    others: list[str] = []
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                labels = sample.labels
+                if not sample.name.startswith(PREFIX + "_"):
+                    others.append(sample.name)
+                elif (labels.get("command"), labels.get("shard")) != (command, shard):
+                    others.append(f"{sample.name}{{command={labels.get('command')},shard={labels.get('shard')}}}")
+    except ValueError:
+        return [text.strip().splitlines()[0][:100]]
+    return others
+
+
 def write_run_metrics(path: str, record: RunRecord) -> None:
     """Replace the textfile at `path` with this run's, atomically."""
     write_to_textfile(os.fspath(path), registry_of(record))

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import click
 
 SPEC = re.compile(r"(\d+)/(\d+)")
+# A media's shard is its CRC-32 mod N: more shards than CRC-32 values split nothing further.
+MAX_COUNT = 2**32
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ class ShardParam(click.ParamType):
         index, count = int(match[1]), int(match[2])
         if count < 1:
             self.fail(f"{value!r}: N, the number of shards, must be at least 1", param, ctx)
+        if count > MAX_COUNT:
+            self.fail(f"{value!r}: N, the number of shards, must be at most {MAX_COUNT}", param, ctx)
         if index >= count:
             self.fail(f"{value!r}: I must be less than N (shards count from 0: 0/{count} to {count - 1}/{count})",
                       param, ctx)

@@ -6,14 +6,20 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from synapse_objstore.cli.lock import CacheDbLock
 from tests.cli.conftest import Dataset, Offload, store_block
 from tests.cli.synapse_media import SynapseMedia
+from tests.cli.test_shards import MAIN, REPO
 from tests.servers.moto import MotoServer
 
 pytestmark = pytest.mark.parametrize("engine", ["sqlite"])
@@ -121,18 +127,21 @@ def test_the_file_is_replaced_atomically_with_no_secret_in_it(
     path = textfiles / "objstore.prom"
     path.write_text("# the last run's\n")
     os.link(path, textfiles / "previous")  # holds the inode node_exporter may be reading right now
-    config = ["--config", str(homeserver), "--metrics-file", str(path)]
-    offload(*config, "update", "30d")
-    offload(*config, "upload", "--delete")
-    offload(*config, "reconcile", "--apply", "--grace", "0s")
+    config = ["--config", str(homeserver)]
+    offload(*config, "--metrics-file", str(path), "update", "30d")
+    offload(*config, "--metrics-file", str(textfiles / "upload.prom"), "upload", "--delete")
+    offload(*config, "--metrics-file", str(textfiles / "reconcile.prom"), "reconcile", "--apply", "--grace", "0s")
 
     # written beside and renamed over: whoever had the old file open read it whole
     assert (textfiles / "previous").read_text() == "# the last run's\n"
-    assert sorted(os.listdir(textfiles)) == ["objstore.prom", "previous"]  # no temporary file left behind
-    assert value(read_metrics(path), "success", "reconcile") == 1
-    text = path.read_text()
-    for secret in (secret_key, access_key, bucket, str(synapse.media_store), "AbCdEfGhIjKlMnOp"):
-        assert secret not in text
+    # no temporary file left behind
+    assert sorted(os.listdir(textfiles)) == ["objstore.prom", "previous", "reconcile.prom", "upload.prom"]
+    assert value(read_metrics(path), "success", "update") == 1
+    assert value(read_metrics(textfiles / "reconcile.prom"), "success", "reconcile") == 1
+    for name in ("objstore.prom", "upload.prom", "reconcile.prom"):
+        text = (textfiles / name).read_text()
+        for secret in (secret_key, access_key, bucket, str(synapse.media_store), "AbCdEfGhIjKlMnOp"):
+            assert secret not in text
 
 
 def test_a_metrics_file_where_it_cannot_be_written_is_refused_before_the_run(
@@ -142,3 +151,74 @@ def test_a_metrics_file_where_it_cannot_be_written_is_refused_before_the_run(
                      expect=2)
     assert "--metrics-file" in result.output and "no-such-dir" in result.output
     assert not (workdir / "cache.db").exists()
+
+
+def test_a_run_stopped_by_sigterm_still_writes_the_file(
+    homeserver_yaml: Path, dataset: Dataset, workdir: Path,
+) -> None:
+    """systemd stops a run that outlasts its window (RuntimeMaxSec, TimeoutStopSec, `systemctl
+    stop`) with SIGTERM: the dashboard must show that run failed, not the last one's success."""
+    (workdir / "upload.prom").write_text(
+        'objstore_offload_last_run_success{command="upload",shard="0/1"} 1.0\n')
+    holder = CacheDbLock.acquire(str(workdir / "cache.db"), "test")  # the run waits for it (--wait)
+    lock_path = os.path.realpath(workdir / "cache.db") + ".lock"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen([sys.executable, "-c", MAIN, "--no-progress", "--config", str(homeserver_yaml),
+                                "--wait", "120", "--metrics-file", "upload.prom", "upload", "--delete"],
+                               cwd=workdir, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not _has_open(process.pid, lock_path):  # waiting for the lock now
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        holder.release()
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    metrics = read_metrics(workdir / "upload.prom")
+    assert value(metrics, "success", "upload") == 0
+    assert value(metrics, "exit_code", "upload") == 128 + signal.SIGTERM
+    assert value(metrics, "end_timestamp_seconds", "upload") > time.time() - 60
+
+
+def _has_open(pid: int, path: str) -> bool:
+    try:
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}") == path for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return False
+
+
+def test_one_file_given_to_two_commands_or_shards_is_refused(
+    offload: Offload, homeserver_yaml: Path, dataset: Dataset, workdir: Path,
+) -> None:
+    """A file holds the last run of one command and shard: another's run replacing it would make
+    the first's series vanish, and an alert on its age (which needs the series) never fire."""
+    config = ["--config", str(homeserver_yaml), "--metrics-file", "objstore.prom"]
+    offload(*config, "update", "30d")
+    before = (workdir / "objstore.prom").read_text()
+    result = offload(*config, "upload", "--delete", expect=2)
+    assert "--metrics-file" in result.output and "command=update" in result.output
+    assert (workdir / "objstore.prom").read_text() == before  # update's series are still there
+    result = offload(*config, "--shard", "0/2", "--cache-db", "shard-0.db", "update", "30d", expect=2)
+    assert "shard=0/1" in result.output
+    assert (workdir / "objstore.prom").read_text() == before
+    offload(*config, "update", "30d")  # the same command and shard again: its own file
+    assert value(read_metrics(workdir / "objstore.prom"), "success", "update") == 1
+
+
+def test_a_metrics_file_that_is_a_symlink_is_written_where_it_points(
+    offload: Offload, homeserver_yaml: Path, dataset: Dataset, workdir: Path,
+) -> None:
+    textfiles = workdir / "textfile"
+    textfiles.mkdir()
+    target = textfiles / "objstore-update.prom"
+    target.write_text("")
+    (workdir / "update.prom").symlink_to(target)
+    offload("--config", str(homeserver_yaml), "--metrics-file", "update.prom", "update", "30d")
+    assert (workdir / "update.prom").is_symlink()
+    assert value(read_metrics(target), "success", "update") == 1
+    assert os.listdir(textfiles) == ["objstore-update.prom"]

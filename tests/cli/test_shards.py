@@ -303,3 +303,15 @@ def test_runs_of_one_homeserver_recording_the_owner_at_once_all_succeed(
     assert {record.owner for record in records} == {identity}
     marker = run(read_owner(store), timeout=60)
     assert marker is not None and marker.owner == identity
+
+
+@pytest.mark.parametrize("given", ["0/99999999999999999999", "0/9223372036854775808", "0/4294967297"])
+@pytest.mark.parametrize("engine", ["sqlite"])
+def test_a_shard_count_beyond_the_hash_is_refused_naming_the_flag(
+    given: str, offload: Offload, homeserver_yaml: Path, dataset: Dataset, workdir: Path,
+) -> None:
+    """A media's shard is its CRC-32 mod N: no N above 2**32 splits the media any further (and
+    one above SQLite's integers crashed the run with a traceback when cache.db recorded it)."""
+    result = offload("--config", str(homeserver_yaml), "--shard", given, "update", "30d", expect=2)
+    assert "--shard" in result.output and "at most 4294967296" in result.output
+    assert not (workdir / "cache.db").exists()
