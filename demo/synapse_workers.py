@@ -67,7 +67,9 @@ class MediaWorker(SynapseServer):
             "worker_name": name,
             "worker_listeners": [{
                 "port": self.port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": False,
-                "x_forwarded": False, "resources": [{"names": ["media"], "compress": False}],
+                # "client" too: older Synapse (1.111 is tested) serves /_matrix/client/v1/media
+                # only from the client resource; later ones take it with "media" as well.
+                "x_forwarded": False, "resources": [{"names": ["client", "media"], "compress": False}],
             }],
             # The shared file turns the media repository off for the main process; a generic
             # worker serving media turns it on again for itself.
