@@ -26,6 +26,8 @@ MediaType = Literal["local", "remote"]
 
 ALLOWED_CHARACTERS = frozenset(string.ascii_letters + string.digits + "_-" + ".[]:")
 FORBIDDEN_NAMES = frozenset({"", ".", ".."})
+# Where Synapse keeps the media files the commands offload (URL previews are never offloaded).
+MEDIA_DIRECTORIES = ("local_content", "local_thumbnails", "remote_content", "remote_thumbnail")
 # The longest file name Linux file systems take (ext4, XFS, Btrfs: 255 bytes; the allowed
 # characters are ASCII, one byte each). Synapse does not check it: the file system refuses.
 NAME_MAX = 255

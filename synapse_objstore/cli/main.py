@@ -37,7 +37,7 @@ from synapse_objstore.cli.report import MAX_LISTED_FAILURES, Failure, Summary, p
 from synapse_objstore.cli.returned import find_returned
 from synapse_objstore.cli.shard import WHOLE, Shard, ShardParam
 from synapse_objstore.cli.synapse_db import DATABASE_YAML, SynapseDb, SynapseDbError
-from synapse_objstore.media import Media, MediaType, printable
+from synapse_objstore.media import MEDIA_DIRECTORIES, Media, MediaType, printable
 
 # The store, its backends and their clients (s3fs, aiobotocore, aiohttp, pydantic) take a few
 # hundred milliseconds to import: the commands that use a store import them when they run, so
@@ -588,10 +588,6 @@ def write(obj: Context, out: TextIO) -> None:
         click.echo(f"skipped {failure.path}: {failure.error}", err=True)
     if obj.failures:
         sys.exit(1)
-
-
-# Where Synapse keeps the media files the commands offload (URL previews are never offloaded).
-MEDIA_DIRECTORIES = ("local_content", "local_thumbnails", "remote_content", "remote_thumbnail")
 
 
 def _holds_media_files(media_store: str) -> bool:
