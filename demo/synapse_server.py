@@ -139,6 +139,16 @@ class SynapseServer:
             log.seek(log_start)
             return self._process.returncode, log.read().decode(errors="replace")
 
+    def wait_for_log(self, line: str, timeout: float = 30.0) -> str:
+        """The log once it holds `line`: work Synapse does after it answers /health (a
+        provider's background startup check) logs late on a loaded machine."""
+        deadline = time.monotonic() + timeout
+        while line not in (log := self.log_path.read_text(errors="replace")):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{line!r} is not in Synapse's log after {timeout} s:\n{self.log_tail()}")
+            time.sleep(0.1)
+        return log
+
     def log_tail(self, size: int = 6000) -> str:
         return self.log_path.read_text(errors="replace")[-size:] if self.log_path.exists() else ""
 
