@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 # Azurite, the Azure Blob emulator the azure backend's tests run against (npm, pinned)
 AZURITE := tests/servers/azurite
 
-.PHONY: demo test test-oldest bench
+.PHONY: demo test test-oldest lint bench
 
 $(STAMP): pyproject.toml $(AZURITE)/package-lock.json
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ test: $(STAMP)
 # The provider and end-to-end tests on the oldest Synapse we support (tox.ini, env oldest).
 test-oldest: $(STAMP)
 	$(VENV)/bin/tox -e oldest $(if $(PYTEST_ARGS),-- $(PYTEST_ARGS))
+
+# ruff on everything Python in the repository; mypy --strict on the package (pyproject.toml).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 bench:
 	bench/run
