@@ -31,5 +31,5 @@ def require_azurite() -> None:
 
 
 def require_old_provider() -> None:
-    require("synapse-s3-storage-provider 1.7.0's environment", old_provider.installed(), "OBJSTORE_REQUIRE_OLD_PROVIDER",
-            f"`python3 -m servers.old_provider` builds it in {old_provider.VENV}")
+    require("synapse-s3-storage-provider 1.7.0's environment", old_provider.installed(),
+            "OBJSTORE_REQUIRE_OLD_PROVIDER", f"`python3 -m servers.old_provider` builds it in {old_provider.VENV}")
