@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 # Azurite, the Azure Blob emulator the azure backend's tests run against (npm, pinned)
-AZURITE := tests/servers/azurite
+AZURITE := servers/azurite
 
 .PHONY: demo test test-oldest lint bench
 

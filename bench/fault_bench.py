@@ -42,7 +42,7 @@ ROOT = HERE.parent
 WORK = HERE / ".work"
 sys.path.insert(0, str(ROOT))
 
-from tests.servers.moto import MotoServer
+from servers.moto import MotoServer
 
 KEY = "local_content/fa/ul/tbenchobject"
 

@@ -4,7 +4,7 @@
 
 Implementations (spec["impl"]):
   ours    synapse_objstore.ObjectStorageProvider        (bench/.work/venv-ours)
-  old     s3_storage_provider.S3StorageProviderBackend  (bench/.work/venv-old, from PyPI)
+  old     s3_storage_provider.S3StorageProviderBackend  (.work/old-provider/venv, from PyPI)
   boto3   a plain boto3 get_object + read(1 MiB) loop, no reactor (the server's ceiling)
   aiobotocore  s3fs/aiobotocore get_object + read(256 KiB) on fsspec's loop, no reactor
           (diagnostic: the ceiling of our own HTTP stack)

@@ -63,10 +63,10 @@ from botocore.config import Config
 from bench.latency_proxy import LatencyProxy
 from bench.offload_fixture import MediaStore, build_media_store, count_files, load_media_rows
 from bench.offload_measure import Measured, clean_environment, run_measured
+from servers.moto import MotoServer
+from servers.postgres import temporary_database
 from synapse_objstore.cli.cache_db import CacheDb
 from synapse_objstore.testing.fault_proxy import FaultProxyProcess, Faults
-from tests.servers.moto import MotoServer
-from tests.servers.postgres import temporary_database
 
 MiB = 1024 * 1024
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bench-key", "AWS_SECRET_ACCESS_KEY": "bench-secret",

@@ -1,7 +1,7 @@
 """The data of the offload benchmark: Synapse's media tables filled in bulk, and a media store.
 
 - `load_media_rows`: N local + M remote media rows, all last accessed long ago, loaded into
-  Synapse's own media tables (schema from Synapse's schema files, as the CLI tests build it)
+  Synapse's own media tables (schema from Synapse's schema files, by servers/synapse_media.py as for the CLI tests)
   with COPY, 100,000 rows at a time.
 - `build_media_store`: media in Synapse's on-disk layout, originals with thumbnails, with a
   size mix like a real media store (see `draw_media`), and the cache.db rows that name them.
@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from servers.synapse_media import USERS_TABLE, media_schema
 from synapse_objstore import media as layout
-from tests.cli.synapse_media import USERS_TABLE, media_schema
 
 KB = 1000
 MB = 1000 * KB

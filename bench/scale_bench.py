@@ -64,10 +64,10 @@ from bench.offload_fixture import (
     random_ids,
 )
 from bench.offload_measure import Measured, clean_environment, run_measured
+from servers.moto import MotoServer
+from servers.postgres import temporary_database
 from synapse_objstore import media as layout
 from synapse_objstore.cli.cache_db import CacheDb
-from tests.servers.moto import MotoServer
-from tests.servers.postgres import temporary_database
 
 COMMAND_TIMEOUT = 3 * 3600.0
 ORPHAN_EVERY = 100  # media i with i % ORPHAN_EVERY == 0 are not in the database: 1% orphans

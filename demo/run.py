@@ -34,10 +34,10 @@ import boto3
 import humanize
 from moto.server import ThreadedMotoServer
 
-from demo.matrix_client import MatrixClient, Mxc
-from demo.media import image_size, make_image
-from demo.process import free_port
-from demo.synapse_server import SynapseServer, local_content_path, local_thumbnails_dir, provider_entry
+from servers.matrix_client import MatrixClient, Mxc
+from servers.media import image_size, make_image
+from servers.process import free_port
+from servers.synapse import SynapseServer, local_content_path, local_thumbnails_dir, provider_entry
 from synapse_objstore.cli.cache_db import MEDIA_STORE_ID_FILE
 
 MiB = 1024 * 1024

@@ -1,4 +1,6 @@
-"""Shared fixtures: a moto S3 server over HTTP, buckets, and a running Twisted reactor."""
+"""Shared fixtures: the servers of the session (moto, Ceph RGW, Azurite, the GCS emulator), each
+started once, buckets on them, and a running Twisted reactor. The objstore-offload tests'
+fixtures come from the plugin tests/support/offload_fixtures.py; helpers from tests/support/."""
 
 from __future__ import annotations
 
@@ -9,14 +11,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
+from servers.azurite import Azurite
+from servers.ceph_rgw import CephRGW
+from servers.gcs_emulator import GcsEmulator
+from servers.moto import MotoServer
 from synapse_objstore.config import parse_store_config
 from synapse_objstore.io_loop import run
 from synapse_objstore.store import ObjectStore
-from tests.servers.ceph_rgw import CephRGW, ceph_available
-from tests.servers.moto import MotoServer
+from tests.support.required import require_azurite, require_ceph
+from tests.support.s3 import rgw_client, s3_client
+
+pytest_plugins = ["tests.support.offload_fixtures"]
 
 # Credentials for the local servers, and no fallback to a cloud metadata service: tests
 # only ever talk to 127.0.0.1.
@@ -34,10 +41,6 @@ for variable in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "HTTP_P
 def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
     with MotoServer(tmp_path_factory.mktemp("moto")) as server:
         yield server
-
-
-def s3_client(endpoint_url: str, **kwargs: Any) -> Any:
-    return boto3.client("s3", endpoint_url=endpoint_url, region_name="us-east-1", **kwargs)
 
 
 @pytest.fixture
@@ -75,14 +78,6 @@ def open_store() -> Iterator[Callable[[dict[str, Any]], ObjectStore]]:
         run(store.close(), timeout=30)
 
 
-def require_ceph() -> None:
-    """Skip the test when Ceph RGW is not installed; fail it when OBJSTORE_REQUIRE_CEPH is set."""
-    if not ceph_available():
-        if os.environ.get("OBJSTORE_REQUIRE_CEPH"):
-            pytest.fail("Ceph RGW is required here (OBJSTORE_REQUIRE_CEPH) but not installed: run .ci/install-ceph")
-        pytest.skip("Ceph RGW is not installed (.ci/install-ceph installs it)")
-
-
 @pytest.fixture(scope="session")
 def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CephRGW]:
     """Ceph's RADOS Gateway (enforces SSE-C and checks signatures), one for the session."""
@@ -91,20 +86,28 @@ def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CephRGW]:
         yield server
 
 
-def rgw_client(rgw: CephRGW) -> Any:
-    from botocore.config import Config
-
-    return s3_client(rgw.endpoint_url, aws_access_key_id=rgw.access_key, aws_secret_access_key=rgw.secret_key,
-                     config=Config(request_checksum_calculation="when_required",
-                                   response_checksum_validation="when_required", s3={"addressing_style": "path"}))
-
-
 @pytest.fixture
 def rgw_bucket(rgw: CephRGW) -> str:
     """A fresh, empty bucket on the session's Ceph RGW."""
     name = f"media-{uuid.uuid4().hex[:10]}"
     rgw_client(rgw).create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    """Azurite's Blob service, one for the session (skipped where it is not installed, unless
+    OBJSTORE_REQUIRE_AZURITE is set)."""
+    require_azurite()
+    with Azurite(tmp_path_factory.mktemp("azurite")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsEmulator]:
+    """gcp-storage-emulator, one for the session."""
+    with GcsEmulator(tmp_path_factory.mktemp("gcs")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

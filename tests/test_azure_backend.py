@@ -6,27 +6,20 @@ from __future__ import annotations
 import datetime
 import os
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from azure.storage.blob import AccountSasPermissions, BlobServiceClient, ResourceTypes, generate_account_sas
 
+from servers.azurite import Azurite
 from synapse_objstore.cli.verification import RemoteChecker, State
 from synapse_objstore.config import ConfigError, parse_store_config
 from synapse_objstore.io_loop import run
 from synapse_objstore.testing.suite import read_object
-from tests.servers.azurite import Azurite
 
 KiB = 1024
 KEY = "a2V5LW9mLXRoZS1hY2NvdW50"
-
-
-@pytest.fixture(scope="module")
-def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
-    with Azurite(tmp_path_factory.mktemp("azurite")) as server:
-        yield server
 
 
 @pytest.fixture

@@ -20,12 +20,12 @@ from typing import Any
 
 import pytest
 
+from servers.front_proxy import FrontProxy, running
+from servers.moto import MotoServer
 from synapse_objstore.store import ObjectStoreError
-from tests.conftest import s3_client
-from tests.servers.front_proxy import FrontProxy, running
-from tests.servers.moto import MotoServer
-from tests.synapse_harness import RecordingConsumer, load_provider, local_media
-from tests.test_provider import stream, wait_for
+from synapse_objstore.testing.consumers import RecordingConsumer
+from synapse_objstore.testing.synapse_harness import load_provider, local_media, start_streaming, wait_for
+from tests.support.s3 import s3_client
 
 MiB = 1024 * 1024
 
@@ -100,7 +100,7 @@ def test_a_body_cut_short_fails_the_fetch(reactor: Any, in_reactor: Callable[...
     consumer = RecordingConsumer()
 
     with pytest.raises(ObjectStoreError, match="could not stream"):
-        wait_for(in_reactor, stream(in_reactor, provider, path, info, consumer))
+        wait_for(in_reactor, start_streaming(in_reactor, provider, path, info, consumer))
     assert len(consumer.data) < len(data) and data.startswith(consumer.data)
 
 
@@ -119,6 +119,6 @@ def test_a_body_that_stalls_fails_the_fetch_within_the_read_timeout(
 
     started = time.monotonic()
     with pytest.raises(ObjectStoreError, match="could not stream.*no data from the store for 1 s"):
-        wait_for(in_reactor, stream(in_reactor, provider, path, info, consumer))
+        wait_for(in_reactor, start_streaming(in_reactor, provider, path, info, consumer))
     assert 1 <= time.monotonic() - started < 4  # the read timeout, at most half of it late
     assert len(consumer.data) < len(data) and data.startswith(consumer.data)

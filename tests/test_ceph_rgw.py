@@ -11,26 +11,19 @@ from typing import Any
 import botocore.exceptions
 import pytest
 
+from servers.ceph_rgw import CephRGW
 from synapse_objstore.store import ObjectStoreError
-from tests.conftest import rgw_client
-from tests.servers.ceph_rgw import CephRGW
-from tests.synapse_harness import RecordingConsumer, load_provider, local_media
-from tests.test_provider import put_local, stream, wait_for
+from synapse_objstore.testing.consumers import RecordingConsumer
+from synapse_objstore.testing.suite import put_media
+from synapse_objstore.testing.synapse_harness import load_provider, local_media, start_streaming, wait_for
+from tests.support.s3 import OTHER_KEY, SSE_KEY, rgw_client, rgw_config
 
 MiB = 1024 * 1024
-SSE_KEY = "k3y-for-synapse-media-0123456789"
-OTHER_KEY = "another-key-0123456789-abcdefghi"
-
-
-def rgw_config(rgw: CephRGW, bucket: str, **extra: Any) -> dict[str, Any]:
-    return {"bucket": bucket, "endpoint_url": rgw.endpoint_url, "access_key_id": rgw.access_key,
-            "secret_access_key": rgw.secret_key, "addressing_style": "path", "sse_customer_key": SSE_KEY,
-            "multipart_threshold": "5MiB", "multipart_chunksize": "5MiB", **extra}
 
 
 def fetch_bytes(in_reactor: Callable[..., Any], provider: Any, path: str, info: Any) -> bytes:
     consumer = RecordingConsumer()
-    wait_for(in_reactor, stream(in_reactor, provider, path, info, consumer))
+    wait_for(in_reactor, start_streaming(in_reactor, provider, path, info, consumer))
     return consumer.data
 
 
@@ -41,7 +34,7 @@ def test_sse_c_objects_round_trip_through_the_provider(rgw: CephRGW, rgw_bucket:
     provider = load_provider(reactor, media_store, rgw_config(rgw, rgw_bucket, storage_class=rgw.extra_storage_class))
     path, info = local_media(f"ssec{size}media")
     data = os.urandom(size)
-    put_local(media_store, path, data)
+    put_media(media_store, path, data)
     in_reactor(provider.store_file, path, info)
 
     assert fetch_bytes(in_reactor, provider, path, info) == data
@@ -57,7 +50,7 @@ def test_reading_with_a_wrong_or_no_key_fails_promptly(rgw: CephRGW, rgw_bucket:
                                                        in_reactor: Callable[..., Any], media_store: Path) -> None:
     writer = load_provider(reactor, media_store, rgw_config(rgw, rgw_bucket))
     path, info = local_media("lockedmedia01")
-    put_local(media_store, path, b"secret bytes")
+    put_media(media_store, path, b"secret bytes")
     in_reactor(writer.store_file, path, info)
 
     for config in (rgw_config(rgw, rgw_bucket, sse_customer_key=OTHER_KEY),
@@ -88,7 +81,7 @@ def test_credentials_come_from_the_aws_environment_when_not_configured(
     """RGW checks signatures, so this only passes with the right keys taken from the environment."""
     config = {k: v for k, v in rgw_config(rgw, rgw_bucket).items() if k not in ("access_key_id", "secret_access_key")}
     path, info = local_media("envcredsmedia")
-    put_local(media_store, path, b"signed with env keys")
+    put_media(media_store, path, b"signed with env keys")
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", rgw.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", rgw.secret_key)

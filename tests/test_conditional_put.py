@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
+from servers.front_proxy import FrontProxy, running
+from servers.moto import MotoServer
 from synapse_objstore.io_loop import run
 from synapse_objstore.store import ObjectStore
-from tests.conftest import s3_client
-from tests.servers.front_proxy import FrontProxy, running
-from tests.servers.moto import MotoServer
-from tests.test_store_s3 import write
+from tests.support.files import write
+from tests.support.s3 import s3_client
 
 ANSWERS = {
     501: b"<Error><Code>NotImplemented</Code><Message>A header you provided implies functionality that is "

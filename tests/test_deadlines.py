@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
+from servers.moto import MotoServer
 from synapse_objstore.failures import FailureKind, classify
 from synapse_objstore.store import ObjectStoreError
-from tests.servers.moto import MotoServer
-from tests.synapse_harness import load_provider, local_media
-from tests.test_provider import put_local
+from synapse_objstore.testing.suite import put_media
+from synapse_objstore.testing.synapse_harness import load_provider, local_media
 
 DEADLINE = 2.0
 # The reactor's and the I/O loop's share, on a busy machine.
@@ -53,7 +53,7 @@ def test_an_upload_whose_body_the_store_stops_taking_fails_at_store_deadline(
     as long as the store stays silent."""
     provider = load_provider(reactor, media_store, silent_store_config(frozen_moto, store_deadline=DEADLINE))
     path, info = local_media("silentstore01")
-    put_local(media_store, path, os.urandom(12 * 1024 * 1024))  # one PUT: below multipart_threshold
+    put_media(media_store, path, os.urandom(12 * 1024 * 1024))  # one PUT: below multipart_threshold
     started = time.monotonic()
     with pytest.raises(ObjectStoreError, match=r"the store did not finish within store_deadline \(2 s"):
         in_reactor(provider.store_file, path, info, timeout=60)

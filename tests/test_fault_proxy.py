@@ -13,9 +13,9 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutError
 
+from servers.moto import MotoServer
 from synapse_objstore.testing.fault_proxy import FaultProxy, FaultProxyProcess, Faults
-from tests.conftest import s3_client
-from tests.servers.moto import MotoServer
+from tests.support.s3 import s3_client
 
 PLAIN = {"request_checksum_calculation": "when_required", "response_checksum_validation": "when_required"}
 

@@ -13,9 +13,10 @@ import pytest
 from synapse_objstore.config import ConfigError, parse_store_config
 from synapse_objstore.io_loop import run
 from synapse_objstore.store import ObjectStore, ObjectStoreError
-from tests.synapse_harness import RecordingConsumer, load_provider, local_media
-from tests.test_provider import put_local, stream, wait_for
-from tests.test_store_s3 import read_all, write
+from synapse_objstore.testing.consumers import RecordingConsumer
+from synapse_objstore.testing.suite import put_media, read_object
+from synapse_objstore.testing.synapse_harness import load_provider, local_media, start_streaming, wait_for
+from tests.support.files import write
 
 
 def test_store_on_a_directory(tmp_path: Path) -> None:
@@ -25,7 +26,7 @@ def test_store_on_a_directory(tmp_path: Path) -> None:
     run(store.put_file(write(tmp_path / "src", data), "remote_content/matrix.org/ab/cd/ef"))
 
     assert (target / "hs/remote_content/matrix.org/ab/cd/ef").read_bytes() == data
-    assert run(read_all(store, "remote_content/matrix.org/ab/cd/ef")) == data
+    assert run(read_object(store, "remote_content/matrix.org/ab/cd/ef")) == data
     info = run(store.info("remote_content/matrix.org/ab/cd/ef"))
     assert info is not None and info.size == len(data)
 
@@ -43,10 +44,10 @@ def test_provider_streams_from_a_directory(reactor: Any, in_reactor: Callable[..
     provider = load_provider(reactor, media_store, {"backend": "fsspec", "url": f"file://{tmp_path}/objects"})
     path, info = local_media("fsspecmedia01")
     data = os.urandom(1_500_000)
-    put_local(media_store, path, data)
+    put_media(media_store, path, data)
     in_reactor(provider.store_file, path, info)
     consumer = RecordingConsumer()
-    wait_for(in_reactor, stream(in_reactor, provider, path, info, consumer))
+    wait_for(in_reactor, start_streaming(in_reactor, provider, path, info, consumer))
     assert consumer.data == data
     assert in_reactor(provider.fetch, *local_media("notthereatall")) is None
 
@@ -59,10 +60,10 @@ def test_an_object_truncated_while_it_streams_fails_the_fetch(
     provider = load_provider(reactor, media_store, {"backend": "fsspec", "url": f"file://{tmp_path}/objects"})
     path, info = local_media("truncatedmedia")
     data = os.urandom(3_000_000)
-    put_local(media_store, path, data)
+    put_media(media_store, path, data)
     in_reactor(provider.store_file, path, info)
     consumer = RecordingConsumer(pause_on_first_write=True)
-    done = stream(in_reactor, provider, path, info, consumer)
+    done = start_streaming(in_reactor, provider, path, info, consumer)
     time.sleep(0.5)  # paused after the first piece
     os.truncate(tmp_path / "objects" / path, 1_000_000)
 

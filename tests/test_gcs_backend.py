@@ -9,7 +9,6 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -18,19 +17,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from servers.gcs_emulator import GcsEmulator
 from synapse_objstore.cli.verification import RemoteChecker, State
 from synapse_objstore.config import ConfigError, parse_store_config
 from synapse_objstore.io_loop import run
 from synapse_objstore.testing.suite import read_object
-from tests.servers.gcs_emulator import GcsEmulator
 
 KiB = 1024
-
-
-@pytest.fixture(scope="module")
-def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsEmulator]:
-    with GcsEmulator(tmp_path_factory.mktemp("gcs")) as server:
-        yield server
 
 
 @pytest.fixture

@@ -18,17 +18,16 @@ import yaml
 from prometheus_client import REGISTRY
 from synapse.config._base import ConfigError as SynapseConfigError
 
+from servers.ceph_rgw import CephRGW
+from servers.moto import MotoServer
+from servers.process import free_port, start_process, stop_process
+from servers.synapse import SynapseServer, provider_entry
 from synapse_objstore import health
 from synapse_objstore.cli.homeserver import Homeserver as HomeserverConfig
 from synapse_objstore.config import parse_store_config
 from synapse_objstore.owner_marker import OWNER_MARKER
-from tests.conftest import s3_client
-from tests.servers.ceph_rgw import CephRGW
-from tests.servers.moto import MotoServer
-from tests.servers.process import free_port, start_process, stop_process
-from tests.servers.synapse import SynapseServer, provider_entry
-from tests.synapse_harness import load_provider
-from tests.test_ceph_rgw import rgw_config
+from synapse_objstore.testing.synapse_harness import load_provider
+from tests.support.s3 import rgw_config, s3_client
 
 PROVIDER_LOGGER = "synapse_objstore.provider"
 # A failing check must be reported well within this, however the store fails.

@@ -18,17 +18,18 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
+from servers.moto import MotoServer
+from servers.process import free_port
 from synapse_objstore import metrics
 from synapse_objstore.failures import FailureKind
 from synapse_objstore.metrics import SERVER_NAME_LABEL
 from synapse_objstore.responder import ConsumerPausedTooLongError
 from synapse_objstore.store import ObjectStoreError
 from synapse_objstore.synapse_compat import ConsumerRequestedStopError
-from tests.conftest import s3_client
-from tests.servers.moto import MotoServer
-from tests.servers.process import free_port
-from tests.synapse_harness import RecordingConsumer, load_provider, local_media
-from tests.test_provider import put_local, s3_config, stream, wait_for
+from synapse_objstore.testing.consumers import RecordingConsumer
+from synapse_objstore.testing.suite import put_media
+from synapse_objstore.testing.synapse_harness import load_provider, local_media, start_streaming, wait_for
+from tests.support.s3 import s3_client, s3_config
 
 MiB = 1024 * 1024
 
@@ -77,7 +78,7 @@ def test_a_store_and_a_fetch_move_the_counters_by_their_sizes(
     assert series("synapse_objstore_stored_bytes_total") == 0  # the series exist from the start
 
     stored_path, stored_info = local_media("storedmetrics")
-    put_local(media_store, stored_path, os.urandom(70_000))
+    put_media(media_store, stored_path, os.urandom(70_000))
     started = time.perf_counter()
     in_reactor(provider.store_file, stored_path, stored_info)
     store_took = time.perf_counter() - started
@@ -92,7 +93,7 @@ def test_a_store_and_a_fetch_move_the_counters_by_their_sizes(
     s3_client(moto.endpoint_url).put_object(Bucket=bucket, Key=fetched_path, Body=data)
     consumer = RecordingConsumer()
     started = time.perf_counter()
-    wait_for(in_reactor, stream(in_reactor, provider, fetched_path, fetched_info, consumer))
+    wait_for(in_reactor, start_streaming(in_reactor, provider, fetched_path, fetched_info, consumer))
     fetch_took = time.perf_counter() - started
 
     assert consumer.data == data
@@ -131,11 +132,11 @@ def test_downloads_in_flight_counts_streams_until_they_end_however_they_end(
         client.put_object(Bucket=bucket, Key=paths[name][0], Body=os.urandom(4 * MiB))
 
     leaving, resuming, stalled = (RecordingConsumer(pause_on_first_write=True) for _ in range(3))
-    leaving_done = stream(in_reactor, provider, *paths["leavingclient"], leaving)
-    resuming_done = stream(in_reactor, provider, *paths["resumingclient"], resuming)
+    leaving_done = start_streaming(in_reactor, provider, *paths["leavingclient"], leaving)
+    resuming_done = start_streaming(in_reactor, provider, *paths["resumingclient"], resuming)
     time.sleep(0.5)  # all three paused after their first chunk
     assert series.in_flight() == 2
-    stalled_done = stream(in_reactor, provider, *paths["stalledclient"], stalled)
+    stalled_done = start_streaming(in_reactor, provider, *paths["stalledclient"], stalled)
     assert series.in_flight() == 3
 
     # A client that goes away.
@@ -188,7 +189,7 @@ def test_a_client_that_hangs_up_after_the_last_byte_counts_as_a_whole_download(
     consumer = HangingUpAtTheEnd(len(data))
 
     with pytest.raises(ConsumerRequestedStopError):
-        wait_for(in_reactor, stream(in_reactor, provider, path, info, consumer))
+        wait_for(in_reactor, start_streaming(in_reactor, provider, path, info, consumer))
 
     assert consumer.data == data
     assert series("synapse_objstore_fetched_objects_total") == 1
@@ -203,7 +204,7 @@ def test_a_store_that_is_down_counts_connection_errors_by_operation(
               "connect_timeout": 2, "check_on_startup": False}
     provider = load_provider(reactor, media_store, config, hostname=server_name)
     path, info = local_media("storeisdown01")
-    put_local(media_store, path, b"never stored")
+    put_media(media_store, path, b"never stored")
 
     with pytest.raises(ObjectStoreError):
         in_reactor(provider.store_file, path, info)
@@ -245,7 +246,7 @@ def test_a_stream_that_fails_midway_counts_a_stream_error_and_ends_in_flight(
     client = s3_client(moto.endpoint_url)
     client.put_object(Bucket=bucket, Key=path, Body=b"a" * (4 * MiB))
     consumer = RecordingConsumer(pause_on_first_write=True)
-    done = stream(in_reactor, provider, path, info, consumer)
+    done = start_streaming(in_reactor, provider, path, info, consumer)
     time.sleep(1.0)  # the paused stream let go of its connection
     client.put_object(Bucket=bucket, Key=path, Body=b"b" * (4 * MiB))  # its resumed read no longer matches
 
@@ -267,7 +268,7 @@ def test_two_homeservers_in_one_process_have_series_of_their_own(
     load_provider(reactor, media_store, s3_config(moto, bucket, check_on_startup=False),
                   hostname=second.labels[SERVER_NAME_LABEL])
     path, info = local_media("firstserver01")
-    put_local(media_store, path, b"x" * 1000)
+    put_media(media_store, path, b"x" * 1000)
 
     in_reactor(first_provider.store_file, path, info)
 

@@ -29,11 +29,12 @@ from synapse.media.storage_provider import FileStorageProviderBackend, StoragePr
 from synapse.util.module_loader import load_module
 from twisted.internet import defer
 
+from servers.moto import MotoServer
 from synapse_objstore.held_uploads import HeldFile, HeldUploads, UploadNotHeldError, open_held_file
+from synapse_objstore.testing.consumers import RecordingConsumer
 from synapse_objstore.testing.fault_proxy import FaultProxy, Faults
-from tests.conftest import s3_client
-from tests.servers.moto import MotoServer
-from tests.synapse_harness import MODULE, RecordingConsumer
+from synapse_objstore.testing.synapse_harness import MODULE
+from tests.support.s3 import s3_client
 
 if Version(version("matrix-synapse")) < Version("1.146"):
     pytest.skip("this Synapse has no enable_local_media_storage (added in 1.146)", allow_module_level=True)

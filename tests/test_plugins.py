@@ -12,8 +12,14 @@ import pytest
 
 from synapse_objstore.config import ConfigError, parse_store_config
 from synapse_objstore.io_loop import run
-from synapse_objstore.plugins import BackendRegistry, PluginError, collect_backends, default_registry, \
-    load_entry_point_plugins, make_plugin_manager
+from synapse_objstore.plugins import (
+    BackendRegistry,
+    PluginError,
+    collect_backends,
+    default_registry,
+    load_entry_point_plugins,
+    make_plugin_manager,
+)
 from synapse_objstore.store import ObjectStore
 
 MEMORY_BACKEND = '''

@@ -12,28 +12,19 @@ from typing import Any
 import pytest
 from synapse.config._base import ConfigError as SynapseConfigError
 from synapse.util.file_consumer import BackgroundFileConsumer
-from twisted.internet import defer
 
+from servers.moto import MotoServer
+from servers.process import free_port
 from synapse_objstore.backends.s3 import S3BodyStream
 from synapse_objstore.responder import CHUNK_SIZE, MAX_CHUNK_SIZE, ConsumerPausedTooLongError
 from synapse_objstore.store import ObjectStoreError
 from synapse_objstore.synapse_compat import ConsumerRequestedStopError
-from tests.conftest import s3_client
-from tests.servers.moto import MotoServer
-from tests.servers.process import free_port
-from tests.synapse_harness import RecordingConsumer, load_provider, local_media
+from synapse_objstore.testing.consumers import RecordingConsumer
+from synapse_objstore.testing.suite import put_media
+from synapse_objstore.testing.synapse_harness import load_provider, local_media, start_streaming, wait_for
+from tests.support.s3 import s3_client, s3_config
 
 MiB = 1024 * 1024
-
-
-def put_local(media_store: Path, path: str, data: bytes) -> None:
-    target = media_store / path
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(data)
-
-
-def s3_config(moto: MotoServer, bucket: str, **extra: Any) -> dict[str, Any]:
-    return {"bucket": bucket, "endpoint_url": moto.endpoint_url, **extra}
 
 
 def test_store_file_uploads_from_the_media_store(reactor: Any, in_reactor: Callable[..., Any], moto: MotoServer,
@@ -41,7 +32,7 @@ def test_store_file_uploads_from_the_media_store(reactor: Any, in_reactor: Calla
     provider = load_provider(reactor, media_store, s3_config(moto, bucket, prefix="hs1/"))
     path, info = local_media("abcdefghijkl")
     data = os.urandom(70_000)
-    put_local(media_store, path, data)
+    put_media(media_store, path, data)
 
     in_reactor(provider.store_file, path, info)
 
@@ -77,31 +68,6 @@ def test_missing_object_fetches_as_none(reactor: Any, in_reactor: Callable[..., 
     assert in_reactor(provider.fetch, path, info) is None
 
 
-def stream(in_reactor: Callable[..., Any], provider: Any, path: str, info: Any, consumer: RecordingConsumer,
-           timeout: float = 30) -> Any:
-    """Fetch and start streaming into `consumer`; the Deferred that fires when it is done."""
-    started: dict[str, Any] = {}
-
-    async def start() -> None:
-        responder = await provider.fetch(path, info)
-        assert responder is not None
-        started["responder"] = responder
-        responder.__enter__()
-        started["done"] = defer.ensureDeferred(responder.write_to_consumer(consumer))
-
-    in_reactor(start)
-    return started["done"]
-
-
-def wait_for(in_reactor: Callable[..., Any], deferred: Any, timeout: float = 30) -> Any:
-    from twisted.internet import reactor
-
-    def waiting() -> Any:
-        return deferred.addTimeout(timeout, reactor)
-
-    return in_reactor(waiting)
-
-
 def test_pause_stops_reading_and_resume_finishes(reactor: Any, in_reactor: Callable[..., Any], moto: MotoServer,
                                                  bucket: str, media_store: Path) -> None:
     provider = load_provider(reactor, media_store, s3_config(moto, bucket))
@@ -110,7 +76,7 @@ def test_pause_stops_reading_and_resume_finishes(reactor: Any, in_reactor: Calla
     s3_client(moto.endpoint_url).put_object(Bucket=bucket, Key=path, Body=data)
     consumer = RecordingConsumer(pause_on_first_write=True)
 
-    done = stream(in_reactor, provider, path, info, consumer)
+    done = start_streaming(in_reactor, provider, path, info, consumer)
     time.sleep(1.0)  # a paused client: nothing more may arrive
     # A chunk already on its way when the pause came waits for the resume: nothing after it.
     chunks, after_pause = in_reactor(lambda: (len(consumer.chunks), consumer.bytes_after_pause))
@@ -140,7 +106,7 @@ def stream_to_late_pauser(in_reactor: Callable[..., Any], provider: Any, moto: M
     data = os.urandom(CHUNK_SIZE + 1000)  # two chunks; the second reaches the consumer paused
     s3_client(moto.endpoint_url).put_object(Bucket=bucket, Key=path, Body=data)
     consumer = PausingLate(pause_on_first_write=True)
-    return consumer, stream(in_reactor, provider, path, info, consumer), data
+    return consumer, start_streaming(in_reactor, provider, path, info, consumer), data
 
 
 def test_a_chunk_that_reaches_a_paused_client_waits_for_the_resume(
@@ -183,7 +149,7 @@ def test_a_client_paused_longer_than_the_read_timeout_still_gets_every_byte(
     s3_client(moto.endpoint_url).put_object(Bucket=bucket, Key=path, Body=data)
     consumer = RecordingConsumer(pause_on_first_write=True)
 
-    done = stream(in_reactor, provider, path, info, consumer)
+    done = start_streaming(in_reactor, provider, path, info, consumer)
     time.sleep(3.0)  # three read timeouts, short of the connection's release after 5 s
     assert not done.called
     in_reactor(consumer.resume)
@@ -233,7 +199,7 @@ def test_chunks_grow_while_the_client_keeps_up_and_start_small_after_a_pause(
     reads_at_pause: list[int] = []
     consumer = PausingOnceAt(12 * MiB, on_pause=lambda: reads_at_pause.append(len(asked)))
 
-    done = stream(in_reactor, provider, path, info, consumer)
+    done = start_streaming(in_reactor, provider, path, info, consumer)
     time.sleep(1.0)
     written, read_ahead = in_reactor(lambda: (consumer.received, pulled[0] - consumer.received))
     assert written >= 12 * MiB and not done.called
@@ -258,13 +224,13 @@ def test_client_going_away_stops_the_stream_and_frees_the_connection(
     client.put_object(Bucket=bucket, Key=small_path, Body=b"next")
 
     leaving = RecordingConsumer(stop_on_first_write=True)
-    done = stream(in_reactor, provider, big_path, big_info, leaving)
+    done = start_streaming(in_reactor, provider, big_path, big_info, leaving)
     with pytest.raises(ConsumerRequestedStopError):
         wait_for(in_reactor, done)
     assert len(leaving.chunks) == 1 and leaving.producer is None
 
     staying = RecordingConsumer()
-    wait_for(in_reactor, stream(in_reactor, provider, small_path, small_info, staying), timeout=20)
+    wait_for(in_reactor, start_streaming(in_reactor, provider, small_path, small_info, staying), timeout=20)
     assert staying.data == b"next"
 
 
@@ -291,7 +257,7 @@ def test_background_uploads_arrive(reactor: Any, in_reactor: Callable[..., Any],
                                    media_store: Path) -> None:
     provider = load_provider(reactor, media_store, s3_config(moto, bucket), store_synchronous=False)
     path, info = local_media("backgroundupl")
-    put_local(media_store, path, b"later")
+    put_media(media_store, path, b"later")
     in_reactor(provider.store_file, path, info)
 
     client = s3_client(moto.endpoint_url)
@@ -339,11 +305,11 @@ def test_fetch_and_store_in_one_logcontext_free_flow(reactor: Any, in_reactor: C
     provider = load_provider(reactor, media_store, s3_config(moto, bucket, prefix="x/"))
     path, info = local_media("roundtripmedia")
     data = os.urandom(1 * MiB)
-    put_local(media_store, path, data)
+    put_media(media_store, path, data)
     in_reactor(provider.store_file, path, info)
     (media_store / path).unlink()
     consumer = RecordingConsumer()
-    wait_for(in_reactor, stream(in_reactor, provider, path, info, consumer))
+    wait_for(in_reactor, start_streaming(in_reactor, provider, path, info, consumer))
     assert io.BytesIO(consumer.data).getvalue() == data
 
 
@@ -363,11 +329,11 @@ def test_a_long_paused_client_gives_back_its_connection_and_still_gets_every_byt
     client.put_object(Bucket=bucket, Key=other_path, Body=b"other")
 
     slow = RecordingConsumer(pause_on_first_write=True)
-    slow_done = stream(in_reactor, provider, slow_path, slow_info, slow)
+    slow_done = start_streaming(in_reactor, provider, slow_path, slow_info, slow)
     time.sleep(1.0)
     # The only pooled connection is free again: another client is served meanwhile.
     other = RecordingConsumer()
-    wait_for(in_reactor, stream(in_reactor, provider, other_path, other_info, other), timeout=20)
+    wait_for(in_reactor, start_streaming(in_reactor, provider, other_path, other_info, other), timeout=20)
     assert other.data == b"other"
 
     in_reactor(slow.resume)
@@ -388,7 +354,7 @@ def test_an_object_replaced_while_its_reader_was_paused_is_not_spliced(
     client.put_object(Bucket=bucket, Key=path, Body=b"a" * (4 * MiB))
 
     consumer = RecordingConsumer(pause_on_first_write=True)
-    done = stream(in_reactor, provider, path, info, consumer)
+    done = start_streaming(in_reactor, provider, path, info, consumer)
     time.sleep(1.0)
     client.put_object(Bucket=bucket, Key=path, Body=b"b" * (4 * MiB))
     in_reactor(consumer.resume)

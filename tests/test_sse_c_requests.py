@@ -16,11 +16,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from servers.moto import MotoServer
 from synapse_objstore.config import parse_store_config
 from synapse_objstore.io_loop import run
 from synapse_objstore.store import ObjectStore
-from tests.servers.moto import MotoServer
-from tests.test_store_s3 import read_all, write
+from synapse_objstore.testing.suite import read_object
+from tests.support.files import write
 
 MiB = 1024 * 1024
 SSE_KEY = "0123456789abcdef0123456789ABCDEF"
@@ -68,8 +69,8 @@ def test_every_data_request_carries_the_sse_c_key(recorded: tuple[ObjectStore, l
     run(store.put_file(write(tmp_path / "small", small), "local_content/sm/al/l"))
     run(store.put_file(write(tmp_path / "big", big), "local_content/bi/gg/big"))
     assert run(store.info("local_content/bi/gg/big")) is not None
-    assert run(read_all(store, "local_content/sm/al/l")) == small
-    assert run(read_all(store, "local_content/bi/gg/big")) == big
+    assert run(read_object(store, "local_content/sm/al/l")) == small
+    assert run(read_object(store, "local_content/bi/gg/big")) == big
 
     kinds = [kind for kind, _ in sent]
     assert kinds.count("UploadPart") == 3 and "CreateMultipartUpload" in kinds
@@ -110,7 +111,7 @@ def test_secrets_never_reach_the_logs(recorded: tuple[ObjectStore, list[Any]], t
     root.setLevel(logging.DEBUG)
     try:
         run(store.put_file(write(tmp_path / "f", b"payload"), "local_content/lo/gg/ed"))
-        assert run(read_all(store, "local_content/lo/gg/ed")) == b"payload"
+        assert run(read_object(store, "local_content/lo/gg/ed")) == b"payload"
         run(store.put_file(write(tmp_path / "big", os.urandom(6 * MiB)), "local_content/lo/gg/big"))
     finally:
         root.removeHandler(handler)

@@ -9,29 +9,20 @@ from typing import Any
 
 import pytest
 
+from servers.moto import MotoServer
+from servers.process import free_port
 from synapse_objstore.config import parse_store_config
 from synapse_objstore.io_loop import run
 from synapse_objstore.store import MediaPathError, ObjectStore, ObjectStoreError
 from synapse_objstore.testing.suite import read_object
-from tests.conftest import s3_client
-from tests.servers.moto import MotoServer
-from tests.servers.process import free_port
+from tests.support.files import write
+from tests.support.s3 import s3_client
 
 MiB = 1024 * 1024
 
 
 def make_store(endpoint_url: str, bucket: str, **extra: Any) -> ObjectStore:
     return ObjectStore(parse_store_config({"bucket": bucket, "endpoint_url": endpoint_url, **extra}))
-
-
-async def read_all(store: ObjectStore, media_path: str, chunk: int = 64 * 1024) -> bytes | None:
-    return await read_object(store, media_path, chunk)
-
-
-def write(path: Path, data: bytes) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return str(path)
 
 
 def test_keys_are_prefix_plus_media_path_like_synapse_s3_storage_provider(moto: MotoServer, bucket: str, tmp_path: Path) -> None:
@@ -50,7 +41,7 @@ def test_put_read_info_delete_roundtrip(moto: MotoServer, bucket: str, tmp_path:
     data = os.urandom(300_000)
     run(store.put_file(write(tmp_path / "a", data), "remote_content/example.org/ab/cd/ef"))
 
-    assert run(read_all(store, "remote_content/example.org/ab/cd/ef")) == data
+    assert run(read_object(store, "remote_content/example.org/ab/cd/ef")) == data
     info = run(store.info("remote_content/example.org/ab/cd/ef"))
     assert info is not None and info.size == len(data)
     assert info.etag == hashlib.md5(data).hexdigest()
@@ -99,7 +90,7 @@ def test_storage_class_is_set_on_single_and_multipart_uploads(moto: MotoServer, 
         assert client.head_object(Bucket=bucket, Key=key)["StorageClass"] == "STANDARD_IA"
     # 12 MiB in 5 MiB parts: a three-part multipart upload, read back intact.
     assert client.head_object(Bucket=bucket, Key="local_content/bi/gg/big")["ETag"].strip('"').endswith("-3")
-    assert run(read_all(store, "local_content/bi/gg/big")) == big
+    assert run(read_object(store, "local_content/bi/gg/big")) == big
 
 
 def test_failed_multipart_upload_is_aborted_not_left_behind(moto: MotoServer, bucket: str, tmp_path: Path) -> None:

@@ -519,7 +519,7 @@ def put_media(media_store: Path, media_path: str, data: bytes) -> None:
     target.write_bytes(data)
 
 
-async def read_object(store: ObjectStore, media_path: str, read_size: int) -> bytes | None:
+async def read_object(store: ObjectStore, media_path: str, read_size: int = 64 * 1024) -> bytes | None:
     """The whole content of an object, read as a stream; None if it does not exist."""
     stream = await store.open_read(media_path)
     if stream is None:

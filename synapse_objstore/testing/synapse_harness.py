@@ -57,6 +57,6 @@ def start_streaming(
     return done
 
 
-def wait_for(in_reactor: Callable[..., Any], deferred: defer.Deferred[Any], timeout: float) -> Any:
+def wait_for(in_reactor: Callable[..., Any], deferred: defer.Deferred[Any], timeout: float = 30.0) -> Any:
     """The result of a Deferred from `start_streaming`, or TimeoutError after `timeout` seconds."""
     return in_reactor(lambda: deferred, timeout=timeout)

@@ -9,12 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from servers.moto import MotoServer
+from servers.synapse_media import SynapseMedia
 from synapse_objstore.cli.durations import parse_duration
-from tests.cli.conftest import Dataset, Offload, store_block
-from tests.cli.synapse_media import SynapseMedia
-from tests.cli.test_offload_flow import bucket_objects
-from tests.conftest import s3_client
-from tests.servers.moto import MotoServer
+from tests.support.offload import Dataset, Offload, store_block
+from tests.support.s3 import bucket_objects, s3_client
 
 pytestmark = pytest.mark.parametrize("engine", ["sqlite"])
 

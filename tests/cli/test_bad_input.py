@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
+from servers.moto import MotoServer
+from servers.synapse_media import DAY_MS, SynapseMedia
 from synapse_objstore.cli.localfs import remove_media_file
-from tests.cli.conftest import Dataset, Offload
-from tests.cli.synapse_media import DAY_MS, SynapseMedia
-from tests.cli.test_offload_flow import bucket_objects, cache_rows
-from tests.servers.moto import MotoServer
+from tests.support.offload import Dataset, Offload, cache_rows
+from tests.support.s3 import bucket_objects
 
 LONG_ID = "Ab" * 150  # 300 characters: no file system takes a name that long
 

@@ -11,29 +11,17 @@ from typing import Any
 import pytest
 import yaml
 
+from servers.azurite import Azurite
+from servers.gcs_emulator import GcsEmulator
+from servers.synapse_media import SynapseMedia
 from synapse_objstore.cli.ownership import OWNER_MARKER
 from synapse_objstore.config import parse_store_config
 from synapse_objstore.io_loop import run
 from synapse_objstore.store import ObjectStore
 from synapse_objstore.testing.suite import list_objects, read_object
-from tests.cli.conftest import Dataset, Offload
-from tests.cli.synapse_media import SynapseMedia
-from tests.servers.azurite import Azurite
-from tests.servers.gcs_emulator import GcsEmulator
+from tests.support.offload import Dataset, Offload
 
 pytestmark = pytest.mark.parametrize("engine", ["sqlite"])
-
-
-@pytest.fixture(scope="module")
-def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsEmulator]:
-    with GcsEmulator(tmp_path_factory.mktemp("gcs")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
-    with Azurite(tmp_path_factory.mktemp("azurite")) as server:
-        yield server
 
 
 @pytest.fixture(params=["gcs", "azure"])

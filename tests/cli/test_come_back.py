@@ -10,11 +10,10 @@ from typing import Any
 
 import pytest
 
-from tests.cli.conftest import Dataset, Offload
-from tests.cli.synapse_media import SynapseMedia
-from tests.cli.test_offload_flow import bucket_objects, cache_rows
-from tests.conftest import s3_client
-from tests.servers.moto import MotoServer
+from servers.moto import MotoServer
+from servers.synapse_media import SynapseMedia
+from tests.support.offload import Dataset, Offload, cache_rows
+from tests.support.s3 import bucket_objects, s3_client
 
 ORIGINAL = "local_content/Ab/Cd/EfGhIjKlMnOp"
 NEW_THUMBNAIL = "local_thumbnails/Ab/Cd/EfGhIjKlMnOp/96-96-image-png-scale"

@@ -13,35 +13,12 @@ import pytest
 import yaml
 from synapse.media.filepath import MediaFilePaths
 
+from servers.moto import MotoServer
+from servers.synapse_media import SynapseMedia
 from synapse_objstore import media as layout
 from synapse_objstore.cli.ownership import OWNER_MARKER
-from tests.cli.conftest import Dataset, Offload
-from tests.cli.synapse_media import SynapseMedia
-from tests.cli.test_offload_flow import bucket_objects
-from tests.conftest import s3_client
-from tests.servers.moto import MotoServer
-
-# Verbatim from synapse-s3-storage-provider 1.7.0's scripts/s3_media_upload.
-OLD_SCHEMA = """
-    CREATE TABLE IF NOT EXISTS media (
-        origin TEXT NOT NULL,  -- empty string if local media
-        media_id TEXT NOT NULL,
-        filesystem_id TEXT NOT NULL,
-        -- Type is "local" or "remote"
-        type TEXT NOT NULL,
-        -- indicates whether the media and all its thumbnails have been deleted from the
-        -- local cache
-        known_deleted BOOLEAN NOT NULL
-    );
-
-    CREATE UNIQUE INDEX IF NOT EXISTS media_id_idx ON media(origin, media_id);
-    CREATE INDEX IF NOT EXISTS deleted_idx ON media(known_deleted);
-"""
-
-
-def schema_of(path: Path) -> list[tuple[str, str]]:
-    with sqlite3.connect(path) as conn:
-        return sorted(conn.execute("SELECT name, sql FROM sqlite_master WHERE tbl_name = 'media'"))
+from tests.support.offload import OLD_SCHEMA, Dataset, Offload, schema_of
+from tests.support.s3 import bucket_objects, s3_client
 
 
 def test_paths_are_synapses_own(tmp_path: Path) -> None:

@@ -14,46 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from servers.moto import MotoServer
+from servers.synapse_media import SynapseMedia, Thumb
 from synapse_objstore.testing.fault_proxy import FaultProxy, Faults
-from tests.cli.conftest import MiB, Offload
-from tests.cli.synapse_media import SynapseMedia, Thumb
-from tests.conftest import s3_client
-from tests.servers.moto import MotoServer
+from tests.support.offload import MiB, Offload, assert_nothing_lost, recorded_paths
+from tests.support.s3 import s3_client
 
 MEDIA = 70
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def recorded_paths(cache: Path) -> set[str]:
-    """Files whose verification is committed in cache.db (retrying while the run holds the lock).
-    Not read-only: a run killed in the middle of a commit leaves a hot journal, which only a
-    connection that may write rolls back (as the next run does); a read-only one fails."""
-    error = None
-    for _ in range(100):
-        try:
-            with sqlite3.connect(cache, timeout=0.1) as conn:
-                return {path for (path,) in conn.execute("SELECT path FROM objstore_files")}
-        except sqlite3.OperationalError as failure:
-            error = failure
-            time.sleep(0.02)
-    raise AssertionError(f"cache.db stayed locked: {error}")
-
-
-def assert_nothing_lost(synapse: SynapseMedia, moto: MotoServer, bucket: str, cache: Path) -> int:
-    """Every file is on disk intact, or deleted only after its verified copy was recorded and
-    that copy is in the bucket intact. Returns how many files were deleted so far."""
-    client = s3_client(moto.endpoint_url)
-    recorded = recorded_paths(cache)
-    deleted = 0
-    for path, data in synapse.files.items():
-        local = synapse.media_store / path
-        if local.exists():
-            assert local.read_bytes() == data, f"{path} was changed on disk"
-            continue
-        deleted += 1
-        assert path in recorded, f"{path} was deleted without a recorded verification"
-        assert client.get_object(Bucket=bucket, Key=f"media/{path}")["Body"].read() == data, f"{path} lost"
-    return deleted
 
 
 @pytest.mark.parametrize("engine", ["sqlite"])

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 import yaml
 
+from servers.moto import MotoServer
+from servers.synapse_media import SynapseMedia
 from synapse_objstore.cli.checksums import LocalDigest
 from synapse_objstore.cli.verification import RemoteChecker
-from tests.cli.conftest import Dataset, Offload
-from tests.cli.synapse_media import SynapseMedia
-from tests.cli.test_offload_flow import bucket_objects
-from tests.servers.moto import MotoServer
+from tests.support.offload import Dataset, Offload
+from tests.support.s3 import bucket_objects
 
 pytestmark = pytest.mark.parametrize("engine", ["sqlite"])
 

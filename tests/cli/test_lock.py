@@ -15,12 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import Dataset
-from tests.cli.synapse_media import SynapseMedia
+from servers.synapse_media import SynapseMedia
+from tests.support.offload import MAIN, Dataset
 
 REPO = Path(__file__).resolve().parents[2]
 # This checkout's objstore-offload, whatever the installed one is.
-MAIN = "import sys; from synapse_objstore.cli.main import cli; sys.exit(cli(prog_name='objstore-offload'))"
 CLI = [sys.executable, "-c", MAIN, "--no-progress"]
 
 pytestmark = pytest.mark.parametrize("engine", ["postgres"])

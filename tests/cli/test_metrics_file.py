@@ -16,11 +16,10 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from servers.moto import MotoServer
+from servers.synapse_media import SynapseMedia
 from synapse_objstore.cli.lock import CacheDbLock
-from tests.cli.conftest import Dataset, Offload, store_block
-from tests.cli.synapse_media import SynapseMedia
-from tests.cli.test_shards import MAIN, REPO
-from tests.servers.moto import MotoServer
+from tests.support.offload import MAIN, REPO, Dataset, Offload, store_block
 
 pytestmark = pytest.mark.parametrize("engine", ["sqlite"])
 

@@ -3,27 +3,12 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
-from synapse_objstore.cli.ownership import OWNER_MARKER
-from tests.cli.conftest import Dataset, Offload
-from tests.cli.synapse_media import SynapseMedia
-from tests.conftest import s3_client
-from tests.servers.moto import MotoServer
-
-
-def bucket_objects(moto: MotoServer, bucket: str) -> dict[str, bytes]:
-    """The bucket's objects but the owner marker (`upload` and `reconcile` record the homeserver there)."""
-    client = s3_client(moto.endpoint_url)
-    listed = client.list_objects_v2(Bucket=bucket).get("Contents", [])
-    return {o["Key"]: client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listed
-            if not o["Key"].endswith(OWNER_MARKER)}
-
-
-def cache_rows(workdir: Path) -> dict[tuple[str, str], int]:
-    with sqlite3.connect(workdir / "cache.db") as conn:
-        return {(o, m): d for o, m, d in conn.execute("SELECT origin, media_id, known_deleted FROM media")}
+from servers.moto import MotoServer
+from servers.synapse_media import SynapseMedia
+from tests.support.offload import Dataset, Offload, cache_rows
+from tests.support.s3 import bucket_objects, s3_client
 
 
 def test_offload_verify_restore_from_homeserver_config(

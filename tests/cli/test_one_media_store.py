@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.cli.conftest import Dataset, Offload
-from tests.cli.synapse_media import SynapseMedia
+from servers.synapse_media import SynapseMedia
+from tests.support.offload import Dataset, Offload
 
 
 def test_a_cache_db_of_another_media_store_is_refused(offload: Offload, homeserver_yaml: Path,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -15,43 +14,15 @@ from typing import Any
 import pytest
 import yaml
 
+from servers.moto import MotoServer
+from servers.synapse_media import SynapseMedia, Thumb
 from synapse_objstore.cli.ownership import OWNER_MARKER
-from tests.cli.conftest import Dataset, Offload
-from tests.cli.synapse_media import SynapseMedia, Thumb
-from tests.cli.test_offload_flow import bucket_objects
-from tests.conftest import s3_client
-from tests.servers.moto import MotoServer
+from tests.support.offload import ANY_SHARE, PREFIX, Dataset, Offload, delete_from_synapse, listed_actions
+from tests.support.s3 import bucket_objects, put_objects, s3_client
 
-PREFIX = "media/"
 DELETED_LOCAL = "AbCdEfGhIjKlMnOp"
 DELETED_REMOTE = ("matrix.org", "remoteMediaId1", "FsIdRemoteOne123")
-# The tests' buckets are small: a few deleted media are a large share of them.
-ANY_SHARE = ("--max-delete-share", "100")
 UNKNOWN = ["notes/readme.txt", "local_content/ab/cd", "local_thumbnails/Ab/Cd/EfGhIjKlMnOp"]
-
-
-def put_objects(moto: MotoServer, bucket: str, objects: dict[str, bytes]) -> None:
-    client = s3_client(moto.endpoint_url)
-    for key, data in objects.items():
-        client.put_object(Bucket=bucket, Key=key, Body=data)
-
-
-def delete_from_synapse(synapse: SynapseMedia, local: list[str], remote: list[tuple[str, str]]) -> None:
-    """What Synapse's admin API and purge jobs do to the database (the files are offloaded already)."""
-    cursor = synapse.conn.cursor()
-    for table in ("local_media_repository", "local_media_repository_thumbnails"):
-        for media_id in local:
-            cursor.execute(synapse._sql(f"DELETE FROM {table} WHERE media_id = %s"), (media_id,))
-    for table in ("remote_media_cache", "remote_media_cache_thumbnails"):
-        for origin, media_id in remote:
-            cursor.execute(synapse._sql(f"DELETE FROM {table} WHERE media_origin = %s AND media_id = %s"),
-                           (origin, media_id))
-    synapse.conn.commit()
-
-
-def listed_actions(output: str, action: str) -> set[str]:
-    """Media paths of the `would delete PATH (SIZE)` (or `deleted ...`) lines."""
-    return set(re.findall(rf"^{action} (\S+) \(", output, re.MULTILINE))
 
 
 def cache_media(workdir: Path) -> set[tuple[str, str]]:

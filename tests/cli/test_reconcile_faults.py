@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from servers.moto import MotoServer
+from servers.synapse_media import SynapseMedia
 from synapse_objstore.owner_marker import OWNER_MARKER
 from synapse_objstore.testing.fault_proxy import FaultProxy
-from tests.cli.conftest import Dataset, Offload, store_block
-from tests.cli.synapse_media import SynapseMedia
-from tests.conftest import s3_client
-from tests.servers.moto import MotoServer
+from tests.support.offload import Dataset, Offload, store_block
+from tests.support.s3 import s3_client
 
 pytestmark = pytest.mark.parametrize("engine", ["sqlite"])
 DOOMED = "AbCdEfGhIjKlMnOp"

@@ -18,12 +18,12 @@ import psycopg2
 import pytest
 import yaml
 
+from servers.moto import MotoServer
+from servers.postgres import temporary_database
+from servers.synapse_media import SynapseMedia, sqlite_connect
 from synapse_objstore.cli.ownership import OWNER_MARKER
-from tests.cli.conftest import Dataset, Offload, store_block
-from tests.cli.synapse_media import SynapseMedia, sqlite_connect
-from tests.conftest import s3_client
-from tests.servers.moto import MotoServer
-from tests.servers.postgres import temporary_database
+from tests.support.offload import Dataset, Offload, store_block
+from tests.support.s3 import s3_client
 
 PREFIX = "media/"
 MARKER_KEY = PREFIX + OWNER_MARKER

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from servers.moto import MotoServer
+from servers.synapse_media import SynapseMedia
 from synapse_objstore.owner_marker import OWNER_MARKER
-from tests.cli.conftest import Dataset, Offload
-from tests.cli.synapse_media import SynapseMedia
-from tests.servers.moto import MotoServer
+from tests.support.offload import Dataset, Offload
 
 pytestmark = pytest.mark.parametrize("engine", ["sqlite"])
 REQUEST = re.compile(r'"(?:\x1b\[\d+m)?(?P<method>[A-Z]+) /(?P<bucket>[^/? ]+)(?P<rest>[^ ]*) HTTP/1.1(?:\x1b\[0m)?" (?P<status>\d+)')

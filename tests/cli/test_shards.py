@@ -16,22 +16,27 @@ from typing import Any
 
 import pytest
 
+from servers.moto import MotoServer
+from servers.synapse_media import SynapseMedia
 from synapse_objstore.cli.ownership import OWNER_MARKER
 from synapse_objstore.cli.shard import Shard
 from synapse_objstore.io_loop import run
 from synapse_objstore.media import parse_media_path
 from synapse_objstore.owner_marker import HomeserverIdentity, OwnerRecord, read_owner, record_owner
 from synapse_objstore.store import ObjectStore
-from tests.cli.conftest import Dataset, Offload, store_block
-from tests.cli.synapse_media import SynapseMedia
-from tests.cli.test_offload_flow import bucket_objects
-from tests.cli.test_reconcile import ANY_SHARE, PREFIX, delete_from_synapse, listed_actions, put_objects
-from tests.conftest import s3_client
-from tests.servers.moto import MotoServer
+from tests.support.offload import (
+    ANY_SHARE,
+    MAIN,
+    PREFIX,
+    REPO,
+    Dataset,
+    Offload,
+    delete_from_synapse,
+    listed_actions,
+    store_block,
+)
+from tests.support.s3 import bucket_objects, put_objects, s3_client
 
-REPO = Path(__file__).resolve().parents[2]
-# This checkout's objstore-offload, whatever the installed one is.
-MAIN = "import sys; from synapse_objstore.cli.main import cli; sys.exit(cli(prog_name='objstore-offload'))"
 RUN_TIMEOUT = 300
 
 

@@ -15,11 +15,10 @@ import botocore.exceptions
 import pytest
 import yaml
 
-from tests.cli.conftest import Dataset, Offload
-from tests.cli.synapse_media import SynapseMedia
-from tests.servers.ceph_rgw import CephRGW
-from tests.conftest import rgw_client
-from tests.test_ceph_rgw import OTHER_KEY, SSE_KEY
+from servers.ceph_rgw import CephRGW
+from servers.synapse_media import SynapseMedia
+from tests.support.offload import Dataset, Offload
+from tests.support.s3 import OTHER_KEY, SSE_KEY, rgw_client
 
 pytestmark = [pytest.mark.ceph, pytest.mark.parametrize("engine", ["sqlite"])]
 MULTIPART = "local_content/Zy/Xw/VuTsRqPoNmLk"  # the dataset's 11 MiB original: three 5 MiB parts

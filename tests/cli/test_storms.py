@@ -27,14 +27,13 @@ import pytest
 import yaml
 from botocore.config import Config
 
+from servers.moto import MotoServer
+from servers.synapse_media import SynapseMedia, Thumb
 from synapse_objstore.cli.main import Context
 from synapse_objstore.config import parse_store_config
 from synapse_objstore.testing.fault_proxy import FaultProxy, Faults
-from tests.cli.conftest import Dataset, Offload
-from tests.cli.synapse_media import SynapseMedia, Thumb
-from tests.cli.test_crash_safety import assert_nothing_lost
-from tests.conftest import s3_client
-from tests.servers.moto import MotoServer
+from tests.support.offload import Dataset, Offload, assert_nothing_lost
+from tests.support.s3 import s3_client
 
 # With this seed, the storm's faults hit some object more times in a row than the provider's
 # two retries ride out: without the batch policy and the second try, the run leaves a file.

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import yaml
 
-from tests.cli.conftest import Dataset, Offload
-from tests.cli.synapse_media import SynapseMedia
-from tests.cli.test_offload_flow import bucket_objects
-from tests.servers.moto import MotoServer
+from servers.moto import MotoServer
+from servers.synapse_media import SynapseMedia
+from tests.support.offload import Dataset, Offload
+from tests.support.s3 import bucket_objects
 
 
 def test_media_left_on_disk_after_turning_local_storage_off_are_offloaded(

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from servers.synapse_media import SynapseMedia
 from synapse_objstore.cli.homeserver import Homeserver
 from synapse_objstore.cli.synapse_db import SynapseDb, SynapseDbError
-from tests.cli.conftest import Dataset
-from tests.cli.synapse_media import SynapseMedia
+from tests.support.offload import Dataset
 
 
 @pytest.mark.parametrize("engine", ["postgres"])

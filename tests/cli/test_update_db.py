@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from servers.synapse_media import SynapseMedia
 from synapse_objstore.cli.cache_db import CacheDb
 from synapse_objstore.media import MediaType
-from tests.cli.conftest import Dataset, Offload
-from tests.cli.synapse_media import SynapseMedia
-from tests.cli.test_compat import OLD_SCHEMA, schema_of
+from tests.support.offload import OLD_SCHEMA, Dataset, Offload, schema_of
 
 OLD_MEDIA = {("", "AbCdEfGhIjKlMnOp"), ("", "ZyXwVuTsRqPoNmLk"), ("", "emptyMediaFile00"),
              ("matrix.org", "remoteMediaId1"), ("example.com:8448", "remoteMediaId2")}

@@ -4,19 +4,12 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from servers.azurite import Azurite
 from synapse_objstore.testing import BackendConformance, closed_port
-from tests.servers.azurite import Azurite
-
-
-@pytest.fixture(scope="module")
-def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
-    with Azurite(tmp_path_factory.mktemp("azurite")) as server:
-        yield server
 
 
 class TestAzureOnAzurite(BackendConformance):

@@ -16,12 +16,10 @@ from typing import Any
 import pytest
 import yaml
 
+from servers.synapse_media import SynapseMedia
 from synapse_objstore.plugins import default_registry
 from synapse_objstore.testing import BackendConformance
-from tests.cli.conftest import (  # noqa: F401 (fixtures)
-    Dataset, Offload, dataset, engine, homeserver_yaml, offload, synapse, workdir,
-)
-from tests.cli.synapse_media import SynapseMedia
+from tests.support.offload import Dataset, Offload
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "objstore-localdisk"
 

@@ -4,20 +4,12 @@ credentials, so the refused-credentials tests skip)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import pytest
 
+from servers.gcs_emulator import GcsEmulator
 from synapse_objstore.testing import BackendConformance, closed_port
-from tests.servers.gcs_emulator import GcsEmulator
-
-
-@pytest.fixture(scope="module")
-def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsEmulator]:
-    with GcsEmulator(tmp_path_factory.mktemp("gcs")) as server:
-        yield server
-
 
 MiB = 1024 * 1024
 

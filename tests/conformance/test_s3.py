@@ -6,8 +6,8 @@ from typing import Any, ClassVar
 
 import pytest
 
+from servers.moto import MotoServer
 from synapse_objstore.testing import BackendConformance, closed_port
-from tests.servers.moto import MotoServer
 
 MiB = 1024 * 1024
 

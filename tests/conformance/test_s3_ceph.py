@@ -8,9 +8,9 @@ from typing import Any, ClassVar
 
 import pytest
 
+from servers.ceph_rgw import CephRGW
 from synapse_objstore.testing import BackendConformance, closed_port
-from tests.servers.ceph_rgw import CephRGW
-from tests.test_ceph_rgw import SSE_KEY
+from tests.support.s3 import SSE_KEY
 
 pytestmark = pytest.mark.ceph
 

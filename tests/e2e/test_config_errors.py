@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import provider_config
-from tests.servers.moto import MotoServer
-from tests.servers.synapse import SynapseServer, provider_entry
+from servers.moto import MotoServer
+from servers.synapse import SynapseServer, provider_entry
+from tests.support.homeserver import provider_config
 
 pytestmark = pytest.mark.e2e
 

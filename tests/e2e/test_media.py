@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from demo.matrix_client import Mxc
-from demo.media import image_size
-from tests.e2e.conftest import PREFIX, STORAGE_CLASS, Homeserver
-from tests.servers.synapse import local_thumbnails_dir
+from servers.matrix_client import Mxc
+from servers.media import image_size
+from servers.synapse import local_thumbnails_dir
+from tests.support.homeserver import PREFIX, STORAGE_CLASS, Homeserver
 
 pytestmark = pytest.mark.e2e
 

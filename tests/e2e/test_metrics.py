@@ -4,82 +4,23 @@ shows our series, labelled with the backend and the homeserver, with the right v
 
 from __future__ import annotations
 
-import http.client
 import os
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
-from demo.matrix_client import MatrixClient
+from servers.matrix_client import MatrixClient
+from servers.moto import MotoServer
+from servers.postgres import PostgresUnavailable, ensure_postgres_running, postgres_database, temporary_database
+from servers.synapse import SynapseServer, provider_entry
 from synapse_objstore.failures import FailureKind
 from synapse_objstore.metrics import OPERATIONS
-from tests.conftest import s3_client
-from tests.e2e.conftest import Homeserver, provider_config
-from tests.servers.moto import MotoServer
-from tests.servers.postgres import temporary_database
-from tests.servers.process import free_port
-from tests.servers.synapse import (
-    PostgresUnavailable,
-    SynapseServer,
-    ensure_postgres_running,
-    postgres_database,
-    provider_entry,
-)
+from tests.support.homeserver import MonitoredHomeserver, enable_metrics_listener, provider_config
+from tests.support.s3 import s3_client
 
 pytestmark = pytest.mark.e2e
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-@dataclass
-class MonitoredHomeserver(Homeserver):
-    """A running Synapse with its metrics listener on `metrics_port`."""
-
-    metrics_port: int
-
-    def scrape(self) -> Samples:
-        """Every sample Synapse's metrics listener serves, by name and labels."""
-        connection = http.client.HTTPConnection("127.0.0.1", self.metrics_port, timeout=10)
-        try:
-            connection.request("GET", "/_synapse/metrics")
-            response = connection.getresponse()
-            assert response.status == 200
-            text = response.read().decode()
-        finally:
-            connection.close()
-        return {
-            (sample.name, frozenset(sample.labels.items())): sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-        }
-
-    def scrape_until(self, condition: Callable[[Samples], bool], timeout: float = 10.0) -> Samples:
-        deadline = time.monotonic() + timeout
-        while not condition(samples := self.scrape()):
-            assert time.monotonic() < deadline, f"the metrics did not get there within {timeout} s"
-            time.sleep(0.05)
-        return samples
-
-    def ours(self, samples: Samples, name: str, **labels: str) -> float:
-        key = (name, frozenset({"backend": "s3", "server_name": self.server.server_name, **labels}.items()))
-        assert key in samples, f"{name} {labels} is not on the metrics listener"
-        return samples[key]
-
-
-def enable_metrics_listener(server: SynapseServer) -> int:
-    """Turn Synapse's metrics on, with a metrics listener on 127.0.0.1; its port."""
-    port = free_port()
-    config = yaml.safe_load(server.config_path.read_text())
-    config["enable_metrics"] = True
-    config["listeners"].append({"type": "metrics", "port": port, "bind_addresses": ["127.0.0.1"]})
-    server.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return port
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,14 @@ import botocore.exceptions
 import pytest
 from packaging.version import Version
 
-from demo.matrix_client import MatrixClient, Mxc
-from demo.media import image_size, make_image
-from tests.conftest import require_ceph, rgw_client, s3_client
-from tests.e2e.conftest import PREFIX, provider_config
-from tests.servers.ceph_rgw import CephRGW
-from tests.servers.moto import MotoServer
-from tests.servers.synapse import SynapseServer, local_content_path, local_thumbnails_dir, provider_entry
+from servers.ceph_rgw import CephRGW
+from servers.matrix_client import MatrixClient, Mxc
+from servers.media import image_size, make_image
+from servers.moto import MotoServer
+from servers.synapse import SynapseServer, local_content_path, local_thumbnails_dir, provider_entry
+from tests.support.homeserver import PREFIX, provider_config
+from tests.support.required import require_ceph
+from tests.support.s3 import rgw_client, s3_client
 
 pytestmark = pytest.mark.e2e
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from servers.synapse import local_thumbnails_dir
 from synapse_objstore.cli.cache_db import MEDIA_STORE_ID_FILE
-from tests.e2e.conftest import Homeserver
-from tests.servers.synapse import local_thumbnails_dir
+from tests.support.homeserver import Homeserver
 
 pytestmark = pytest.mark.e2e
 

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from demo.matrix_client import MatrixClient, Mxc
+from servers.matrix_client import MatrixClient, Mxc
+from servers.moto import MotoServer
+from servers.synapse import local_content_path, local_thumbnails_dir
 from synapse_objstore.cli.ownership import OWNER_MARKER
-from tests.conftest import s3_client
-from tests.e2e.conftest import DATABASE_KINDS, PREFIX, Homeserver, homeserver_on
-from tests.servers.moto import MotoServer
-from tests.servers.synapse import local_content_path, local_thumbnails_dir
+from tests.support.homeserver import DATABASE_KINDS, PREFIX, Homeserver, homeserver_on
+from tests.support.s3 import s3_client
 
 pytestmark = pytest.mark.e2e
 

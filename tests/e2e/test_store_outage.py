@@ -18,13 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from demo.matrix_client import MatrixClient, Mxc, Response
+from servers.matrix_client import MatrixClient, Mxc, Response
+from servers.moto import MotoServer
+from servers.synapse import SynapseServer, provider_entry, sqlite_database
 from synapse_objstore.breaker import FAILURES_TO_OPEN, PROBE_INTERVAL
-from tests.conftest import s3_client
-from tests.e2e.conftest import provider_config
-from tests.e2e.test_metrics import MonitoredHomeserver, enable_metrics_listener
-from tests.servers.moto import MotoServer
-from tests.servers.synapse import SynapseServer, provider_entry, sqlite_database
+from tests.support.homeserver import MonitoredHomeserver, enable_metrics_listener, provider_config
+from tests.support.s3 import s3_client
 
 pytestmark = pytest.mark.e2e
 

@@ -27,24 +27,16 @@ import psycopg2
 import pytest
 from PIL import Image
 
-from demo.matrix_client import MatrixClient, Mxc
-from demo.media import make_image
-from demo.synapse_workers import MediaWorker, MediaWorkerDeployment
+from servers.matrix_client import MatrixClient, Mxc
+from servers.media import make_image
+from servers.moto import MotoServer
+from servers.postgres import PostgresUnavailable, ensure_postgres_running, postgres_database, temporary_database
+from servers.redis import RedisServer, redis_available
+from servers.synapse import SynapseServer, local_content_path, local_thumbnails_dir, provider_entry
+from servers.synapse_workers import MediaWorker, MediaWorkerDeployment
 from synapse_objstore.cli.cache_db import MEDIA_STORE_ID_FILE
-from tests.conftest import s3_client
-from tests.e2e.conftest import PREFIX, provider_config
-from tests.servers.moto import MotoServer
-from tests.servers.postgres import temporary_database
-from tests.servers.redis import RedisServer, redis_available
-from tests.servers.synapse import (
-    PostgresUnavailable,
-    SynapseServer,
-    ensure_postgres_running,
-    local_content_path,
-    local_thumbnails_dir,
-    postgres_database,
-    provider_entry,
-)
+from tests.support.homeserver import PREFIX, provider_config
+from tests.support.s3 import s3_client
 
 pytestmark = pytest.mark.e2e
 

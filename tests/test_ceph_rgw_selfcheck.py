@@ -12,7 +12,7 @@ import botocore.exceptions
 import pytest
 from botocore.config import Config
 
-from tests.servers.ceph_rgw import CephRGW, ceph_available
+from servers.ceph_rgw import CephRGW, ceph_available
 
 pytestmark = pytest.mark.ceph
 

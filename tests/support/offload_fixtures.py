@@ -1,26 +1,26 @@
 """Fixtures for the objstore-offload tests: a Synapse database (PostgreSQL or SQLite) with
-media rows, a media store in Synapse's layout, homeserver.yaml, and the CLI run in-process."""
+media rows, a media store in Synapse's layout, homeserver.yaml, and the CLI run in-process.
+
+A pytest plugin, which tests/conftest.py loads (`pytest_plugins`): the CLI tests use these, and
+so does the conformance test of the example plugin."""
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import psycopg2
 import pytest
 import yaml
 from click.testing import CliRunner, Result
 
+from servers.moto import MotoServer
+from servers.postgres import temporary_database
+from servers.synapse_media import SynapseMedia, Thumb, sqlite_connect
 from synapse_objstore.cli.main import cli
-from tests.cli.synapse_media import SynapseMedia, Thumb, sqlite_connect
-from tests.servers.moto import MotoServer
-from tests.servers.postgres import temporary_database
-
-MiB = 1024 * 1024
+from tests.support.offload import Dataset, MiB, Offload, store_block
 
 
 @pytest.fixture
@@ -58,13 +58,6 @@ def synapse(engine: str, tmp_path: Path, media_store: Path) -> Iterator[SynapseM
         conn.close()
 
 
-@dataclass
-class Dataset:
-    old: list[str]      # media paths of media not accessed for 60 days: to offload
-    recent: list[str]   # accessed yesterday: stays
-    url_cache: list[str]  # URL previews: never offloaded
-
-
 @pytest.fixture
 def dataset(synapse: SynapseMedia) -> Dataset:
     """Old and recent local and remote media with thumbnails, one original above the multipart threshold."""
@@ -79,17 +72,6 @@ def dataset(synapse: SynapseMedia) -> Dataset:
     recent += synapse.add_remote("matrix.org", "recentRemote", "FsIdRecentRemote", os.urandom(900), 2)
     url_cache = synapse.add_local("UrlPreviewMedia1", os.urandom(500), 100, url_cache="https://example.org/")
     return Dataset(old=old, recent=recent, url_cache=url_cache)
-
-
-def store_block(moto: MotoServer, bucket: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "bucket": bucket,
-        "endpoint_url": moto.endpoint_url,
-        "prefix": "media/",
-        "multipart_threshold": 5 * MiB,
-        "multipart_chunksize": 5 * MiB,
-        **extra,
-    }
 
 
 @pytest.fixture
@@ -107,9 +89,6 @@ def homeserver_yaml(synapse: SynapseMedia, moto: MotoServer, bucket: str, tmp_pa
         ],
     }))
     return path
-
-
-Offload = Callable[..., Result]
 
 
 @pytest.fixture

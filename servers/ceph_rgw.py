@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 from types import TracebackType
 
-from tests.servers.process import free_port, start_process, stop_process, wait_for_port
+from servers.process import free_port, start_process, stop_process, wait_for_port
 
 DAEMONS = ("ceph-mon", "ceph-osd", "radosgw")
 TOOLS = ("ceph", "radosgw-admin", "monmaptool")

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from signedjson.key import generate_signing_key, write_signing_keys
 
-from demo.process import free_port, start_process, stop_process
+from servers.process import free_port, start_process, stop_process
 
 PROVIDER_MODULE = "synapse_objstore.ObjectStorageProvider"
 # Rate limits high enough that no test or demo step is ever throttled.

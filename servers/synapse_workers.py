@@ -2,7 +2,7 @@
 workers (`synapse.app.generic_worker` with the `media` resource), each with a media store of its
 own as if on a host of its own, replicating over Redis.
 
-The main process is a `SynapseServer` (demo/synapse_server.py) with a replication listener, an
+The main process is a `SynapseServer` (servers/synapse.py) with a replication listener, an
 `instance_map` naming it, Redis, `enable_media_repo: false` and the worker that runs the media
 background jobs. Each `MediaWorker` reads the main's homeserver.yaml and a file of its own (its
 name, its listener, its `media_store_path`, its media storage providers), as Synapse's workers
@@ -20,8 +20,8 @@ from typing import Any
 
 import yaml
 
-from demo.process import free_port
-from demo.synapse_server import SynapseServer
+from servers.process import free_port
+from servers.synapse import SynapseServer
 
 MAIN_INSTANCE = "main"
 
