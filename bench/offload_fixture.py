@@ -23,6 +23,7 @@ from typing import Any
 
 from servers.synapse_media import USERS_TABLE, media_schema
 from synapse_objstore import media as layout
+from synapse_objstore.cli.cache_db import MEDIA_STORE_ID_FILE
 
 KB = 1000
 MB = 1000 * KB
@@ -221,5 +222,6 @@ def build_media_store(root: Path, count: int, seed: int, remote_share: float = 0
 
 
 def count_files(root: Path) -> int:
-    """Regular files left under root (a --delete run leaves none of the media)."""
-    return sum(len(names) for _, _, names in os.walk(root))
+    """Media files left under root (a --delete run leaves none of the media); the id file
+    objstore-offload writes into the media store (cli/cache_db.py) is not media."""
+    return sum(len([name for name in names if name != MEDIA_STORE_ID_FILE]) for _, _, names in os.walk(root))
