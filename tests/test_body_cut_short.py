@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from synapse_objstore.store import ObjectStoreError
+from synapse_objstore.errors import ObjectStoreError
 from tests.conftest import s3_client
 from tests.servers.front_proxy import FrontProxy, running
 from tests.servers.moto import MotoServer

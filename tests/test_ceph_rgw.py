@@ -11,7 +11,7 @@ from typing import Any
 import botocore.exceptions
 import pytest
 
-from synapse_objstore.store import ObjectStoreError
+from synapse_objstore.errors import ObjectStoreError
 from tests.conftest import rgw_client
 from tests.servers.ceph_rgw import CephRGW
 from tests.synapse_harness import RecordingConsumer, load_provider, local_media

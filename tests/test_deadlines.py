@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from synapse_objstore.failures import FailureKind, classify
-from synapse_objstore.store import ObjectStoreError
+from synapse_objstore.errors import FailureKind, ObjectStoreError
+from synapse_objstore.failures import classify
 from tests.servers.moto import MotoServer
 from tests.synapse_harness import load_provider, local_media
 from tests.test_provider import put_local

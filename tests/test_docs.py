@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from synapse_objstore import hookspecs
-from synapse_objstore.backends.base import Backend, ChecksumScheme, ObjectStream
-from synapse_objstore.config import BackendSettings
+from synapse_objstore.backends import Backend, BackendSettings, ChecksumScheme, ObjectStream
 from synapse_objstore.testing import BackendConformance
 
 ROOT = Path(__file__).resolve().parent.parent

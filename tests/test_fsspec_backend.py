@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from synapse_objstore.config import ConfigError, parse_store_config
+from synapse_objstore.config import parse_store_config
+from synapse_objstore.errors import ConfigError, ObjectStoreError
 from synapse_objstore.io_loop import run
-from synapse_objstore.store import ObjectStore, ObjectStoreError
+from synapse_objstore.store import ObjectStore
 from tests.synapse_harness import RecordingConsumer, load_provider, local_media
 from tests.test_provider import put_local, stream, wait_for
 from tests.test_store_s3 import read_all, write

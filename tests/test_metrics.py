@@ -19,10 +19,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from synapse_objstore import metrics
-from synapse_objstore.failures import FailureKind
+from synapse_objstore.errors import ConsumerPausedTooLongError, FailureKind, ObjectStoreError
 from synapse_objstore.metrics import SERVER_NAME_LABEL
-from synapse_objstore.responder import ConsumerPausedTooLongError
-from synapse_objstore.store import ObjectStoreError
 from synapse_objstore.synapse_compat import ConsumerRequestedStopError
 from tests.conftest import s3_client
 from tests.servers.moto import MotoServer

@@ -29,7 +29,8 @@ from synapse.media.storage_provider import FileStorageProviderBackend, StoragePr
 from synapse.util.module_loader import load_module
 from twisted.internet import defer
 
-from synapse_objstore.held_uploads import HeldFile, HeldUploads, UploadNotHeldError, open_held_file
+from synapse_objstore.errors import UploadNotHeldError
+from synapse_objstore.held_uploads import HeldFile, HeldUploads, open_held_file
 from synapse_objstore.testing.fault_proxy import FaultProxy, Faults
 from tests.conftest import s3_client
 from tests.servers.moto import MotoServer

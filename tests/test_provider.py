@@ -15,8 +15,8 @@ from synapse.util.file_consumer import BackgroundFileConsumer
 from twisted.internet import defer
 
 from synapse_objstore.backends.s3 import S3BodyStream
-from synapse_objstore.responder import CHUNK_SIZE, MAX_CHUNK_SIZE, ConsumerPausedTooLongError
-from synapse_objstore.store import ObjectStoreError
+from synapse_objstore.errors import ConsumerPausedTooLongError, ObjectStoreError
+from synapse_objstore.responder import CHUNK_SIZE, MAX_CHUNK_SIZE
 from synapse_objstore.synapse_compat import ConsumerRequestedStopError
 from tests.conftest import s3_client
 from tests.servers.moto import MotoServer

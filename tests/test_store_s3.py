@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from synapse_objstore.config import parse_store_config
+from synapse_objstore.errors import MediaPathError, ObjectStoreError
 from synapse_objstore.io_loop import run
-from synapse_objstore.store import MediaPathError, ObjectStore, ObjectStoreError
+from synapse_objstore.store import ObjectStore
 from synapse_objstore.testing.suite import read_object
 from tests.conftest import s3_client
 from tests.servers.moto import MotoServer

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from synapse_objstore.cli.checksums import LocalDigest
-from synapse_objstore.cli.verification import RemoteChecker
+from synapse_objstore.checksums import LocalDigest
+from synapse_objstore.verification import RemoteChecker
 from tests.cli.conftest import Dataset, Offload
 from tests.cli.synapse_media import SynapseMedia
 from tests.cli.test_offload_flow import bucket_objects

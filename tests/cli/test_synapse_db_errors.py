@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from synapse_objstore.cli.homeserver import Homeserver
-from synapse_objstore.cli.synapse_db import SynapseDb, SynapseDbError
+from synapse_objstore.cli.synapse_db import SynapseDb
+from synapse_objstore.errors import SynapseDbError
 from tests.cli.conftest import Dataset
 from tests.cli.synapse_media import SynapseMedia
 

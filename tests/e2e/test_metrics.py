@@ -17,7 +17,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from demo.matrix_client import MatrixClient
-from synapse_objstore.failures import FailureKind
+from synapse_objstore.errors import FailureKind
 from synapse_objstore.metrics import OPERATIONS
 from tests.conftest import s3_client
 from tests.e2e.conftest import Homeserver, provider_config
