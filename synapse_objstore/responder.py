@@ -155,7 +155,8 @@ class ObjectResponder(Responder):
             outcome = error
         except Exception as error:
             # where a stream's failure (the client library's) crosses into the store
-            outcome = store_error(f"could not stream {self._media_path!r}: {redact(f'{type(error).__name__}: {error}')}", error)
+            detail = redact(f"{type(error).__name__}: {error}")
+            outcome = store_error(f"could not stream {self._media_path!r}: {detail}", error)
         finally:
             await self._stream.close()
         self._reactor.callFromThread(self._finish, outcome)

@@ -178,7 +178,8 @@ class ObjectStore:
             raise
         except Exception as error:
             detail = redact(f"{type(error).__name__}: {error}")
-            raise store_error(f"could not {action} {media_path!r} on {self.backend.describe()}: {detail}", error) from error
+            message = f"could not {action} {media_path!r} on {self.backend.describe()}: {detail}"
+            raise store_error(message, error) from error
 
     def _object_info(self, media_path: str, raw: dict[str, Any]) -> ObjectInfo:
         modified = raw.get("LastModified") or raw.get("last_modified") or raw.get("mtime") or raw.get("created")

@@ -176,7 +176,7 @@ def cycles(imports: list[Import]) -> list[list[str]]:
         path.append(module)
         for imported in sorted(graph.get(module, ())):
             if state.get(imported) == "open":
-                cycle = path[path.index(imported):] + [imported]
+                cycle = [*path[path.index(imported):], imported]
                 if frozenset(cycle) not in seen:
                     seen.add(frozenset(cycle))
                     found_cycles.append(cycle)

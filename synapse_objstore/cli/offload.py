@@ -168,6 +168,7 @@ class Offloader:
                     f"{error}; every media done so far is recorded in {self.journal.cache.path}. "
                     "Run the same command again once the store can be used"
                 )
+                self._stopped.__cause__ = error
                 for task in self._running - {asyncio.current_task()}:
                     task.cancel()
             return

@@ -315,7 +315,7 @@ class Reconciler:
             await self._walk_listing(listed, delete)
         except OSError as error:  # a store error, or a bucket gone (which s3fs calls a missing file)
             raise StoreUnusableError(f"reconcile stopped: listing {self.store.backend.describe()} failed "
-                                  f"({type(error).__name__}: {error})") from None
+                                     f"({type(error).__name__}: {error})") from error
 
     async def _walk_listing(self, listed: PathSet | None, delete: bool) -> None:
         batch: list[tuple[ObjectInfo, MediaOwner]] = []
