@@ -13,13 +13,8 @@ import pytest
 from synapse_objstore.config import parse_store_config
 from synapse_objstore.errors import ConfigError, PluginError
 from synapse_objstore.io_loop import run
-from synapse_objstore.plugins import (
-    BackendRegistry,
-    collect_backends,
-    default_registry,
-    load_entry_point_plugins,
-    make_plugin_manager,
-)
+from synapse_objstore.plugins import BackendRegistry, collect_backends, default_registry, \
+    load_entry_point_plugins, make_plugin_manager
 from synapse_objstore.store import ObjectStore
 
 MEMORY_BACKEND = '''

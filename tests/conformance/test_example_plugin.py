@@ -19,14 +19,7 @@ import yaml
 from synapse_objstore.plugins import default_registry
 from synapse_objstore.testing import BackendConformance
 from tests.cli.conftest import (  # noqa: F401 (fixtures)
-    Dataset,
-    Offload,
-    dataset,
-    engine,
-    homeserver_yaml,
-    offload,
-    synapse,
-    workdir,
+    Dataset, Offload, dataset, engine, homeserver_yaml, offload, synapse, workdir,
 )
 from tests.cli.synapse_media import SynapseMedia
 
