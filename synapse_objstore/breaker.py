@@ -27,9 +27,9 @@ from typing import Any, Protocol
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.python.failure import Failure
 
-from synapse_objstore.failures import FailureKind, classify
+from synapse_objstore.errors import FailureKind, StoreDownError
+from synapse_objstore.failures import classify
 from synapse_objstore.redaction import redact
-from synapse_objstore.store import ObjectStoreError
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +51,6 @@ class Clock(Protocol):
 
     def seconds(self) -> float: ...
     def callLater(self, delay: float, callable: Callable[[], object]) -> DelayedCall: ...
-
-
-class StoreDownError(ObjectStoreError):
-    """A call failed at once, without asking the store, because the store is down. Its cause
-    is the last failure that showed it down, so it counts under that failure's kind."""
 
 
 def is_outage(error: BaseException) -> bool:
@@ -103,7 +98,8 @@ class StoreBreaker:
         error = StoreDownError(
             f"could not {action} {media_path!r} on {self._where}: the store is down (no answer to "
             f"{self._failures_to_open} requests in a row, {down_for:.0f} s ago; the last: {describe(self._last_failure)}); "
-            f"failing at once until a probe, every {self._probe_interval:g} s, gets an answer"
+            f"failing at once until a probe, every {self._probe_interval:g} s, gets an answer",
+            kind=FailureKind.OTHER if self._last_failure is None else classify(self._last_failure),
         )
         raise error from self._last_failure
 

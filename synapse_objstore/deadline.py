@@ -16,7 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from synapse_objstore.store import ObjectStoreError
+from synapse_objstore.errors import DeadlineError
 
 logger = logging.getLogger(__name__)
 
@@ -24,11 +24,6 @@ T = TypeVar("T")
 
 # Clean-ups started here, kept so that the loop does not drop them before they end.
 _cleanups: set[asyncio.Future[Any]] = set()
-
-
-class DeadlineError(ObjectStoreError):
-    """A store call that did not end within its deadline. Its cause is a TimeoutError, so it
-    counts as a timeout (synapse_objstore.failures)."""
 
 
 async def within_deadline(

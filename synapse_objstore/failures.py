@@ -1,20 +1,27 @@
-"""What kind of failure a store error is, read from the chain of exceptions it wraps.
+"""What kind of failure an error is, and the store error that says so.
 
-The kinds are few and fixed, so that a dashboard can show each one and an alert can name it:
-a store that does not answer in time, one that cannot be reached, one that refuses the
-credentials, and everything else. A missing object is an answer, not a failure, and never
-gets here.
+The store maps what the client libraries under fsspec's backends raise (botocore, aiohttp,
+gcsfs, azure) to a store error of the class of its kind with `store_error`, once, where the
+error crosses into the store (synapse_objstore.store, and the responder for a stream's reads).
+From then on the class says the kind (synapse_objstore.errors); `classify` reads it. A missing
+object is an answer, not a failure, and never gets here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
 import botocore.exceptions
+
+from synapse_objstore.errors import (
+    KIND_ERRORS,
+    BucketMissingError,
+    FailureKind,
+    ObjectStoreError,
+    exception_chain,
+)
 
 # Beyond the built-in TimeoutError, ConnectionError and PermissionError (which s3fs raises for
 # a 403), what the HTTP stacks under fsspec's backends raise without a built-in cause.
@@ -38,16 +45,32 @@ _DENIALS: tuple[type[BaseException], ...] = (
 _DENIED_HTTP_STATUSES = (401, 403)
 
 
-class FailureKind(str, enum.Enum):
-    TIMEOUT = "timeout"
-    CONNECTION = "connection"
-    DENIED = "denied"
-    OTHER = "other"
-
-
 def classify(error: BaseException) -> FailureKind:
+    """The kind of `error`: its class's, for a store error of a kind; else that of what it is
+    or wraps (`error` may not have crossed into the store yet)."""
+    if isinstance(error, ObjectStoreError) and error.kind is not None:
+        return error.kind
+    return _kind_of_chain(error)
+
+
+def store_error(message: str, cause: BaseException) -> ObjectStoreError:
+    """The store error, with `message`, for `cause` that a store call failed with: of the class
+    of `cause`'s kind, a BucketMissingError where what it wraps is a missing file (s3fs and local
+    filesystems report a missing bucket so), with `cause` as its `__cause__`."""
+    kind = classify(cause)
+    if kind is FailureKind.OTHER and any(isinstance(link, FileNotFoundError) for link in exception_chain(cause)):
+        error: ObjectStoreError = BucketMissingError(message)
+    else:
+        error = KIND_ERRORS[kind](message)
+    error.__cause__ = cause
+    return error
+
+
+def _kind_of_chain(error: BaseException) -> FailureKind:
     """The kind of the first exception in `error`'s chain (outermost first) that has one."""
     for link in exception_chain(error):
+        if isinstance(link, ObjectStoreError) and link.kind is not None:
+            return link.kind
         # Timeouts first: several libraries' timeout errors are also connection errors.
         if isinstance(link, _TIMEOUTS):
             return FailureKind.TIMEOUT
@@ -56,16 +79,6 @@ def classify(error: BaseException) -> FailureKind:
         if isinstance(link, _DENIALS) or _http_status(link) in _DENIED_HTTP_STATUSES:
             return FailureKind.DENIED
     return FailureKind.OTHER
-
-
-def exception_chain(error: BaseException) -> Iterator[BaseException]:
-    """`error`, then its cause (or the exception it was raised while handling), and so on."""
-    seen: set[int] = set()
-    link: BaseException | None = error
-    while link is not None and id(link) not in seen:
-        seen.add(id(link))
-        yield link
-        link = link.__cause__ or (None if link.__suppress_context__ else link.__context__)
 
 
 def _http_status(error: BaseException) -> Any:

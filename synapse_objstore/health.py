@@ -22,11 +22,18 @@ from __future__ import annotations
 
 import asyncio
 
-from synapse_objstore.failures import FailureKind, classify
+from synapse_objstore.errors import (
+    KIND_ERRORS,
+    BucketMissingError,
+    FailureKind,
+    ObjectStoreError,
+    OwnershipError,
+)
+from synapse_objstore.failures import classify
 from synapse_objstore.media import printable
-from synapse_objstore.owner_marker import OwnershipError, read_owner
+from synapse_objstore.owner_marker import read_owner
 from synapse_objstore.redaction import redact
-from synapse_objstore.store import ObjectStore, ObjectStoreError
+from synapse_objstore.store import ObjectStore
 
 # Longest the check waits for the store, whatever its own timeouts and retries add up to.
 CHECK_TIMEOUT = 30.0
@@ -41,41 +48,40 @@ _REASONS = {
 }
 
 
-class StoreCheckError(ObjectStoreError):
-    """The startup check failed. The message names the store and the reason; the cause is the
-    error the store gave."""
-
-
 async def check_store(store: ObjectStore, server_name: str | None = None) -> None:
-    """Return when the store answers; raise StoreCheckError otherwise, within CHECK_TIMEOUT.
+    """Return when the store answers, within CHECK_TIMEOUT. Otherwise raise a store error of
+    the failure's kind (BucketMissingError for a missing bucket) whose message names the store
+    and the reason, and whose cause is the error the store gave.
 
     With `server_name` (the provider's startup check), a store whose owner marker names
-    another homeserver fails the check too: two homeservers sharing a bucket and prefix would
-    each take the other's media for orphans (owner_marker.py)."""
+    another homeserver fails the check too, with OwnershipError: two homeservers sharing a
+    bucket and prefix would each take the other's media for orphans (owner_marker.py)."""
     where = store.backend.describe()
     try:
         await asyncio.wait_for(_ask_for_root(store), CHECK_TIMEOUT)
         if server_name is not None:
             await asyncio.wait_for(_check_owner(store, server_name), CHECK_TIMEOUT)
-    except StoreCheckError:
+    except OwnershipError:
         raise
     except FileNotFoundError as error:
-        raise StoreCheckError(
+        raise BucketMissingError(
             f"cannot use {where}: the bucket or directory {store.backend.root!r} does not exist"
         ) from error
     except Exception as error:
-        reason = _REASONS[classify(error)]
-        detail = redact(f"{type(error).__name__}: {error}".rstrip(": "))
-        raise StoreCheckError(f"cannot use {where}: {reason} ({detail})") from error
+        kind = classify(error)
+        # what the store said: the client library's error that the store error wraps
+        said = error.__cause__ if isinstance(error, ObjectStoreError) and error.__cause__ is not None else error
+        detail = redact(f"{type(said).__name__}: {said}".rstrip(": "))
+        raise KIND_ERRORS[kind](f"cannot use {where}: {_REASONS[kind]} ({detail})") from error
 
 
 async def _check_owner(store: ObjectStore, server_name: str) -> None:
     try:
         recorded = await read_owner(store)
     except OwnershipError as error:
-        raise StoreCheckError(f"cannot use {store.backend.describe()}: {error}") from None
+        raise type(error)(f"cannot use {store.backend.describe()}: {error}") from error
     if recorded is not None and recorded.owner.server_name != server_name:
-        raise StoreCheckError(
+        raise OwnershipError(
             f"{store.backend.describe()} belongs to homeserver {recorded.describe()}, and this homeserver is "
             f"{printable(server_name)}: two homeservers must never share a bucket and prefix (each one's "
             "objstore-offload reconcile would delete the other's media). Give this one a prefix of its own."
@@ -87,7 +93,7 @@ async def _ask_for_root(store: ObjectStore) -> None:
     tree) may not have it yet; a bucket or container must exist."""
     await store.connect()
     try:
-        await store.filesystem().call("info", store.backend.root)
+        await store.ask_about_root()
     except FileNotFoundError:
         if not store.backend.creates_root:
             raise

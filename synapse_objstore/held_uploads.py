@@ -35,10 +35,6 @@ logger = logging.getLogger(__name__)
 PROC_FD = "/proc/self/fd"
 
 
-class UploadNotHeldError(RuntimeError):
-    """`store_file` for a file whose temporary file the spam check did not hold."""
-
-
 class HeldFile:
     """An open temporary file of Synapse's, and a path to read it by while it is open.
 

@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
+from synapse_objstore.errors import MediaFileError
+
 MediaType = Literal["local", "remote"]
 
 ALLOWED_CHARACTERS = frozenset(string.ascii_letters + string.digits + "_-" + ".[]:")
@@ -35,11 +37,6 @@ NAME_MAX = 255
 # them "." or "..", the last at most NAME_MAX long (update-db checks every id it syncs).
 _ALLOWED = "[" + re.escape("".join(sorted(ALLOWED_CHARACTERS))) + "]"
 _FILE_ID = re.compile(rf"(?!\.\.){_ALLOWED}{{2}}(?!\.\.){_ALLOWED}{{2}}(?!\.\.?\Z){_ALLOWED}{{1,{NAME_MAX}}}\Z")
-
-
-class MediaFileError(ValueError):
-    """A file of a media is not what Synapse writes (not a regular file, reached through a
-    symlink, a name Synapse would not write) or cannot be looked at: that media fails."""
 
 
 def printable(text: object) -> str:

@@ -18,7 +18,8 @@ from typing import Literal, get_args
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from synapse_objstore.failures import FailureKind, classify
+from synapse_objstore.errors import FailureKind
+from synapse_objstore.failures import classify
 
 # Synapse's own label for the homeserver a series belongs to (synapse.metrics.SERVER_NAME_LABEL).
 SERVER_NAME_LABEL = "server_name"

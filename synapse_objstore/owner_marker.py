@@ -18,6 +18,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from synapse_objstore.errors import MarkerUnavailableError, OwnershipError
 from synapse_objstore.media import printable
 
 if TYPE_CHECKING:  # the CLI imports this module at start; the store's modules take long to import
@@ -26,15 +27,6 @@ if TYPE_CHECKING:  # the CLI imports this module at start; the store's modules t
 OWNER_MARKER = "synapse-objstore-owner.json"
 MARKER_FORMAT = 1
 MARKER_MAX_SIZE = 64 * 1024
-
-
-class OwnershipError(RuntimeError):
-    """The store belongs to another homeserver, or whose it is cannot be told: whoever asked
-    refuses before it changes anything (the CLI exits with code 2)."""
-
-
-class MarkerUnavailableError(OwnershipError):
-    """The store did not give the marker (or take it): a store error, not a marker's content."""
 
 
 @dataclass(frozen=True)

@@ -5,21 +5,14 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import pluggy
 
 from synapse_objstore import hookspecs
-from synapse_objstore.config import ConfigError
-
-if TYPE_CHECKING:
-    from synapse_objstore.backends.base import Backend
+from synapse_objstore.backends.base import Backend
+from synapse_objstore.errors import ConfigError, PluginError
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT_NAME
-
-
-class PluginError(ConfigError):
-    """A plugin that cannot be loaded or registers something unusable. Names the plugin."""
 
 
 @dataclass
@@ -30,8 +23,6 @@ class BackendRegistry:
     origins: dict[str, str] = field(default_factory=dict)
 
     def add(self, backend_class: type, origin: str) -> None:
-        from synapse_objstore.backends.base import Backend
-
         if not (isinstance(backend_class, type) and issubclass(backend_class, Backend)):
             raise PluginError(f"plugin '{origin}' registered {backend_class!r}, which is not a Backend subclass")
         name = getattr(backend_class, "name", None)

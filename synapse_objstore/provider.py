@@ -39,14 +39,14 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 
 from synapse_objstore.backends.base import Backend, ObjectStream
-from synapse_objstore.breaker import StoreBreaker, StoreDownError
-from synapse_objstore.config import ConfigError, parse_store_config
+from synapse_objstore.breaker import StoreBreaker
+from synapse_objstore.config import parse_store_config
 from synapse_objstore.deadline import within_deadline
+from synapse_objstore.errors import ConfigError, StoreDownError, UploadNotHeldError
 from synapse_objstore.health import check_store
 from synapse_objstore.held_uploads import (
     HeldFile,
     HeldUploads,
-    UploadNotHeldError,
     close_in_thread,
     open_held_file,
     proc_fd_available,

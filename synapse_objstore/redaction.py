@@ -33,7 +33,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from synapse_objstore.failures import exception_chain
+from synapse_objstore.errors import exception_chain
 
 REDACTED = "<redacted>"
 MIN_SUBSTRING = 16

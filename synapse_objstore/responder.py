@@ -38,10 +38,11 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from synapse_objstore.backends.base import ObjectStream
+from synapse_objstore.errors import ConsumerPausedTooLongError, ObjectStoreError
+from synapse_objstore.failures import store_error
 from synapse_objstore.io_loop import io_loop, submit
 from synapse_objstore.metrics import ProviderMetrics
 from synapse_objstore.redaction import redact
-from synapse_objstore.store import ObjectStoreError
 from synapse_objstore.synapse_compat import ConsumerRequestedStopError
 
 logger = logging.getLogger(__name__)
@@ -60,10 +61,6 @@ CHUNKS_IN_FLIGHT = 2
 RELEASE_CONNECTION_AFTER = 5.0
 # A consumer paused this long is taken as gone (Synapse's own file sender uses 90 s).
 PAUSE_TIMEOUT = 90.0
-
-
-class ConsumerPausedTooLongError(Exception):
-    """The consumer paused and did not resume within PAUSE_TIMEOUT."""
 
 
 @implementer(IPushProducer)
@@ -157,8 +154,9 @@ class ObjectResponder(Responder):
         except ConsumerPausedTooLongError as error:
             outcome = error
         except Exception as error:
-            outcome = ObjectStoreError(f"could not stream {self._media_path!r}: {redact(f'{type(error).__name__}: {error}')}")
-            outcome.__cause__ = error
+            # where a stream's failure (the client library's) crosses into the store
+            detail = redact(f"{type(error).__name__}: {error}")
+            outcome = store_error(f"could not stream {self._media_path!r}: {detail}", error)
         finally:
             await self._stream.close()
         self._reactor.callFromThread(self._finish, outcome)

@@ -18,20 +18,14 @@ from typing import Any, TypeVar
 
 from synapse_objstore.asyncfs import AsyncFs
 from synapse_objstore.backends.base import LIST_PAGE_SIZE, Backend, IncompleteUpload, ObjectStream
+from synapse_objstore.errors import BucketMissingError, MediaPathError
+from synapse_objstore.failures import store_error
 from synapse_objstore.io_loop import io_loop
 from synapse_objstore.redaction import redact, register_secrets
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-class MediaPathError(ValueError):
-    """A media path that must not become an object key."""
-
-
-class ObjectStoreError(OSError):
-    """A store operation that failed for a reason other than a missing object."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +79,11 @@ class ObjectStore:
         if hasattr(fs, "set_session"):
             await self._guard("connect to", "/", fs.set_session)
 
+    async def ask_about_root(self) -> None:
+        """Ask the store about the root (for S3, a HEAD of the bucket), which touches no object:
+        FileNotFoundError when it does not exist."""
+        await self._guard("inspect", "/", lambda: self.filesystem().call("info", self.backend.root))
+
     async def put_file(self, local_path: str, media_path: str, if_absent: bool = False) -> str | None:
         """Upload a local file as the object for `media_path`, replacing any object there.
         Returns the store's checksum of the object, where its reply gives one. `if_absent`:
@@ -98,7 +97,7 @@ class ObjectStore:
             if not os.path.exists(local_path):
                 raise FileNotFoundError(f"local file {local_path} (media {media_path!r}) does not exist") from None
             # s3fs reports a missing bucket as a missing file
-            raise ObjectStoreError(
+            raise BucketMissingError(
                 f"could not store {media_path!r} on {self.backend.describe()}: the bucket or directory does not exist "
                 f"({redact(str(error))})"
             ) from error
@@ -170,15 +169,17 @@ class ObjectStore:
             self._fs = None
 
     async def _guard(self, action: str, media_path: str, operation: Callable[[], Awaitable[T]]) -> T:
-        """Run `operation`; a failure other than a missing object becomes an ObjectStoreError
-        that names the action, the object and the store, with any secret redacted."""
+        """Run `operation`; a failure other than a missing object becomes a store error of
+        its kind (synapse_objstore.errors) that names the action, the object and the store,
+        with any secret redacted: where what the client libraries raise crosses into the store."""
         try:
             return await operation()
         except (FileNotFoundError, FileExistsError, MediaPathError):
             raise
         except Exception as error:
             detail = redact(f"{type(error).__name__}: {error}")
-            raise ObjectStoreError(f"could not {action} {media_path!r} on {self.backend.describe()}: {detail}") from error
+            message = f"could not {action} {media_path!r} on {self.backend.describe()}: {detail}"
+            raise store_error(message, error) from error
 
     def _object_info(self, media_path: str, raw: dict[str, Any]) -> ObjectInfo:
         modified = raw.get("LastModified") or raw.get("last_modified") or raw.get("mtime") or raw.get("created")

@@ -13,10 +13,11 @@ import pytest
 from azure.storage.blob import AccountSasPermissions, BlobServiceClient, ResourceTypes, generate_account_sas
 
 from servers.azurite import Azurite
-from synapse_objstore.cli.verification import RemoteChecker, State
-from synapse_objstore.config import ConfigError, parse_store_config
+from synapse_objstore.config import parse_store_config
+from synapse_objstore.errors import ConfigError
 from synapse_objstore.io_loop import run
 from synapse_objstore.testing.suite import read_object
+from synapse_objstore.verification import RemoteChecker, State
 
 KiB = 1024
 KEY = "a2V5LW9mLXRoZS1hY2NvdW50"

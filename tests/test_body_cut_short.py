@@ -22,7 +22,7 @@ import pytest
 
 from servers.front_proxy import FrontProxy, running
 from servers.moto import MotoServer
-from synapse_objstore.store import ObjectStoreError
+from synapse_objstore.errors import ObjectStoreError
 from synapse_objstore.testing.consumers import RecordingConsumer
 from synapse_objstore.testing.synapse_harness import load_provider, local_media, start_streaming, wait_for
 from tests.support.s3 import s3_client

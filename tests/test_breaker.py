@@ -11,10 +11,9 @@ from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnec
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
-from synapse_objstore.breaker import FAILURES_TO_OPEN, PROBE_INTERVAL, StoreBreaker, StoreDownError
-from synapse_objstore.deadline import DeadlineError
-from synapse_objstore.failures import FailureKind, classify
-from synapse_objstore.store import ObjectStoreError
+from synapse_objstore.breaker import FAILURES_TO_OPEN, PROBE_INTERVAL, StoreBreaker
+from synapse_objstore.errors import DeadlineError, FailureKind, ObjectStoreError, StoreDownError
+from synapse_objstore.failures import classify
 
 WHERE = "s3://media/ at http://127.0.0.1:9000"
 

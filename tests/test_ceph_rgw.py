@@ -12,7 +12,7 @@ import botocore.exceptions
 import pytest
 
 from servers.ceph_rgw import CephRGW
-from synapse_objstore.store import ObjectStoreError
+from synapse_objstore.errors import ObjectStoreError
 from synapse_objstore.testing.consumers import RecordingConsumer
 from synapse_objstore.testing.suite import put_media
 from synapse_objstore.testing.synapse_harness import load_provider, local_media, start_streaming, wait_for

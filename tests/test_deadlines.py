@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from servers.moto import MotoServer
-from synapse_objstore.failures import FailureKind, classify
-from synapse_objstore.store import ObjectStoreError
+from synapse_objstore.errors import FailureKind, ObjectStoreError
+from synapse_objstore.failures import classify
 from synapse_objstore.testing.suite import put_media
 from synapse_objstore.testing.synapse_harness import load_provider, local_media
 

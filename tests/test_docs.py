@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from synapse_objstore import hookspecs
-from synapse_objstore.backends.base import Backend, ChecksumScheme, ObjectStream
-from synapse_objstore.config import BackendSettings
+from synapse_objstore import backends, hookspecs
+from synapse_objstore.backends import Backend, BackendSettings, ChecksumScheme, ObjectStream
 from synapse_objstore.testing import BackendConformance
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,6 +60,13 @@ def test_every_part_of_the_plugin_surface_has_an_entry_in_the_docs(what: str, na
     assert names, f"found no {what}s to check: the test is looking in the wrong place"
     missing = sorted(names - documented_entries())
     assert not missing, f"docs/plugins.md has no entry for the {what}(s) {missing}"
+
+
+def test_everything_the_public_backends_module_offers_is_in_the_docs() -> None:
+    exported = set(backends.__all__)
+    assert {"Backend", "BackendSettings", "hookimpl"} <= exported
+    missing = sorted(name for name in exported if f"`{name}`" not in PLUGINS_MD.read_text())
+    assert not missing, f"docs/plugins.md does not name {missing}, which synapse_objstore.backends exports"
 
 
 def test_the_hook_is_registered_under_its_documented_name() -> None:

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from synapse_objstore.config import ConfigError, parse_store_config
+from synapse_objstore.config import parse_store_config
+from synapse_objstore.errors import ConfigError, ObjectStoreError
 from synapse_objstore.io_loop import run
-from synapse_objstore.store import ObjectStore, ObjectStoreError
+from synapse_objstore.store import ObjectStore
 from synapse_objstore.testing.consumers import RecordingConsumer
 from synapse_objstore.testing.suite import put_media, read_object
 from synapse_objstore.testing.synapse_harness import load_provider, local_media, start_streaming, wait_for

@@ -18,10 +18,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from servers.gcs_emulator import GcsEmulator
-from synapse_objstore.cli.verification import RemoteChecker, State
-from synapse_objstore.config import ConfigError, parse_store_config
+from synapse_objstore.config import parse_store_config
+from synapse_objstore.errors import ConfigError
 from synapse_objstore.io_loop import run
 from synapse_objstore.testing.suite import read_object
+from synapse_objstore.verification import RemoteChecker, State
 
 KiB = 1024
 

@@ -21,10 +21,8 @@ from prometheus_client import REGISTRY
 from servers.moto import MotoServer
 from servers.process import free_port
 from synapse_objstore import metrics
-from synapse_objstore.failures import FailureKind
+from synapse_objstore.errors import ConsumerPausedTooLongError, FailureKind, ObjectStoreError
 from synapse_objstore.metrics import SERVER_NAME_LABEL
-from synapse_objstore.responder import ConsumerPausedTooLongError
-from synapse_objstore.store import ObjectStoreError
 from synapse_objstore.synapse_compat import ConsumerRequestedStopError
 from synapse_objstore.testing.consumers import RecordingConsumer
 from synapse_objstore.testing.suite import put_media

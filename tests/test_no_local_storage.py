@@ -30,7 +30,8 @@ from synapse.util.module_loader import load_module
 from twisted.internet import defer
 
 from servers.moto import MotoServer
-from synapse_objstore.held_uploads import HeldFile, HeldUploads, UploadNotHeldError, open_held_file
+from synapse_objstore.errors import UploadNotHeldError
+from synapse_objstore.held_uploads import HeldFile, HeldUploads, open_held_file
 from synapse_objstore.testing.consumers import RecordingConsumer
 from synapse_objstore.testing.fault_proxy import FaultProxy, Faults
 from synapse_objstore.testing.synapse_harness import MODULE

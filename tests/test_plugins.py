@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from synapse_objstore.config import ConfigError, parse_store_config
+from synapse_objstore.config import parse_store_config
+from synapse_objstore.errors import ConfigError, PluginError
 from synapse_objstore.io_loop import run
 from synapse_objstore.plugins import (
     BackendRegistry,
-    PluginError,
     collect_backends,
     default_registry,
     load_entry_point_plugins,
@@ -24,9 +24,7 @@ from synapse_objstore.store import ObjectStore
 
 MEMORY_BACKEND = '''
 import fsspec
-from synapse_objstore import hookimpl
-from synapse_objstore.backends.base import Backend
-from synapse_objstore.config import BackendSettings
+from synapse_objstore.backends import Backend, BackendSettings, hookimpl
 
 
 class MemorySettings(BackendSettings):

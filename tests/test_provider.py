@@ -16,8 +16,8 @@ from synapse.util.file_consumer import BackgroundFileConsumer
 from servers.moto import MotoServer
 from servers.process import free_port
 from synapse_objstore.backends.s3 import S3BodyStream
-from synapse_objstore.responder import CHUNK_SIZE, MAX_CHUNK_SIZE, ConsumerPausedTooLongError
-from synapse_objstore.store import ObjectStoreError
+from synapse_objstore.errors import ConsumerPausedTooLongError, ObjectStoreError
+from synapse_objstore.responder import CHUNK_SIZE, MAX_CHUNK_SIZE
 from synapse_objstore.synapse_compat import ConsumerRequestedStopError
 from synapse_objstore.testing.consumers import RecordingConsumer
 from synapse_objstore.testing.suite import put_media

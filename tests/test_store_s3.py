@@ -12,8 +12,9 @@ import pytest
 from servers.moto import MotoServer
 from servers.process import free_port
 from synapse_objstore.config import parse_store_config
+from synapse_objstore.errors import MediaPathError, ObjectStoreError
 from synapse_objstore.io_loop import run
-from synapse_objstore.store import MediaPathError, ObjectStore, ObjectStoreError
+from synapse_objstore.store import ObjectStore
 from synapse_objstore.testing.suite import read_object
 from tests.support.files import write
 from tests.support.s3 import s3_client

@@ -30,8 +30,9 @@ from pydantic import ByteSize, Field, SecretStr, field_validator, model_validato
 
 from synapse_objstore.asyncfs import AsyncFs
 from synapse_objstore.backends.base import LIST_PAGE_SIZE, Backend, ChecksumScheme
-from synapse_objstore.config import BackendSettings, ConfigError
+from synapse_objstore.errors import ConfigError
 from synapse_objstore.hookspecs import hookimpl
+from synapse_objstore.settings import BackendSettings
 
 if TYPE_CHECKING:
     from synapse_objstore.backends.azure_filesystem import ClientAzureBlobFileSystem

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO, ClassVar
 from fsspec import AbstractFileSystem
 
 from synapse_objstore.asyncfs import AsyncFs
-from synapse_objstore.config import BackendSettings
+from synapse_objstore.settings import BackendSettings
 
 # Objects per page of a listing (S3's own maximum).
 LIST_PAGE_SIZE = 1000

@@ -20,8 +20,8 @@ from fsspec.core import split_protocol
 from pydantic import Field, field_validator
 
 from synapse_objstore.backends.base import Backend
-from synapse_objstore.config import BackendSettings
 from synapse_objstore.hookspecs import hookimpl
+from synapse_objstore.settings import BackendSettings
 
 # storage_options whose values are redacted from reprs and logs
 SECRET_OPTION_WORDS = ("secret", "password", "token", "key", "credential", "sas", "passphrase")

@@ -36,8 +36,8 @@ from synapse_objstore.backends.base import (
     IncompleteUpload,
     ObjectStream,
 )
-from synapse_objstore.config import BackendSettings
 from synapse_objstore.hookspecs import hookimpl
+from synapse_objstore.settings import BackendSettings
 from synapse_objstore.upload_memory import UploadMemory
 
 logger = logging.getLogger(__name__)

@@ -14,9 +14,10 @@ from synapse_objstore.cli.cache_db import CacheDb
 from synapse_objstore.cli.journal import Journal
 from synapse_objstore.cli.report import Summary
 from synapse_objstore.cli.synapse_db import SynapseDb
-from synapse_objstore.cli.verification import preflight
+from synapse_objstore.errors import MediaPathError
 from synapse_objstore.media import Media
-from synapse_objstore.store import MediaPathError, ObjectStore
+from synapse_objstore.store import ObjectStore
+from synapse_objstore.verification import preflight
 
 
 class Auditor:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Concatenate, ParamSpec, TypeVar
 
 from synapse_objstore.cli.shard import WHOLE, Shard
+from synapse_objstore.errors import CacheDbError, OtherMediaStoreError
 from synapse_objstore.media import Media, MediaType, local_media_path, printable, remote_media_path
 
 P = ParamSpec("P")
@@ -136,14 +137,6 @@ OFFLOADED_AMONG = {
         WHERE m.known_deleted
     """,
 }
-
-
-class CacheDbError(RuntimeError):
-    """cache.db cannot be opened or used; the message names the file."""
-
-
-class OtherMediaStoreError(CacheDbError):
-    """cache.db records the offload of another media store than the run's."""
 
 
 def _is_damaged(error: sqlite3.Error) -> bool:

@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from synapse_objstore.errors import ConfigFileError, NoProviderEntryError
+
 # The provider modules whose `config:` block this tool understands.
 PROVIDER_MODULES = (
     "synapse_objstore.ObjectStorageProvider",
@@ -17,14 +19,6 @@ PROVIDER_MODULES = (
 )
 # Synapse's default when homeserver.yaml does not set media_store_path.
 DEFAULT_MEDIA_STORE_PATH = "media_store"
-
-
-class ConfigFileError(RuntimeError):
-    """A config file that cannot be read or used; the message names the file."""
-
-
-class NoProviderEntryError(ConfigFileError):
-    """homeserver.yaml has no media_storage_providers entry this tool understands."""
 
 
 def load_yaml(path: str) -> Any:

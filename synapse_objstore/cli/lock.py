@@ -21,13 +21,11 @@ import socket
 import time
 from dataclasses import dataclass
 
+from synapse_objstore.errors import CacheDbLockError
+
 POLL_INTERVAL = 0.2  # seconds between attempts while waiting for the lock
 # A holder writes its details right after taking the lock: how long to keep reading for them.
 DETAILS_GRACE = 1.0
-
-
-class CacheDbLockError(RuntimeError):
-    """The lock could not be taken; the message names the run that holds it, or the reason."""
 
 
 @dataclass(frozen=True)

@@ -22,21 +22,27 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import click
 
-from synapse_objstore.cli.cache_db import CacheDb, CacheDbError, bind_media_store, check_synced
+from synapse_objstore.cli.cache_db import CacheDb, bind_media_store, check_synced
 from synapse_objstore.cli.durations import Duration
-from synapse_objstore.cli.homeserver import (
-    ConfigFileError,
-    Homeserver,
-    NoProviderEntryError,
-    load_store_config_file,
-)
-from synapse_objstore.cli.lock import CacheDbLock, CacheDbLockError
-from synapse_objstore.cli.ownership import DEFAULT_MAX_DELETE_SHARE, OwnerCheck, OwnershipError
+from synapse_objstore.cli.homeserver import Homeserver, load_store_config_file
+from synapse_objstore.cli.lock import CacheDbLock
+from synapse_objstore.cli.ownership import DEFAULT_MAX_DELETE_SHARE, OwnerCheck
 from synapse_objstore.cli.percentage import Percentage
 from synapse_objstore.cli.report import MAX_LISTED_FAILURES, Failure, Summary, progress_bar
 from synapse_objstore.cli.returned import find_returned
 from synapse_objstore.cli.shard import WHOLE, Shard, ShardParam
-from synapse_objstore.cli.synapse_db import DATABASE_YAML, SynapseDb, SynapseDbError
+from synapse_objstore.cli.synapse_db import DATABASE_YAML, SynapseDb
+from synapse_objstore.errors import (
+    CacheDbError,
+    CommandError,
+    ConfigError,
+    ConfigFileError,
+    NoProviderEntryError,
+    ObjstoreError,
+    OwnershipError,
+    StoreUnusableError,
+    SynapseDbError,
+)
 from synapse_objstore.media import MEDIA_DIRECTORIES, Media, MediaType, printable
 
 # The store, its backends and their clients (s3fs, aiobotocore, aiohttp, pydantic) take a few
@@ -62,10 +68,23 @@ WRITE_BATCH = 10_000
 S3_OPTION_KEYS = ("prefix", "storage_class", "sse_customer_key", "sse_customer_algo", "endpoint_url")
 
 
-class FatalError(click.ClickException):
-    """The run cannot start or go on at all: exit code 2 (1 means some files failed)."""
+# The exit code of a command that an error of one of these classes ends: 2, the run cannot
+# start or go on at all (1 means some files failed; 130 and 143 are Ctrl-C and SIGTERM). Any
+# other error is a bug: Python's traceback, and exit code 1.
+EXIT_CODES: tuple[tuple[type[ObjstoreError], int], ...] = (
+    (CommandError, 2),
+    (ConfigError, 2),
+    (ConfigFileError, 2),
+    (CacheDbError, 2),  # CacheDbLockError too: another run has cache.db
+    (SynapseDbError, 2),
+    (OwnershipError, 2),
+    (StoreUnusableError, 2),
+)
 
-    exit_code = 2
+
+def exit_code_of(error: ObjstoreError) -> int | None:
+    """The exit code of a command that `error` ends (EXIT_CODES); None: a bug, not handled."""
+    return next((code for error_class, code in EXIT_CODES if isinstance(error, error_class)), None)
 
 
 @dataclass
@@ -139,7 +158,7 @@ class Context:
             if not self.homeserver.keeps_local_media:
                 return given  # may be missing or empty: no media is local, every one is in the store
         if not os.path.isdir(given):
-            raise FatalError(f"media store directory {given} does not exist")
+            raise CommandError(f"media store directory {given} does not exist")
         return given
 
     def stored_media_types(self) -> frozenset[str]:
@@ -178,7 +197,7 @@ class Context:
         if bucket is not None:
             raw["bucket"] = bucket
         raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
-        from synapse_objstore.config import ConfigError, parse_store_config
+        from synapse_objstore.config import parse_store_config
         from synapse_objstore.store import ObjectStore
 
         try:
@@ -187,7 +206,7 @@ class Context:
             if retries is not None:
                 backend = parse_store_config({**raw, RETRIES_KEY: retries})
         except ConfigError as error:
-            raise FatalError(f"store config from {source}: {error}") from None
+            raise ConfigError(f"store config from {source}: {error}") from None
         return ObjectStore(backend)
 
     def _batch_retries(self, backend: Backend) -> int | None:
@@ -254,14 +273,11 @@ pass_context = click.make_pass_decorator(Context)
 
 
 def run_store_job(store: ObjectStore, job: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a job on the I/O loop, close the store after; store-wide failures become fatal errors."""
-    from synapse_objstore.cli.verification import FatalStoreError
+    """Run a job on the I/O loop, close the store after."""
     from synapse_objstore.io_loop import run
 
     try:
         return run(job())
-    except FatalStoreError as error:
-        raise FatalError(str(error)) from None
     except KeyboardInterrupt:
         # Stopping here is as safe as a crash: nothing is deleted before its verification is committed.
         click.echo("Interrupted. Run the same command again to resume; no file is lost.", err=True)
@@ -270,9 +286,9 @@ def run_store_job(store: ObjectStore, job: Callable[[], Coroutine[Any, Any, T]])
         run(store.close())
 
 
-class FatalErrors(click.Group):
-    """Turns errors that name a file or service, raised anywhere in a command, into clean exits;
-    and writes the --metrics-file of the run, however it ends."""
+class ExitCodeGroup(click.Group):
+    """Ends a command that an ObjstoreError ends with a clean message and the error's exit code
+    (EXIT_CODES), wherever it was raised; and writes the --metrics-file of the run, however it ends."""
 
     def invoke(self, ctx: click.Context) -> Any:
         started = time.time()
@@ -300,12 +316,12 @@ class FatalErrors(click.Group):
     def _invoke_command(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (ConfigFileError, CacheDbError, CacheDbLockError, SynapseDbError, OwnershipError) as error:
-            raise FatalError(str(error)) from None
-        except Exception as error:
-            if isinstance(error, _store_errors()):
-                raise FatalError(str(error)) from None
-            raise
+        except ObjstoreError as error:
+            code = exit_code_of(error)
+            if code is None:
+                raise
+            click.ClickException(str(error)).show()  # "Error: ..." on stderr, as click shows its own
+            sys.exit(code)
 
 
 class Terminated(SystemExit):
@@ -358,19 +374,11 @@ def _check_metrics_file_is_this_runs(ctx: click.Context, path: str, command: str
     others = series_of_others(path, command, str(shard))
     if others:
         ctx.params["metrics_file"] = None  # not to be written by this run
-        raise FatalError(
+        raise CommandError(
             f"--metrics-file {path} holds the series of another run than this one's (command={command}, "
             f"shard={shard}): {others[0]}{f' and {len(others) - 1} more' if len(others) > 1 else ''}. Give each "
             f"command and shard a file of its own (remove this one if that run is no more)"
         )
-
-
-def _store_errors() -> tuple[type[Exception], ...]:
-    """The fatal errors of the store's modules, imported only when some error is raised."""
-    from synapse_objstore.cli.verification import FatalStoreError
-    from synapse_objstore.config import ConfigError
-
-    return ConfigError, FatalStoreError
 
 
 dry_run_option = click.option("--dry-run", is_flag=True, help="Report what would change; change nothing.")
@@ -390,7 +398,7 @@ hs_path_option = click.option(
 )
 
 
-@click.group(cls=FatalErrors)
+@click.group(cls=ExitCodeGroup)
 @click.option("--no-progress", is_flag=True, help="do not show progress bars")
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON on stdout.")
 @click.option("--config", "-c", "config_paths", multiple=True, envvar="SYNAPSE_CONFIG", type=click.Path(exists=True),
@@ -661,7 +669,7 @@ async def _claimed_then(store: ObjectStore, synapse_db: SynapseDb | None, comman
                         job: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """`job`, once the store is known not to be another homeserver's (when the database is known)."""
     from synapse_objstore.cli.ownership import claim_store
-    from synapse_objstore.cli.verification import preflight
+    from synapse_objstore.verification import preflight
 
     if synapse_db is not None:
         await preflight(store)  # an unusable store is reported as such, before its marker is asked for

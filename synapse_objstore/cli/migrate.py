@@ -19,8 +19,9 @@ from typing import Any
 from synapse_objstore.cli.ownership import OWNER_MARKER, check_same_owner
 from synapse_objstore.cli.report import Summary
 from synapse_objstore.cli.restore import download
-from synapse_objstore.cli.verification import RemoteChecker, State, preflight
-from synapse_objstore.store import MediaPathError, ObjectInfo, ObjectStore
+from synapse_objstore.errors import MediaPathError
+from synapse_objstore.store import ObjectInfo, ObjectStore
+from synapse_objstore.verification import RemoteChecker, State, preflight
 
 
 class Migrator:

@@ -18,7 +18,7 @@ A storm (503 SlowDown, dropped connections) is ridden out first by the client's 
 each media that failed that way, once every other media has had its turn. A failure of the
 whole store (the bucket gone, the credentials refused: see `StoreWatch`) stops the run at
 once: the media under way are abandoned (nothing unverified is deleted; what was verified
-is committed to cache.db) and `run` raises FatalStoreError.
+is committed to cache.db) and `run` raises StoreUnusableError.
 """
 
 from __future__ import annotations
@@ -31,22 +31,22 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from synapse_objstore.checksums import LocalDigest
 from synapse_objstore.cli.cache_db import CacheDb, FileRecord
-from synapse_objstore.cli.checksums import LocalDigest
 from synapse_objstore.cli.journal import Journal
 from synapse_objstore.cli.localfs import remove_media_file
 from synapse_objstore.cli.report import Summary
-from synapse_objstore.cli.verification import (
+from synapse_objstore.errors import MediaPathError, StoreUnusableError
+from synapse_objstore.media import Media, parse_media_path
+from synapse_objstore.store import ObjectStore
+from synapse_objstore.verification import (
     Check,
-    FatalStoreError,
     RemoteChecker,
     State,
     StoreWatch,
     is_retryable,
     preflight,
 )
-from synapse_objstore.media import Media, parse_media_path
-from synapse_objstore.store import MediaPathError, ObjectStore
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class Offloader:
         self.journal = Journal(cache)
         self.watch = StoreWatch(store)
         self._running: set[asyncio.Task[None]] = set()
-        self._stopped: FatalStoreError | None = None
+        self._stopped: StoreUnusableError | None = None
 
     @property
     def summary(self) -> Summary:
@@ -162,12 +162,13 @@ class Offloader:
             _attempt.reset(token)
         try:
             await self.watch.failed(error for error in outcome.errors if error is not None)
-        except FatalStoreError as error:
+        except StoreUnusableError as error:
             if self._stopped is None:
-                self._stopped = FatalStoreError(
+                self._stopped = StoreUnusableError(
                     f"{error}; every media done so far is recorded in {self.journal.cache.path}. "
                     "Run the same command again once the store can be used"
                 )
+                self._stopped.__cause__ = error
                 for task in self._running - {asyncio.current_task()}:
                     task.cancel()
             return

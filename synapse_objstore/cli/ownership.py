@@ -31,13 +31,12 @@ import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from synapse_objstore.cli.synapse_db import SynapseDb, SynapseDbError
+from synapse_objstore.cli.synapse_db import SynapseDb
+from synapse_objstore.errors import MarkerUnavailableError, OwnershipError, SynapseDbError
 from synapse_objstore.owner_marker import (
     OWNER_MARKER,
     HomeserverIdentity,
-    MarkerUnavailableError,
     OwnerRecord,
-    OwnershipError,
     read_owner,
     record_owner,
 )

@@ -57,15 +57,18 @@ from synapse_objstore.cli.offload import Offloader, UploadOptions
 from synapse_objstore.cli.ownership import (
     DEFAULT_MAX_DELETE_SHARE,
     OwnerCheck,
-    OwnershipError,
     check_owner,
     identify,
 )
 from synapse_objstore.cli.path_set import PathSet
 from synapse_objstore.cli.report import MAX_LISTED_FAILURES, Summary, human_size
 from synapse_objstore.cli.shard import WHOLE, Shard
-from synapse_objstore.cli.synapse_db import SynapseDb, SynapseDbError
-from synapse_objstore.cli.verification import FatalStoreError, preflight
+from synapse_objstore.cli.synapse_db import SynapseDb
+from synapse_objstore.errors import (
+    DeleteShareError,
+    EmptyDatabaseError,
+    StoreUnusableError,
+)
 from synapse_objstore.media import Media, MediaOwner, parse_media_path
 from synapse_objstore.owner_marker import (
     OWNER_MARKER,
@@ -75,19 +78,12 @@ from synapse_objstore.owner_marker import (
     record_owner,
 )
 from synapse_objstore.store import ObjectInfo, ObjectStore
+from synapse_objstore.verification import preflight
 
 # Objects looked up in Synapse's database at once.
 DB_BATCH = 10_000
 # Media of the database read at once, and whose local files are looked for in one thread.
 MEDIA_PAGE = 1000
-
-
-class EmptyDatabaseError(SynapseDbError):
-    """Synapse's database has no media at all: most likely the wrong database."""
-
-
-class DeleteShareError(OwnershipError):
-    """More of the store would be deleted than `max_delete_share` allows: refused before deleting."""
 
 
 @dataclass(frozen=True)
@@ -318,8 +314,8 @@ class Reconciler:
         try:
             await self._walk_listing(listed, delete)
         except OSError as error:  # a store error, or a bucket gone (which s3fs calls a missing file)
-            raise FatalStoreError(f"reconcile stopped: listing {self.store.backend.describe()} failed "
-                                  f"({type(error).__name__}: {error})") from None
+            raise StoreUnusableError(f"reconcile stopped: listing {self.store.backend.describe()} failed "
+                                     f"({type(error).__name__}: {error})") from error
 
     async def _walk_listing(self, listed: PathSet | None, delete: bool) -> None:
         batch: list[tuple[ObjectInfo, MediaOwner]] = []

@@ -20,9 +20,10 @@ from synapse_objstore.cli.cache_db import CacheDb
 from synapse_objstore.cli.journal import Journal
 from synapse_objstore.cli.localfs import file_size
 from synapse_objstore.cli.report import Summary
-from synapse_objstore.cli.verification import RemoteChecker, preflight
+from synapse_objstore.errors import MediaPathError
 from synapse_objstore.media import Media
-from synapse_objstore.store import MediaPathError, ObjectInfo, ObjectStore
+from synapse_objstore.store import ObjectInfo, ObjectStore
+from synapse_objstore.verification import RemoteChecker, preflight
 
 CHUNK = 1024 * 1024
 TMP_DIR_NAME = ".objstore-offload-tmp"

@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 
 import psycopg2
 
-from synapse_objstore.cli.homeserver import ConfigFileError, Homeserver, load_yaml
+from synapse_objstore.cli.homeserver import Homeserver, load_yaml
+from synapse_objstore.errors import ConfigFileError, SynapseDbError
 from synapse_objstore.media import MediaType
 
 DATABASE_YAML = "database.yaml"
@@ -95,10 +96,6 @@ def _read_ahead(items: Iterator[T]) -> Iterator[T]:
         while (item := pending.result()) is not None:
             pending = worker.submit(next, items, None)
             yield item
-
-
-class SynapseDbError(RuntimeError):
-    """Synapse's database cannot be reached or read; the message says which and why."""
 
 
 class SynapseDb:

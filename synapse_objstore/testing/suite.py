@@ -22,10 +22,11 @@ from typing import Any, ClassVar, TypeVar
 import pytest
 
 from synapse_objstore import io_loop
-from synapse_objstore.cli.verification import FatalStoreError, RemoteChecker, State, preflight
-from synapse_objstore.config import ConfigError, parse_store_config
-from synapse_objstore.store import ObjectInfo, ObjectStore, ObjectStoreError
+from synapse_objstore.config import parse_store_config
+from synapse_objstore.errors import ConfigError, ObjectStoreError, StoreUnusableError
+from synapse_objstore.store import ObjectInfo, ObjectStore
 from synapse_objstore.testing.memory import peak_memory
+from synapse_objstore.verification import RemoteChecker, State, preflight
 
 T = TypeVar("T")
 
@@ -345,7 +346,7 @@ class BackendConformance:
                 message = str(raised.value)
                 assert where in message, f"{action}: {message!r} does not name {where}"
                 assert [s for s in secrets if s in message] == [], f"{action}: a secret is in {message!r}"
-            with pytest.raises(FatalStoreError) as raised_fatal:
+            with pytest.raises(StoreUnusableError) as raised_fatal:
                 self.call(objstore, preflight(objstore), "check", self.failure_deadline)
             assert where in str(raised_fatal.value)
 

@@ -13,8 +13,8 @@ import yaml
 
 from servers.moto import MotoServer
 from servers.synapse_media import SynapseMedia
-from synapse_objstore.cli.checksums import LocalDigest
-from synapse_objstore.cli.verification import RemoteChecker
+from synapse_objstore.checksums import LocalDigest
+from synapse_objstore.verification import RemoteChecker
 from tests.support.offload import Dataset, Offload
 from tests.support.s3 import bucket_objects
 

@@ -10,7 +10,8 @@ import pytest
 
 from servers.synapse_media import SynapseMedia
 from synapse_objstore.cli.homeserver import Homeserver
-from synapse_objstore.cli.synapse_db import SynapseDb, SynapseDbError
+from synapse_objstore.cli.synapse_db import SynapseDb
+from synapse_objstore.errors import SynapseDbError
 from tests.support.offload import Dataset
 
 

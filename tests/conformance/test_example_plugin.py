@@ -110,7 +110,8 @@ def test_objstore_offload_uploads_verifies_and_restores_through_the_plugin(
 
 
 def test_a_bad_plugin_config_is_refused_naming_the_key(localdisk_site: Path) -> None:
-    from synapse_objstore.config import ConfigError, parse_store_config
+    from synapse_objstore.config import parse_store_config
+    from synapse_objstore.errors import ConfigError
 
     with pytest.raises(ConfigError, match="'directory': must be an absolute path"):
         parse_store_config({"backend": "localdisk", "directory": "relative/archive"})

@@ -15,7 +15,7 @@ from servers.matrix_client import MatrixClient
 from servers.moto import MotoServer
 from servers.postgres import PostgresUnavailable, ensure_postgres_running, postgres_database, temporary_database
 from servers.synapse import SynapseServer, provider_entry
-from synapse_objstore.failures import FailureKind
+from synapse_objstore.errors import FailureKind
 from synapse_objstore.metrics import OPERATIONS
 from tests.support.homeserver import MonitoredHomeserver, enable_metrics_listener, provider_config
 from tests.support.s3 import s3_client

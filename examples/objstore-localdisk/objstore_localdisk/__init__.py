@@ -24,10 +24,7 @@ from typing import Any
 from fsspec.implementations.local import LocalFileSystem
 from pydantic import Field, field_validator
 
-from synapse_objstore import hookimpl
-from synapse_objstore.asyncfs import AsyncFs
-from synapse_objstore.backends.base import Backend
-from synapse_objstore.config import BackendSettings
+from synapse_objstore.backends import AsyncFs, Backend, BackendSettings, hookimpl
 
 COPY_BLOCK = 1024 * 1024
 

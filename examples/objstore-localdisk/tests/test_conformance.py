@@ -7,6 +7,9 @@ from typing import Any
 
 import pytest
 
+from synapse_objstore.config import parse_store_config
+from synapse_objstore.io_loop import run
+from synapse_objstore.store import ObjectStore
 from synapse_objstore.testing import BackendConformance
 
 
@@ -17,10 +20,6 @@ class TestLocalDisk(BackendConformance):
 
 
 def test_an_upload_leaves_no_temporary_file_behind(tmp_path: Path) -> None:
-    from synapse_objstore.config import parse_store_config
-    from synapse_objstore.io_loop import run
-    from synapse_objstore.store import ObjectStore
-
     store = ObjectStore(parse_store_config({"backend": "localdisk", "directory": str(tmp_path / "archive")}))
     source = tmp_path / "media"
     source.write_bytes(b"media bytes")

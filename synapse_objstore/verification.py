@@ -20,16 +20,19 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from synapse_objstore.cli.checksums import LocalDigest, digest_file
-from synapse_objstore.failures import FailureKind, classify, exception_chain
-from synapse_objstore.health import StoreCheckError, check_store
-from synapse_objstore.store import ObjectInfo, ObjectStore, ObjectStoreError
+from synapse_objstore.checksums import LocalDigest, digest_file
+from synapse_objstore.errors import (
+    BucketMissingError,
+    FailureKind,
+    ObjectStoreError,
+    StoreDeniedError,
+    StoreUnusableError,
+)
+from synapse_objstore.failures import classify
+from synapse_objstore.health import check_store
+from synapse_objstore.store import ObjectInfo, ObjectStore
 
 READ_BACK_CHUNK = 1024 * 1024
-
-
-class FatalStoreError(RuntimeError):
-    """The store cannot be used at all (no bucket, refused credentials): stop the run."""
 
 
 class State(enum.Enum):
@@ -130,8 +133,8 @@ async def preflight(store: ObjectStore) -> None:
     It is the provider's startup check (health.py), asked before a run."""
     try:
         await check_store(store)
-    except StoreCheckError as error:
-        raise FatalStoreError(str(error)) from None
+    except ObjectStoreError as error:
+        raise StoreUnusableError(str(error)) from error
 
 
 def is_retryable(error: BaseException) -> bool:
@@ -143,12 +146,8 @@ def is_retryable(error: BaseException) -> bool:
 
 
 def _store_wide_suspect(error: BaseException) -> bool:
-    """A failure that may be the whole store's: a denial, or a missing bucket (which s3fs and
-    local filesystems report as a missing file)."""
-    return isinstance(error, ObjectStoreError) and (
-        classify(error) is FailureKind.DENIED
-        or any(isinstance(link, FileNotFoundError) for link in exception_chain(error))
-    )
+    """A failure that may be the whole store's: a denial, or a missing bucket."""
+    return isinstance(error, (StoreDeniedError, BucketMissingError))
 
 
 class StoreWatch:
@@ -159,7 +158,7 @@ class StoreWatch:
     gone while some uploads still succeed. So a failure that may be store-wide (a denial, a
     missing bucket) is put to the startup check (`preflight`'s question about the bucket
     itself): when the store answers that the bucket does not exist or refuses the
-    credentials, the run stops (FatalStoreError); when it answers, or cannot be reached,
+    credentials, the run stops (StoreUnusableError); when it answers, or cannot be reached,
     the failure stays that file's. Concurrent suspicions share one check.
     """
 
@@ -168,7 +167,7 @@ class StoreWatch:
         self._check: asyncio.Future[None] | None = None
 
     async def failed(self, errors: Iterable[BaseException]) -> None:
-        """Look at the errors a media failed with; raises FatalStoreError if the store is unusable."""
+        """Look at the errors a media failed with; raises StoreUnusableError if the store is unusable."""
         if not any(_store_wide_suspect(error) for error in errors):
             return
         check = self._check
@@ -179,7 +178,7 @@ class StoreWatch:
     async def _ask(self) -> None:
         try:
             await check_store(self.store)
-        except StoreCheckError as error:
-            cause = error.__cause__
-            if isinstance(cause, FileNotFoundError) or (cause is not None and classify(cause) is FailureKind.DENIED):
-                raise FatalStoreError(f"{error}. Stopped the run") from None
+        except (StoreDeniedError, BucketMissingError) as error:
+            raise StoreUnusableError(f"{error}. Stopped the run") from error
+        except ObjectStoreError:
+            pass  # the store answered otherwise, or could not be reached: the failure stays the file's
