@@ -18,7 +18,8 @@ T = TypeVar("T")
 
 
 def io_loop() -> asyncio.AbstractEventLoop:
-    return fsspec.asyn.get_loop()
+    loop: asyncio.AbstractEventLoop = fsspec.asyn.get_loop()
+    return loop
 
 
 def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:

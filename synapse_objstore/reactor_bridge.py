@@ -13,7 +13,6 @@ from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads
-from twisted.python.failure import Failure
 
 from synapse_objstore.io_loop import submit
 
@@ -45,7 +44,7 @@ def run_on_io_loop(
         if done.cancelled():
             deferred.cancel()
         elif (error := done.exception()) is not None:
-            deferred.errback(Failure(error))
+            deferred.errback(error)
         else:
             deferred.callback(done.result())
 

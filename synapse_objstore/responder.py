@@ -34,7 +34,6 @@ from synapse.logging.context import PreserveLoggingContext, make_deferred_yielda
 from synapse.media._base import Responder
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer, IPushProducer, IReactorFromThreads
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from synapse_objstore.backends.base import ObjectStream
@@ -284,7 +283,7 @@ class ObjectResponder(Responder):
             if isinstance(error, ObjectStoreError):  # not a consumer that paused for too long
                 self._metrics.count_error("stream", error)
             logger.warning("streaming %s failed: %s", self._media_path, error)
-            self._finished.errback(Failure(error))
+            self._finished.errback(error)
 
     def _end_stream(self, complete: bool) -> None:
         """Count the end of streaming, once, however it ends; `complete`: every byte was written."""

@@ -45,7 +45,7 @@ class Returned:
 
 
 def find_returned(cache: CacheDb, base_path: str, synapse_db: SynapseDb | None, full: bool, dry_run: bool,
-                  fail: Callable[[str, str], None], announce: Callable[[str], None], progress: Callable[[], None]
+                  fail: Callable[[str, str], None], announce: Callable[[str], None], progress: Callable[[], object]
                   ) -> Returned:
     """Mark the offloaded media that have files on local disk again not deleted (see above)."""
     started_ms = int(time.time() * 1000)

@@ -47,7 +47,7 @@ class Shard:
 WHOLE = Shard(0, 1)
 
 
-class ShardParam(click.ParamType):
+class ShardParam(click.ParamType):  # type: ignore[type-arg]  # generic in recent click; subscripted, it would fail on the older releases we accept
     """I/N with 0 <= I < N."""
 
     name = "I/N"

@@ -236,7 +236,7 @@ class SynapseDb:
 
     def remote_files(self) -> Iterator[tuple[str, str]]:
         """(origin, filesystem_id) of every remote media, streamed in one scan of the table."""
-        return self._stream(REMOTE_FILES_SQL, (), "remote_files")  # type: ignore[return-value]
+        return self._stream(REMOTE_FILES_SQL, (), "remote_files")
 
     def _any(self) -> str:
         """`IN` a list given as one parameter: SQLite's json_each takes any length, where

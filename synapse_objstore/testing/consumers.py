@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 
-from twisted.internet.interfaces import IConsumer, IPushProducer
+from twisted.internet.interfaces import IConsumer, IProducer, IPushProducer
 from zope.interface import implementer
 
 
@@ -15,9 +15,9 @@ class PushConsumer:
 
     producer: IPushProducer | None = None
 
-    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
-        assert streaming, "the provider must be a push producer"
-        self.producer = producer
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
+        assert streaming and IPushProducer.providedBy(producer), "the provider must be a push producer"
+        self.producer = IPushProducer(producer)
 
     def unregisterProducer(self) -> None:
         self.producer = None

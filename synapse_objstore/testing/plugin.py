@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -22,7 +22,9 @@ REACTOR_CALL_DEADLINE = 120.0
 def objstore_reactor() -> Iterator[Any]:
     """Twisted's global reactor, running in a thread of its own for the whole session."""
     pytest.importorskip("twisted.internet", reason="Twisted (which matrix-synapse brings) is not installed")
-    from twisted.internet import reactor
+    from twisted.internet import reactor as global_reactor
+
+    reactor: Any = global_reactor  # its type names only what every reactor has in common
 
     thread = threading.Thread(target=reactor.run, kwargs={"installSignalHandlers": False}, daemon=True,
                               name="twisted-reactor")
@@ -47,8 +49,11 @@ def objstore_in_reactor(objstore_reactor: Any) -> Callable[..., Any]:
             if not isinstance(result, defer.Deferred):
                 if not inspect.isawaitable(result):
                     return result
-                result = defer.ensureDeferred(result)
+                result = defer.ensureDeferred(awaited(result))
             return result.addTimeout(timeout, objstore_reactor)
+
+        async def awaited(awaitable: Awaitable[Any]) -> Any:
+            return await awaitable
 
         try:
             return blockingCallFromThread(objstore_reactor, run)

@@ -50,7 +50,10 @@ def start_streaming(
         responder = await provider.fetch(path, info)
         assert responder is not None, f"{path} was not found in the store"
         responder.__enter__()
-        started["done"] = defer.ensureDeferred(responder.write_to_consumer(consumer))
+        started["done"] = defer.ensureDeferred(write(responder))
+
+    async def write(responder: Any) -> None:
+        await responder.write_to_consumer(consumer)
 
     in_reactor(start)
     done: defer.Deferred[None] = started["done"]
