@@ -40,17 +40,41 @@ print("ok")
 
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sdist, and the wheel that `python -m build` builds from that sdist (not from the
+    checkout): whatever the wheel holds, the sdist was enough to build."""
     out = tmp_path_factory.mktemp("dist")
     subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)], check=True,
                    capture_output=True, timeout=300)
     return out
 
 
-def test_sdist_carries_the_package_tests_and_docs(dist: Path) -> None:
+def package_files() -> set[str]:
+    """The files of the package in the checkout (modules of every subpackage, and any data
+    such as a py.typed marker), relative to the project root."""
+    return {path.relative_to(ROOT).as_posix() for path in (ROOT / "synapse_objstore").rglob("*")
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"}
+
+
+def test_the_sdist_carries_what_a_build_needs_and_its_wheel_the_whole_package(dist: Path) -> None:
     (sdist,) = dist.glob("*.tar.gz")
-    names = tarfile.open(sdist).getnames()
-    for expected in ("synapse_objstore/provider.py", "synapse_objstore/backends/s3.py", "README.md", "pyproject.toml"):
-        assert any(name.endswith(expected) for name in names), expected
+    with tarfile.open(sdist) as archive:
+        top, *_ = archive.getnames()[0].split("/")
+        in_sdist = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    package = package_files()
+    assert {"synapse_objstore/provider.py", "synapse_objstore/backends/s3.py", "synapse_objstore/cli/main.py",
+            "synapse_objstore/testing/suite.py"} <= package  # the walk above found the subpackages
+    needed = package | {"pyproject.toml", "README.md", "PKG-INFO"}
+    needed |= {name for name in ("LICENSE", "LICENSE.txt", "LICENSE.md", "NOTICE") if (ROOT / name).exists()}
+    assert needed - in_sdist == set(), f"missing from {sdist.name}"
+
+    (wheel,) = dist.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        in_wheel = set(archive.namelist())
+        metadata = archive.read(next(n for n in in_wheel if n.endswith(".dist-info/METADATA"))).decode()
+    assert {n for n in in_wheel if ".dist-info/" not in n} == package, "the wheel holds other files than the package"
+    # the README is the project's description on the index
+    assert "Description-Content-Type: text/markdown" in metadata and "objstore-offload" in metadata.split("\n\n", 1)[1]
+    assert top == sdist.name.removesuffix(".tar.gz")
 
 
 def test_wheel_installs_into_a_clean_venv_and_works(dist: Path, tmp_path: Path) -> None:
