@@ -195,7 +195,7 @@ def test_false_makes_no_check(reactor: Any, moto: MotoServer, media_store: Path,
     load_provider(reactor, media_store, {**unchecked, "prefix": "witness/", "check_on_startup": True})
 
     witness = check_line(provider_log)
-    assert witness.getMessage().startswith(f"check_on_startup: cannot use s3://no-such-bucket/witness/ at "), \
+    assert witness.getMessage().startswith("check_on_startup: cannot use s3://no-such-bucket/witness/ at "), \
         witness.getMessage()
     time.sleep(0.5)
     lines = [record.getMessage() for record in provider_log.records if record.getMessage().startswith("check_on")]
