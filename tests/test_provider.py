@@ -377,8 +377,9 @@ def test_provider_config_repr_hides_secrets() -> None:
     assert "AKID" in shown
 
 
-def test_fetch_and_store_in_one_logcontext_free_flow(reactor: Any, in_reactor: Callable[..., Any], moto: MotoServer,
-                                                     bucket: str, media_store: Path) -> None:
+def test_a_file_stored_through_the_provider_fetches_back_whole(reactor: Any, in_reactor: Callable[..., Any],
+                                                               moto: MotoServer, bucket: str,
+                                                               media_store: Path) -> None:
     """Uploading then fetching through the same provider gives back the bytes uploaded."""
     provider = load_provider(reactor, media_store, s3_config(moto, bucket, prefix="x/"))
     path, info = local_media("roundtripmedia")
