@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import os
 import subprocess
 import sys
 import tarfile
@@ -16,7 +17,9 @@ from packaging.version import Version
 ROOT = Path(__file__).resolve().parent.parent
 
 CHECK = """
-import importlib.metadata, importlib.util
+import importlib.metadata, importlib.util, sys
+import synapse_objstore
+assert synapse_objstore.__file__.startswith(sys.prefix), synapse_objstore.__file__  # the wheel's, not a checkout's
 from synapse_objstore.config import parse_store_config
 from synapse_objstore.plugins import default_registry
 from synapse_objstore.store import ObjectStore
@@ -85,12 +88,18 @@ def test_wheel_installs_into_a_clean_venv_and_works(dist: Path, tmp_path: Path) 
     assert "[synapse_objstore]" in declared and "objstore-offload" in declared
 
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    # Clean: no PYTHONPATH leading to a checkout (pip would take its egg-info for the package
+    # installed already and skip the wheel), and not run from the checkout (`-c` imports from
+    # the working directory).
+    clean = {"env": {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}, "cwd": tmp_path}
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120, **clean)
     subprocess.run([str(venv / "bin/pip"), "install", "--quiet", str(wheel)], check=True, capture_output=True,
-                   timeout=600)
-    result = subprocess.run([str(venv / "bin/python"), "-c", CHECK], capture_output=True, text=True, timeout=120)
+                   timeout=600, **clean)
+    result = subprocess.run([str(venv / "bin/python"), "-c", CHECK], capture_output=True, text=True, timeout=120,
+                            **clean)
     assert result.stdout.strip() == "ok", result.stderr
-    cli = subprocess.run([str(venv / "bin/objstore-offload"), "--help"], capture_output=True, text=True, timeout=120)
+    cli = subprocess.run([str(venv / "bin/objstore-offload"), "--help"], capture_output=True, text=True, timeout=120,
+                         **clean)
     assert cli.returncode == 0, cli.stderr
     for command in ("update-db", "check-deleted", "update", "write", "upload", "restore", "verify", "migrate"):
         assert command in cli.stdout
