@@ -86,7 +86,7 @@ def test_silent_and_stalled_store(moto: MotoServer, bucket: str, proxy: FaultPro
     started = time.monotonic()
     with pytest.raises(ReadTimeoutError):
         s3.head_object(Bucket=bucket, Key="big")
-    assert 1 <= time.monotonic() - started < 5
+    assert 1 <= time.monotonic() - started < 1 + 9  # the client's read timeout, with a loaded machine's margin
     proxy.set(silent=False, stall=True)
     body = s3.get_object(Bucket=bucket, Key="big")["Body"]
     assert len(body.read(1_000_000)) == 1_000_000  # half the body arrives, then nothing

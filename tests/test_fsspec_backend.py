@@ -65,7 +65,10 @@ def test_an_object_truncated_while_it_streams_fails_the_fetch(
     in_reactor(provider.store_file, path, info)
     consumer = RecordingConsumer(pause_on_first_write=True)
     done = start_streaming(in_reactor, provider, path, info, consumer)
-    time.sleep(0.5)  # paused after the first piece
+    deadline = time.monotonic() + 30
+    while not in_reactor(lambda: consumer.paused):  # paused after the first piece
+        assert time.monotonic() < deadline, "the client never got its first piece"
+        time.sleep(0.02)
     os.truncate(tmp_path / "objects" / path, 1_000_000)
 
     in_reactor(consumer.resume)

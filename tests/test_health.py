@@ -135,7 +135,9 @@ def test_a_store_that_never_answers_is_reported_within_the_checks_bound(
                                          "read_timeout": 600, "retries": 5})
 
     line = check_line(provider_log)
-    assert 2.0 <= time.monotonic() - started < 6.0
+    # The bound is the feature: CHECK_TIMEOUT, not the minutes of the backend's own timeouts
+    # and retries; the margin above it is for a loaded machine.
+    assert 2.0 <= time.monotonic() - started < 2.0 + 8.0
     assert line.levelno == logging.ERROR
     assert "the store did not answer in time (TimeoutError)" in line.getMessage()
 
@@ -182,11 +184,21 @@ def test_a_directory_not_made_yet_is_fine_as_the_first_upload_makes_it(
 
 def test_false_makes_no_check(reactor: Any, moto: MotoServer, media_store: Path,
                               provider_log: pytest.LogCaptureFixture) -> None:
-    # A missing bucket: a check would report it within a fraction of a second.
-    load_provider(reactor, media_store, {"bucket": "no-such-bucket", "endpoint_url": moto.endpoint_url,
-                                         "check_on_startup": False})
-    with pytest.raises(AssertionError, match="no check_on_startup line"):
-        check_line(provider_log, timeout=2.0)
+    # A missing bucket: a check would report it.
+    unchecked = {"bucket": "no-such-bucket", "endpoint_url": moto.endpoint_url, "check_on_startup": False}
+    load_provider(reactor, media_store, unchecked)
+    # A witness loaded after it, checking the same store: a check the first provider made would
+    # have started before the witness's, on the same I/O loop, and asked the same of the same
+    # store, so once the witness's line is logged (and a moment more, as the two run side by
+    # side), the absence below is not a line that is merely late.
+    load_provider(reactor, media_store, {**unchecked, "prefix": "witness/", "check_on_startup": True})
+
+    witness = check_line(provider_log)
+    assert witness.getMessage().startswith("check_on_startup: cannot use s3://no-such-bucket/witness/ at "), \
+        witness.getMessage()
+    time.sleep(0.5)
+    lines = [record.getMessage() for record in provider_log.records if record.getMessage().startswith("check_on")]
+    assert lines == [witness.getMessage()]
 
 
 @pytest.mark.parametrize("value", ["yes", "true", 1, None])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import os
 import subprocess
 import sys
 import tarfile
@@ -16,7 +17,9 @@ from packaging.version import Version
 ROOT = Path(__file__).resolve().parent.parent
 
 CHECK = """
-import importlib.metadata, importlib.util
+import importlib.metadata, importlib.util, sys
+import synapse_objstore
+assert synapse_objstore.__file__.startswith(sys.prefix), synapse_objstore.__file__  # the wheel's, not a checkout's
 from synapse_objstore.config import parse_store_config
 from synapse_objstore.plugins import default_registry
 from synapse_objstore.store import ObjectStore
@@ -40,17 +43,41 @@ print("ok")
 
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sdist, and the wheel that `python -m build` builds from that sdist (not from the
+    checkout): whatever the wheel holds, the sdist was enough to build."""
     out = tmp_path_factory.mktemp("dist")
     subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)], check=True,
                    capture_output=True, timeout=300)
     return out
 
 
-def test_sdist_carries_the_package_tests_and_docs(dist: Path) -> None:
+def package_files() -> set[str]:
+    """The files of the package in the checkout (modules of every subpackage, and any data
+    such as a py.typed marker), relative to the project root."""
+    return {path.relative_to(ROOT).as_posix() for path in (ROOT / "synapse_objstore").rglob("*")
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"}
+
+
+def test_the_sdist_carries_what_a_build_needs_and_its_wheel_the_whole_package(dist: Path) -> None:
     (sdist,) = dist.glob("*.tar.gz")
-    names = tarfile.open(sdist).getnames()
-    for expected in ("synapse_objstore/provider.py", "synapse_objstore/backends/s3.py", "README.md", "pyproject.toml"):
-        assert any(name.endswith(expected) for name in names), expected
+    with tarfile.open(sdist) as archive:
+        top, *_ = archive.getnames()[0].split("/")
+        in_sdist = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    package = package_files()
+    assert {"synapse_objstore/provider.py", "synapse_objstore/backends/s3.py", "synapse_objstore/cli/main.py",
+            "synapse_objstore/testing/suite.py"} <= package  # the walk above found the subpackages
+    needed = package | {"pyproject.toml", "README.md", "PKG-INFO"}
+    needed |= {name for name in ("LICENSE", "LICENSE.txt", "LICENSE.md", "NOTICE") if (ROOT / name).exists()}
+    assert needed - in_sdist == set(), f"missing from {sdist.name}"
+
+    (wheel,) = dist.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        in_wheel = set(archive.namelist())
+        metadata = archive.read(next(n for n in in_wheel if n.endswith(".dist-info/METADATA"))).decode()
+    assert {n for n in in_wheel if ".dist-info/" not in n} == package, "the wheel holds other files than the package"
+    # the README is the project's description on the index
+    assert "Description-Content-Type: text/markdown" in metadata and "objstore-offload" in metadata.split("\n\n", 1)[1]
+    assert top == sdist.name.removesuffix(".tar.gz")
 
 
 def test_wheel_installs_into_a_clean_venv_and_works(dist: Path, tmp_path: Path) -> None:
@@ -61,12 +88,18 @@ def test_wheel_installs_into_a_clean_venv_and_works(dist: Path, tmp_path: Path) 
     assert "[synapse_objstore]" in declared and "objstore-offload" in declared
 
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    # Clean: no PYTHONPATH leading to a checkout (pip would take its egg-info for the package
+    # installed already and skip the wheel), and not run from the checkout (`-c` imports from
+    # the working directory).
+    clean = {"env": {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}, "cwd": tmp_path}
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120, **clean)
     subprocess.run([str(venv / "bin/pip"), "install", "--quiet", str(wheel)], check=True, capture_output=True,
-                   timeout=600)
-    result = subprocess.run([str(venv / "bin/python"), "-c", CHECK], capture_output=True, text=True, timeout=120)
+                   timeout=600, **clean)
+    result = subprocess.run([str(venv / "bin/python"), "-c", CHECK], capture_output=True, text=True, timeout=120,
+                            **clean)
     assert result.stdout.strip() == "ok", result.stderr
-    cli = subprocess.run([str(venv / "bin/objstore-offload"), "--help"], capture_output=True, text=True, timeout=120)
+    cli = subprocess.run([str(venv / "bin/objstore-offload"), "--help"], capture_output=True, text=True, timeout=120,
+                         **clean)
     assert cli.returncode == 0, cli.stderr
     for command in ("update-db", "check-deleted", "update", "write", "upload", "restore", "verify", "migrate"):
         assert command in cli.stdout

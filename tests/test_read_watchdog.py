@@ -12,7 +12,9 @@ import pytest
 
 from synapse_objstore.backends.s3 import TimedPieceReader
 
-TIMEOUT = 0.4
+# Long enough that a loaded machine's late timers (a tenth of a second or two) stay well within
+# the margins below, short enough to keep these tests quick.
+TIMEOUT = 1.0
 
 
 class Protocol:
@@ -39,7 +41,7 @@ async def time_to_fail(start_after: float) -> float:
         assert await pieces.read_piece() == b"first piece"
         await asyncio.sleep(start_after)
         started = loop.time()
-        with pytest.raises(aiohttp.ServerTimeoutError, match="no data from the store for 0.4 s"):
+        with pytest.raises(aiohttp.ServerTimeoutError, match="no data from the store for 1 s"):
             await pieces.read_piece()
         return loop.time() - started
     finally:
@@ -51,7 +53,9 @@ def test_a_stalled_read_fails_within_the_read_timeout(start_after: float) -> Non
     """A read that begins just after one of the watchdog's looks is the worst case of a timer
     that only looks every half timeout: it would fail nearly 1.5 timeouts later."""
     waited = asyncio.run(time_to_fail(start_after))
-    assert TIMEOUT * 0.99 <= waited < TIMEOUT * 1.15, f"failed {waited:.3f} s after the read began to wait"
+    # The bound is the feature: one timeout, not the 1.5 of a timer that only looks every half
+    # timeout; a quarter of a timeout is the loaded machine's margin.
+    assert TIMEOUT * 0.99 <= waited < TIMEOUT * 1.25, f"failed {waited:.3f} s after the read began to wait"
 
 
 def test_a_read_that_gets_data_in_time_is_not_failed() -> None:

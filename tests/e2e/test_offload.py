@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from servers.media import image_size
 from servers.synapse import local_thumbnails_dir
 from synapse_objstore.cli.cache_db import MEDIA_STORE_ID_FILE
-from tests.support.homeserver import Homeserver
+from tests.support.homeserver import PREFIX, Homeserver
 
 pytestmark = pytest.mark.e2e
 
@@ -30,6 +31,7 @@ def test_offload_with_delete_then_everything_still_downloads(homeserver: Homeser
              for data in (os.urandom(1000), os.urandom(3 * 1024 * 1024))}
     media_store = homeserver.server.media_store_path
     assert any(media_store.rglob("*")) and (media_store / local_thumbnails_dir(image.media_id)).is_dir()
+    thumbnail_before = homeserver.client.thumbnail(image, 32, 32, "crop").check().body  # from the local disk
 
     time.sleep(1)  # durations are more than zero: every media is older than "1s" now
     updated = offload(homeserver, tmp_path / "cache.db", "update", "1s")
@@ -38,8 +40,17 @@ def test_offload_with_delete_then_everything_still_downloads(homeserver: Homeser
     assert uploaded.returncode == 0, uploaded.stdout + uploaded.stderr
     assert "Failed 0 files" in uploaded.stdout
 
-    assert [p for p in media_store.rglob("*") if p.is_file() and p.name != MEDIA_STORE_ID_FILE] == []
+    def local_files() -> list[Path]:
+        return [p for p in media_store.rglob("*") if p.is_file() and p.name != MEDIA_STORE_ID_FILE]
+
+    assert local_files() == []
     assert homeserver.client.download(image).check().body == image_data
     for mxc, data in files.items():
         assert homeserver.client.download(mxc).check().body == data
-    assert homeserver.client.thumbnail(image, 32, 32, "crop").check().body
+    # The thumbnail Synapse served from its disk, now served from the bucket's copy of it.
+    thumbnail = homeserver.client.thumbnail(image, 32, 32, "crop").check()
+    assert thumbnail.headers["content-type"] == "image/jpeg" and image_size(thumbnail.body) == (32, 32)
+    assert thumbnail.body == thumbnail_before
+    assert thumbnail.body == homeserver.object_bytes(PREFIX + local_thumbnails_dir(image.media_id)
+                                                     + "32-32-image-jpeg-crop")
+    assert local_files() == []  # served from the bucket, not copied back to the disk
