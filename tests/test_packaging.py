@@ -49,7 +49,7 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_sdist_carries_the_package_tests_and_docs(dist: Path) -> None:
     (sdist,) = dist.glob("*.tar.gz")
     names = tarfile.open(sdist).getnames()
-    for expected in ("synapse_objstore/provider.py", "synapse_objstore/backends/s3.py", "README.md", "pyproject.toml"):
+    for expected in ("synapse_objstore/provider.py", "synapse_objstore/backends/s3/__init__.py", "README.md", "pyproject.toml"):
         assert any(name.endswith(expected) for name in names), expected
 
 
