@@ -1,11 +1,12 @@
 """Every member of s3fs, aiobotocore and aiohttp that the s3 backend uses outside their public,
 documented API: here alone, each with what it does for us and why no public call does it.
 
-Checked against s3fs 2026.9.0 (with aiobotocore 3.10.0 and botocore 1.43.117, which it pins)
-and aiohttp 3.14.5. pyproject.toml bounds s3fs above at the release tested: before raising
-that bound, check each function here against the new s3fs, the aiobotocore it pins and the
-aiohttp that comes with it (the tests of the s3 backend, the SSE-C tests and
-tests/test_read_watchdog.py exercise all of them).
+Checked against s3fs 2026.9.0 (with aiobotocore 3.10.0 and botocore 1.43.117, which it
+pins) and aiohttp 3.14.5; the s3fs members are also present in s3fs 2025.2.0, the oldest
+release the lower bound admits (only their presence was checked there). pyproject.toml
+bounds s3fs above at the release tested: before raising that bound, check each function here
+against the new s3fs, the aiobotocore it pins and the aiohttp that comes with it (the tests
+of the s3 backend, the SSE-C tests and tests/test_read_watchdog.py exercise all of them).
 """
 
 from __future__ import annotations
