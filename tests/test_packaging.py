@@ -64,7 +64,7 @@ def test_the_sdist_carries_what_a_build_needs_and_its_wheel_the_whole_package(di
         top, *_ = archive.getnames()[0].split("/")
         in_sdist = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     package = package_files()
-    assert {"synapse_objstore/provider.py", "synapse_objstore/backends/s3.py", "synapse_objstore/cli/main.py",
+    assert {"synapse_objstore/provider.py", "synapse_objstore/backends/s3/__init__.py", "synapse_objstore/cli/main.py",
             "synapse_objstore/testing/suite.py"} <= package  # the walk above found the subpackages
     needed = package | {"pyproject.toml", "README.md", "PKG-INFO"}
     needed |= {name for name in ("LICENSE", "LICENSE.txt", "LICENSE.md", "NOTICE") if (ROOT / name).exists()}

@@ -30,11 +30,15 @@ from pydantic import ByteSize, Field, SecretStr, field_validator, model_validato
 
 from synapse_objstore.asyncfs import AsyncFs
 from synapse_objstore.backends.base import LIST_PAGE_SIZE, Backend, ChecksumScheme
+from synapse_objstore.backends.part_upload import PartUpload, read_range
 from synapse_objstore.errors import ConfigError
 from synapse_objstore.hookspecs import hookimpl
 from synapse_objstore.settings import BackendSettings
 
 if TYPE_CHECKING:
+    from azure.storage.blob import ContentSettings
+    from azure.storage.blob.aio import BlobClient
+
     from synapse_objstore.backends.azure_filesystem import ClientAzureBlobFileSystem
 
 MiB = 1024 * 1024
@@ -128,17 +132,18 @@ class AzureBackend(Backend):
 
     def create_filesystem(self, loop: asyncio.AbstractEventLoop) -> ClientAzureBlobFileSystem:
         module = _filesystem_module()
-        return module.ClientAzureBlobFileSystem(
+        filesystem: ClientAzureBlobFileSystem = module.ClientAzureBlobFileSystem(
             service_client=self._service_client(),
             asynchronous=True,
             loop=loop,
             skip_instance_cache=True,
             use_listings_cache=False,
         )
+        return filesystem
 
     async def close_filesystem(self, fs: AbstractFileSystem) -> None:
         """adlfs closes its Azure client and credential only from a finalizer at exit."""
-        client = fs.service_client
+        client = fs.client
         await client.close()
         credential_close = getattr(client.credential, "close", None)
         if inspect.iscoroutinefunction(credential_close):
@@ -158,13 +163,16 @@ class AzureBackend(Backend):
         }
         if s.connection_string is not None:
             return BlobServiceClient.from_connection_string(s.connection_string.get_secret_value(), **options)
-        return BlobServiceClient(s.service_url, credential=self._credential(), **options)
+        url = s.service_url
+        assert url is not None  # there is one unless a connection string names it
+        return BlobServiceClient(url, credential=self._credential(), **options)
 
     def _credential(self) -> Any:
         s = self.settings
         if s.account_key is not None:
             from azure.core.credentials import AzureNamedKeyCredential
 
+            assert s.account_name is not None  # the settings' check: an account_key needs it
             return AzureNamedKeyCredential(s.account_name, s.account_key.get_secret_value())
         if s.sas_token is not None:
             from azure.core.credentials import AzureSasCredential
@@ -191,7 +199,7 @@ class AzureBackend(Backend):
         from azure.core.exceptions import ResourceNotFoundError
 
         container, _, name_prefix = path.partition("/")
-        client = fs.fs.service_client.get_container_client(container)
+        client = fs.fs.client.get_container_client(container)
         pages = client.list_blobs(name_starts_with=name_prefix, results_per_page=page_size).by_page()
         try:
             async for page in pages:
@@ -202,38 +210,37 @@ class AzureBackend(Backend):
             raise FileNotFoundError(f"no container {container!r}") from error
 
     async def upload(self, fs: AsyncFs, local_path: str, remote_path: str, if_absent: bool = False) -> None:
-        from azure.storage.blob import BlobBlock, ContentSettings
-
         container, blob, _ = fs.fs.split_path(remote_path)
         size = os.path.getsize(local_path)
         block = int(self.settings.block_size)
-        async with fs.fs.service_client.get_blob_client(container, blob) as client:
+        async with fs.fs.client.get_blob_client(container, blob) as client:
             if size <= block:
-                data, md5 = await fs.in_thread(_read_and_hash, local_path, 0, size, hashlib.md5())
-                await client.upload_blob(data, overwrite=True, content_settings=ContentSettings(content_md5=md5.digest()))
+                md5 = hashlib.md5()
+                data = await fs.in_thread(read_range, local_path, 0, size, md5)
+                await client.upload_blob(data, overwrite=True, content_settings=_with_md5(md5.digest()))
                 return
-            md5 = hashlib.md5()
-            slots = asyncio.Semaphore(self.settings.upload_concurrency)
-            staged: list[asyncio.Task[None]] = []
+            await BlockUpload(fs, local_path, size, block, self.settings.upload_concurrency, client).run()
 
-            async def stage(block_id: str, data: bytes) -> None:
-                try:
-                    await client.stage_block(block_id, data)
-                finally:
-                    slots.release()
 
-            try:
-                for offset in range(0, size, block):  # read in order (for the MD5), stage in parallel
-                    await slots.acquire()
-                    data, md5 = await fs.in_thread(_read_and_hash, local_path, offset, block, md5)
-                    staged.append(asyncio.ensure_future(stage(_block_id(offset), data)))
-                await asyncio.gather(*staged)
-            except BaseException:
-                for task in staged:
-                    task.cancel()
-                raise  # staged blocks that are never committed expire after a week
-            blocks = [BlobBlock(_block_id(offset)) for offset in range(0, size, block)]
-            await client.commit_block_list(blocks, content_settings=ContentSettings(content_md5=md5.digest()))
+class BlockUpload(PartUpload[None, None]):
+    """Blocks read in order (for the blob's MD5) and staged `upload_concurrency` at a time,
+    then committed with that MD5. Staged blocks that are never committed expire after a week,
+    so a failed upload leaves nothing to abort."""
+
+    def __init__(self, fs: AsyncFs, local_path: str, size: int, block_size: int, concurrency: int,
+                 client: BlobClient) -> None:
+        self.md5 = hashlib.md5()
+        super().__init__(fs, local_path, size, block_size, concurrency=concurrency, digest=self.md5)
+        self.client = client
+
+    async def send_part(self, number: int, offset: int, data: bytes) -> None:
+        await self.client.stage_block(_block_id(offset), data)
+
+    async def finish(self, receipts: list[None]) -> None:
+        from azure.storage.blob import BlobBlock
+
+        blocks = [BlobBlock(_block_id(offset)) for offset in range(0, self.size, self.part_size)]
+        await self.client.commit_block_list(blocks, content_settings=_with_md5(self.md5.digest()))
 
 
 def _blob_entry(container: str, blob: Any) -> dict[str, Any]:
@@ -248,12 +255,11 @@ def _blob_entry(container: str, blob: Any) -> dict[str, Any]:
     }
 
 
-def _read_and_hash(path: str, offset: int, length: int, md5: Any) -> tuple[bytes, Any]:
-    with open(path, "rb") as file:
-        file.seek(offset)
-        data = file.read(length)
-    md5.update(data)
-    return data, md5
+def _with_md5(md5: bytes) -> ContentSettings:
+    """The blob's Content-MD5, which verification compares."""
+    from azure.storage.blob import ContentSettings
+
+    return ContentSettings(content_md5=bytearray(md5))
 
 
 def _block_id(offset: int) -> str:

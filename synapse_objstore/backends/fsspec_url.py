@@ -16,7 +16,7 @@ from typing import Any
 
 import fsspec
 from fsspec import AbstractFileSystem
-from fsspec.core import split_protocol
+from fsspec.core import split_protocol, strip_protocol
 from pydantic import Field, field_validator
 
 from synapse_objstore.backends.base import Backend
@@ -69,8 +69,7 @@ class FsspecBackend(Backend):
 
     @property
     def root(self) -> str:
-        filesystem_class = fsspec.get_filesystem_class(self.protocol)
-        return str(filesystem_class._strip_protocol(self.settings.url)).rstrip("/")
+        return str(strip_protocol(self.settings.url)).rstrip("/")
 
     def describe(self) -> str:
         return f"{self.protocol}://{self.root}/{self.settings.prefix}"

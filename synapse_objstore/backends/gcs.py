@@ -32,6 +32,7 @@ from pydantic import ByteSize, Field, field_validator
 
 from synapse_objstore.asyncfs import AsyncFs
 from synapse_objstore.backends.base import LIST_PAGE_SIZE, Backend, ChecksumScheme
+from synapse_objstore.backends.part_upload import PartUpload, read_range
 from synapse_objstore.errors import ConfigError
 from synapse_objstore.hookspecs import hookimpl
 from synapse_objstore.settings import BackendSettings
@@ -122,7 +123,7 @@ class GcsBackend(Backend):
         from aiohttp import ClientTimeout
 
         s = self.settings
-        return _filesystem_module().ThreadedAuthGCSFileSystem(
+        filesystem: ThreadedAuthGCSFileSystem = _filesystem_module().ThreadedAuthGCSFileSystem(
             project=s.project or "",  # None makes gcsfs warn; only bucket listing needs one
             token=s.token,
             endpoint_url=s.endpoint_url,
@@ -133,6 +134,7 @@ class GcsBackend(Backend):
             skip_instance_cache=True,
             use_listings_cache=False,
         )
+        return filesystem
 
     def checksum_scheme(self) -> ChecksumScheme:
         return ChecksumScheme(whole_md5=True)
@@ -156,8 +158,7 @@ class GcsBackend(Backend):
         bucket, _, key_prefix = path.partition("/")
         page_token = None
         while True:
-            page = await gcs._call("GET", "b/{}/o", bucket, prefix=key_prefix, maxResults=page_size,
-                                   pageToken=page_token, json_out=True)
+            page = await gcs.list_page(bucket, key_prefix, page_size, page_token)
             if page.get("items"):
                 yield [_object_entry(bucket, item) for item in page["items"]]
             page_token = page.get("nextPageToken")
@@ -167,24 +168,42 @@ class GcsBackend(Backend):
     async def upload(self, fs: AsyncFs, local_path: str, remote_path: str, if_absent: bool = False) -> None:
         """One request below chunk_size, else a resumable upload holding one chunk in memory;
         a failed resumable upload is cancelled."""
-        from gcsfs.core import initiate_upload, simple_upload, upload_chunk
-
         gcs: ThreadedAuthGCSFileSystem = fs.fs
         bucket, key, _ = gcs.split_path(remote_path)
         size = os.path.getsize(local_path)
         chunk = int(self.settings.chunk_size)
         if size <= chunk:
-            data = await fs.in_thread(_read_range, local_path, 0, size)
-            await simple_upload(gcs, bucket, key, data, content_type=CONTENT_TYPE)
+            data = await fs.in_thread(read_range, local_path, 0, size)
+            await gcs.upload_in_one(bucket, key, data, CONTENT_TYPE)
             return
-        location = await initiate_upload(gcs, bucket, key, CONTENT_TYPE)
+        await ResumableUpload(fs, local_path, size, chunk, bucket, key).run()
+
+
+class ResumableUpload(PartUpload[None, None]):
+    """A resumable upload, one chunk at a time and in order (GCS takes no other), so one
+    chunk is in memory; cancelled if it fails."""
+
+    def __init__(self, fs: AsyncFs, local_path: str, size: int, chunk_size: int, bucket: str, key: str) -> None:
+        super().__init__(fs, local_path, size, chunk_size)
+        self.gcs: ThreadedAuthGCSFileSystem = fs.fs
+        self.bucket, self.key = bucket, key
+        self.location = ""
+
+    async def start(self) -> None:
+        self.location = await self.gcs.start_resumable_upload(self.bucket, self.key, CONTENT_TYPE)
+
+    async def send_part(self, number: int, offset: int, data: bytes) -> None:
+        await self.gcs.upload_resumable_chunk(self.location, data, offset, self.size, CONTENT_TYPE)
+
+    async def finish(self, receipts: list[None]) -> None:
+        """The last chunk completed the upload."""
+
+    async def abandon(self) -> None:
         try:
-            for offset in range(0, size, chunk):  # (no name holds a chunk while the next is read)
-                await upload_chunk(gcs, location, await fs.in_thread(_read_range, local_path, offset, chunk),
-                                   offset, size, CONTENT_TYPE)
-        except BaseException:
-            await asyncio.shield(_cancel_quietly(gcs, location, remote_path))
-            raise
+            await self.gcs.cancel_resumable_upload(self.location)
+        except Exception as error:  # the upload failed already; report, and let that error stand
+            logger.warning("could not cancel the resumable upload of gs://%s/%s (GCS drops it after a week): %s",
+                           self.bucket, self.key, error)
 
 
 def _filesystem_module() -> ModuleType:
@@ -205,20 +224,6 @@ def _object_entry(bucket: str, item: dict[str, Any]) -> dict[str, Any]:
         "size": int(item["size"]),
         "mtime": datetime.fromisoformat(updated.replace("Z", "+00:00")) if isinstance(updated, str) else None,
     }
-
-
-def _read_range(path: str, offset: int, length: int) -> bytes:
-    with open(path, "rb") as file:
-        file.seek(offset)
-        return file.read(length)
-
-
-async def _cancel_quietly(gcs: ThreadedAuthGCSFileSystem, location: str, remote_path: str) -> None:
-    try:
-        await gcs._call("DELETE", location)
-    except Exception as error:  # the upload failed already; report, and let that error stand
-        logger.warning("could not cancel the resumable upload of gs://%s (GCS drops it after a week): %s",
-                       remote_path, error)
 
 
 @hookimpl

@@ -1,0 +1,129 @@
+"""The s3 backend: Amazon S3 and S3-compatible stores (Ceph RGW, MinIO, R2, B2, ...) through s3fs.
+
+Object keys are `prefix + media path` in `bucket`, so a bucket written by
+synapse-s3-storage-provider keeps working.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import s3fs
+from aiobotocore.session import AioSession
+from botocore.exceptions import ClientError
+from fsspec import AbstractFileSystem
+
+from synapse_objstore.asyncfs import AsyncFs
+from synapse_objstore.backends.base import (
+    LIST_PAGE_SIZE,
+    Backend,
+    ChecksumScheme,
+    IncompleteUpload,
+    ObjectStream,
+)
+from synapse_objstore.backends.s3.client import create_s3_filesystem, load_botocore_session
+from synapse_objstore.backends.s3.s3fs_private import call_s3, close_client, translate_error
+from synapse_objstore.backends.s3.settings import BOTO3_PART_SIZE, S3Settings
+from synapse_objstore.backends.s3.streaming import S3BodyStream
+from synapse_objstore.backends.s3.uploads import S3Uploader
+
+
+class S3Backend(Backend):
+    name = "s3"
+    Settings = S3Settings
+    settings: S3Settings
+
+    _session: AioSession | None = None
+    _uploader: S3Uploader | None = None  # made on the I/O loop, at the first upload
+
+    @property
+    def root(self) -> str:
+        return self.settings.bucket
+
+    def prepare(self) -> None:
+        """Load botocore's JSON data now, before the reactor runs (see `load_botocore_session`)."""
+        self._session = load_botocore_session()
+
+    def describe(self) -> str:
+        where = self.settings.endpoint_url or (f"AWS {self.settings.region_name}" if self.settings.region_name else "AWS")
+        return f"s3://{self.settings.bucket}/{self.settings.prefix} at {where}"
+
+    async def close_filesystem(self, fs: AbstractFileSystem) -> None:
+        await close_client(fs)
+
+    def checksum_scheme(self) -> ChecksumScheme:
+        """The ETag: the content's MD5 for a single PUT, the MD5 of the parts' MD5s for a
+        multipart upload (with our part size, or boto3's for objects the older tools wrote).
+        With SSE-C it is neither."""
+        if self.settings.sse_customer_key is not None:
+            return ChecksumScheme()
+        return ChecksumScheme(
+            whole_md5=True, multipart_part_sizes=(int(self.settings.multipart_chunksize), BOTO3_PART_SIZE)
+        )
+
+    def create_filesystem(self, loop: asyncio.AbstractEventLoop) -> s3fs.S3FileSystem:
+        return create_s3_filesystem(self.settings, self._session, loop)
+
+    async def object_info(self, fs: AsyncFs, remote_path: str) -> dict[str, Any]:
+        """One HEAD (SSE-C added by the filesystem). s3fs's `info` follows a 404 with a
+        listing, to tell a directory: a second request for every missing object."""
+        s3: s3fs.S3FileSystem = fs.fs
+        bucket, key, _ = s3.split_path(remote_path)
+        reply = await call_s3(s3, "head_object", Bucket=bucket, Key=key)
+        return {
+            "name": remote_path, "type": "file", "size": int(reply["ContentLength"]), "ETag": reply.get("ETag"),
+            "LastModified": reply.get("LastModified"), "StorageClass": reply.get("StorageClass", "STANDARD"),
+        }
+
+    async def upload(self, fs: AsyncFs, local_path: str, remote_path: str, if_absent: bool = False) -> str | None:
+        """See `S3Uploader.upload`."""
+        if self._uploader is None:
+            self._uploader = S3Uploader(self.settings, self.describe())
+        return await self._uploader.upload(fs, local_path, remote_path, if_absent)
+
+    async def open_read(self, fs: AsyncFs, remote_path: str) -> ObjectStream:
+        """One streamed GET (SSE-C added by the filesystem); the body is read as consumed."""
+        s3: s3fs.S3FileSystem = fs.fs
+        bucket, key, _ = s3.split_path(remote_path)
+        reply = await call_s3(s3, "get_object", Bucket=bucket, Key=key)
+        return S3BodyStream(s3, bucket, key, reply, self.settings.read_timeout)
+
+    async def list_pages(
+        self, fs: AsyncFs, path: str, page_size: int = LIST_PAGE_SIZE
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """ListObjectsV2 under the key prefix in `path`, one response (page) at a time, in key
+        order. Listing needs no SSE-C key, so the client is used as it is."""
+        bucket, _, key_prefix = path.partition("/")
+        client = await fs.fs.set_session()
+        pages = client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=key_prefix, PaginationConfig={"PageSize": page_size}
+        )
+        try:
+            async for page in pages:
+                if "Contents" in page:  # a page may come back empty, with more to follow
+                    yield [
+                        {"name": f"{bucket}/{item['Key']}", "type": "file", "size": item["Size"],
+                         "ETag": item.get("ETag"), "LastModified": item.get("LastModified"),
+                         "StorageClass": item.get("StorageClass")}
+                        for item in page["Contents"]
+                    ]
+        except ClientError as error:
+            raise translate_error(error) from error
+
+    async def incomplete_uploads(self, fs: AsyncFs, path: str) -> AsyncGenerator[IncompleteUpload, None]:
+        """Multipart uploads under the key prefix in `path` that were never completed nor aborted."""
+        bucket, _, key_prefix = path.partition("/")
+        client = await fs.fs.set_session()
+        pages = client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=key_prefix)
+        try:
+            async for page in pages:
+                for upload in page.get("Uploads", []):
+                    yield IncompleteUpload(f"{bucket}/{upload['Key']}", upload["UploadId"], upload.get("Initiated"))
+        except ClientError as error:
+            raise translate_error(error) from error
+
+    async def abort_incomplete_upload(self, fs: AsyncFs, upload: IncompleteUpload) -> None:
+        bucket, _, key = upload.path.partition("/")
+        await call_s3(fs.fs, "abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload.upload_id)

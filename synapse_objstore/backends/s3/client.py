@@ -1,0 +1,65 @@
+"""The s3fs filesystem (and the aiobotocore client under it) the s3 backend works through.
+
+SSE-C and the storage class are set once on the filesystem (`s3_additional_kwargs`): s3fs
+then adds them to every call whose API shape accepts them (PutObject, CreateMultipartUpload,
+UploadPart, HeadObject, GetObject, CopyObject) and drops them from the rest. Passed per call,
+s3fs loses them on some paths, so one filesystem serves one key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import s3fs
+from aiobotocore.session import AioSession
+
+from synapse_objstore.backends.s3.s3fs_private import disable_s3fs_retries
+from synapse_objstore.backends.s3.settings import S3Settings
+
+
+def load_botocore_session() -> AioSession:
+    """A session with botocore's JSON data loaded: each file is one long json.loads holding
+    the GIL (endpoints.json alone takes 15-30 ms), which on the I/O thread would stall
+    Synapse's reactor. The session holds plain data, no socket or thread, so a later fork is
+    safe; credentials are still resolved when the client is built."""
+    session = AioSession()
+    loader = session.get_component("data_loader")
+    for name in ("endpoints", "partitions", "sdk-default-configuration"):
+        loader.load_data(name)
+    for kind in ("service-2", "endpoint-rule-set-1", "paginators-1"):
+        loader.load_service_model("s3", kind)
+    return session
+
+
+def create_s3_filesystem(
+    settings: S3Settings, session: AioSession | None, loop: asyncio.AbstractEventLoop
+) -> s3fs.S3FileSystem:
+    s = settings
+    client_kwargs = {k: v for k, v in {"region_name": s.region_name}.items() if v is not None}
+    config_kwargs: dict[str, Any] = {
+        "connect_timeout": s.connect_timeout,
+        "read_timeout": s.read_timeout,
+        "retries": {"mode": "standard", "total_max_attempts": s.retries + 1},
+        "max_pool_connections": s.pool_size,
+        "request_checksum_calculation": s.request_checksum_calculation,
+        "response_checksum_validation": s.response_checksum_validation,
+        "s3": {"addressing_style": s.addressing_style},
+    }
+    filesystem = s3fs.S3FileSystem(
+        endpoint_url=s.endpoint_url,
+        key=s.access_key_id,
+        secret=s.secret_access_key.get_secret_value() if s.secret_access_key else None,
+        token=s.session_token.get_secret_value() if s.session_token else None,
+        client_kwargs=client_kwargs,
+        config_kwargs=config_kwargs,
+        s3_additional_kwargs=s.extra_request_args(),
+        max_concurrency=s.multipart_concurrency,
+        asynchronous=True,
+        loop=loop,
+        skip_instance_cache=True,
+        use_listings_cache=False,
+        session=session,
+    )
+    disable_s3fs_retries(filesystem)  # botocore retries already
+    return filesystem

@@ -1,0 +1,121 @@
+"""Uploads to S3: one PUT below `multipart_threshold`, else a multipart upload, both within the
+store's `upload_memory_limit`; and the conditional PUT (If-None-Match: *) of `if_absent`."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import s3fs
+from botocore.exceptions import ClientError
+
+from synapse_objstore.asyncfs import AsyncFs
+from synapse_objstore.backends.part_upload import PartUpload, read_range
+from synapse_objstore.backends.s3.s3fs_private import call_s3
+from synapse_objstore.backends.s3.settings import S3Settings
+from synapse_objstore.upload_memory import UploadMemory
+
+logger = logging.getLogger(__name__)
+
+
+class S3Uploader:
+    """The uploads of one store. Made on the I/O loop, at the first upload (its memory limit
+    waits on that loop)."""
+
+    def __init__(self, settings: S3Settings, describe: str) -> None:
+        self.settings, self._describe = settings, describe
+        self._memory = UploadMemory(int(settings.upload_memory_limit))
+        self._conditional_put = True  # until the store answers If-None-Match with 501 Not Implemented
+
+    async def upload(self, fs: AsyncFs, local_path: str, remote_path: str, if_absent: bool) -> str | None:
+        """One PUT below multipart_threshold, else a multipart upload that holds at most
+        multipart_concurrency parts (each copied once more by the HTTP client); an interrupted
+        upload is aborted, not left behind. `if_absent`: a conditional PUT (If-None-Match: *;
+        a store that answers it with 501 gets a HEAD first from then on), or a HEAD before a
+        multipart upload."""
+        s3: s3fs.S3FileSystem = fs.fs
+        bucket, key, _ = s3.split_path(remote_path)
+        memory = self._memory
+        size = os.path.getsize(local_path)
+        small = size < self.settings.multipart_threshold
+        if small and if_absent and self._conditional_put:
+            try:
+                async with memory.hold(size):
+                    body = await fs.in_thread(read_range, local_path, 0, size)
+                    reply = await call_s3(s3, "put_object", Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")
+                return _etag(reply)
+            except OSError as error:
+                status = _http_status(error)
+                if status == 412:  # s3fs says FileExistsError only where the store names the condition
+                    raise FileExistsError(remote_path) from error
+                if status != 501:
+                    raise
+                self._conditional_put = False
+                logger.info("%s does not take If-None-Match: looking before each upload instead", self._describe)
+        if if_absent and await _exists(s3, bucket, key):
+            raise FileExistsError(remote_path)
+        if small:
+            async with memory.hold(size):
+                body = await fs.in_thread(read_range, local_path, 0, size)
+                reply = await call_s3(s3, "put_object", Bucket=bucket, Key=key, Body=body)
+            return _etag(reply)
+        return await MultipartUpload(fs, local_path, size, self.settings, memory, bucket, key).run()
+
+
+class MultipartUpload(PartUpload[dict[str, Any], "str | None"]):
+    """CreateMultipartUpload, UploadPart `multipart_concurrency` at a time, then
+    CompleteMultipartUpload; AbortMultipartUpload if it fails."""
+
+    def __init__(
+        self, fs: AsyncFs, local_path: str, size: int, settings: S3Settings, memory: UploadMemory, bucket: str, key: str
+    ) -> None:
+        super().__init__(fs, local_path, size, int(settings.multipart_chunksize),
+                         concurrency=settings.multipart_concurrency, memory=memory)
+        self.s3: s3fs.S3FileSystem = fs.fs
+        self.bucket, self.key = bucket, key
+        self.upload_id = ""
+
+    async def start(self) -> None:
+        started = await call_s3(self.s3, "create_multipart_upload", Bucket=self.bucket, Key=self.key)
+        self.upload_id = started["UploadId"]
+
+    async def send_part(self, number: int, offset: int, data: bytes) -> dict[str, Any]:
+        reply = await call_s3(self.s3, "upload_part", Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
+                              PartNumber=number, Body=data)
+        return {"PartNumber": number, "ETag": reply["ETag"]}
+
+    async def finish(self, receipts: list[dict[str, Any]]) -> str | None:
+        reply = await call_s3(self.s3, "complete_multipart_upload", Bucket=self.bucket, Key=self.key,
+                              UploadId=self.upload_id, MultipartUpload={"Parts": receipts})
+        return _etag(reply)
+
+    async def abandon(self) -> None:
+        try:
+            await call_s3(self.s3, "abort_multipart_upload", Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
+        except Exception as error:  # the upload failed already; report, and let that error stand
+            logger.warning("could not abort multipart upload of s3://%s/%s: %s", self.bucket, self.key, error)
+
+
+async def _exists(s3: s3fs.S3FileSystem, bucket: str, key: str) -> bool:
+    try:
+        await call_s3(s3, "head_object", Bucket=bucket, Key=key)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _http_status(error: BaseException) -> int | None:
+    """The HTTP status of the S3 reply behind an error s3fs translated, if there was one."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ClientError):
+            status = cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            return int(status) if status else None
+        cause = cause.__cause__
+    return None
+
+
+def _etag(reply: dict[str, Any]) -> str | None:
+    etag = reply.get("ETag")
+    return etag.strip('"') if isinstance(etag, str) else None
