@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from synapse_objstore.testing.consumers import RecordingConsumer
 from synapse_objstore.testing.suite import put_media, read_object
 from synapse_objstore.testing.synapse_harness import load_provider, local_media, start_streaming, wait_for
 from tests.support.files import write
+from tests.support.streaming import wait_until
 
 
 def test_store_on_a_directory(tmp_path: Path) -> None:
@@ -65,10 +65,7 @@ def test_an_object_truncated_while_it_streams_fails_the_fetch(
     in_reactor(provider.store_file, path, info)
     consumer = RecordingConsumer(pause_on_first_write=True)
     done = start_streaming(in_reactor, provider, path, info, consumer)
-    deadline = time.monotonic() + 30
-    while not in_reactor(lambda: consumer.paused):  # paused after the first piece
-        assert time.monotonic() < deadline, "the client never got its first piece"
-        time.sleep(0.02)
+    wait_until(in_reactor, lambda: consumer.paused, "the client to pause after the first piece")
     os.truncate(tmp_path / "objects" / path, 1_000_000)
 
     in_reactor(consumer.resume)

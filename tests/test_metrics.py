@@ -21,7 +21,6 @@ from prometheus_client import REGISTRY
 from servers.moto import MotoServer
 from servers.process import free_port
 from synapse_objstore import metrics
-from synapse_objstore.backends.s3 import S3BodyStream
 from synapse_objstore.errors import ConsumerPausedTooLongError, FailureKind, ObjectStoreError
 from synapse_objstore.metrics import SERVER_NAME_LABEL
 from synapse_objstore.synapse_compat import ConsumerRequestedStopError
@@ -29,6 +28,7 @@ from synapse_objstore.testing.consumers import RecordingConsumer
 from synapse_objstore.testing.suite import put_media
 from synapse_objstore.testing.synapse_harness import load_provider, local_media, start_streaming, wait_for
 from tests.support.s3 import s3_client, s3_config
+from tests.support.streaming import record_suspends, wait_until
 
 MiB = 1024 * 1024
 
@@ -133,10 +133,7 @@ def test_downloads_in_flight_counts_streams_until_they_end_however_they_end(
     leaving, resuming, stalled = (RecordingConsumer(pause_on_first_write=True) for _ in range(3))
     leaving_done = start_streaming(in_reactor, provider, *paths["leavingclient"], leaving)
     resuming_done = start_streaming(in_reactor, provider, *paths["resumingclient"], resuming)
-    deadline = time.monotonic() + 30  # both paused after their first chunk (a loaded machine is slow)
-    while not in_reactor(lambda: leaving.paused and resuming.paused):
-        assert time.monotonic() < deadline, "the clients never got their first chunk"
-        time.sleep(0.02)
+    wait_until(in_reactor, lambda: leaving.paused and resuming.paused, "both clients to pause after their first chunk")
     assert series.in_flight() == 2
     stalled_done = start_streaming(in_reactor, provider, *paths["stalledclient"], stalled)
     assert series.in_flight() == 3
@@ -242,14 +239,7 @@ def test_a_stream_that_fails_midway_counts_a_stream_error_and_ends_in_flight(
     from synapse_objstore import responder
 
     monkeypatch.setattr(responder, "RELEASE_CONNECTION_AFTER", 0.3)
-    suspends: list[int] = []
-    suspend = S3BodyStream.suspend
-
-    async def recording_suspend(self: S3BodyStream) -> None:
-        await suspend(self)
-        suspends.append(1)
-
-    monkeypatch.setattr(S3BodyStream, "suspend", recording_suspend)
+    suspends = record_suspends(monkeypatch)
     provider = load_provider(reactor, media_store, s3_config(moto, bucket, check_on_startup=False),
                              hostname=server_name)
     path, info = local_media("replacedmidway")
@@ -257,10 +247,7 @@ def test_a_stream_that_fails_midway_counts_a_stream_error_and_ends_in_flight(
     client.put_object(Bucket=bucket, Key=path, Body=b"a" * (4 * MiB))
     consumer = RecordingConsumer(pause_on_first_write=True)
     done = start_streaming(in_reactor, provider, path, info, consumer)
-    deadline = time.monotonic() + 30
-    while not suspends:  # until the paused stream lets go of its connection
-        assert time.monotonic() < deadline, "the paused stream kept its connection"
-        time.sleep(0.02)
+    wait_until(in_reactor, lambda: bool(suspends), "the paused stream to give its connection back")
     client.put_object(Bucket=bucket, Key=path, Body=b"b" * (4 * MiB))  # its resumed read no longer matches
 
     in_reactor(consumer.resume)

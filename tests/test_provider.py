@@ -23,6 +23,7 @@ from synapse_objstore.testing.consumers import RecordingConsumer
 from synapse_objstore.testing.suite import put_media
 from synapse_objstore.testing.synapse_harness import load_provider, local_media, start_streaming, wait_for
 from tests.support.s3 import s3_client, s3_config
+from tests.support.streaming import record_suspends, wait_until, waiting_for_a_paused_client
 
 MiB = 1024 * 1024
 
@@ -66,43 +67,6 @@ def test_missing_object_fetches_as_none(reactor: Any, in_reactor: Callable[..., 
     provider = load_provider(reactor, media_store, s3_config(moto, bucket))
     path, info = local_media("doesnotexist")
     assert in_reactor(provider.fetch, path, info) is None
-
-
-def wait_until(in_reactor: Callable[..., Any], condition: Callable[[], bool], what: str,
-               timeout: float = 30) -> None:
-    """Poll `condition` on the reactor thread until it holds. The deadline is generous: a
-    loaded machine is slow, not wrong."""
-    deadline = time.monotonic() + timeout
-    while not in_reactor(condition):
-        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
-        time.sleep(0.02)
-
-
-def waits_for_the_client(consumer: RecordingConsumer) -> bool:
-    """The responder streaming into `consumer` is waiting for its client, and nothing but the
-    client can move it on (read on the reactor thread, which is what would move it on): what
-    it has read and sent until now is all it reads and sends while the client stays paused.
-    Uses the responder's private state; a test of the streaming tells the same story by the
-    bytes alone, but only after a sleep that a loaded machine can outlast."""
-    responder: Any = consumer.producer
-    return responder is not None and responder._waiter is not None and not responder._wanted()
-
-
-def waiting_for_a_paused_client(consumer: RecordingConsumer) -> Callable[[], bool]:
-    return lambda: consumer.paused and waits_for_the_client(consumer)
-
-
-def record_suspends(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Count the store streams that give their connection back (`suspend`), as they do."""
-    suspends: list[int] = []
-    suspend = S3BodyStream.suspend
-
-    async def recording_suspend(self: S3BodyStream) -> None:
-        await suspend(self)
-        suspends.append(1)
-
-    monkeypatch.setattr(S3BodyStream, "suspend", recording_suspend)
-    return suspends
 
 
 def test_pause_stops_reading_and_resume_finishes(reactor: Any, in_reactor: Callable[..., Any], moto: MotoServer,
