@@ -69,6 +69,7 @@ def test_the_sdist_carries_what_a_build_needs_and_its_wheel_the_whole_package(di
     needed = package | {"pyproject.toml", "README.md", "PKG-INFO"}
     needed |= {name for name in ("LICENSE", "LICENSE.txt", "LICENSE.md", "NOTICE") if (ROOT / name).exists()}
     assert needed - in_sdist == set(), f"missing from {sdist.name}"
+    assert not {name for name in in_sdist if name.startswith("tests/")}, "tests that cannot run from the sdist"
 
     (wheel,) = dist.glob("*.whl")
     with zipfile.ZipFile(wheel) as archive:
