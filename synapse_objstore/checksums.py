@@ -11,9 +11,13 @@ synapse-s3-storage-provider use. One pass over the file feeds all of them.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from synapse_objstore.errors import LocalFileChangedError
 
 MiB = 1024 * 1024
 # No S3 multipart upload has parts smaller than this (except the last), so no smaller file is multipart.
@@ -24,6 +28,19 @@ MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
 MULTIPART_ETAG = re.compile(r"^([0-9a-f]{32})-([0-9]+)$")
 
 
+class FileIdentity(NamedTuple):
+    """What changes when a file is replaced, written to or truncated."""
+
+    device: int
+    inode: int
+    size: int
+    modified_ns: int
+
+    @classmethod
+    def of(cls, stat: os.stat_result) -> FileIdentity:
+        return cls(stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
 @dataclass(frozen=True)
 class LocalDigest:
     """Size and checksums of a local file, read once."""
@@ -32,6 +49,8 @@ class LocalDigest:
     md5: str
     # multipart ETag ("hex-N") by part size
     multipart: dict[int, str] = field(default_factory=dict)
+    # the file as it was read: a delete of the local copy checks it is still that file
+    identity: FileIdentity | None = None
 
     def matches_etag(self, etag: str | None) -> bool:
         """Whether an S3 ETag proves the object holds this file's content."""
@@ -79,6 +98,7 @@ def digest_file(path: str, part_sizes: Iterable[int] = ()) -> LocalDigest:
     whole = hashlib.md5()
     size = 0
     with open(path, "rb") as file:
+        before = FileIdentity.of(os.fstat(file.fileno()))
         first = file.read(READ_BLOCK)
         # Small files cannot have been uploaded in parts: skip the per-part hashing.
         multipart = [] if len(first) < READ_BLOCK else [_PartHasher(s) for s in sorted(set(part_sizes))]
@@ -89,5 +109,8 @@ def digest_file(path: str, part_sizes: Iterable[int] = ()) -> LocalDigest:
                 hasher.update(data)
             size += len(data)
             data = file.read(READ_BLOCK)
+        after = FileIdentity.of(os.fstat(file.fileno()))
+    if after != before or size != after.size:
+        raise LocalFileChangedError(f"local file {path} changed while it was read ({size} bytes read)")
     etags = {h.part_size: h.etag() for h in multipart} if size >= MIN_PART_SIZE else {}
-    return LocalDigest(size=size, md5=whole.hexdigest(), multipart=etags)
+    return LocalDigest(size=size, md5=whole.hexdigest(), multipart=etags, identity=after)

@@ -80,6 +80,12 @@ class MediaFileError(ObjstoreError, ValueError):
     symlink, a name Synapse would not write) or cannot be looked at: that media fails."""
 
 
+class LocalFileChangedError(ObjstoreError, OSError):
+    """A local file changed (its size, modification time or inode) while it was read for
+    upload, or between its verified upload and its deletion: it is never deleted so; the next
+    run uploads it again."""
+
+
 class ObjectStoreError(ObjstoreError, OSError):
     """A store operation that failed for a reason other than a missing object.
 

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from synapse_objstore.asyncfs import AsyncFs
 from synapse_objstore.backends.base import LIST_PAGE_SIZE, Backend, IncompleteUpload, ObjectStream
-from synapse_objstore.errors import BucketMissingError, MediaPathError
+from synapse_objstore.errors import BucketMissingError, LocalFileChangedError, MediaPathError
 from synapse_objstore.failures import store_error
 from synapse_objstore.io_loop import io_loop
 from synapse_objstore.redaction import redact, register_secrets
@@ -174,7 +174,7 @@ class ObjectStore:
         with any secret redacted: where what the client libraries raise crosses into the store."""
         try:
             return await operation()
-        except (FileNotFoundError, FileExistsError, MediaPathError):
+        except (FileNotFoundError, FileExistsError, MediaPathError, LocalFileChangedError):
             raise
         except Exception as error:
             detail = redact(f"{type(error).__name__}: {error}")

@@ -6,7 +6,8 @@ A backend subclasses `PartUpload` with its service's few calls (`start`, `send_p
 of the filesystem, and sends up to `concurrency` of them at once: a part holds its slot (and
 its room in the store's `UploadMemory`, if given) from before it is read until its reply, so
 at most `concurrency` parts are in memory. A failed or cancelled upload stops sending, waits
-for the parts in flight to end, and is abandoned (`abandon`, shielded) before the error goes on.
+for the parts in flight to end, and is abandoned (`abandon`, shielded) before the error goes on;
+so is one whose file changed size while its parts were sent.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import os
 from typing import Any, Generic, Protocol, TypeVar
 
 from synapse_objstore.asyncfs import AsyncFs
+from synapse_objstore.errors import LocalFileChangedError
 from synapse_objstore.upload_memory import UploadMemory
 
 Receipt = TypeVar("Receipt")  # what the store answers to one part
@@ -85,6 +88,13 @@ class PartUpload(abc.ABC, Generic[Receipt, Result]):
                 either: set[asyncio.Future[Any]] = {read, sending[-1]}
                 await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             receipts = list(await asyncio.gather(*sending))
+            # The parts hold the first `size` bytes: a file that grew or shrank meanwhile is not
+            # what was sent, and completing the upload would make a copy that looks whole.
+            now = await self.fs.in_thread(os.path.getsize, self.local_path)
+            if now != self.size:
+                raise LocalFileChangedError(
+                    f"local file {self.local_path} changed during its upload ({self.size} bytes when it began, "
+                    f"{now} now): the upload is abandoned")
             return await self.finish(receipts)
         except BaseException:
             for task in sending:

@@ -6,12 +6,17 @@ import contextlib
 import os
 from collections.abc import Iterator
 
+from synapse_objstore.checksums import FileIdentity
+from synapse_objstore.errors import LocalFileChangedError
 from synapse_objstore.media import open_media_dir
 
 
-def remove_media_file(base_path: str, media_path: str) -> None:
+def remove_media_file(base_path: str, media_path: str, verified: FileIdentity | None = None) -> None:
     """Delete a file of the media store, then every directory it leaves empty, up to (not
-    including) the media store itself. A file already gone is not an error.
+    including) the media store itself. A file already gone is not an error. With `verified`
+    (the file as it was read for its verified upload), a file that is no longer that file
+    (written to, truncated or replaced since: its new bytes are in no copy) raises
+    LocalFileChangedError and stays.
 
     Nothing is followed below the top-level directory (see `open_media_dir`): a symlinked
     directory on the way raises MediaFileError, and a symlink in the file's place is itself
@@ -21,8 +26,16 @@ def remove_media_file(base_path: str, media_path: str) -> None:
     with open_media_dir(base_path, directory) as fd:
         if fd is None:
             return
-        with contextlib.suppress(FileNotFoundError):
+        try:
+            if verified is not None:
+                now = FileIdentity.of(os.stat(name, dir_fd=fd, follow_symlinks=False))
+                if now != verified:
+                    raise LocalFileChangedError(
+                        f"the local file changed since its upload was verified ({verified.size} bytes then, "
+                        f"{now.size} now): kept, for the next upload")
             os.unlink(name, dir_fd=fd)
+        except FileNotFoundError:
+            pass
     _remove_empty_directories(base_path, directory)
 
 

@@ -35,6 +35,7 @@ from synapse_objstore.checksums import LocalDigest
 from synapse_objstore.cli.cache_db import CacheDb, FileRecord
 from synapse_objstore.cli.journal import Journal
 from synapse_objstore.cli.localfs import remove_media_file
+from synapse_objstore.errors import LocalFileChangedError
 from synapse_objstore.cli.report import Summary
 from synapse_objstore.errors import MediaPathError, StoreUnusableError
 from synapse_objstore.media import Media, parse_media_path
@@ -324,7 +325,10 @@ class Offloader:
         deleted = 0
         for media_path, digest in digests.items():
             try:
-                await asyncio.to_thread(remove_media_file, self.options.base_path, media_path)
+                await asyncio.to_thread(remove_media_file, self.options.base_path, media_path, digest.identity)
+            except LocalFileChangedError as error:
+                self.summary.fail(media_path, str(error))
+                continue
             except OSError as error:
                 self.summary.fail(media_path, f"verified, but could not delete the local file: {error}")
                 continue
