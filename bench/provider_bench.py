@@ -499,7 +499,7 @@ def versions(pythons: dict[str, str]) -> dict[str, Any]:
         try:
             out[impl] = json.loads(subprocess.run([pythons[impl], "-c", code, *wanted], check=False, capture_output=True,
                                                   text=True, cwd=WORK, timeout=60).stdout)
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             out[impl] = str(error)
     return out
 

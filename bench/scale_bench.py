@@ -174,7 +174,7 @@ class Bench:
             if s3 is not None:
                 try:
                     drop_bucket(s3, bucket)
-                except Exception as error:  # noqa: BLE001 - the bucket may not exist; moto stops anyway
+                except Exception as error:  # the bucket may not exist; moto stops anyway
                     log(f"  dropping {bucket}: {error}")
             shutil.rmtree(workdir, ignore_errors=True)
         ok = (measured.returncode == 0 and summary.get("objects_listed") == written

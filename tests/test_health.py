@@ -144,7 +144,7 @@ def test_a_store_that_never_answers_is_reported_within_the_checks_bound(
 
 @pytest.mark.ceph
 def test_wrong_credentials_are_an_error_that_keeps_the_secret_out(
-    reactor: Any, rgw: CephRGW, rgw_bucket: str, media_store: Path,  # noqa: F811
+    reactor: Any, rgw: CephRGW, rgw_bucket: str, media_store: Path,
     provider_log: pytest.LogCaptureFixture,
 ) -> None:
     server_name = f"hs-{uuid.uuid4().hex[:8]}"
@@ -164,7 +164,7 @@ def test_wrong_credentials_are_an_error_that_keeps_the_secret_out(
 
 @pytest.mark.ceph
 def test_a_store_with_sse_c_that_checks_credentials_is_reported_ok(
-    reactor: Any, rgw: CephRGW, rgw_bucket: str, media_store: Path,  # noqa: F811
+    reactor: Any, rgw: CephRGW, rgw_bucket: str, media_store: Path,
     provider_log: pytest.LogCaptureFixture,
 ) -> None:
     """Ceph refuses any object request without the SSE-C key: the check asks for none."""

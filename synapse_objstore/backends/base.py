@@ -41,7 +41,7 @@ class ObjectStream(abc.ABC):
 
     async def suspend(self) -> None:
         """Let go of any connection while the reader waits; the next read resumes where
-        the last one stopped. Streams that hold nothing costly keep this no-op."""  # noqa: B027
+        the last one stopped. Streams that hold nothing costly keep this no-op."""
 
 
 @dataclass(frozen=True)

@@ -200,7 +200,7 @@ class Offloader:
         """One media; an unforeseen error fails that media only, not the run."""
         try:
             await self._media(media)
-        except Exception as error:  # noqa: BLE001 - fails this media only
+        except Exception as error:  # fails this media only
             self.summary.fail(media.describe(), f"{type(error).__name__}: {error}")
 
     async def _media(self, media: Media) -> None:
@@ -240,7 +240,7 @@ class Offloader:
         records = [FileRecord(p, media.origin, media.media_id, d.size, d.md5, describe) for p, d in digests.items()]
         try:
             await self.journal.record_files(records)
-        except Exception as error:  # noqa: BLE001 - whatever sqlite raised, nothing is deleted
+        except Exception as error:  # whatever sqlite raised, nothing is deleted
             for media_path in digests:
                 self.summary.fail(media_path, f"verified, but not deleted: could not record it in cache.db: {error}")
             return

@@ -94,7 +94,7 @@ class Restorer:
             async with slots:
                 try:
                     await self._media(media)
-                except Exception as error:  # noqa: BLE001 - fails this media only
+                except Exception as error:  # fails this media only
                     self.summary.fail(media.describe(), f"{type(error).__name__}: {error}")
                 self.progress.update(1)
 

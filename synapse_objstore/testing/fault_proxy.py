@@ -572,7 +572,7 @@ class FaultProxy:
             self._server = ProxyServer(self._target, self._engine)
             try:
                 loop.run_until_complete(self._server.start(self._port))
-            except BaseException as error:  # noqa: BLE001 - raised again in the caller of start()
+            except BaseException as error:  # raised again in the caller of start()
                 failure.append(error)
                 started.set()
                 return
