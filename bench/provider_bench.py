@@ -220,7 +220,7 @@ def run_server(server: dict[str, Any], args: argparse.Namespace, pythons: dict[s
             result["impl"] = impl
             runs.setdefault("stream", {}).setdefault(impl, []).append(result)
             log(f"{server['name']} stream {impl} #{round_no + 1}: " + summary(result, "stream"))
-    paused_impls = ["ours", "old"] + candidate + list(args.variant)
+    paused_impls = ["ours", "old", *candidate, *args.variant]
     if args.only:
         paused_impls = [i for i in paused_impls if i in args.only]
     for round_no in range(0 if args.skip_paused else args.paused_repeats):
@@ -278,7 +278,7 @@ def medians(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any]:
                 values = [dig(r, field) for r in good]
                 if field == "extra_fetch.ttfb_ms":  # a fetch that never started counts as its timeout
                     values = [v if v is not None else 1000 * dig(r, "extra_fetch.timed_out_after_s") for v, r in
-                              zip(values, good)]
+                              zip(values, good, strict=True)]
                 if any(v is not None for v in values):
                     row[field] = median(values)
                     if field in WORST:

@@ -370,7 +370,7 @@ def build_small_media_store(root: Path, count: int, seed: int) -> MediaStore:
         sizes_ = [log_uniform(rng, 1 * KB, 32 * KB)] + [rng.randint(low, high) for *_, low, high in thumbnails]
         store.media.append(("", media_id, media_id, "local"))
         store.paths_by_media.append(paths)
-        for media_path, size in zip(paths, sizes_):
+        for media_path, size in zip(paths, sizes_, strict=True):
             filler.write(root / media_path, size)
             store.files[media_path] = size
     return store
@@ -424,7 +424,7 @@ def tables(report: dict[str, Any]) -> str:
     notes += [f"reconcile {r['backend']} {r['objects']:,}: {r['summary']}" for r in report.get("reconcile", [])]
     notes += [f"upload {r['media']:,} media: {r['files']:,} files, {r['bytes'] / 1e6:.0f} MB, {r['check']}"
               for r in report.get("upload", [])]
-    return "\n".join(lines + [""] + notes)
+    return "\n".join([*lines, "", *notes])
 
 
 # ---------------------------------------------------------------- main

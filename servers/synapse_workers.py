@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from typing_extensions import Self
 
 from servers.process import free_port
 from servers.synapse import SynapseServer
@@ -110,7 +111,7 @@ class MediaWorkerDeployment:
         )
         self.workers = [MediaWorker(self.main, name, directory / name, providers) for name, providers in workers.items()]
 
-    def start(self, timeout: float = 90.0) -> MediaWorkerDeployment:
+    def start(self, timeout: float = 90.0) -> Self:
         try:
             self.main.start(timeout)
             for worker in self.workers:
@@ -124,7 +125,7 @@ class MediaWorkerDeployment:
         for process in [*self.workers, self.main]:
             process.stop()
 
-    def __enter__(self) -> MediaWorkerDeployment:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -94,7 +94,7 @@ class ObjectStore:
                 "store", media_path, lambda: self.backend.upload(self.filesystem(), local_path, remote_path, if_absent)
             )
         except FileNotFoundError as error:
-            if not os.path.exists(local_path):
+            if not os.path.exists(local_path):  # noqa: ASYNC240 - a stat, on this error path only
                 raise FileNotFoundError(f"local file {local_path} (media {media_path!r}) does not exist") from None
             # s3fs reports a missing bucket as a missing file
             raise BucketMissingError(

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from typing_extensions import Self
 
 from servers.gcs_emulator import GcsEmulator
 from synapse_objstore.config import parse_store_config
@@ -93,7 +94,7 @@ class SlowTokenEndpoint:
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/token"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
-    def __enter__(self) -> SlowTokenEndpoint:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

@@ -185,7 +185,7 @@ def test_store_file_without_a_held_temporary_file_fails_and_uploads_nothing(
     _, provider = media_storage_with_provider(hs, media_store, {"bucket": bucket, "endpoint_url": moto.endpoint_url},
                                               True)
 
-    with pytest.raises(UploadNotHeldError, match="enable_local_media_storage: false.*nothing was uploaded"):
+    with pytest.raises(UploadNotHeldError, match=r"enable_local_media_storage: false.*nothing was uploaded"):
         in_reactor(provider.store_file, "local_content/Lo/ca/lMediaId123", LOCAL)
     assert "Contents" not in s3_client(moto.endpoint_url).list_objects_v2(Bucket=bucket)
 

@@ -102,7 +102,7 @@ def test_a_plugin_that_fails_to_import_is_named(site: Path) -> None:
 
 def test_a_plugin_taking_a_name_already_registered_is_named(site: Path) -> None:
     install_distribution(site, "objstore-impostor", "objstore_test_impostor", MEMORY_BACKEND.format(name="s3"))
-    with pytest.raises(PluginError, match="backend 's3', which plugin '.*' registered already"):
+    with pytest.raises(PluginError, match=r"backend 's3', which plugin '.*' registered already"):
         registry()
 
 

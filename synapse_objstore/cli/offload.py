@@ -224,7 +224,7 @@ class Offloader:
         first = await self.upload_file(files[0], Upload.CREATE)
         rest_mode = Upload.PUT if first is not None and first[1] else Upload.LOOK
         rest = await asyncio.gather(*(self.upload_file(path, rest_mode) for path in files[1:]))
-        for media_path, result in zip(files, [first, *rest]):
+        for media_path, result in zip(files, [first, *rest], strict=True):
             if result is not None:
                 digests[media_path], was_uploaded = result
                 uploaded = uploaded or was_uploaded

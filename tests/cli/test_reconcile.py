@@ -247,7 +247,7 @@ def test_orphans_in_a_directory_store(
 ) -> None:
     """The generic fsspec listing (a local directory, walked one directory at a time) too."""
     target = tmp_path / "target"
-    for path in dataset.old + ["stray/file"]:
+    for path in [*dataset.old, "stray/file"]:
         (target / path).parent.mkdir(parents=True, exist_ok=True)
         (target / path).write_bytes(synapse.files.get(path, b"?"))
     (workdir / "store.yaml").write_text(yaml.safe_dump({"backend": "fsspec", "url": f"file://{target}"}))
