@@ -175,7 +175,8 @@ class ObjectStorageProvider(StorageProvider):
         key, seconds = ("store_deadline", settings.store_deadline) if operation == "store" else (
             "fetch_deadline", settings.fetch_deadline)
         message = (f"could not {operation} {path!r} on {self._store.backend.describe()}: the store did not "
-                   f"{'finish' if operation == 'store' else 'answer'} within {key} ({seconds:g} s, all retries included)")
+                   f"{'finish' if operation == 'store' else 'answer'} within {key} "
+                   f"({seconds:g} s, all retries included)")
         if operation == "store":
             message += "; a large file over a slow link may need a larger store_deadline"
         on_reactor = None if release is None else lambda result: _submit_cleanup(release(result))
@@ -216,9 +217,9 @@ class ObjectStorageProvider(StorageProvider):
         """Get the bytes of each new file from Synapse's media spam check (held_uploads.py)."""
         if not proc_fd_available():
             raise SynapseConfigError(
-                "synapse_objstore.ObjectStorageProvider: enable_local_media_storage: false needs Linux's /proc/self/fd, "
-                "to upload Synapse's temporary files after Synapse deleted them; it is missing here. Keep local "
-                "media storage and free the disk with 'objstore-offload upload --delete'."
+                "synapse_objstore.ObjectStorageProvider: enable_local_media_storage: false needs Linux's "
+                "/proc/self/fd, to upload Synapse's temporary files after Synapse deleted them; it is missing "
+                "here. Keep local media storage and free the disk with 'objstore-offload upload --delete'."
             )
         self._stores_local, self._stores_remote = _stored_media(hs, backend)
         if not _any_provider_stores_local_media(hs):

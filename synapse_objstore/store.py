@@ -106,7 +106,9 @@ class ObjectStore:
         """The object opened for streaming, or None when it does not exist."""
         remote_path = self.remote_path(media_path)
         try:
-            return await self._guard("fetch", media_path, lambda: self.backend.open_read(self.filesystem(), remote_path))
+            return await self._guard(
+                "fetch", media_path, lambda: self.backend.open_read(self.filesystem(), remote_path)
+            )
         except FileNotFoundError:
             return None
 
@@ -114,7 +116,9 @@ class ObjectStore:
         """Size and checksum of the object, or None when it does not exist."""
         remote_path = self.remote_path(media_path)
         try:
-            raw = await self._guard("inspect", media_path, lambda: self.backend.object_info(self.filesystem(), remote_path))
+            raw = await self._guard(
+                "inspect", media_path, lambda: self.backend.object_info(self.filesystem(), remote_path)
+            )
         except FileNotFoundError:
             return None
         if raw.get("type") == "directory":

@@ -87,7 +87,8 @@ _attempt: contextvars.ContextVar[MediaOutcome | None] = contextvars.ContextVar("
 
 
 class Offloader:
-    def __init__(self, store: ObjectStore, cache: CacheDb, options: UploadOptions, summary: Summary, progress: Any) -> None:
+    def __init__(self, store: ObjectStore, cache: CacheDb, options: UploadOptions, summary: Summary,
+                 progress: Any) -> None:
         self.store = store
         self.options = options
         self.run_summary = summary

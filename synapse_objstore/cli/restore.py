@@ -76,7 +76,8 @@ def _write_and_hash(file: BinaryIO, md5: Any, data: bytes) -> None:
 
 
 class Restorer:
-    def __init__(self, store: ObjectStore, cache: CacheDb, options: RestoreOptions, summary: Summary, progress: Any) -> None:
+    def __init__(self, store: ObjectStore, cache: CacheDb, options: RestoreOptions, summary: Summary,
+                 progress: Any) -> None:
         self.store = store
         self.options = options
         self.summary = summary
