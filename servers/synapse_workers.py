@@ -106,10 +106,12 @@ class MediaWorkerDeployment:
         background_worker = next(iter(workers))
         self.main = SynapseServer(
             directory / MAIN_INSTANCE, [], database, python,
-            extra_config={**main_process_config(replication_port, redis_port, background_worker), **(extra_config or {})},
+            extra_config={**main_process_config(replication_port, redis_port, background_worker),
+                          **(extra_config or {})},
             extra_listeners=[replication_listener(replication_port)],
         )
-        self.workers = [MediaWorker(self.main, name, directory / name, providers) for name, providers in workers.items()]
+        self.workers = [MediaWorker(self.main, name, directory / name, providers)
+                        for name, providers in workers.items()]
 
     def start(self, timeout: float = 90.0) -> Self:
         try:

@@ -113,7 +113,8 @@ def service_account_file(path: Path, token_uri: str) -> Path:
     return path
 
 
-def test_fetching_a_token_does_not_stall_the_io_loop(gcs_config: dict[str, Any], open_store: Any, tmp_path: Path) -> None:
+def test_fetching_a_token_does_not_stall_the_io_loop(gcs_config: dict[str, Any], open_store: Any,
+                                                     tmp_path: Path) -> None:
     """gcsfs fetches tokens with blocking HTTP; done on the I/O loop, a slow token endpoint
     would freeze every download in flight."""
     # The bound is the feature: a token fetched on the loop would stall it for the whole 3 s

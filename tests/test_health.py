@@ -74,8 +74,8 @@ def test_a_store_another_homeserver_claimed_is_an_error_naming_both(
     other's media."""
     marker = {"format": 1, "owner": {"server_name": "first.example", "fingerprint": "0123456789abcdef",
                                      "database": "postgres synapse on db:5432"},
-              "newest_media_ts": 0, "recorded_at": "2026-12-01T03:30:00+00:00", "recorded_by": "objstore-offload upload",
-              "claimed_at": "2026-12-01T03:30:00+00:00"}
+              "newest_media_ts": 0, "recorded_at": "2026-12-01T03:30:00+00:00",
+              "recorded_by": "objstore-offload upload", "claimed_at": "2026-12-01T03:30:00+00:00"}
     s3_client(moto.endpoint_url).put_object(Bucket=bucket, Key=f"hs/{OWNER_MARKER}", Body=json.dumps(marker))
     config = {"bucket": bucket, "endpoint_url": moto.endpoint_url, "prefix": "hs/"}
     load_provider(reactor, media_store, config, hostname="second.example")

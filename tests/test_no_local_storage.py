@@ -134,7 +134,8 @@ def test_remote_media_and_thumbnails_are_uploaded_from_synapses_temporary_files(
         reactor: Any, in_reactor: Callable[..., Any], moto: MotoServer, bucket: str, media_store: Path,
         temp_dir: Path, store_synchronous: bool) -> None:
     hs = Homeserver(reactor, media_store)
-    storage, provider = media_storage_with_provider(hs, media_store, {"bucket": bucket, "endpoint_url": moto.endpoint_url,
+    storage, provider = media_storage_with_provider(hs, media_store, {"bucket": bucket,
+                                                                      "endpoint_url": moto.endpoint_url,
                                                                       "multipart_threshold": "5MiB",
                                                                       "multipart_chunksize": "5MiB"},
                                                     store_synchronous)

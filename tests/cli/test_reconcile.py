@@ -75,7 +75,8 @@ def test_dry_run_lists_then_apply_deletes_exactly_the_objects_of_deleted_media(
     assert summary["files_uploaded"] == summary["media_lost"] == 0
     marker = s3_client(moto.endpoint_url).get_object(Bucket=bucket, Key=PREFIX + OWNER_MARKER)["Body"].read()
     assert json.loads(marker)["owner"]["server_name"] == "test"  # `upload` claimed the store for its homeserver
-    assert bucket_objects(moto, bucket) == {key: data for key, data in before.items() if key.removeprefix(PREFIX) not in gone}
+    assert bucket_objects(moto, bucket) == {key: data for key, data in before.items()
+                                            if key.removeprefix(PREFIX) not in gone}
     # cache.db forgets the deleted media, and only them
     assert cache_media(workdir) == cached_before - {("", DELETED_LOCAL), DELETED_REMOTE[:2]}
     assert cache_files(workdir) == set(dataset.old) - gone

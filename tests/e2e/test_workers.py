@@ -123,7 +123,8 @@ class Deployment:
                            "FROM local_media_repository_thumbnails WHERE media_id = %s", (mxc.media_id,))
             rows = cursor.fetchall()
         directory = PREFIX + local_thumbnails_dir(mxc.media_id)
-        return {f"{directory}{width}-{height}-{kind.replace('/', '-')}-{method}" for width, height, kind, method in rows}
+        return {f"{directory}{width}-{height}-{kind.replace('/', '-')}-{method}"
+                for width, height, kind, method in rows}
 
     def wait_until_stored(self, mxc: Mxc) -> bytes:
         """The bucket's copy of the media, once it and every thumbnail Synapse recorded are there
@@ -203,7 +204,8 @@ def test_upload_through_a_is_served_and_thumbnailed_by_b_from_the_bucket(deploym
     assert deployment.thumbnail_keys(mxc) - stored_thumbnails == {
         PREFIX + local_thumbnails_dir(mxc.media_id) + "50-50-image-png-scale"}
     assert deployment.a.client.thumbnail(mxc, 50, 50, "scale").check().body == made
-    assert not (deployment.a.worker.media_store_path / local_thumbnails_dir(mxc.media_id) / "50-50-image-png-scale").exists()
+    thumbnails_dir = deployment.a.worker.media_store_path / local_thumbnails_dir(mxc.media_id)
+    assert not (thumbnails_dir / "50-50-image-png-scale").exists()
 
 
 def test_background_upload_through_b_is_served_by_a_from_the_bucket(deployment: Deployment) -> None:
