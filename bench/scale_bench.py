@@ -229,8 +229,8 @@ def load_local_rows(db: dict[str, Any], rows: int) -> int:
             cursor.execute(
                 """INSERT INTO local_media_repository
                        (media_id, media_type, media_length, created_ts, upload_name, user_id, last_access_ts)
-                   SELECT substr(md5(i::text), 1, 24), 'image/jpeg', 10000 + (i::bigint * 7919) %% 2000000, ts - %s::bigint,
-                          'upload.jpg', '@user:bench.example', ts
+                   SELECT substr(md5(i::text), 1, 24), 'image/jpeg', 10000 + (i::bigint * 7919) %% 2000000,
+                          ts - %s::bigint, 'upload.jpg', '@user:bench.example', ts
                    FROM (SELECT i, %s::bigint - 40 * %s::bigint - (random() * 360 * %s)::bigint AS ts
                          FROM generate_series(1, %s) AS i) AS made""",
                 (DAY_MS, now_ms, DAY_MS, DAY_MS, rows))
