@@ -82,7 +82,8 @@ class Worker:
         except queue.Empty:
             raise RuntimeError(f"{self.name}: no {word} within {timeout:.0f} s") from None
         if not line.startswith(word):
-            raise RuntimeError(f"{self.name}: expected {word}, got {line!r} (see bench/.work/logs/fault-{self.name}.log)")
+            raise RuntimeError(f"{self.name}: expected {word}, got {line!r} "
+                               f"(see bench/.work/logs/fault-{self.name}.log)")
         return line
 
     def result(self, timeout: float) -> dict[str, Any]:
@@ -195,11 +196,13 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> str:
     rows = [title, "",
             "| | synapse-objstore | synapse-s3-storage-provider 1.7.0 | old / ours |", "|---|---|---|---|"]
     for label, suffix, cap in (("silent store (SIGSTOP): one download, time to error", "", args.cap),
-                               ("dead store (connection refused): one download, time to error", "-dead", args.dead_cap)):
+                               ("dead store (connection refused): one download, time to error", "-dead",
+                                args.dead_cap)):
         ours, old = results[f"ours-one{suffix}"], results[f"old-one{suffix}"]
         rows.append(f"| {label} | {seconds(ours.get('time_to_end_s'), cap)} | {seconds(old.get('time_to_end_s'), cap)} "
                     f"| {time_ratio(old.get('time_to_end_s'), ours.get('time_to_end_s'), cap)} |")
-    for scenario, n, over in (("pile", args.downloads, args.over), ("trickle", args.trickle_downloads, args.trickle_over)):
+    for scenario, n, over in (("pile", args.downloads, args.over),
+                              ("trickle", args.trickle_downloads, args.trickle_over)):
         ours, old = results[f"ours-{scenario}"], results[f"old-{scenario}"]
         rows.append(f"| silent store: {n} downloads over {over:.0f} s, still waiting after {args.cap:.0f} s "
                     f"| {ours['pending']} of {n} | {old['pending']} of {n} | |")

@@ -67,7 +67,7 @@ def main() -> None:
                 with responder:
                     await responder.write_to_consumer(consumer_class())
                 record["outcome"] = "ok"
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             record["outcome"] = "error"
             record["error"] = f"{type(error).__name__}: {error}"[:400]
         record["end"] = now()
@@ -133,7 +133,7 @@ def main() -> None:
             print("READY", flush=True)
             assert await next_line() == "GO"
             await (one if spec["scenario"] == "one" else pile)(now())
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             result["failure"] = f"{type(error).__name__}: {error}"
         # A provider's threads may wait on the store for ever: leave without them.
         sys.stdout.write("RESULT " + json.dumps(result) + "\n")

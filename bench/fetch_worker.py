@@ -496,7 +496,7 @@ def run_provider(spec: dict[str, Any]) -> dict[str, Any]:
             result["stall_ms_excl_os"]["whole_run"] = stalls.max_between(0, now(), exclude_os=True)
             result["stall_ticks"] = stalls.ticks
             result["gc_pauses_over_5ms"] = gc_pauses
-        except BaseException as error:  # noqa: BLE001
+        except BaseException as error:
             import traceback
 
             result["error"] = f"{type(error).__name__}: {error}"
@@ -659,7 +659,7 @@ def main() -> None:
             run_aiobotocore(spec)
         else:
             run_provider(spec)
-    except BaseException as error:  # noqa: BLE001
+    except BaseException as error:
         import traceback
 
         finish({"impl": spec["impl"], "scenario": spec["scenario"], "error": f"{type(error).__name__}: {error}",

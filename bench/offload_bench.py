@@ -234,7 +234,8 @@ def run_upload(run: UploadRun, tools: Tools, store: MediaStore, endpoint_url: st
     expected = store.files_of_first(run.media_count) if run.impl != "boto3" else dict(store.files)
     load = load1()
     measured = run_measured(run.command(tools, endpoint_url, media_dir, bucket), workdir,
-                            impl_environment(run.impl, args, CREDENTIALS), WORK / "logs" / f"offload-upload-{run.impl}.log",
+                            impl_environment(run.impl, args, CREDENTIALS),
+                            WORK / "logs" / f"offload-upload-{run.impl}.log",
                             COMMAND_TIMEOUT)
     check = check_upload(run, s3, bucket, expected, len(store.files), media_dir, workdir)
     result = upload_result(run, measured, expected, check, network, load)
@@ -347,7 +348,8 @@ def verdicts(report: dict[str, Any]) -> list[dict[str, Any]]:
         ours, old = db.get("ours.scratch", {}), db.get("old.scratch", {})
         gain = ratio(ours.get("rows_per_s"), old.get("rows_per_s"))
         rows.append({"target": "update-db from scratch >= 3x s3_media_upload (rows/s)",
-                     "measured": f"{fmt(ours.get('rows_per_s'))} vs {fmt(old.get('rows_per_s'))} rows/s = {fmt(gain, 'x')}",
+                     "measured": f"{fmt(ours.get('rows_per_s'))} vs {fmt(old.get('rows_per_s'))} rows/s "
+                                 f"= {fmt(gain, 'x')}",
                      "met": gain is not None and gain >= TARGET_UPDATE_DB_VS_OLD})
         ours_r, old_r = db.get("ours.rerun", {}), db.get("old.rerun", {})
         gain = ratio(old_r.get("seconds"), ours_r.get("seconds"))
@@ -362,7 +364,8 @@ def verdicts(report: dict[str, Any]) -> list[dict[str, Any]]:
         if not ours:
             continue
         gain = ratio(ours.get("files_per_s"), old.get("files_per_s"))
-        where = "loopback" if network == "loopback" else f"{report.get('proxy_rtt', {}).get('added_ms', '?')} ms round trip"
+        where = ("loopback" if network == "loopback"
+                 else f"{report.get('proxy_rtt', {}).get('added_ms', '?')} ms round trip")
         subset = "" if old.get("media") == ours.get("media") else f" (old on its first {old.get('media')} media)"
         rows.append({"target": f"upload --delete >= {vs_old:g}x s3_media_upload's files/s, {where}",
                      "measured": f"{fmt(ours.get('files_per_s'))} vs {fmt(old.get('files_per_s'))} files/s = "
@@ -406,7 +409,8 @@ def tables(report: dict[str, Any]) -> str:
                 text += f" {fmt(c)} | {fmt(gain(c), suffix)} |"
             return text
 
-        lines.append(row("from scratch, rows/s", "rows_per_s", "scratch", False) + f" {ISSUE_OLD['update_db_rows_per_s']} |")
+        lines.append(row("from scratch, rows/s", "rows_per_s", "scratch", False)
+                     + f" {ISSUE_OLD['update_db_rows_per_s']} |")
         lines.append(row("from scratch, s", "seconds", "scratch", True) + " |")
         lines.append(row("rerun, nothing new, s", "seconds", "rerun", True) + f" {ISSUE_OLD['rerun_s']} |")
         peak = {i: max(filter(None, (s[f"{i}.scratch"]["peak_rss_mib"], s[f"{i}.rerun"]["peak_rss_mib"])), default=None)
@@ -427,7 +431,8 @@ def tables(report: dict[str, Any]) -> str:
                   "|---|---|---|---|---|---|---|---|---|---|"]
         old = find(uploads, network, lambda u: u["impl"] == "old")
         for u in runs:
-            lines.append(f"| {u['label']} | {u['media']} | {u['files']} | {u['bytes'] / 1e6:.0f} | {u['seconds']:.1f} | "
+            lines.append(f"| {u['label']} | {u['media']} | {u['files']} | {u['bytes'] / 1e6:.0f} "
+                         f"| {u['seconds']:.1f} | "
                          f"{fmt(u['files_per_s'])} | {fmt(u['mb_per_s'])} | {u['peak_rss_mib']} | "
                          f"{'yes' if u['ok'] else 'NO: ' + '; '.join(u['check']['problems'])} | "
                          f"{fmt(ratio(u['files_per_s'], old.get('files_per_s')), 'x') if u['impl'] != 'old' else ''} |")
@@ -492,7 +497,8 @@ def run_storm_upload(run: UploadRun, tools: Tools, store: MediaStore, moto_url: 
     cache.close()
     expected = store.files_of_first(run.media_count)
     measured = run_measured(run.command(tools, proxy_url, media_dir, bucket), workdir,
-                            impl_environment(run.impl, args, CREDENTIALS), WORK / "logs" / f"offload-storm-{run.impl}.log",
+                            impl_environment(run.impl, args, CREDENTIALS),
+                            WORK / "logs" / f"offload-storm-{run.impl}.log",
                             COMMAND_TIMEOUT)
     check = check_upload(run, s3, bucket, expected, len(store.files), media_dir, workdir)
     drop_bucket(s3, bucket)
@@ -515,7 +521,8 @@ def storm_tables(storm: dict[str, Any]) -> str:
     lines = [title, "", head, "|---|---|---|---|---|---|---|---|---|"]
     for run in storm["runs"]:
         met = run["faults_met"]
-        lines.append(f"| {run['label']} | {run['media']} | {run['files']} | {run['returncode']} | {run['seconds']:.1f} | "
+        lines.append(f"| {run['label']} | {run['media']} | {run['files']} | {run['returncode']} "
+                     f"| {run['seconds']:.1f} | "
                      f"{run['files_left']} | {fmt(run['media_left'])} | {met['slowdown']} / "
                      f"{met['reset mid-request'] + met['reset before reply']} | "
                      f"{'yes' if run['ended_in_traceback'] else 'no'} |")

@@ -109,11 +109,13 @@ def load_media_rows(conn: Any, local: int, remote: int, seed: int) -> dict[str, 
            "last_access_ts"),
           ((REMOTE_ORIGINS[i % len(REMOTE_ORIGINS)], media_id, "image/jpeg", ts - DAY_MS, "remote.jpg",
             rng.randint(10 * KB, 2 * MB), filesystem_id, ts)
-           for i, (media_id, filesystem_id) in enumerate(zip(random_ids(remote, rng), random_ids(remote, rng)))
+           for i, (media_id, filesystem_id)
+           in enumerate(zip(random_ids(remote, rng), random_ids(remote, rng), strict=True))
            for ts in (last_access(),)))
     with conn.cursor() as cursor:
         cursor.execute("ANALYZE local_media_repository; ANALYZE remote_media_cache")
-        cursor.execute("SELECT (SELECT count(*) FROM local_media_repository), (SELECT count(*) FROM remote_media_cache)")
+        cursor.execute(
+            "SELECT (SELECT count(*) FROM local_media_repository), (SELECT count(*) FROM remote_media_cache)")
         counted_local, counted_remote = cursor.fetchone()
     conn.commit()
     return {"local": counted_local, "remote": counted_remote}
@@ -208,14 +210,15 @@ def build_media_store(root: Path, count: int, seed: int, remote_share: float = 0
                 layout.local_thumbnail_path(media_id, w, h, ctype, method) for w, h, method, ctype, _, _ in thumbnails]
         else:
             # remote media have a filesystem_id of their own: the ids after the first `count`
-            origin, media_id, filesystem_id = REMOTE_ORIGINS[index % len(REMOTE_ORIGINS)], ids[index], ids[index + remote]
+            origin = REMOTE_ORIGINS[index % len(REMOTE_ORIGINS)]
+            media_id, filesystem_id = ids[index], ids[index + remote]
             store.media.append((origin, media_id, filesystem_id, "remote"))
             paths = [layout.remote_media_path(origin, filesystem_id)] + [
                 layout.remote_thumbnail_path(origin, filesystem_id, w, h, ctype, method)
                 for w, h, method, ctype, _, _ in thumbnails]
         sizes = [size] + [rng.randint(low, high) for *_, low, high in thumbnails]
         store.paths_by_media.append(paths)
-        for media_path, file_size in zip(paths, sizes):
+        for media_path, file_size in zip(paths, sizes, strict=True):
             filler.write(root / media_path, file_size)
             store.files[media_path] = file_size
     return store

@@ -160,8 +160,8 @@ def run_worker(python: str, spec: dict[str, Any], timeout: float) -> dict[str, A
         err.write(f"\n=== {time.strftime('%H:%M:%S')} {spec['impl']} {spec['scenario']}\n".encode())
         err.flush()
         try:
-            done = subprocess.run([python, str(HERE / "fetch_worker.py"), json.dumps(spec)], check=False, stdout=subprocess.PIPE,
-                                  stderr=err, timeout=timeout, cwd=str(WORK), env=env)
+            done = subprocess.run([python, str(HERE / "fetch_worker.py"), json.dumps(spec)], check=False,
+                                  stdout=subprocess.PIPE, stderr=err, timeout=timeout, cwd=str(WORK), env=env)
         except subprocess.TimeoutExpired:
             return {"impl": spec["impl"], "scenario": spec["scenario"], "error": f"worker timed out after {timeout} s"}
     for line in done.stdout.decode(errors="replace").splitlines():
@@ -220,7 +220,7 @@ def run_server(server: dict[str, Any], args: argparse.Namespace, pythons: dict[s
             result["impl"] = impl
             runs.setdefault("stream", {}).setdefault(impl, []).append(result)
             log(f"{server['name']} stream {impl} #{round_no + 1}: " + summary(result, "stream"))
-    paused_impls = ["ours", "old"] + candidate + list(args.variant)
+    paused_impls = ["ours", "old", *candidate, *args.variant]
     if args.only:
         paused_impls = [i for i in paused_impls if i in args.only]
     for round_no in range(0 if args.skip_paused else args.paused_repeats):
@@ -242,19 +242,21 @@ def summary(result: dict[str, Any], scenario: str) -> str:
         return "ERROR " + result["error"]
     if scenario == "stream":
         s = result["stream"]
-        text = (f"{s['mb_per_s']} MB/s end-to-end, {s['stream_mb_per_s']} MB/s after the first byte, ttfb {s['ttfb_ms']} ms, rss +{s['growth_mib']} MiB, "
+        text = (f"{s['mb_per_s']} MB/s end-to-end, {s['stream_mb_per_s']} MB/s after the first byte, "
+                f"ttfb {s['ttfb_ms']} ms, rss +{s['growth_mib']} MiB, "
                 f"{s['writes']} writes (median {s['chunk_median_kib']} KiB)")
         if "stall_ms" in result:
             text += f", stalls {result['stall_ms']}"
         return text
     p, e, m = result["paused"], result["extra_fetch"], result["pause_mid_stream"]
     return (f"mid-stream pause: {m['writes_after_pause']} writes/{m['bytes_after_pause']} B after; "
-            f"{p['started']}/{p['clients']} paused clients started, max {p['max_writes_after_pause']} writes after pause; "
+            f"{p['started']}/{p['clients']} paused clients started, "
+            f"max {p['max_writes_after_pause']} writes after pause; "
             f"extra fetch ttfb {e['ttfb_ms']} ms total {e['total_ms']} ms; stalls {result['stall_ms']}")
 
 
-STREAM_FIELDS = ["stream.mb_per_s", "stream.stream_mb_per_s", "stream.ttfb_ms", "stream.cpu_ms", "paced.mb_per_s", "paced.cpu_ms",
-                 "stream.growth_mib", "stream.writes", "stream.chunk_median_kib",
+STREAM_FIELDS = ["stream.mb_per_s", "stream.stream_mb_per_s", "stream.ttfb_ms", "stream.cpu_ms", "paced.mb_per_s",
+                 "paced.cpu_ms", "stream.growth_mib", "stream.writes", "stream.chunk_median_kib",
                  "first_fetch.ttfb_ms", "first_fetch.total_ms", "stall_ms.startup", "stall_ms.first_fetch",
                  "stall_ms.stream", "stall_ms.whole_run", "stall_ms_excl_os.whole_run", "construct_s"]
 PAUSED_FIELDS = ["pause_mid_stream.writes_after_pause", "pause_mid_stream.bytes_after_pause",
@@ -278,7 +280,7 @@ def medians(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any]:
                 values = [dig(r, field) for r in good]
                 if field == "extra_fetch.ttfb_ms":  # a fetch that never started counts as its timeout
                     values = [v if v is not None else 1000 * dig(r, "extra_fetch.timed_out_after_s") for v, r in
-                              zip(values, good)]
+                              zip(values, good, strict=True)]
                 if any(v is not None for v in values):
                     row[field] = median(values)
                     if field in WORST:
@@ -317,13 +319,17 @@ def verdicts(m: dict[str, Any]) -> list[dict[str, Any]]:
 
     rows = [
         ("throughput >= 2x synapse-s3-storage-provider (end-to-end)",
-         f"{fmt(tput)} vs {fmt(tput_old)} MB/s = {ratio(tput, tput_old)}", at_least(tput, tput_old, TARGET_THROUGHPUT_VS_OLD)),
+         f"{fmt(tput)} vs {fmt(tput_old)} MB/s = {ratio(tput, tput_old)}",
+         at_least(tput, tput_old, TARGET_THROUGHPUT_VS_OLD)),
         ("throughput >= 2x synapse-s3-storage-provider (after first byte)",
-         f"{fmt(rate)} vs {fmt(rate_old)} MB/s = {ratio(rate, rate_old)}", at_least(rate, rate_old, TARGET_THROUGHPUT_VS_OLD)),
+         f"{fmt(rate)} vs {fmt(rate_old)} MB/s = {ratio(rate, rate_old)}",
+         at_least(rate, rate_old, TARGET_THROUGHPUT_VS_OLD)),
         ("throughput >= 70% of plain boto3 (end-to-end)",
-         f"{fmt(tput)} vs {fmt(tput_boto3)} MB/s = {ratio(tput, tput_boto3)}", at_least(tput, tput_boto3, TARGET_THROUGHPUT_VS_BOTO3)),
+         f"{fmt(tput)} vs {fmt(tput_boto3)} MB/s = {ratio(tput, tput_boto3)}",
+         at_least(tput, tput_boto3, TARGET_THROUGHPUT_VS_BOTO3)),
         ("throughput >= 70% of plain boto3 (after first byte)",
-         f"{fmt(rate)} vs {fmt(rate_boto3)} MB/s = {ratio(rate, rate_boto3)}", at_least(rate, rate_boto3, TARGET_THROUGHPUT_VS_BOTO3)),
+         f"{fmt(rate)} vs {fmt(rate_boto3)} MB/s = {ratio(rate, rate_boto3)}",
+         at_least(rate, rate_boto3, TARGET_THROUGHPUT_VS_BOTO3)),
         ("extra fetch under 60 paused clients starts < 0.5 s (worst run)", f"{fmt(extra)} ms",
          extra is not None and extra < TARGET_EXTRA_TTFB_MS),
         ("at most one chunk written after a pause (worst run)", f"{after} writes", after <= TARGET_WRITES_AFTER_PAUSE),
@@ -340,7 +346,8 @@ def table(result: dict[str, Any]) -> str:
     m = result["medians"]
     lines = [f"## {result['server']}", ""]
     s = m.get("stream", {})
-    impls = [i for i in ("ours", "old", "boto3", "aiobotocore", "candidate") if i in s] + sorted(i for i in s if "+" in i)
+    impls = ([i for i in ("ours", "old", "boto3", "aiobotocore", "candidate") if i in s]
+             + sorted(i for i in s if "+" in i))
     labels = {
         "stream.mb_per_s": "throughput end-to-end (fetch call to last byte), MB/s",
         "stream.stream_mb_per_s": "throughput after the first byte, MB/s",
@@ -497,9 +504,9 @@ def versions(pythons: dict[str, str]) -> dict[str, Any]:
     out = {}
     for impl in ("ours", "old"):
         try:
-            out[impl] = json.loads(subprocess.run([pythons[impl], "-c", code, *wanted], check=False, capture_output=True,
-                                                  text=True, cwd=WORK, timeout=60).stdout)
-        except Exception as error:  # noqa: BLE001
+            out[impl] = json.loads(subprocess.run([pythons[impl], "-c", code, *wanted], check=False,
+                                                  capture_output=True, text=True, cwd=WORK, timeout=60).stdout)
+        except Exception as error:
             out[impl] = str(error)
     return out
 

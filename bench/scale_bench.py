@@ -174,7 +174,7 @@ class Bench:
             if s3 is not None:
                 try:
                     drop_bucket(s3, bucket)
-                except Exception as error:  # noqa: BLE001 - the bucket may not exist; moto stops anyway
+                except Exception as error:  # the bucket may not exist; moto stops anyway
                     log(f"  dropping {bucket}: {error}")
             shutil.rmtree(workdir, ignore_errors=True)
         ok = (measured.returncode == 0 and summary.get("objects_listed") == written
@@ -229,8 +229,8 @@ def load_local_rows(db: dict[str, Any], rows: int) -> int:
             cursor.execute(
                 """INSERT INTO local_media_repository
                        (media_id, media_type, media_length, created_ts, upload_name, user_id, last_access_ts)
-                   SELECT substr(md5(i::text), 1, 24), 'image/jpeg', 10000 + (i::bigint * 7919) %% 2000000, ts - %s::bigint,
-                          'upload.jpg', '@user:bench.example', ts
+                   SELECT substr(md5(i::text), 1, 24), 'image/jpeg', 10000 + (i::bigint * 7919) %% 2000000,
+                          ts - %s::bigint, 'upload.jpg', '@user:bench.example', ts
                    FROM (SELECT i, %s::bigint - 40 * %s::bigint - (random() * 360 * %s)::bigint AS ts
                          FROM generate_series(1, %s) AS i) AS made""",
                 (DAY_MS, now_ms, DAY_MS, DAY_MS, rows))
@@ -370,7 +370,7 @@ def build_small_media_store(root: Path, count: int, seed: int) -> MediaStore:
         sizes_ = [log_uniform(rng, 1 * KB, 32 * KB)] + [rng.randint(low, high) for *_, low, high in thumbnails]
         store.media.append(("", media_id, media_id, "local"))
         store.paths_by_media.append(paths)
-        for media_path, size in zip(paths, sizes_):
+        for media_path, size in zip(paths, sizes_, strict=True):
             filler.write(root / media_path, size)
             store.files[media_path] = size
     return store
@@ -424,7 +424,7 @@ def tables(report: dict[str, Any]) -> str:
     notes += [f"reconcile {r['backend']} {r['objects']:,}: {r['summary']}" for r in report.get("reconcile", [])]
     notes += [f"upload {r['media']:,} media: {r['files']:,} files, {r['bytes'] / 1e6:.0f} MB, {r['check']}"
               for r in report.get("upload", [])]
-    return "\n".join(lines + [""] + notes)
+    return "\n".join([*lines, "", *notes])
 
 
 # ---------------------------------------------------------------- main

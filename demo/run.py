@@ -145,7 +145,8 @@ def run(workdir: Path, stack: ExitStack, big_size: int) -> Checks:
     local_files = media_files(synapse)
     local_bytes = sum(p.stat().st_size for p in local_files)
     print(offload_local_copies(synapse))
-    print(f"  media_store_path: {len(local_files)} files ({size(local_bytes)}) before, {len(media_files(synapse))} after")
+    print(f"  media_store_path: {len(local_files)} files ({size(local_bytes)}) before, "
+          f"{len(media_files(synapse))} after")
     checks("media_store_path holds no media files", not media_files(synapse))
 
     print("\nDownloading through GET /_matrix/client/v1/media/download (from the bucket)")

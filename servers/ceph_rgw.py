@@ -23,6 +23,8 @@ import uuid
 from pathlib import Path
 from types import TracebackType
 
+from typing_extensions import Self
+
 from servers.process import free_port, start_process, stop_process, wait_for_port
 
 DAEMONS = ("ceph-mon", "ceph-osd", "radosgw")
@@ -81,7 +83,7 @@ class CephRGW:
         """PIDs of the daemons started and not yet stopped."""
         return [process.pid for process in self._processes.values() if process.poll() is None]
 
-    def start(self) -> CephRGW:
+    def start(self) -> Self:
         """Create the cluster and start its daemons; return once radosgw accepts connections."""
         if self._created:
             raise RuntimeError("a CephRGW starts only once; make a new one")
@@ -113,7 +115,7 @@ class CephRGW:
                 shutil.rmtree(self.directory / sub, ignore_errors=True)
             (self.directory / "monmap").unlink(missing_ok=True)
 
-    def __enter__(self) -> CephRGW:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -15,9 +15,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
 
-Server = TypeVar("Server", bound="ServerProcess")
+from typing_extensions import Self
 
 
 def free_port() -> int:
@@ -90,7 +89,7 @@ class ServerProcess:
     def cwd(self) -> Path | None:
         return None
 
-    def start(self: Server) -> Server:
+    def start(self) -> Self:
         self._process = start_process(self.argv(), self.log_path, env=self.env(), cwd=self.cwd())
         wait_for_port(self.port, self._process, timeout=self.start_timeout, log=self.log_path)
         return self
@@ -104,7 +103,7 @@ class ServerProcess:
         if self._process is not None:
             stop_process(self._process, timeout=self.stop_timeout)
 
-    def __enter__(self: Server) -> Server:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 from signedjson.key import generate_signing_key, write_signing_keys
+from typing_extensions import Self
 
 from servers.process import free_port, start_process, stop_process
 
@@ -102,7 +103,7 @@ class SynapseServer:
     def argv(self) -> list[str]:
         return [self.python, "-m", "synapse.app.homeserver", "-c", str(self.config_path)]
 
-    def start(self, timeout: float = 90.0) -> SynapseServer:
+    def start(self, timeout: float = 90.0) -> Self:
         """Start Synapse and return once `/health` answers."""
         self._process = start_process(self.argv, self.log_path, cwd=self.directory)
         deadline = time.monotonic() + timeout
@@ -171,7 +172,7 @@ class SynapseServer:
         finally:
             connection.close()
 
-    def __enter__(self) -> SynapseServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

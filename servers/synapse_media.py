@@ -26,7 +26,8 @@ TABLES = (
 DELTAS = ("delta/86/01_authenticate_media.sql", "delta/91/01_media_hash.sql")
 DAY_MS = 24 * 3600 * 1000
 # The columns of Synapse's `users` that the offload tool reads (its owner fingerprint).
-USERS_TABLE = "CREATE TABLE users (name TEXT, password_hash TEXT, creation_ts BIGINT, admin SMALLINT DEFAULT 0 NOT NULL, UNIQUE (name))"
+USERS_TABLE = ("CREATE TABLE users (name TEXT, password_hash TEXT, creation_ts BIGINT, "
+               "admin SMALLINT DEFAULT 0 NOT NULL, UNIQUE (name))")
 SERVER_NAME = "test"
 
 
@@ -43,7 +44,8 @@ def media_schema(engine: str) -> list[str]:
         ]
     else:
         text = (SCHEMA_DIR / "full_schemas/72/full.sql.postgres").read_text()
-        statements = [re.search(rf"^CREATE TABLE {table} \(.*?\);", text, re.MULTILINE | re.DOTALL).group(0) for table in TABLES]  # type: ignore[union-attr]
+        statements = [re.search(rf"^CREATE TABLE {table} \(.*?\);", text, re.MULTILINE | re.DOTALL).group(0)  # type: ignore[union-attr]
+                      for table in TABLES]
         statements += [
             m.group(0)
             for table in TABLES
@@ -132,7 +134,8 @@ class SynapseMedia:
         ts = self.now_ms - int(age_days * DAY_MS)
         self.conn.cursor().execute(
             self._sql("""INSERT INTO remote_media_cache
-                (media_origin, media_id, media_type, created_ts, upload_name, media_length, filesystem_id, last_access_ts)
+                (media_origin, media_id, media_type, created_ts, upload_name, media_length, filesystem_id,
+                 last_access_ts)
                 VALUES (%s, %s, 'image/jpeg', %s, 'r.jpg', %s, %s, %s)"""),
             (origin, media_id, ts, len(data), filesystem_id, ts),
         )
@@ -146,7 +149,8 @@ class SynapseMedia:
                     VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"""),
                 (origin, media_id, t.width, t.height, t.method, t.content_type, len(t.data), filesystem_id),
             )
-            paths.append(layout.remote_thumbnail_path(origin, filesystem_id, t.width, t.height, t.content_type, t.method))
+            paths.append(
+                layout.remote_thumbnail_path(origin, filesystem_id, t.width, t.height, t.content_type, t.method))
             self._write(paths[-1], t.data)
         self.conn.commit()
         return paths

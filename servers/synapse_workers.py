@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from typing_extensions import Self
 
 from servers.process import free_port
 from servers.synapse import SynapseServer
@@ -105,12 +106,14 @@ class MediaWorkerDeployment:
         background_worker = next(iter(workers))
         self.main = SynapseServer(
             directory / MAIN_INSTANCE, [], database, python,
-            extra_config={**main_process_config(replication_port, redis_port, background_worker), **(extra_config or {})},
+            extra_config={**main_process_config(replication_port, redis_port, background_worker),
+                          **(extra_config or {})},
             extra_listeners=[replication_listener(replication_port)],
         )
-        self.workers = [MediaWorker(self.main, name, directory / name, providers) for name, providers in workers.items()]
+        self.workers = [MediaWorker(self.main, name, directory / name, providers)
+                        for name, providers in workers.items()]
 
-    def start(self, timeout: float = 90.0) -> MediaWorkerDeployment:
+    def start(self, timeout: float = 90.0) -> Self:
         try:
             self.main.start(timeout)
             for worker in self.workers:
@@ -124,7 +127,7 @@ class MediaWorkerDeployment:
         for process in [*self.workers, self.main]:
             process.stop()
 
-    def __enter__(self) -> MediaWorkerDeployment:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

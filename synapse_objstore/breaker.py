@@ -97,7 +97,8 @@ class StoreBreaker:
         down_for = self._clock.seconds() - self._down_since
         error = StoreDownError(
             f"could not {action} {media_path!r} on {self._where}: the store is down (no answer to "
-            f"{self._failures_to_open} requests in a row, {down_for:.0f} s ago; the last: {describe(self._last_failure)}); "
+            f"{self._failures_to_open} requests in a row, {down_for:.0f} s ago; "
+            f"the last: {describe(self._last_failure)}); "
             f"failing at once until a probe, every {self._probe_interval:g} s, gets an answer",
             kind=FailureKind.OTHER if self._last_failure is None else classify(self._last_failure),
         )

@@ -3,8 +3,8 @@
 It asks the store about its root (for S3, a HEAD of the bucket): a request that needs the
 credentials and reaches the service, but touches no object, so it needs no SSE-C key and
 costs nothing per object. At startup it also reads the owner marker (owner_marker.py), if the
-store has one, and fails when it names another homeserver. It runs on the I/O loop and gives up after CHECK_TIMEOUT, so a
-store that never answers is reported instead of waited for.
+store has one, and fails when it names another homeserver. It runs on the I/O loop and gives up
+after CHECK_TIMEOUT, so a store that never answers is reported instead of waited for.
 
 Why the default (`true`) only logs, and stopping Synapse is the opt-in `"required"`: the
 check cannot tell a typo in the bucket name from an outage of the store. An admin who just

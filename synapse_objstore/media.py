@@ -59,7 +59,7 @@ def _split_id(file_id: str) -> list[str]:
     if isinstance(file_id, str) and _FILE_ID.match(file_id):
         return [file_id[0:2], file_id[2:4], file_id[4:]]
     if not isinstance(file_id, str):
-        raise ValueError(f"invalid media id {file_id!r}: not text")  # noqa: TRY004 - fails that media, as any bad id
+        raise ValueError(f"invalid media id {file_id!r}: not text")  # fails that media, as any bad id
     # the component at fault, named
     return [validate_path_component(part) for part in (file_id[0:2], file_id[2:4], file_id[4:])]
 

@@ -83,7 +83,8 @@ def collect_backends(manager: pluggy.PluginManager) -> BackendRegistry:
         except PluginError:
             raise
         except Exception as error:
-            raise PluginError(f"plugin '{origin}' failed in register_backends: {type(error).__name__}: {error}") from error
+            raise PluginError(
+                f"plugin '{origin}' failed in register_backends: {type(error).__name__}: {error}") from error
     return registry
 
 

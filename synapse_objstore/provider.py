@@ -175,7 +175,8 @@ class ObjectStorageProvider(StorageProvider):
         key, seconds = ("store_deadline", settings.store_deadline) if operation == "store" else (
             "fetch_deadline", settings.fetch_deadline)
         message = (f"could not {operation} {path!r} on {self._store.backend.describe()}: the store did not "
-                   f"{'finish' if operation == 'store' else 'answer'} within {key} ({seconds:g} s, all retries included)")
+                   f"{'finish' if operation == 'store' else 'answer'} within {key} "
+                   f"({seconds:g} s, all retries included)")
         if operation == "store":
             message += "; a large file over a slow link may need a larger store_deadline"
         on_reactor = None if release is None else lambda result: _submit_cleanup(release(result))
@@ -202,7 +203,7 @@ class ObjectStorageProvider(StorageProvider):
     async def _put(self, local_path: str, path: str) -> int:
         """Upload the file; its size, for the metrics."""
         await self._store.put_file(local_path, path)
-        return os.path.getsize(local_path)
+        return os.path.getsize(local_path)  # noqa: ASYNC240 - a stat of the local file: microseconds
 
     async def _put_held(self, held: HeldFile, path: str) -> int:
         """Upload a held temporary file, then close it; its size, for the metrics."""
@@ -216,9 +217,9 @@ class ObjectStorageProvider(StorageProvider):
         """Get the bytes of each new file from Synapse's media spam check (held_uploads.py)."""
         if not proc_fd_available():
             raise SynapseConfigError(
-                "synapse_objstore.ObjectStorageProvider: enable_local_media_storage: false needs Linux's /proc/self/fd, "
-                "to upload Synapse's temporary files after Synapse deleted them; it is missing here. Keep local "
-                "media storage and free the disk with 'objstore-offload upload --delete'."
+                "synapse_objstore.ObjectStorageProvider: enable_local_media_storage: false needs Linux's "
+                "/proc/self/fd, to upload Synapse's temporary files after Synapse deleted them; it is missing "
+                "here. Keep local media storage and free the disk with 'objstore-offload upload --delete'."
             )
         self._stores_local, self._stores_remote = _stored_media(hs, backend)
         if not _any_provider_stores_local_media(hs):

@@ -94,7 +94,7 @@ class ObjectStore:
                 "store", media_path, lambda: self.backend.upload(self.filesystem(), local_path, remote_path, if_absent)
             )
         except FileNotFoundError as error:
-            if not os.path.exists(local_path):
+            if not os.path.exists(local_path):  # noqa: ASYNC240 - a stat, on this error path only
                 raise FileNotFoundError(f"local file {local_path} (media {media_path!r}) does not exist") from None
             # s3fs reports a missing bucket as a missing file
             raise BucketMissingError(
@@ -106,7 +106,9 @@ class ObjectStore:
         """The object opened for streaming, or None when it does not exist."""
         remote_path = self.remote_path(media_path)
         try:
-            return await self._guard("fetch", media_path, lambda: self.backend.open_read(self.filesystem(), remote_path))
+            return await self._guard(
+                "fetch", media_path, lambda: self.backend.open_read(self.filesystem(), remote_path)
+            )
         except FileNotFoundError:
             return None
 
@@ -114,7 +116,9 @@ class ObjectStore:
         """Size and checksum of the object, or None when it does not exist."""
         remote_path = self.remote_path(media_path)
         try:
-            raw = await self._guard("inspect", media_path, lambda: self.backend.object_info(self.filesystem(), remote_path))
+            raw = await self._guard(
+                "inspect", media_path, lambda: self.backend.object_info(self.filesystem(), remote_path)
+            )
         except FileNotFoundError:
             return None
         if raw.get("type") == "directory":

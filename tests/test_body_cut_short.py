@@ -118,7 +118,7 @@ def test_a_body_that_stalls_fails_the_fetch_within_the_read_timeout(
     consumer = RecordingConsumer()
 
     started = time.monotonic()
-    with pytest.raises(ObjectStoreError, match="could not stream.*no data from the store for 1 s"):
+    with pytest.raises(ObjectStoreError, match=r"could not stream.*no data from the store for 1 s"):
         wait_for(in_reactor, start_streaming(in_reactor, provider, path, info, consumer))
     # The bound is the feature: the read timeout (1 s), with a margin for a loaded machine; a
     # stall nothing timed would hang until wait_for's 30 s.

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from typing_extensions import Self
 
 from servers.gcs_emulator import GcsEmulator
 from synapse_objstore.config import parse_store_config
@@ -93,7 +94,7 @@ class SlowTokenEndpoint:
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/token"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
-    def __enter__(self) -> SlowTokenEndpoint:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -112,7 +113,8 @@ def service_account_file(path: Path, token_uri: str) -> Path:
     return path
 
 
-def test_fetching_a_token_does_not_stall_the_io_loop(gcs_config: dict[str, Any], open_store: Any, tmp_path: Path) -> None:
+def test_fetching_a_token_does_not_stall_the_io_loop(gcs_config: dict[str, Any], open_store: Any,
+                                                     tmp_path: Path) -> None:
     """gcsfs fetches tokens with blocking HTTP; done on the I/O loop, a slow token endpoint
     would freeze every download in flight."""
     # The bound is the feature: a token fetched on the loop would stall it for the whole 3 s

@@ -74,8 +74,8 @@ def test_a_store_another_homeserver_claimed_is_an_error_naming_both(
     other's media."""
     marker = {"format": 1, "owner": {"server_name": "first.example", "fingerprint": "0123456789abcdef",
                                      "database": "postgres synapse on db:5432"},
-              "newest_media_ts": 0, "recorded_at": "2026-12-01T03:30:00+00:00", "recorded_by": "objstore-offload upload",
-              "claimed_at": "2026-12-01T03:30:00+00:00"}
+              "newest_media_ts": 0, "recorded_at": "2026-12-01T03:30:00+00:00",
+              "recorded_by": "objstore-offload upload", "claimed_at": "2026-12-01T03:30:00+00:00"}
     s3_client(moto.endpoint_url).put_object(Bucket=bucket, Key=f"hs/{OWNER_MARKER}", Body=json.dumps(marker))
     config = {"bucket": bucket, "endpoint_url": moto.endpoint_url, "prefix": "hs/"}
     load_provider(reactor, media_store, config, hostname="second.example")
@@ -144,7 +144,7 @@ def test_a_store_that_never_answers_is_reported_within_the_checks_bound(
 
 @pytest.mark.ceph
 def test_wrong_credentials_are_an_error_that_keeps_the_secret_out(
-    reactor: Any, rgw: CephRGW, rgw_bucket: str, media_store: Path,  # noqa: F811
+    reactor: Any, rgw: CephRGW, rgw_bucket: str, media_store: Path,
     provider_log: pytest.LogCaptureFixture,
 ) -> None:
     server_name = f"hs-{uuid.uuid4().hex[:8]}"
@@ -164,7 +164,7 @@ def test_wrong_credentials_are_an_error_that_keeps_the_secret_out(
 
 @pytest.mark.ceph
 def test_a_store_with_sse_c_that_checks_credentials_is_reported_ok(
-    reactor: Any, rgw: CephRGW, rgw_bucket: str, media_store: Path,  # noqa: F811
+    reactor: Any, rgw: CephRGW, rgw_bucket: str, media_store: Path,
     provider_log: pytest.LogCaptureFixture,
 ) -> None:
     """Ceph refuses any object request without the SSE-C key: the check asks for none."""

@@ -134,7 +134,8 @@ def test_remote_media_and_thumbnails_are_uploaded_from_synapses_temporary_files(
         reactor: Any, in_reactor: Callable[..., Any], moto: MotoServer, bucket: str, media_store: Path,
         temp_dir: Path, store_synchronous: bool) -> None:
     hs = Homeserver(reactor, media_store)
-    storage, provider = media_storage_with_provider(hs, media_store, {"bucket": bucket, "endpoint_url": moto.endpoint_url,
+    storage, provider = media_storage_with_provider(hs, media_store, {"bucket": bucket,
+                                                                      "endpoint_url": moto.endpoint_url,
                                                                       "multipart_threshold": "5MiB",
                                                                       "multipart_chunksize": "5MiB"},
                                                     store_synchronous)
@@ -185,7 +186,7 @@ def test_store_file_without_a_held_temporary_file_fails_and_uploads_nothing(
     _, provider = media_storage_with_provider(hs, media_store, {"bucket": bucket, "endpoint_url": moto.endpoint_url},
                                               True)
 
-    with pytest.raises(UploadNotHeldError, match="enable_local_media_storage: false.*nothing was uploaded"):
+    with pytest.raises(UploadNotHeldError, match=r"enable_local_media_storage: false.*nothing was uploaded"):
         in_reactor(provider.store_file, "local_content/Lo/ca/lMediaId123", LOCAL)
     assert "Contents" not in s3_client(moto.endpoint_url).list_objects_v2(Bucket=bucket)
 

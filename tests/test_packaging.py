@@ -29,7 +29,8 @@ backend = parse_store_config({"bucket": "media", "prefix": "p/"})
 assert backend.describe() == "s3://media/p/ at AWS", backend.describe()
 # gcs and azure are extras: without them the backend names the extra to install
 for config, extra in (({"backend": "gcs", "bucket": "media", "token": "anon"}, "synapse-objstore[gcs]"),
-                      ({"backend": "azure", "container": "media", "account_name": "account"}, "synapse-objstore[azure]")):
+                      ({"backend": "azure", "container": "media", "account_name": "account"},
+                       "synapse-objstore[azure]")):
     try:
         run(ObjectStore(parse_store_config(config)).connect())
     except Exception as error:

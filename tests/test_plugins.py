@@ -95,14 +95,14 @@ def test_built_in_backends_register_through_entry_points_too() -> None:
 
 def test_a_plugin_that_fails_to_import_is_named(site: Path) -> None:
     install_distribution(site, "objstore-broken", "objstore_test_broken", "import no_such_module_anywhere\n")
-    with pytest.raises(PluginError, match=r"plugin 'objstore_test_broken' \(objstore_test_broken, from objstore-broken\) "
-                                          r"failed to load: ModuleNotFoundError"):
+    with pytest.raises(PluginError, match=r"plugin 'objstore_test_broken' \(objstore_test_broken, "
+                                          r"from objstore-broken\) failed to load: ModuleNotFoundError"):
         registry()
 
 
 def test_a_plugin_taking_a_name_already_registered_is_named(site: Path) -> None:
     install_distribution(site, "objstore-impostor", "objstore_test_impostor", MEMORY_BACKEND.format(name="s3"))
-    with pytest.raises(PluginError, match="backend 's3', which plugin '.*' registered already"):
+    with pytest.raises(PluginError, match=r"backend 's3', which plugin '.*' registered already"):
         registry()
 
 
@@ -114,7 +114,8 @@ def test_registering_something_that_is_not_a_backend_is_named(site: Path) -> Non
         def register_backends(register):
             register(dict)
         """)
-    with pytest.raises(PluginError, match="plugin 'objstore_test_junk' registered <class 'dict'>, which is not a Backend"):
+    with pytest.raises(PluginError,
+                       match="plugin 'objstore_test_junk' registered <class 'dict'>, which is not a Backend"):
         registry()
 
 
@@ -131,8 +132,9 @@ def test_a_broken_plugin_stops_synapse_naming_it(site: Path) -> None:
     from synapse_objstore.provider import ObjectStorageProvider
 
     install_distribution(site, "objstore-broken", "objstore_test_broken", "raise RuntimeError('boom at import')\n")
-    with pytest.raises(SynapseConfigError, match=r"synapse_objstore: plugin 'objstore_test_broken' .*from objstore-broken"
-                                                 r"\) failed to load: RuntimeError: boom at import"):
+    with pytest.raises(SynapseConfigError,
+                       match=r"synapse_objstore: plugin 'objstore_test_broken' .*from objstore-broken"
+                             r"\) failed to load: RuntimeError: boom at import"):
         ObjectStorageProvider.parse_config({"bucket": "media"})
 
 

@@ -54,7 +54,8 @@ def test_fetch_streams_the_object_into_synapses_file_consumer(reactor: Any, in_r
         responder = await provider.fetch(path, info)
         assert responder is not None
         with responder:
-            consumer = BackgroundFileConsumer(open(target, "wb"), reactor)
+            # as Synapse does: the consumer writes to the file and closes it, in a thread of its own
+            consumer = BackgroundFileConsumer(open(target, "wb"), reactor)  # noqa: ASYNC230, SIM115
             await responder.write_to_consumer(consumer)
             await consumer.wait()
 
@@ -369,7 +370,7 @@ def test_an_object_replaced_while_its_reader_was_paused_is_not_spliced(
     wait_until(in_reactor, lambda: bool(suspends), "the paused stream to give its connection back")
     client.put_object(Bucket=bucket, Key=path, Body=b"b" * (4 * MiB))
     in_reactor(consumer.resume)
-    with pytest.raises(ObjectStoreError, match="could not stream 'local_content/re/pl/acedmedia1': .*pre-condition"):
+    with pytest.raises(ObjectStoreError, match=r"could not stream 'local_content/re/pl/acedmedia1': .*pre-condition"):
         wait_for(in_reactor, done)
     assert b"b" not in consumer.data
 

@@ -26,7 +26,8 @@ def make_store(endpoint_url: str, bucket: str, **extra: Any) -> ObjectStore:
     return ObjectStore(parse_store_config({"bucket": bucket, "endpoint_url": endpoint_url, **extra}))
 
 
-def test_keys_are_prefix_plus_media_path_like_synapse_s3_storage_provider(moto: MotoServer, bucket: str, tmp_path: Path) -> None:
+def test_keys_are_prefix_plus_media_path_like_synapse_s3_storage_provider(moto: MotoServer, bucket: str,
+                                                                         tmp_path: Path) -> None:
     store = make_store(moto.endpoint_url, bucket, prefix="synapse/")
     run(store.put_file(write(tmp_path / "f", b"hello"), "local_content/ab/cd/efgh"))
     # A prefix without a trailing '/' is concatenated as-is, exactly as the old provider does.

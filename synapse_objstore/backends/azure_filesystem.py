@@ -29,7 +29,7 @@ from adlfs import AzureBlobFileSystem
 from azure.storage.blob.aio import BlobServiceClient
 
 
-class ClientAzureBlobFileSystem(AzureBlobFileSystem):  # type: ignore[misc]  # adlfs has no type hints
+class ClientAzureBlobFileSystem(AzureBlobFileSystem):  # adlfs has no type hints: see [tool.mypy] overrides
     def __init__(self, *, service_client: BlobServiceClient, loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:
         self._given_client, self._given_loop = service_client, loop
         # anon: the client carries the credentials; adlfs must not build a credential of its own

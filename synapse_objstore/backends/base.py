@@ -39,9 +39,9 @@ class ObjectStream(abc.ABC):
     async def close(self) -> None:
         """Give back the connection or file. Safe to call twice."""
 
-    async def suspend(self) -> None:
+    async def suspend(self) -> None:  # noqa: B027 - a no-op by default, not abstract: see the docstring
         """Let go of any connection while the reader waits; the next read resumes where
-        the last one stopped. Streams that hold nothing costly keep this no-op."""  # noqa: B027
+        the last one stopped. Streams that hold nothing costly keep this no-op."""
 
 
 @dataclass(frozen=True)

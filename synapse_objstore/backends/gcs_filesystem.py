@@ -43,7 +43,7 @@ _SEND_ONCE = GCSFileSystem._request.__wrapped__
 REFRESH_AHEAD = timedelta(minutes=5)
 
 
-class ThreadedAuthGCSFileSystem(GCSFileSystem):  # type: ignore[misc]  # gcsfs has no type hints
+class ThreadedAuthGCSFileSystem(GCSFileSystem):  # gcsfs has no type hints: see [tool.mypy] overrides
     """`token` is what gcsfs takes: "google_default", "cloud", "anon" or a credentials file."""
 
     credentials: Any  # gcsfs's GoogleCredentials

@@ -60,7 +60,7 @@ class PartUpload(abc.ABC, Generic[Receipt, Result]):
         self.fs, self.local_path, self.size, self.part_size = fs, local_path, size, part_size
         self.concurrency, self.memory, self.digest = concurrency, memory, digest
 
-    async def start(self) -> None:  # noqa: B027
+    async def start(self) -> None:
         """Begin the upload at the store (an upload id, a session URL), before any part."""
 
     @abc.abstractmethod
@@ -71,7 +71,7 @@ class PartUpload(abc.ABC, Generic[Receipt, Result]):
     async def finish(self, receipts: list[Receipt]) -> Result:
         """Complete the upload once every part is sent; `receipts` are in part order."""
 
-    async def abandon(self) -> None:  # noqa: B027
+    async def abandon(self) -> None:
         """Give up an upload that failed after `start`, so the store keeps none of its parts.
         Runs shielded from cancellation; an error here is logged, not raised."""
 

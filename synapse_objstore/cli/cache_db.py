@@ -417,7 +417,8 @@ class CacheDb:
     @_sqlite_errors
     def find(self, origin: str, media_id: str) -> Media | None:
         row = self._conn.execute(
-            "SELECT origin, media_id, filesystem_id, type FROM media WHERE origin = ? AND media_id = ?", (origin, media_id)
+            "SELECT origin, media_id, filesystem_id, type FROM media WHERE origin = ? AND media_id = ?",
+            (origin, media_id),
         ).fetchone()
         return Media(*row) if row else None
 
@@ -447,7 +448,8 @@ class CacheDb:
             )
 
     @_sqlite_errors
-    def forget(self, paths: Iterable[str], local_media_ids: Iterable[str], remote_files: Iterable[tuple[str, str]]) -> None:
+    def forget(self, paths: Iterable[str], local_media_ids: Iterable[str],
+               remote_files: Iterable[tuple[str, str]]) -> None:
         """Drop what cache.db knows of objects deleted from the store and of their media (local
         by media id; remote by (origin, filesystem_id), which cache.db does not index: one scan
         of the table per call, so pass many at once)."""

@@ -30,7 +30,7 @@ def parse_duration(text: str, allow_zero: bool = False) -> datetime.timedelta:
     if not (digits.isascii() and digits.isdigit()):  # no '+', spaces, '_' or other scripts' digits
         raise ValueError(f"duration {text!r} must be an integer followed by a 's', 'h', 'd', 'm' or 'y' suffix")
     count = int(number)
-    if count < 0 or count == 0 and not allow_zero:
+    if count < 0 or (count == 0 and not allow_zero):
         raise ValueError(f"duration {text!r} must be {'zero or more' if allow_zero else 'more than zero'}")
     try:
         return count * UNITS[suffix]

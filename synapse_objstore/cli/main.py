@@ -153,7 +153,8 @@ class Context:
     def base_path(self, given: str | None) -> str:
         if given is None:
             if self.homeserver is None:
-                raise click.UsageError("BASE_PATH is required (or give --config homeserver.yaml to take media_store_path)")
+                raise click.UsageError(
+                    "BASE_PATH is required (or give --config homeserver.yaml to take media_store_path)")
             given = self.homeserver.media_store_path
             if not self.homeserver.keeps_local_media:
                 return given  # may be missing or empty: no media is local, every one is in the store
@@ -179,7 +180,8 @@ class Context:
             return None
         return SynapseDb.connect(self.homeserver, DATABASE_YAML)
 
-    def store(self, store_config: str | None, bucket: str | None = None, overrides: Mapping[str, Any] | None = None) -> ObjectStore:
+    def store(self, store_config: str | None, bucket: str | None = None,
+              overrides: Mapping[str, Any] | None = None) -> ObjectStore:
         """The store from --store-config, else --config's provider block, else BUCKET (S3) alone;
         BUCKET and s3_media_upload's options override the block's keys."""
         raw: dict[str, Any] = {}
@@ -390,11 +392,13 @@ store_config_option = click.option(
 )
 size_only_option = click.option(
     "--size-only", is_flag=True,
-    help="Where the store gives no checksum (SSE-C, non-S3 backends), trust a size match instead of reading the object back.",
+    help="Where the store gives no checksum (SSE-C, non-S3 backends), trust a size match instead of reading "
+         "the object back.",
 )
 hs_path_option = click.option(
     "--homeserver-config-path", default="homeserver.yaml", show_default=True,
-    help="Path to the yaml file containing Synapse's DB settings (used when there is no database.yaml and no --config).",
+    help="Path to the yaml file containing Synapse's DB settings (used when there is no database.yaml and "
+         "no --config).",
 )
 
 
@@ -402,7 +406,8 @@ hs_path_option = click.option(
 @click.option("--no-progress", is_flag=True, help="do not show progress bars")
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON on stdout.")
 @click.option("--config", "-c", "config_paths", multiple=True, envvar="SYNAPSE_CONFIG", type=click.Path(exists=True),
-              help="Synapse's homeserver.yaml (or a config directory; repeatable): database, media_store_path and store.")
+              help="Synapse's homeserver.yaml (or a config directory; repeatable): database, media_store_path "
+                   "and store.")
 @click.option("--cache-db", default="cache.db", show_default=True, type=click.Path(dir_okay=False),
               help="The offload state, in s3_media_upload's format.")
 @click.option("--retries", type=click.IntRange(0, 20), default=None, metavar="N",
@@ -503,7 +508,8 @@ def _check_deleted(obj: Context, cache: CacheDb, base_path: str, dry_run: bool, 
     with progress_bar(obj.progress, None, "offloaded media") as bar:
         found = find_returned(cache, base_path, synapse_db, full, dry_run, obj.fail, obj.info, lambda: bar.update(1))
     obj.info(f"Found {found.media} offloaded media back on local disk ({found.files} files; looked at "
-             f"{found.looked_at}):", "would mark them" if dry_run else "marked them", "not deleted, for the next upload")
+             f"{found.looked_at}):", "would mark them" if dry_run else "marked them",
+             "not deleted, for the next upload")
     return len(gone), found.media
 
 
@@ -641,7 +647,8 @@ def upload(obj: Context, base_path: str | None, bucket: str | None, prefix: str 
         obj.finish(Summary("upload", dry_run=dry_run))
         return
     store = obj.store(store_config, bucket, overrides)
-    options = UploadOptions(obj.base_path(base_path), delete=delete, dry_run=dry_run, jobs=jobs, read_back=not size_only)
+    options = UploadOptions(obj.base_path(base_path), delete=delete, dry_run=dry_run, jobs=jobs,
+                            read_back=not size_only)
     cache = obj.cache()
     summary = obj.track(Summary("upload", dry_run=dry_run))
     total = cache.count(False)

@@ -89,7 +89,8 @@ class Migrator:
                 self.summary.add(files_copied=1, bytes_copied=info.size)
                 check = await self.checker.check(media_path, digest)
         finally:
-            if os.path.exists(local_path):
+            # a stat and an unlink, in line so that they run even while the task is cancelled
+            if os.path.exists(local_path):  # noqa: ASYNC240
                 os.remove(local_path)
         if check.state is not State.VERIFIED:
             self.summary.fail(media_path, check.after_upload("copy in the target"))

@@ -88,7 +88,8 @@ _attempt: contextvars.ContextVar[MediaOutcome | None] = contextvars.ContextVar("
 
 
 class Offloader:
-    def __init__(self, store: ObjectStore, cache: CacheDb, options: UploadOptions, summary: Summary, progress: Any) -> None:
+    def __init__(self, store: ObjectStore, cache: CacheDb, options: UploadOptions, summary: Summary,
+                 progress: Any) -> None:
         self.store = store
         self.options = options
         self.run_summary = summary
@@ -201,7 +202,7 @@ class Offloader:
         """One media; an unforeseen error fails that media only, not the run."""
         try:
             await self._media(media)
-        except Exception as error:  # noqa: BLE001 - fails this media only
+        except Exception as error:  # fails this media only
             self.summary.fail(media.describe(), f"{type(error).__name__}: {error}")
 
     async def _media(self, media: Media) -> None:
@@ -225,7 +226,7 @@ class Offloader:
         first = await self.upload_file(files[0], Upload.CREATE)
         rest_mode = Upload.PUT if first is not None and first[1] else Upload.LOOK
         rest = await asyncio.gather(*(self.upload_file(path, rest_mode) for path in files[1:]))
-        for media_path, result in zip(files, [first, *rest]):
+        for media_path, result in zip(files, [first, *rest], strict=True):
             if result is not None:
                 digests[media_path], was_uploaded = result
                 uploaded = uploaded or was_uploaded
@@ -241,7 +242,7 @@ class Offloader:
         records = [FileRecord(p, media.origin, media.media_id, d.size, d.md5, describe) for p, d in digests.items()]
         try:
             await self.journal.record_files(records)
-        except Exception as error:  # noqa: BLE001 - whatever sqlite raised, nothing is deleted
+        except Exception as error:  # whatever sqlite raised, nothing is deleted
             for media_path in digests:
                 self.summary.fail(media_path, f"verified, but not deleted: could not record it in cache.db: {error}")
             return

@@ -469,7 +469,7 @@ class Reconciler:
                     self.echo(f"{action} {media_path} ({human_size(result[0].size)})")
             if uploaded:
                 self.summary.add(media_uploaded=1)
-        except Exception as error:  # noqa: BLE001 - fails this media only
+        except Exception as error:  # fails this media only
             self.summary.fail(media.describe(), f"{type(error).__name__}: {error}")
         finally:
             self.slots.release()

@@ -169,7 +169,8 @@ class SynapseDb:
                 where = f"{given.get('dbname', '?')} on {given.get('host', 'localhost')}:{given.get('port', 5432)}"
             return cls(conn, f"postgres {where}", source)
         except (psycopg2.Error, TypeError) as error:
-            raise SynapseDbError(f"Could not connect to postgres database {where} (from {source}): {error}".strip()) from None
+            raise SynapseDbError(
+                f"Could not connect to postgres database {where} (from {source}): {error}".strip()) from None
 
     def close(self) -> None:
         self._conn.close()

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -389,10 +390,8 @@ class ProxyServer:
         """Wait until `still()` is false or the proxy stops."""
         while still() and not self._stopping.is_set():
             self.engine.changed.clear()
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.engine.changed.wait(), 0.2)
-            except asyncio.TimeoutError:
-                pass
 
     async def _forward(self, request: Request) -> Reply:
         """Send the request to the store on a connection of its own; its whole reply."""
@@ -506,10 +505,8 @@ def reset(writer: asyncio.StreamWriter) -> None:
     """Close the connection with a TCP reset, as a crashed server or a middlebox would."""
     sock = writer.get_extra_info("socket")
     if sock is not None:
-        try:
+        with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
     writer.transport.abort()
 
 
@@ -572,7 +569,7 @@ class FaultProxy:
             self._server = ProxyServer(self._target, self._engine)
             try:
                 loop.run_until_complete(self._server.start(self._port))
-            except BaseException as error:  # noqa: BLE001 - raised again in the caller of start()
+            except BaseException as error:  # raised again in the caller of start()
                 failure.append(error)
                 started.set()
                 return

@@ -38,13 +38,15 @@ def test_fsspec_directory_target_then_migrate_to_s3(
     assert bucket_objects(moto, bucket) == {f"moved/{p}": synapse.files[p] for p in dataset.old}
 
     # resumable: a second migrate copies only the target object that differs (same size, other bytes)
-    s3_client(moto.endpoint_url).put_object(Bucket=bucket, Key=f"moved/{rotten}", Body=b"x" * len(synapse.files[rotten]))
+    s3_client(moto.endpoint_url).put_object(Bucket=bucket, Key=f"moved/{rotten}",
+                                            Body=b"x" * len(synapse.files[rotten]))
     again = json.loads(offload("--json", "migrate", "--store-config", "disk.yaml", "--to", "s3.yaml").stdout)
     assert again["files_copied"] == 1 and again["files_verified"] == len(dataset.old)
     assert bucket_objects(moto, bucket)[f"moved/{rotten}"] == synapse.files[rotten]
 
     # the offloaded media are found in the new store, and come back from it
-    assert json.loads(offload("--json", "verify", "--store-config", "s3.yaml").stdout)["files_verified"] == len(dataset.old)
+    verified = json.loads(offload("--json", "verify", "--store-config", "s3.yaml").stdout)
+    assert verified["files_verified"] == len(dataset.old)
     restored = json.loads(offload("--json", *config, "restore", "--store-config", "s3.yaml",
                                   "--media", "matrix.org/remoteMediaId1").stdout)
     remote_one = [p for p in dataset.old if "RemoteOne123" in p]

@@ -87,4 +87,5 @@ def test_offload_and_restore_through_the_store(
 
     restored = json.loads(offload("--json", *config, "restore").stdout)
     assert restored["files_restored"] == len(dataset.old)
-    assert {p: (synapse.media_store / p).read_bytes() for p in dataset.old} == {p: synapse.files[p] for p in dataset.old}
+    assert ({p: (synapse.media_store / p).read_bytes() for p in dataset.old}
+            == {p: synapse.files[p] for p in dataset.old})

@@ -94,17 +94,20 @@ def test_cache_db_of_s3_media_upload_is_picked_up_and_kept_compatible(
     stale = "local_content/Ab/Cd/EfGhIjKlMnOp"
     boto.put_object(Bucket=bucket, Key=f"media/{stale}", Body=os.urandom(len(synapse.files[stale])))
 
-    summary = json.loads(offload("--json", "--config", str(homeserver_yaml), "upload", "--delete", "--size-only").stdout)
+    summary = json.loads(offload("--json", "--config", str(homeserver_yaml), "upload", "--delete",
+                                 "--size-only").stdout)
     thumbs_and_originals = [p for p in dataset.old if "Ab/Cd" in p or "Zy/Xw" in p or "RemoteOne123" in p]
     # the boto3 multipart object is verified by its ETag, not uploaded again; the stale one is replaced
     assert summary["files_uploaded"] == len(thumbs_and_originals) - 1
     assert summary["files_deleted"] == len(thumbs_and_originals) and summary["files_failed"] == 0
     stored = bucket_objects(moto, bucket)
-    assert {p: stored[f"media/{p}"] for p in thumbs_and_originals} == {p: synapse.files[p] for p in thumbs_and_originals}
+    assert ({p: stored[f"media/{p}"] for p in thumbs_and_originals}
+            == {p: synapse.files[p] for p in thumbs_and_originals})
 
     # the media table is still exactly s3_media_upload's, with its rows readable the way it reads them
     assert schema_of(cache) == old_schema
     with sqlite3.connect(cache) as conn:
-        undeleted = conn.execute("SELECT origin, media_id, filesystem_id, type FROM media WHERE NOT known_deleted").fetchall()
+        undeleted = conn.execute(
+            "SELECT origin, media_id, filesystem_id, type FROM media WHERE NOT known_deleted").fetchall()
         assert undeleted == []
         assert conn.execute("SELECT COALESCE(count(*), 0) FROM media WHERE known_deleted").fetchone() == (4,)

@@ -32,7 +32,8 @@ def test_missing_database_is_named(offload: Offload, workdir: Path, engine: str)
     result = offload("update-db", "1d", expect=2)
     assert "Could not find homeserver.yaml" in result.output
     (workdir / "database.yaml").write_text(yaml.safe_dump(
-        {"host": "127.0.0.1", "port": 5432, "user": "postgres", "database": "no_such_synapse_db", "connect_timeout": 5}))
+        {"host": "127.0.0.1", "port": 5432, "user": "postgres", "database": "no_such_synapse_db",
+         "connect_timeout": 5}))
     result = offload("update-db", "1d", expect=2)
     assert "no_such_synapse_db" in result.output and "database.yaml" in result.output
     (workdir / "database.yaml").write_text(yaml.safe_dump({"sqlite": {"database": "missing.db"}}))

@@ -63,7 +63,7 @@ def test_an_offload_reports_what_it_moved(
     ended = value(metrics, "end_timestamp_seconds", "upload")
     assert 0 < started <= ended
     assert value(metrics, "duration_seconds", "upload") == pytest.approx(ended - started)
-    assert not (workdir / "update.prom").read_text() == (workdir / "upload.prom").read_text()
+    assert (workdir / "update.prom").read_text() != (workdir / "upload.prom").read_text()
 
     offload(*config, "--metrics-file", "reconcile.prom", "reconcile")
     reconciled = read_metrics(workdir / "reconcile.prom")

@@ -75,7 +75,8 @@ def test_dry_run_lists_then_apply_deletes_exactly_the_objects_of_deleted_media(
     assert summary["files_uploaded"] == summary["media_lost"] == 0
     marker = s3_client(moto.endpoint_url).get_object(Bucket=bucket, Key=PREFIX + OWNER_MARKER)["Body"].read()
     assert json.loads(marker)["owner"]["server_name"] == "test"  # `upload` claimed the store for its homeserver
-    assert bucket_objects(moto, bucket) == {key: data for key, data in before.items() if key.removeprefix(PREFIX) not in gone}
+    assert bucket_objects(moto, bucket) == {key: data for key, data in before.items()
+                                            if key.removeprefix(PREFIX) not in gone}
     # cache.db forgets the deleted media, and only them
     assert cache_media(workdir) == cached_before - {("", DELETED_LOCAL), DELETED_REMOTE[:2]}
     assert cache_files(workdir) == set(dataset.old) - gone
@@ -247,7 +248,7 @@ def test_orphans_in_a_directory_store(
 ) -> None:
     """The generic fsspec listing (a local directory, walked one directory at a time) too."""
     target = tmp_path / "target"
-    for path in dataset.old + ["stray/file"]:
+    for path in [*dataset.old, "stray/file"]:
         (target / path).parent.mkdir(parents=True, exist_ok=True)
         (target / path).write_bytes(synapse.files.get(path, b"?"))
     (workdir / "store.yaml").write_text(yaml.safe_dump({"backend": "fsspec", "url": f"file://{target}"}))

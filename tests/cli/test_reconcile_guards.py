@@ -61,7 +61,8 @@ def other_synapse(engine: str, tmp_path: Path) -> Iterator[SynapseMedia]:
     if engine == "sqlite":
         path = tmp_path / "other.db"
         conn = sqlite_connect(path)
-        yield fill(SynapseMedia(conn, "sqlite", media_store, now_ms, {"name": "sqlite3", "args": {"database": str(path)}}))
+        yield fill(SynapseMedia(conn, "sqlite", media_store, now_ms,
+                                {"name": "sqlite3", "args": {"database": str(path)}}))
         conn.close()
         return
     with temporary_database() as args:
@@ -183,7 +184,7 @@ def test_the_delete_share_brake(
 
     offload(*config, "--apply", "--max-delete-share", "40")
     after = bucket_keys(moto, bucket)
-    assert {key for key in keys - after} == {key for key in keys if "Ab/Cd/EfGhIjKlMnOp" in key}
+    assert keys - after == {key for key in keys if "Ab/Cd/EfGhIjKlMnOp" in key}
     assert MARKER_KEY in after
 
 
@@ -350,7 +351,8 @@ def test_a_fresh_claim_deletes_nothing_until_it_is_older_than_the_grace_period(
 
     claimed = offload("--config", str(other), "--cache-db", "other.db", "reconcile", "--grace", "2s", "--apply",
                       "--max-delete-share", "100")
-    assert "Deleting nothing yet: this homeserver's claim on" in claimed.output and "dates from this run" in claimed.output
+    assert "Deleting nothing yet: this homeserver's claim on" in claimed.output
+    assert "dates from this run" in claimed.output
     assert bucket_keys(moto, bucket) == keys | {MARKER_KEY}
     assert marker(moto, bucket)["owner"]["server_name"] == "other.example"
 

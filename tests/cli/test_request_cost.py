@@ -19,7 +19,8 @@ from synapse_objstore.owner_marker import OWNER_MARKER
 from tests.support.offload import Dataset, Offload
 
 pytestmark = pytest.mark.parametrize("engine", ["sqlite"])
-REQUEST = re.compile(r'"(?:\x1b\[\d+m)?(?P<method>[A-Z]+) /(?P<bucket>[^/? ]+)(?P<rest>[^ ]*) HTTP/1.1(?:\x1b\[0m)?" (?P<status>\d+)')
+REQUEST = re.compile(r'"(?:\x1b\[\d+m)?(?P<method>[A-Z]+) /(?P<bucket>[^/? ]+)(?P<rest>[^ ]*) '
+                     r'HTTP/1.1(?:\x1b\[0m)?" (?P<status>\d+)')
 
 
 def requests_to(moto: MotoServer, bucket: str) -> Counter[str]:

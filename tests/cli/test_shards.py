@@ -46,7 +46,7 @@ def run_concurrently(workdir: Path, runs: list[list[str]]) -> list[subprocess.Co
     started = [subprocess.Popen([sys.executable, "-c", MAIN, "--no-progress", *args], cwd=workdir, env=env,
                                 text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for args in runs]
     done = []
-    for process, args in zip(started, runs):
+    for process, args in zip(started, runs, strict=True):
         try:
             stdout, stderr = process.communicate(timeout=RUN_TIMEOUT)
         except subprocess.TimeoutExpired:

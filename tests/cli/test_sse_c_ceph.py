@@ -79,4 +79,5 @@ def test_offload_with_sse_c_verifies_with_the_key_and_the_key_is_required_to_rea
 
     restored = json.loads(offload("--json", *config, "restore", "--store-config", "right.yaml").stdout)
     assert restored["files_restored"] == len(dataset.old)
-    assert {p: (synapse.media_store / p).read_bytes() for p in dataset.old} == {p: synapse.files[p] for p in dataset.old}
+    assert ({p: (synapse.media_store / p).read_bytes() for p in dataset.old}
+            == {p: synapse.files[p] for p in dataset.old})

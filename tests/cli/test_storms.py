@@ -304,7 +304,7 @@ def test_proxy_stores_what_it_says(moto: MotoServer, bucket: str, proxy: FaultPr
     proxy.set(flip_byte=True)
     client.put_object(Bucket=bucket, Key="flipped", Body=data)
     stored = direct.get_object(Bucket=bucket, Key="flipped")["Body"].read()
-    assert len(stored) == len(data) and sum(a != b for a, b in zip(stored, data)) == 1
+    assert len(stored) == len(data) and sum(a != b for a, b in zip(stored, data, strict=True)) == 1
     proxy.set(flip_byte=False, wrong_etag=True)
     reply = client.put_object(Bucket=bucket, Key="etag", Body=data)
     assert reply["ETag"] != direct.head_object(Bucket=bucket, Key="etag")["ETag"]

@@ -117,9 +117,9 @@ def test_first_sync_into_a_new_cache_db_keeps_its_schema(offload: Offload, datas
         conn.executescript(OLD_SCHEMA)
     assert synced(offload, "30d") == 5
     assert schema_of(workdir / "cache.db") == schema_of(workdir / "reference.db")
-    with sqlite3.connect(workdir / "cache.db") as conn:
-        with pytest.raises(sqlite3.IntegrityError):  # the unique index is there
-            conn.execute("INSERT INTO media VALUES ('', 'AbCdEfGhIjKlMnOp', 'AbCdEfGhIjKlMnOp', 'local', 0)")
+    # the unique index is there
+    with sqlite3.connect(workdir / "cache.db") as conn, pytest.raises(sqlite3.IntegrityError):
+        conn.execute("INSERT INTO media VALUES ('', 'AbCdEfGhIjKlMnOp', 'AbCdEfGhIjKlMnOp', 'local', 0)")
 
 
 def test_failed_first_sync_leaves_cache_db_as_it_was(tmp_path: Path) -> None:

@@ -83,8 +83,8 @@ def test_the_examples_own_conformance_test_passes_as_its_author_runs_it(localdis
 
 @pytest.mark.parametrize("engine", ["sqlite"])
 def test_objstore_offload_uploads_verifies_and_restores_through_the_plugin(
-    localdisk_site: Path, offload: Offload, homeserver_yaml: Path, synapse: SynapseMedia,  # noqa: F811
-    dataset: Dataset, workdir: Path, tmp_path: Path, engine: str,  # noqa: F811
+    localdisk_site: Path, offload: Offload, homeserver_yaml: Path, synapse: SynapseMedia,
+    dataset: Dataset, workdir: Path, tmp_path: Path, engine: str,
 ) -> None:
     archive = tmp_path / "archive"
     (workdir / "disk.yaml").write_text(yaml.safe_dump({

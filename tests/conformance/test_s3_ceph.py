@@ -17,7 +17,7 @@ pytestmark = pytest.mark.ceph
 MiB = 1024 * 1024
 
 
-def rgw_config(rgw: CephRGW, bucket: str, **extra: Any) -> dict[str, Any]:  # noqa: F811
+def rgw_config(rgw: CephRGW, bucket: str, **extra: Any) -> dict[str, Any]:
     return {"backend": "s3", "bucket": bucket, "endpoint_url": rgw.endpoint_url, "addressing_style": "path",
             "access_key_id": rgw.access_key, "secret_access_key": rgw.secret_key, "prefix": "hs/", **extra}
 
@@ -27,24 +27,24 @@ class TestS3OnCeph(BackendConformance):
     upload_memory_limit: ClassVar[int] = 2 * 4 * 8 * MiB + 16 * MiB
 
     @pytest.fixture
-    def store_config(self, rgw: CephRGW, rgw_bucket: str) -> dict[str, Any]:  # noqa: F811
+    def store_config(self, rgw: CephRGW, rgw_bucket: str) -> dict[str, Any]:
         return rgw_config(rgw, rgw_bucket)
 
     @pytest.fixture
-    def unreachable_store_config(self, rgw: CephRGW) -> dict[str, Any]:  # noqa: F811
+    def unreachable_store_config(self, rgw: CephRGW) -> dict[str, Any]:
         return {**rgw_config(rgw, "media"), "endpoint_url": f"http://127.0.0.1:{closed_port()}"}
 
     @pytest.fixture
-    def bad_credentials_store_config(self, rgw: CephRGW, rgw_bucket: str) -> dict[str, Any]:  # noqa: F811
+    def bad_credentials_store_config(self, rgw: CephRGW, rgw_bucket: str) -> dict[str, Any]:
         return rgw_config(rgw, rgw_bucket, secret_access_key="not-the-secret-key-of-this-user")
 
 
 class TestS3WithSseCOnCeph(TestS3OnCeph):
     @pytest.fixture
-    def store_config(self, rgw: CephRGW, rgw_bucket: str) -> dict[str, Any]:  # noqa: F811
+    def store_config(self, rgw: CephRGW, rgw_bucket: str) -> dict[str, Any]:
         return rgw_config(rgw, rgw_bucket, sse_customer_key=SSE_KEY)
 
     @pytest.fixture
-    def bad_credentials_store_config(self, rgw: CephRGW, rgw_bucket: str) -> dict[str, Any]:  # noqa: F811
+    def bad_credentials_store_config(self, rgw: CephRGW, rgw_bucket: str) -> dict[str, Any]:
         return rgw_config(rgw, rgw_bucket, sse_customer_key=SSE_KEY,
                           secret_access_key="not-the-secret-key-of-this-user")

@@ -45,7 +45,8 @@ def homeserver(tmp_path_factory: pytest.TempPathFactory, moto: MotoServer) -> It
 
 def test_the_startup_check_passed(homeserver: MonitoredHomeserver, moto: MotoServer) -> None:
     # The check runs in the background: its line may follow Synapse's first answer by a while.
-    homeserver.server.wait_for_log(f"check_on_startup: s3://{homeserver.bucket}/e2e/ at {moto.endpoint_url} answers: OK")
+    homeserver.server.wait_for_log(
+        f"check_on_startup: s3://{homeserver.bucket}/e2e/ at {moto.endpoint_url} answers: OK")
 
 
 def test_an_upload_shows_as_stored_bytes_and_objects(homeserver: MonitoredHomeserver) -> None:

@@ -39,7 +39,7 @@ def test_media_stored_by_the_old_provider_is_served_after_the_module_line_change
 
     old_lines = server.config_path.read_text().splitlines()
     new_lines = [line.replace(old_provider.MODULE, PROVIDER_MODULE) for line in old_lines]
-    assert [(old, new) for old, new in zip(old_lines, new_lines) if old != new] == [
+    assert [(old, new) for old, new in zip(old_lines, new_lines, strict=True) if old != new] == [
         (f"- module: {old_provider.MODULE}", f"- module: {PROVIDER_MODULE}")]
     server.config_path.write_text("\n".join(new_lines) + "\n")
     server.python = sys.executable

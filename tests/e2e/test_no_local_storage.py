@@ -113,7 +113,8 @@ def homeserver(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
 def test_uploads_reach_the_bucket_and_nothing_stays_on_disk(homeserver: DisklessHomeserver) -> None:
     small = os.urandom(70_000)
     large = os.urandom(17 * 1024 * 1024)  # above the multipart threshold (16 MiB)
-    uploads = [(homeserver.client.upload(data, "application/octet-stream", "file.bin"), data) for data in (small, large)]
+    uploads = [(homeserver.client.upload(data, "application/octet-stream", "file.bin"), data)
+               for data in (small, large)]
 
     for mxc, data in uploads:
         assert homeserver.wait_for_object(homeserver.key(mxc)) == data
@@ -229,7 +230,8 @@ def test_sse_c_on_ceph_rgw_with_no_local_disk(tmp_path: Path, rgw: CephRGW) -> N
         running.close()  # stops Synapse
 
 
-@pytest.mark.skipif(HAS_OPTION, reason="this Synapse supports enable_local_media_storage; the refusal is for older ones")
+@pytest.mark.skipif(HAS_OPTION,
+                    reason="this Synapse supports enable_local_media_storage; the refusal is for older ones")
 def test_a_synapse_without_the_option_refuses_to_start(tmp_path: Path, moto: MotoServer) -> None:
     server = SynapseServer(tmp_path, [provider_entry(provider_config(moto.endpoint_url, "some-bucket"))],
                            extra_config=NO_LOCAL_STORAGE)

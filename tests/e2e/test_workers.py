@@ -123,7 +123,8 @@ class Deployment:
                            "FROM local_media_repository_thumbnails WHERE media_id = %s", (mxc.media_id,))
             rows = cursor.fetchall()
         directory = PREFIX + local_thumbnails_dir(mxc.media_id)
-        return {f"{directory}{width}-{height}-{kind.replace('/', '-')}-{method}" for width, height, kind, method in rows}
+        return {f"{directory}{width}-{height}-{kind.replace('/', '-')}-{method}"
+                for width, height, kind, method in rows}
 
     def wait_until_stored(self, mxc: Mxc) -> bytes:
         """The bucket's copy of the media, once it and every thumbnail Synapse recorded are there
@@ -203,7 +204,8 @@ def test_upload_through_a_is_served_and_thumbnailed_by_b_from_the_bucket(deploym
     assert deployment.thumbnail_keys(mxc) - stored_thumbnails == {
         PREFIX + local_thumbnails_dir(mxc.media_id) + "50-50-image-png-scale"}
     assert deployment.a.client.thumbnail(mxc, 50, 50, "scale").check().body == made
-    assert not (deployment.a.worker.media_store_path / local_thumbnails_dir(mxc.media_id) / "50-50-image-png-scale").exists()
+    thumbnails_dir = deployment.a.worker.media_store_path / local_thumbnails_dir(mxc.media_id)
+    assert not (thumbnails_dir / "50-50-image-png-scale").exists()
 
 
 def test_background_upload_through_b_is_served_by_a_from_the_bucket(deployment: Deployment) -> None:
@@ -283,7 +285,7 @@ def test_media_on_the_other_hosts_disk_only_is_neither_lost_nor_deleted(deployme
     assert on_b.returncode == 0, on_b.stdout + on_b.stderr
     assert "Lost 0 media" in on_b.stdout and "Left 1 media to other hosts" in on_b.stdout, on_b.stdout
     assert deployment.a.worker.local_media_path(mxc.media_id).read_bytes() == data
-    assert original not in deployment.keys()
+    assert original not in deployment.keys()  # noqa: SIM118 - the deployment's listing of the bucket, not a dict
 
     on_a = deployment.a.offload("reconcile", "--apply", "--grace", "0s", "--media-on-other-hosts")
     assert on_a.returncode == 0, on_a.stdout + on_a.stderr

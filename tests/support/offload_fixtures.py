@@ -44,7 +44,8 @@ def synapse(engine: str, tmp_path: Path, media_store: Path) -> Iterator[SynapseM
     if engine == "sqlite":
         path = tmp_path / "homeserver.db"
         conn = sqlite_connect(path)
-        synapse = SynapseMedia(conn, "sqlite", media_store, now_ms, {"name": "sqlite3", "args": {"database": str(path)}})
+        synapse = SynapseMedia(conn, "sqlite", media_store, now_ms,
+                               {"name": "sqlite3", "args": {"database": str(path)}})
         synapse.create_tables()
         yield synapse
         conn.close()

@@ -47,7 +47,8 @@ class S3Backend(Backend):
         self._session = load_botocore_session()
 
     def describe(self) -> str:
-        where = self.settings.endpoint_url or (f"AWS {self.settings.region_name}" if self.settings.region_name else "AWS")
+        region = self.settings.region_name
+        where = self.settings.endpoint_url or (f"AWS {region}" if region else "AWS")
         return f"s3://{self.settings.bucket}/{self.settings.prefix} at {where}"
 
     async def close_filesystem(self, fs: AbstractFileSystem) -> None:

@@ -37,7 +37,7 @@ class S3Uploader:
         s3: s3fs.S3FileSystem = fs.fs
         bucket, key, _ = s3.split_path(remote_path)
         memory = self._memory
-        size = os.path.getsize(local_path)
+        size = os.path.getsize(local_path)  # noqa: ASYNC240 - a stat of the local file: microseconds
         small = size < self.settings.multipart_threshold
         if small and if_absent and self._conditional_put:
             try:
