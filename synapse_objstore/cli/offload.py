@@ -35,9 +35,8 @@ from synapse_objstore.checksums import LocalDigest
 from synapse_objstore.cli.cache_db import CacheDb, FileRecord
 from synapse_objstore.cli.journal import Journal
 from synapse_objstore.cli.localfs import remove_media_file
-from synapse_objstore.errors import LocalFileChangedError
 from synapse_objstore.cli.report import Summary
-from synapse_objstore.errors import MediaPathError, StoreUnusableError
+from synapse_objstore.errors import LocalFileChangedError, MediaPathError, StoreUnusableError
 from synapse_objstore.media import Media, parse_media_path
 from synapse_objstore.store import ObjectStore
 from synapse_objstore.verification import (

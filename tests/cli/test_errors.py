@@ -103,3 +103,35 @@ def test_file_vanishing_mid_run_fails_alone(
         assert conn.execute("SELECT known_deleted FROM media WHERE media_id = 'AbCdEfGhIjKlMnOp'").fetchone() == (0,)
     monkeypatch.setattr(RemoteChecker, "digest", digest)
     assert json.loads(offload("--json", "--config", str(homeserver_yaml), "upload", "--delete").stdout)["media"] == 1
+
+
+def test_file_written_to_after_its_verified_upload_is_kept(
+    offload: Offload, homeserver_yaml: Path, synapse: SynapseMedia, dataset: Dataset, moto: MotoServer, bucket: str,
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, engine: str,
+) -> None:
+    offload("--config", str(homeserver_yaml), "update", "30d")
+    growing = "local_thumbnails/Ab/Cd/EfGhIjKlMnOp/32-32-image-png-crop"
+    check_upload = RemoteChecker.check_upload
+
+    async def check_then_grow(self: RemoteChecker, media_path: str, *args: Any) -> Any:
+        check = await check_upload(self, media_path, *args)
+        if media_path == growing:  # verified; then Synapse (still downloading into place) writes more
+            with open(synapse.media_store / growing, "ab") as file:  # noqa: ASYNC230 - a test's one small write
+                file.write(b"more bytes, in no copy")
+        return check
+
+    monkeypatch.setattr(RemoteChecker, "check_upload", check_then_grow)
+    result = offload("--json", "--config", str(homeserver_yaml), "upload", "--delete", expect=1)
+    summary: dict[str, Any] = json.loads(result.stdout)
+    assert [f["path"] for f in summary["failed"]] == [growing]
+    assert "changed since its upload was verified" in summary["failed"][0]["error"]
+    assert (synapse.media_store / growing).read_bytes().endswith(b"more bytes, in no copy")
+    with sqlite3.connect(workdir / "cache.db") as conn:
+        assert conn.execute("SELECT known_deleted FROM media WHERE media_id = 'AbCdEfGhIjKlMnOp'").fetchone() == (0,)
+    # the next run neither deletes it nor uploads it over the verified copy: an admin decides
+    monkeypatch.setattr(RemoteChecker, "check_upload", check_upload)
+    again: dict[str, Any] = json.loads(
+        offload("--json", "--config", str(homeserver_yaml), "upload", "--delete", expect=1).stdout)
+    assert [f["path"] for f in again["failed"]] == [growing]
+    assert "differs from the remote copy" in again["failed"][0]["error"]
+    assert (synapse.media_store / growing).read_bytes().endswith(b"more bytes, in no copy")
