@@ -8,6 +8,8 @@ import logging
 import pytest
 
 from synapse_objstore import redaction
+from synapse_objstore.config import parse_store_config
+from synapse_objstore.errors import ConfigError
 from synapse_objstore.redaction import REDACTED, register_secrets
 
 SSE_C_KEY = "0123456789abcdefghijABCDEFGHIJ+/"
@@ -73,3 +75,17 @@ def test_a_secret_in_the_cause_of_a_logged_exception_stays_out(caplog: pytest.Lo
             logging.getLogger("synapse_objstore.test").exception("storing failed")
     assert SECRET_KEY not in caplog.text
     assert "[RuntimeError: <redacted>]" in caplog.text
+
+
+def test_a_password_in_an_fsspec_url_is_in_no_repr_or_description() -> None:
+    backend = parse_store_config({"backend": "fsspec", "url": "http://media:Hunter2Hunter2@127.0.0.1:1/media",
+                                  "prefix": "hs/"})
+    assert backend.describe() == "http://media:***@127.0.0.1:1/media/hs/"
+    assert "Hunter2Hunter2" not in repr(backend.settings)
+    assert "Hunter2Hunter2" in set(backend.settings.secret_values())  # so log lines are redacted too
+
+
+def test_a_user_or_password_in_the_s3_endpoint_url_is_refused_without_echoing_it() -> None:
+    with pytest.raises(ConfigError, match="'endpoint_url': must not hold a user or password") as refused:
+        parse_store_config({"bucket": "media", "endpoint_url": "https://media:Hunter2Hunter2@s3.example.com"})
+    assert "Hunter2Hunter2" not in str(refused.value)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import fsspec
 from fsspec import AbstractFileSystem
@@ -48,13 +49,24 @@ class FsspecSettings(BackendSettings):
 
     def secret_values(self) -> Iterator[str]:
         yield from super().secret_values()
+        if password := urlsplit(self.url).password:  # sftp://user:password@host/...
+            yield password
         for name, value in self.storage_options.items():
             if isinstance(value, str) and any(word in name.lower() for word in SECRET_OPTION_WORDS):
                 yield value
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
-        yield from super().__repr_args__()
+        for name, value in super().__repr_args__():
+            yield name, without_password(value) if name == "url" else value
         yield "storage_options", sorted(self.storage_options)  # names only: values may be secrets
+
+
+def without_password(url: str) -> str:
+    """`url` with the password of its user part, if any, as ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
 
 
 class FsspecBackend(Backend):
@@ -72,7 +84,8 @@ class FsspecBackend(Backend):
         return str(strip_protocol(self.settings.url)).rstrip("/")
 
     def describe(self) -> str:
-        return f"{self.protocol}://{self.root}/{self.settings.prefix}"
+        root = self.root if "://" in self.root else f"{self.protocol}://{self.root}"  # http(s) keep theirs
+        return without_password(f"{root}/{self.settings.prefix}")
 
     def create_filesystem(self, loop: asyncio.AbstractEventLoop) -> AbstractFileSystem:
         filesystem_class = fsspec.get_filesystem_class(self.protocol)

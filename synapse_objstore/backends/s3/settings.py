@@ -62,6 +62,10 @@ class S3Settings(BackendSettings):
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError("must be an http:// or https:// URL with a host, e.g. https://s3.example.com")
+            if parts.username is not None or parts.password is not None:
+                # S3 signs with access_key_id/secret_access_key, never with the URL's user part; and
+                # a password there would show wherever the endpoint is named (errors, logs)
+                raise ValueError("must not hold a user or password: set access_key_id and secret_access_key")
         return url
 
     @model_validator(mode="after")
