@@ -14,6 +14,7 @@ crosses into the store, and keeps it as the `__cause__`.
     │   └── NoProviderEntryError
     ├── MediaPathError (ValueError)     a media path that must not become an object key
     ├── MediaFileError (ValueError)     a local media file that is not what Synapse writes
+    ├── LocalFileChangedError (OSError) a local file that changed while read or after its upload
     ├── ObjectStoreError (OSError)      a store call that failed (a missing object is no error)
     │   ├── StoreTimeoutError           no answer in time                  kind "timeout"
     │   │   └── DeadlineError           ... within the call's own deadline
