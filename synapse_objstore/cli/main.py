@@ -9,8 +9,6 @@ own config.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime
 import json
 import os
@@ -59,9 +57,6 @@ T = TypeVar("T")
 S = TypeVar("S", bound=Summary)
 
 DEFAULT_JOBS = 8
-# How long a run stopped by Ctrl-C or SIGTERM waits for its job to end (uploads to abort); a
-# second Ctrl-C or SIGTERM ends it at once.
-JOB_STOP_GRACE = 30.0
 # Retries after the first attempt of each request to the store, for the batch commands (the
 # provider's default, 2, is for Synapse, whose clients wait). With botocore's standard mode
 # (S3) the waits between them are random, up to 1, 2, 4, 8, 16 and then 20 s: about 45 s in
@@ -280,36 +275,17 @@ pass_context = click.make_pass_decorator(Context)
 
 
 def run_store_job(store: ObjectStore, job: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a job on the I/O loop, close the store after. A job stopped by Ctrl-C or SIGTERM is
-    cancelled and given JOB_STOP_GRACE seconds to end (its multipart uploads abort, rather than
-    being left for `reconcile`) before the store closes under it."""
-    from synapse_objstore.io_loop import run, submit
-
-    running: list[asyncio.Task[T]] = []
-
-    async def job_task() -> T:
-        running.append(asyncio.ensure_future(job()))
-        return await running[0]
+    """Run a job on the I/O loop, close the store after."""
+    from synapse_objstore.io_loop import run
 
     try:
-        try:
-            return submit(job_task()).result()
-        except BaseException:  # Ctrl-C or SIGTERM in this thread: the job still runs on the loop
-            if running and not running[0].done():
-                with contextlib.suppress(TimeoutError):
-                    run(_cancelled(running[0]), timeout=JOB_STOP_GRACE)
-            raise
+        return run(job())
     except KeyboardInterrupt:
         # Stopping here is as safe as a crash: nothing is deleted before its verification is committed.
         click.echo("Interrupted. Run the same command again to resume; no file is lost.", err=True)
         sys.exit(130)
     finally:
         run(store.close())
-
-
-async def _cancelled(task: asyncio.Task[Any]) -> None:
-    task.cancel()
-    await asyncio.wait({task})
 
 
 class ExitCodeGroup(click.Group):
