@@ -3,8 +3,9 @@
 Each part reads its share of the size the upload began with, so a file that grew meanwhile
 would leave a complete-looking copy of its first bytes, which the check after the upload
 verifies (it compares with the digest, taken before). The part loop (backends/part_upload.py)
-therefore abandons an upload whose file changed size; and `upload --delete` keeps any file
-that changed after its digest (tests/cli/test_errors.py)."""
+therefore checks the size before the last part goes and before the upload is completed, and
+abandons an upload whose file changed. A file that changes after its last byte was sent has a
+whole copy of what it was; `upload --delete` keeps it (tests/cli/test_errors.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from typing import Any
 import pytest
 
 from servers.azurite import Azurite
+from servers.gcs_emulator import GcsEmulator
 from servers.moto import MotoServer
+from synapse_objstore.backends.gcs import ResumableUpload
 from synapse_objstore.errors import LocalFileChangedError
 from synapse_objstore.io_loop import run, submit
 from synapse_objstore.store import ObjectStore
@@ -84,3 +87,30 @@ def test_a_file_that_grows_during_its_azure_block_upload_is_not_verified(
         with pytest.raises(LocalFileChangedError, match="changed during its upload"):
             upload.result(timeout=60)
         assert run(checker.check(MEDIA, digest)).state is State.MISSING
+
+
+def test_a_file_that_grows_during_its_gcs_resumable_upload_leaves_no_copy_that_looks_whole(
+    gcs_emulator: GcsEmulator, tmp_path: Path, open_store: Callable[[dict[str, Any]], ObjectStore],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same through GCS's resumable upload, whose last chunk completes the object: the
+    size is checked before that chunk goes."""
+    bucket = gcs_emulator.create_bucket(f"media-{uuid.uuid4().hex[:12]}")
+    local = tmp_path / "media"
+    local.write_bytes(os.urandom(3 * 256 * KiB + 1234))  # four chunks of 256 KiB, the last short
+    send_part = ResumableUpload.send_part
+
+    async def send_then_grow(self: ResumableUpload, number: int, offset: int, data: bytes) -> None:
+        await send_part(self, number, offset, data)
+        if offset + 2 * len(data) >= self.size:  # the part before the last: Synapse writes more
+            with local.open("ab") as file:
+                file.write(b"grown" * 100)
+
+    monkeypatch.setattr(ResumableUpload, "send_part", send_then_grow)
+    store = open_store({"backend": "gcs", "bucket": bucket, "endpoint_url": gcs_emulator.endpoint_url,
+                        "token": "anon", "chunk_size": 256 * KiB})
+    checker = RemoteChecker(store)
+    digest = run(checker.digest(str(local)))
+    with pytest.raises(LocalFileChangedError, match="changed during its upload"):
+        run(store.put_file(str(local), MEDIA))
+    assert run(checker.check(MEDIA, digest)).state is State.MISSING

@@ -88,13 +88,7 @@ class PartUpload(abc.ABC, Generic[Receipt, Result]):
                 either: set[asyncio.Future[Any]] = {read, sending[-1]}
                 await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             receipts = list(await asyncio.gather(*sending))
-            # The parts hold the first `size` bytes: a file that grew or shrank meanwhile is not
-            # what was sent, and completing the upload would make a copy that looks whole.
-            now = await self.fs.in_thread(os.path.getsize, self.local_path)
-            if now != self.size:
-                raise LocalFileChangedError(
-                    f"local file {self.local_path} changed during its upload ({self.size} bytes when it began, "
-                    f"{now} now): the upload is abandoned")
+            await self._check_unchanged()
             return await self.finish(receipts)
         except BaseException:
             for task in sending:
@@ -110,11 +104,22 @@ class PartUpload(abc.ABC, Generic[Receipt, Result]):
         try:
             async with slots, room:
                 data = await self.fs.in_thread(read_range, self.local_path, offset, length, self.digest)
+                if offset + length == self.size:  # before the last part: on GCS, sending it commits
+                    await self._check_unchanged()
                 read.set_result(None)
                 return await self.send_part(number, offset, data)
         finally:
             if not read.done():
                 read.cancel()
+
+    async def _check_unchanged(self) -> None:
+        """The parts hold the first `size` bytes: a file that grew or shrank meanwhile is not what
+        was sent, and completing the upload would make a copy that looks whole."""
+        now = await self.fs.in_thread(os.path.getsize, self.local_path)
+        if now != self.size:
+            raise LocalFileChangedError(
+                f"local file {self.local_path} changed during its upload ({self.size} bytes when it began, "
+                f"{now} now): the upload is abandoned")
 
     async def _abandon_after(self, sending: list[asyncio.Task[Receipt]]) -> None:
         if sending:  # no part reaches the store after it is told to drop them

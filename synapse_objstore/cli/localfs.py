@@ -32,7 +32,8 @@ def remove_media_file(base_path: str, media_path: str, verified: FileIdentity | 
                 if now != verified:
                     raise LocalFileChangedError(
                         f"the local file changed since its upload was verified ({verified.size} bytes then, "
-                        f"{now.size} now): kept, for the next upload")
+                        f"{now.size} now): kept. The store holds the file as it was verified; which copy is "
+                        f"right (was it still being written?) is for an admin to decide")
             os.unlink(name, dir_fd=fd)
         except FileNotFoundError:
             pass
