@@ -44,24 +44,26 @@ def test_a_file_that_grows_during_its_multipart_upload_is_not_verified(
         proxy.schedule(3, silent=True)
         store = open_store({"bucket": bucket, "endpoint_url": proxy.endpoint_url, "multipart_threshold": 5 * MiB,
                             "multipart_chunksize": 5 * MiB, "multipart_concurrency": 1, "retries": 3})
-        checker = RemoteChecker(store)
-        digest = run(checker.digest(str(local)))
-        upload = submit(store.put_file(str(local), MEDIA))
-        wait_for(lambda: proxy.stats().get("requests", 0) >= 4)
-        with local.open("ab") as file:
-            file.write(b"grown" * 100)
-        proxy.set(silent=False)  # the held request is reset; the client's retry gets through
-        with pytest.raises(LocalFileChangedError, match="changed during its upload"):
-            upload.result(timeout=60)
-        assert run(checker.check(MEDIA, digest)).state is State.MISSING
+        grow_while_a_part_is_held(store, local, proxy, held_after=4)
     assert s3_client(moto.endpoint_url).list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
+def grow_while_a_part_is_held(store: ObjectStore, local: Path, proxy: FaultProxy, held_after: int) -> None:
+    """Upload `local` while the proxy holds a request once `held_after` have come; grow the file
+    then, and let the request through: the upload fails, and no object is there."""
+    checker = RemoteChecker(store)
+    digest = run(checker.digest(str(local)))
+    upload = submit(store.put_file(str(local), MEDIA))
+    deadline = time.monotonic() + 30
+    while proxy.stats().get("requests", 0) < held_after:
+        assert time.monotonic() < deadline, "the upload never reached the held part"
         time.sleep(0.01)
+    with local.open("ab") as file:
+        file.write(b"grown" * 100)
+    proxy.set(silent=False)  # the held request is reset; the client's retry gets through
+    with pytest.raises(LocalFileChangedError, match="changed during its upload"):
+        upload.result(timeout=60)
+    assert run(checker.check(MEDIA, digest)).state is State.MISSING
 
 
 def test_a_file_that_grows_during_its_azure_block_upload_is_not_verified(
@@ -77,16 +79,7 @@ def test_a_file_that_grows_during_its_azure_block_upload_is_not_verified(
                             "account_key": azurite.account_key,
                             "account_url": f"{proxy.endpoint_url}/{azurite.account_name}",
                             "block_size": 64 * KiB, "upload_concurrency": 1})
-        checker = RemoteChecker(store)
-        digest = run(checker.digest(str(local)))
-        upload = submit(store.put_file(str(local), MEDIA))
-        wait_for(lambda: proxy.stats().get("requests", 0) >= 3)
-        with local.open("ab") as file:
-            file.write(b"grown" * 100)
-        proxy.set(silent=False)  # the held request is reset; the client's retry gets through
-        with pytest.raises(LocalFileChangedError, match="changed during its upload"):
-            upload.result(timeout=60)
-        assert run(checker.check(MEDIA, digest)).state is State.MISSING
+        grow_while_a_part_is_held(store, local, proxy, held_after=3)
 
 
 def test_a_file_that_grows_during_its_gcs_resumable_upload_leaves_no_copy_that_looks_whole(
