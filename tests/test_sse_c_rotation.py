@@ -193,3 +193,24 @@ def test_a_paused_stream_resumes_with_the_key_that_opened_it(
     gets = sent.of_kind("GetObject")
     assert len(gets) == 4 and "range" in gets[-1]  # current, previous-1, previous-2, then the ranged one
     assert gets[-1][KEY_HEADER] == base64.b64encode(KEY_A.encode()).decode()
+
+
+def test_turning_sse_c_off_rewrites_old_objects_unencrypted_in_their_storage_class(
+        rgw: CephRGW, rgw_bucket: str, open_store: Callable[[dict[str, Any]], ObjectStore]) -> None:
+    """With no sse_customer_key and the old key among the previous ones, an object is read with
+    the old key and rewritten without SSE-C, in the storage class it had (not the configured one)."""
+    s3 = rgw_client(rgw)
+    s3.put_object(Bucket=rgw_bucket, Key="local_content/of/ff/old", Body=b"was encrypted", ContentType="image/gif",
+                  StorageClass=rgw.extra_storage_class, SSECustomerKey=KEY_A, SSECustomerAlgorithm="AES256")
+    config = {k: v for k, v in rgw_config(rgw, rgw_bucket, previous_sse_customer_keys=[KEY_A]).items()
+              if k != "sse_customer_key"}
+    store = open_store(config)
+    remote = store.remote_path("local_content/of/ff/old")
+    assert run(store.backend.key_of(store.filesystem(), remote)) == "previous-1"
+    result = run(store.backend.rewrite_with_current_key(store.filesystem(), remote, "previous-1"))
+    assert not result.server_side  # RGW 16: 501 for an SSE-C source
+    head = s3.head_object(Bucket=rgw_bucket, Key="local_content/of/ff/old")  # no key needed any more
+    assert "SSECustomerKeyMD5" not in head and head["ContentType"] == "image/gif"
+    assert head["StorageClass"] == rgw.extra_storage_class
+    assert s3.get_object(Bucket=rgw_bucket, Key="local_content/of/ff/old")["Body"].read() == b"was encrypted"
+    assert run(store.backend.key_of(store.filesystem(), remote)) == "current"
