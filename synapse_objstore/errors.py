@@ -21,6 +21,7 @@ crosses into the store, and keeps it as the `__cause__`.
     │   ├── StoreUnreachableError       refused or dropped connection      kind "connection"
     │   ├── StoreDeniedError            credentials refused                kind "denied"
     │   ├── BucketMissingError          the bucket (root) does not exist   kind "other"
+    │   ├── ObjectChangedError          replaced while it was streamed     kind "other"
     │   └── StoreDownError              failed at once: the store is down  kind of the outage
     ├── StoreUnusableError              the whole store cannot be used: a run stops
     ├── OwnershipError                  the store is another homeserver's, or whose is unknown
@@ -123,6 +124,14 @@ class StoreDeniedError(ObjectStoreError):
 class BucketMissingError(ObjectStoreError):
     """The bucket (container, root directory) that the object keys live under does not exist.
     An answer of the store, not an outage: kind "other"."""
+
+    kind = FailureKind.OTHER
+
+
+class ObjectChangedError(ObjectStoreError):
+    """The object was replaced (or deleted) while it was being streamed: the stream stops
+    rather than hand out bytes of two versions. The reader may open it again. An answer of
+    the store, not an outage: kind "other"."""
 
     kind = FailureKind.OTHER
 
