@@ -7,6 +7,18 @@ is read back and its MD5 compared, unless the caller settles for size only
 (`read_back=False`: an object without a checksum is then trusted on size, a checksum that
 does not match still means "differs").
 
+Where the object carries the content's SHA-256 as metadata (`ObjectInfo.sha256`, written by
+our uploads on S3, GCS and Azure), that decides when no store checksum matches: equal to the
+local file's SHA-256, the copy is verified without being read back, also where the ETag is
+no MD5 (SSE-C). That is sound because the metadata is never the store's guess: our upload
+computed it from the file it sent, and the store checked the body it received (the S3
+backend sends a Content-MD5 with every PUT and part, which S3, Ceph RGW and moto reject with
+400 BadDigest when the body differs; GCS and Azure check the MD5 they keep), and S3 cannot
+change an object's body without a new PUT that replaces its metadata. What it does not prove
+is that the store still holds intact bytes today; no HEAD can, a read-back or the store's own
+scrubbing does. A sha256 that differs from the local file's (or from the one Synapse recorded)
+makes the copy "differs".
+
 During a run, `StoreWatch` tells a failure of the whole store (the bucket is gone, the
 credentials are refused) from one object's, and `is_retryable` says which failures deserve
 another try before the run ends.
@@ -73,9 +85,13 @@ class RemoteChecker:
             return Check(State.MISSING)
         if info.size != digest.size:
             return Check(State.DIFFERS, f"remote size {info.size} != local size {digest.size}")
+        if self.scheme.gives_checksums and info.etag is not None and digest.matches_etag(info.etag):
+            return Check(State.VERIFIED, "size+etag")
+        if info.sha256 is not None and digest.sha256:
+            if info.sha256 == digest.sha256:
+                return Check(State.VERIFIED, "size+sha256")
+            return Check(State.DIFFERS, f"remote sha256 {info.sha256} != local sha256 {digest.sha256}")
         if self.scheme.gives_checksums and info.etag is not None:
-            if digest.matches_etag(info.etag):
-                return Check(State.VERIFIED, "size+etag")
             if not self.read_back:
                 return Check(State.DIFFERS, f"remote ETag {info.etag} does not match the local file")
         elif not self.read_back:
