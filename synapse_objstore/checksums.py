@@ -120,3 +120,19 @@ def digest_file(path: str, part_sizes: Iterable[int] = ()) -> LocalDigest:
         raise LocalFileChangedError(f"local file {path} changed while it was read ({size} bytes read)")
     etags = {h.part_size: h.etag() for h in multipart} if size >= MIN_PART_SIZE else {}
     return LocalDigest(size=size, md5=whole.hexdigest(), multipart=etags, identity=after, sha256=sha256.hexdigest())
+
+
+# The bytes a content type is told from (filetype reads at most 8 KiB).
+HEAD_SIZE = 8192
+
+
+def sha256_and_head(path: str) -> tuple[str, bytes]:
+    """The hex SHA-256 of a file and its first HEAD_SIZE bytes, in one read (blocking: run it
+    in a thread). What the provider stores as an upload's metadata."""
+    sha256 = hashlib.sha256()
+    with open(path, "rb") as file:
+        head = data = file.read(READ_BLOCK)
+        while data:
+            sha256.update(data)
+            data = file.read(READ_BLOCK)
+    return sha256.hexdigest(), head[:HEAD_SIZE]

@@ -55,11 +55,11 @@ REMOTE_SQL = """
 
 # Media with content (pending uploads, MSC2246, have a row and no length), created before %s.
 MEDIA_CREATED_SQL = """
-    SELECT '', media_id, media_id, 'local'
+    SELECT '', media_id, media_id, 'local', media_type, {local_sha256}
     FROM local_media_repository
     WHERE created_ts < %s AND url_cache IS NULL AND media_length IS NOT NULL
     UNION ALL
-    SELECT media_origin, media_id, filesystem_id, 'remote'
+    SELECT media_origin, media_id, filesystem_id, 'remote', media_type, {remote_sha256}
     FROM remote_media_cache
     WHERE created_ts < %s
 """
@@ -261,10 +261,13 @@ class SynapseDb:
         [(found,)] = list(self._stream(HAS_MEDIA_SQL, (), None))
         return bool(found)
 
-    def media_created_before(self, before_ts: int) -> Iterator[tuple[str, str, str, str]]:
-        """(origin, media_id, filesystem_id, type) of every local (except URL previews) and
-        remote media with content created before `before_ts` (ms), streamed."""
-        return self._stream(MEDIA_CREATED_SQL, (before_ts, before_ts), "media_created")
+    def media_created_before(self, before_ts: int) -> Iterator[tuple[str, str, str, str, str | None, str | None]]:
+        """(origin, media_id, filesystem_id, type, media_type, sha256) of every local (except URL
+        previews) and remote media with content created before `before_ts` (ms), streamed;
+        sha256 None where Synapse has none."""
+        sql = MEDIA_CREATED_SQL.format(local_sha256=self._column_or_null("local_media_repository", "sha256"),
+                                       remote_sha256=self._column_or_null("remote_media_cache", "sha256"))
+        return self._stream(sql, (before_ts, before_ts), "media_created")
 
     def existing_local_media(self, media_ids: list[str]) -> set[str]:
         """Those of `media_ids` that local_media_repository has (URL previews included)."""
