@@ -11,13 +11,17 @@ Where the object carries the content's SHA-256 as metadata (`ObjectInfo.sha256`,
 our uploads on S3, GCS and Azure), that decides when no store checksum matches: equal to the
 local file's SHA-256, the copy is verified without being read back, also where the ETag is
 no MD5 (SSE-C). That is sound because the metadata is never the store's guess: our upload
-computed it from the file it sent, and the store checked the body it received (the S3
-backend sends a Content-MD5 with every PUT and part, which S3, Ceph RGW and moto reject with
-400 BadDigest when the body differs; GCS and Azure check the MD5 they keep), and S3 cannot
-change an object's body without a new PUT that replaces its metadata. What it does not prove
-is that the store still holds intact bytes today; no HEAD can, a read-back or the store's own
-scrubbing does. A sha256 that differs from the local file's (or from the one Synapse recorded)
-makes the copy "differs".
+computed it from the file it read, and the store checked the body it received against a
+digest sent with it. On S3, every PUT and part carries a Content-MD5 (backends/s3/uploads.py);
+botocore signs the body's SHA-256 into the request whenever no such header is sent, and over
+HTTPS with one it sends the Content-MD5 instead, so either way S3 and Ceph RGW answer a
+damaged body with 400 (BadDigest, XAmzContentSHA256Mismatch) rather than store it
+(tests/cli/test_metadata_ceph.py flips a byte on the way). GCS and Azure keep an MD5 of what
+they stored, which is compared first. moto checks neither digest: there, a body damaged on the
+wire would pass; it is a test double, not a store. A HEAD cannot prove the store still holds
+intact bytes today (a read-back, or the store's own scrubbing, does), and S3 cannot change an
+object's body without a PUT that replaces its metadata. A sha256 that differs from the local
+file's makes the copy "differs".
 
 During a run, `StoreWatch` tells a failure of the whole store (the bucket is gone, the
 credentials are refused) from one object's, and `is_retryable` says which failures deserve

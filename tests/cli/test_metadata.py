@@ -185,3 +185,4 @@ def test_migrate_keeps_content_type_and_sha256_from_s3_to_gcs(
                 expected_type(path), hashlib.sha256(synapse.files[path]).hexdigest()), path
     finally:
         run(target.close(), timeout=30)
+
