@@ -228,7 +228,11 @@ class ObjectStorageProvider(StorageProvider):
         backend keeps no metadata (nothing to read the file for)."""
         if not self._store.backend.keeps_metadata:
             return None
-        sha256, head = await asyncio.to_thread(sha256_and_head, local_path)
+        try:
+            sha256, head = await asyncio.to_thread(sha256_and_head, local_path)
+        except FileNotFoundError:
+            return None  # the upload says so, naming the media
+
         thumbnail = getattr(file_info, "thumbnail", None)
         content_type = getattr(thumbnail, "type", None) if thumbnail is not None else sniff_content_type(head)
         return ObjectMetadata(content_type if isinstance(content_type, str) and content_type else None, sha256)

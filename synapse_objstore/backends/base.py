@@ -77,6 +77,9 @@ class ObjectMetadata:
     sha256: str | None = None
 
     def __post_init__(self) -> None:
+        if self.content_type is not None and not CONTENT_TYPE.match(self.content_type):
+            # Synapse stores what a client sent: one that would not make an HTTP header is left out
+            object.__setattr__(self, "content_type", None)
         if self.sha256 is not None and not SHA256_HEX.match(self.sha256):
             raise ValueError(f"sha256 must be 64 lowercase hex digits, not {self.sha256!r}")
 
@@ -89,6 +92,8 @@ class ObjectMetadata:
 # The user metadata key of the content's SHA-256 (S3 sends it as x-amz-meta-sha256).
 SHA256_KEY = "sha256"
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+# A media type (with parameters) of printable ASCII, fit for a Content-Type header.
+CONTENT_TYPE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(;[ -~]*)?$")
 
 
 def metadata_from(content_type: object, user_metadata: object) -> ObjectMetadata:
