@@ -16,7 +16,7 @@ import yaml
 
 from servers.gcs_emulator import GcsEmulator
 from servers.moto import MotoServer
-from servers.synapse_media import SynapseMedia
+from servers.synapse_media import SynapseMedia, Thumb
 from synapse_objstore.config import parse_store_config
 from synapse_objstore.io_loop import run
 from synapse_objstore.store import ObjectStore
@@ -186,3 +186,31 @@ def test_migrate_keeps_content_type_and_sha256_from_s3_to_gcs(
     finally:
         run(target.close(), timeout=30)
 
+
+
+def test_reconcile_uploads_with_metadata_and_keeps_a_locally_corrupted_file_out(
+    offload: Offload, synapse: SynapseMedia, dataset: Dataset, homeserver_yaml: Path, moto: MotoServer, bucket: str,
+) -> None:
+    """reconcile's uploads of media whose background upload failed: Content-Type and sha256 as
+    `upload` sets them, read from Synapse's database in the same pass; an original that is not
+    what Synapse recorded stays out of the store."""
+    config = ["--config", str(homeserver_yaml)]
+    offload(*config, "update", "30d")
+    offload(*config, "upload")
+    good = synapse.add_local("NeverUploaded001", b"\x89PNG" + bytes(3000), 2,
+                             [Thumb(32, 32, "image/jpeg", "crop", bytes(400))])
+    bad = synapse.add_local("NeverUploaded002", bytes(5000), 2)
+    recorded = set_sha256(synapse, Dataset(old=good + bad, recent=[], url_cache=[]))
+    (synapse.media_store / bad[0]).write_bytes(b"x" * 5000)  # damaged after Synapse stored it
+    s3 = s3_client(moto.endpoint_url)
+    for path in dataset.recent:
+        s3.put_object(Bucket=bucket, Key=PREFIX + path, Body=synapse.files[path])
+
+    summary = json.loads(offload("--json", *config, "reconcile", "--grace", "0s", "--apply", expect=1).stdout)
+    assert [f["path"] for f in summary["failed"]] == [bad[0]] and "corrupted" in summary["failed"][0]["error"]
+    original = s3.head_object(Bucket=bucket, Key=PREFIX + good[0])
+    assert (original["ContentType"], original["Metadata"]["sha256"]) == ("image/png", recorded[good[0]])
+    thumbnail = s3.head_object(Bucket=bucket, Key=PREFIX + good[1])
+    assert thumbnail["ContentType"] == "image/jpeg"
+    assert thumbnail["Metadata"]["sha256"] == hashlib.sha256(bytes(400)).hexdigest()
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix=PREFIX + bad[0])
