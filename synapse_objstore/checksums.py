@@ -5,7 +5,9 @@ MD5 of its content as ETag, and a multipart object the MD5 of its parts' binary 
 followed by "-N" (N parts). The multipart form depends on the part size, so it is computed
 for every part size the object may have been written with: ours (the S3 backend's
 `multipart_chunksize`) and boto3's default, which s3_media_upload and
-synapse-s3-storage-provider use. One pass over the file feeds all of them.
+synapse-s3-storage-provider use. One pass over the file feeds all of them, and the file's
+SHA-256: what Synapse (1.128+) records for each media, and what an upload stores as the
+object's `sha256` metadata.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ class LocalDigest:
     multipart: dict[int, str] = field(default_factory=dict)
     # the file as it was read: a delete of the local copy checks it is still that file
     identity: FileIdentity | None = None
+    # hex SHA-256 of the content
+    sha256: str = ""
 
     def matches_etag(self, etag: str | None) -> bool:
         """Whether an S3 ETag proves the object holds this file's content."""
@@ -93,9 +97,10 @@ class _PartHasher:
 
 
 def digest_file(path: str, part_sizes: Iterable[int] = ()) -> LocalDigest:
-    """Read `path` once (blocking: run it in a thread) and return its size, MD5 and the
-    multipart ETags it would have for each of `part_sizes`."""
+    """Read `path` once (blocking: run it in a thread) and return its size, MD5, SHA-256 and
+    the multipart ETags it would have for each of `part_sizes`."""
     whole = hashlib.md5()
+    sha256 = hashlib.sha256()
     size = 0
     with open(path, "rb") as file:
         before = FileIdentity.of(os.fstat(file.fileno()))
@@ -105,6 +110,7 @@ def digest_file(path: str, part_sizes: Iterable[int] = ()) -> LocalDigest:
         data = first
         while data:
             whole.update(data)
+            sha256.update(data)
             for hasher in multipart:
                 hasher.update(data)
             size += len(data)
@@ -113,4 +119,20 @@ def digest_file(path: str, part_sizes: Iterable[int] = ()) -> LocalDigest:
     if after != before or size != after.size:
         raise LocalFileChangedError(f"local file {path} changed while it was read ({size} bytes read)")
     etags = {h.part_size: h.etag() for h in multipart} if size >= MIN_PART_SIZE else {}
-    return LocalDigest(size=size, md5=whole.hexdigest(), multipart=etags, identity=after)
+    return LocalDigest(size=size, md5=whole.hexdigest(), multipart=etags, identity=after, sha256=sha256.hexdigest())
+
+
+# The bytes a content type is told from (filetype reads at most 8 KiB).
+HEAD_SIZE = 8192
+
+
+def sha256_and_head(path: str) -> tuple[str, bytes]:
+    """The hex SHA-256 of a file and its first HEAD_SIZE bytes, in one read (blocking: run it
+    in a thread). What the provider stores as an upload's metadata."""
+    sha256 = hashlib.sha256()
+    with open(path, "rb") as file:
+        head = data = file.read(READ_BLOCK)
+        while data:
+            sha256.update(data)
+            data = file.read(READ_BLOCK)
+    return sha256.hexdigest(), head[:HEAD_SIZE]

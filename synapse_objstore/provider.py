@@ -15,6 +15,13 @@ chunks and updates the metrics (synapse_objstore/metrics.py).
 
 Uploads come from media_store_path, or, with `enable_local_media_storage: false`, from
 Synapse's temporary files, held open from its media spam check on (held_uploads.py).
+
+Each upload carries metadata (where the backend keeps it): the content's sha256, and its
+Content-Type: a thumbnail's from Synapse's FileInfo; an original's told from its first bytes
+(the `filetype` library), since Synapse writes the media's row, with its type and sha256,
+only after the providers stored the file. A type it cannot tell (plain text, JSON...) is left
+to the store's default. The sha256 must be in the upload's first request, so the file is
+read once before the upload, in a worker thread.
 """
 
 from __future__ import annotations
@@ -38,8 +45,9 @@ from twisted.internet import defer
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 
-from synapse_objstore.backends.base import Backend, ObjectStream
+from synapse_objstore.backends.base import Backend, ObjectMetadata, ObjectStream
 from synapse_objstore.breaker import StoreBreaker
+from synapse_objstore.checksums import sha256_and_head
 from synapse_objstore.config import parse_store_config
 from synapse_objstore.deadline import within_deadline
 from synapse_objstore.errors import ConfigError, StoreDownError, UploadNotHeldError
@@ -109,14 +117,14 @@ class ObjectStorageProvider(StorageProvider):
         started = time.perf_counter()
         if self._held_uploads is None:
             local_path = os.path.join(self._media_store_path, path)
-            size = await self._call("store", path, lambda: self._put(local_path, path))
+            size = await self._call("store", path, lambda: self._put(local_path, path, file_info))
         else:
             # Taken before the first await: Synapse deletes its temporary file as soon as this
             # returns (at once, with store_synchronous false), the descriptor keeps the bytes.
             held = self._take_held_upload(path, file_info)
             with self._uploads_in_flight.uploading(path):
                 try:
-                    size = await self._call("store", path, lambda: self._put_held(held, path))
+                    size = await self._call("store", path, lambda: self._put_held(held, path, file_info))
                 except StoreDownError:  # refused before the upload began, which closes it
                     close_in_thread(held)
                     raise
@@ -201,18 +209,34 @@ class ObjectStorageProvider(StorageProvider):
         message = f"{self._store.backend.describe()} did not answer a probe within fetch_deadline ({seconds:g} s)"
         return run_on_io_loop(self._reactor, within_deadline(check_store(self._store), seconds, message))
 
-    async def _put(self, local_path: str, path: str) -> int:
+    async def _put(self, local_path: str, path: str, file_info: FileInfo) -> int:
         """Upload the file; its size, for the metrics."""
-        await self._store.put_file(local_path, path)
+        metadata = await self._metadata(local_path, file_info)
+        await self._store.put_file(local_path, path, metadata=metadata)
         return os.path.getsize(local_path)  # noqa: ASYNC240 - a stat of the local file: microseconds
 
-    async def _put_held(self, held: HeldFile, path: str) -> int:
+    async def _put_held(self, held: HeldFile, path: str, file_info: FileInfo) -> int:
         """Upload a held temporary file, then close it; its size, for the metrics."""
         try:
-            await self._store.put_file(held.path, path)
+            metadata = await self._metadata(held.path, file_info)
+            await self._store.put_file(held.path, path, metadata=metadata)
             return held.size()
         finally:
             await asyncio.to_thread(held.close)
+
+    async def _metadata(self, local_path: str, file_info: FileInfo) -> ObjectMetadata | None:
+        """The upload's sha256 and Content-Type (see the module's docstring); None where the
+        backend keeps no metadata (nothing to read the file for)."""
+        if not self._store.backend.keeps_metadata:
+            return None
+        try:
+            sha256, head = await asyncio.to_thread(sha256_and_head, local_path)
+        except FileNotFoundError:
+            return None  # the upload says so, naming the media
+
+        thumbnail = getattr(file_info, "thumbnail", None)
+        content_type = getattr(thumbnail, "type", None) if thumbnail is not None else sniff_content_type(head)
+        return ObjectMetadata(content_type if isinstance(content_type, str) and content_type else None, sha256)
 
     def _hold_uploads_from_spam_check(self, hs: HomeServer, backend: Backend) -> None:
         """Get the bytes of each new file from Synapse's media spam check (held_uploads.py)."""
@@ -326,3 +350,12 @@ def _stop_process() -> NoReturn:
     print("synapse_objstore: the media store check failed; stopping (see the log)", file=sys.__stderr__)
     logging.shutdown()
     os._exit(1)
+
+
+def sniff_content_type(head: bytes) -> str | None:
+    """The content type the first bytes of a file show (images, audio, video, documents,
+    archives), or None when they show none."""
+    import filetype
+
+    mime = filetype.guess_mime(head) if head else None
+    return mime if isinstance(mime, str) else None

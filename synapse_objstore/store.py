@@ -12,12 +12,12 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
 from synapse_objstore.asyncfs import AsyncFs
-from synapse_objstore.backends.base import LIST_PAGE_SIZE, Backend, IncompleteUpload, ObjectStream
+from synapse_objstore.backends.base import LIST_PAGE_SIZE, Backend, IncompleteUpload, ObjectMetadata, ObjectStream
 from synapse_objstore.errors import BucketMissingError, LocalFileChangedError, MediaPathError
 from synapse_objstore.failures import store_error
 from synapse_objstore.io_loop import io_loop
@@ -35,6 +35,17 @@ class ObjectInfo:
     etag: str | None = None
     storage_class: str | None = None
     last_modified: datetime | None = None
+    # Content-Type and sha256 stored with it, from `info` (a listing gives none) on backends
+    # that keep metadata (`Backend.keeps_metadata`); empty otherwise.
+    metadata: ObjectMetadata = field(default_factory=ObjectMetadata)
+
+    @property
+    def sha256(self) -> str | None:
+        return self.metadata.sha256
+
+    @property
+    def content_type(self) -> str | None:
+        return self.metadata.content_type
 
 
 def check_media_path(media_path: str) -> str:
@@ -84,14 +95,20 @@ class ObjectStore:
         FileNotFoundError when it does not exist."""
         await self._guard("inspect", "/", lambda: self.filesystem().call("info", self.backend.root))
 
-    async def put_file(self, local_path: str, media_path: str, if_absent: bool = False) -> str | None:
+    async def put_file(self, local_path: str, media_path: str, if_absent: bool = False,
+                       metadata: ObjectMetadata | None = None) -> str | None:
         """Upload a local file as the object for `media_path`, replacing any object there.
         Returns the store's checksum of the object, where its reply gives one. `if_absent`:
-        FileExistsError rather than a replaced object, where the store can say so."""
+        FileExistsError rather than a replaced object, where the store can say so. `metadata`:
+        stored with the object where the backend keeps metadata."""
         remote_path = self.remote_path(media_path)
+        # Only a backend that keeps metadata is given it: a plugin written before the
+        # metadata argument existed keeps working.
+        extra = {"metadata": metadata} if metadata is not None and self.backend.keeps_metadata else {}
         try:
             return await self._guard(
-                "store", media_path, lambda: self.backend.upload(self.filesystem(), local_path, remote_path, if_absent)
+                "store", media_path,
+                lambda: self.backend.upload(self.filesystem(), local_path, remote_path, if_absent, **extra),
             )
         except FileNotFoundError as error:
             if not os.path.exists(local_path):  # noqa: ASYNC240 - a stat, on this error path only
@@ -195,4 +212,5 @@ class ObjectStore:
             etag=self.backend.object_checksum(raw),
             storage_class=raw.get("StorageClass"),
             last_modified=modified if isinstance(modified, datetime) else None,
+            metadata=self.backend.object_metadata(raw),
         )

@@ -7,6 +7,26 @@ is read back and its MD5 compared, unless the caller settles for size only
 (`read_back=False`: an object without a checksum is then trusted on size, a checksum that
 does not match still means "differs").
 
+Where the store gives no checksum (S3 with SSE-C, whose ETag is no MD5) and the object
+carries the content's SHA-256 as metadata (`ObjectInfo.sha256`, written by our uploads on S3,
+GCS and Azure), that decides: equal to the local file's SHA-256, the copy is verified without
+being read back. Where the store does give one, its checksum decides, and one that does not
+match is read back as before: an opaque ETag (SSE-KMS) and other bytes than the file's look
+alike, and our metadata, computed from the file, cannot tell them apart.
+
+Trusting the SHA-256 is sound because the metadata is never the store's guess: our upload
+computed it from the file it read, and the store checked the body it received against a
+digest sent with it. On S3, every PUT and part carries a Content-MD5 (backends/s3/uploads.py);
+botocore signs the body's SHA-256 into the request whenever no such header is sent, and over
+HTTPS with one it sends the Content-MD5 instead, so either way S3 and Ceph RGW answer a
+damaged body with 400 (BadDigest, XAmzContentSHA256Mismatch) rather than store it
+(tests/cli/test_metadata_ceph.py flips a byte on the way). GCS and Azure keep an MD5 of what
+they stored, which is compared first. moto checks neither digest: there, a body damaged on the
+wire would pass; it is a test double, not a store. A HEAD cannot prove the store still holds
+intact bytes today (a read-back, or the store's own scrubbing, does), and S3 cannot change an
+object's body without a PUT that replaces its metadata. A sha256 that differs from the local
+file's makes the copy "differs".
+
 During a run, `StoreWatch` tells a failure of the whole store (the bucket is gone, the
 credentials are refused) from one object's, and `is_retryable` says which failures deserve
 another try before the run ends.
@@ -74,10 +94,17 @@ class RemoteChecker:
         if info.size != digest.size:
             return Check(State.DIFFERS, f"remote size {info.size} != local size {digest.size}")
         if self.scheme.gives_checksums and info.etag is not None:
+            # The store's own checksum comes first: one that does not match may be an opaque
+            # ETag (SSE-KMS) or other bytes than the file's, which no metadata of ours can
+            # tell apart (it was computed from the file, not from what arrived): read back.
             if digest.matches_etag(info.etag):
                 return Check(State.VERIFIED, "size+etag")
             if not self.read_back:
                 return Check(State.DIFFERS, f"remote ETag {info.etag} does not match the local file")
+        elif info.sha256 is not None and digest.sha256:
+            if info.sha256 == digest.sha256:
+                return Check(State.VERIFIED, "size+sha256")
+            return Check(State.DIFFERS, f"remote sha256 {info.sha256} != local sha256 {digest.sha256}")
         elif not self.read_back:
             return Check(State.VERIFIED, "size")
         remote = await self.remote_md5(media_path)

@@ -32,7 +32,15 @@ from fsspec import AbstractFileSystem
 from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
 
 from synapse_objstore.asyncfs import AsyncFs
-from synapse_objstore.backends.base import LIST_PAGE_SIZE, Backend, ChecksumScheme, RangedReadStream, changed_error
+from synapse_objstore.backends.base import (
+    LIST_PAGE_SIZE,
+    Backend,
+    ChecksumScheme,
+    ObjectMetadata,
+    RangedReadStream,
+    changed_error,
+    metadata_from,
+)
 from synapse_objstore.backends.part_upload import PartUpload, read_range
 from synapse_objstore.errors import ConfigError
 from synapse_objstore.hookspecs import hookimpl
@@ -220,7 +228,20 @@ class AzureBackend(Backend):
         assert isinstance(stream, EtagStream)
         return stream
 
-    async def upload(self, fs: AsyncFs, local_path: str, remote_path: str, if_absent: bool = False) -> None:
+    keeps_metadata = True  # the blob's Content-Type and metadata
+
+    def object_metadata(self, info: Mapping[str, Any]) -> ObjectMetadata:
+        settings = info.get("content_settings") or {}
+        content_type = (settings.get("content_type") if isinstance(settings, Mapping)
+                        else getattr(settings, "content_type", None))
+        return metadata_from(content_type, info.get("metadata"))
+
+    async def upload(self, fs: AsyncFs, local_path: str, remote_path: str, if_absent: bool = False,
+                     metadata: ObjectMetadata | None = None) -> None:
+        """One Put Blob up to block_size, else staged blocks; with the blob's Content-MD5,
+        Content-Type and metadata (the sha256)."""
+        content_type = metadata.content_type if metadata else None
+        custom = metadata.user_metadata if metadata else {}
         container, blob, _ = fs.fs.split_path(remote_path)
         size = os.path.getsize(local_path)  # noqa: ASYNC240 - a stat of the local file: microseconds
         block = int(self.settings.block_size)
@@ -228,9 +249,11 @@ class AzureBackend(Backend):
             if size <= block:
                 md5 = hashlib.md5()
                 data = await fs.in_thread(read_range, local_path, 0, size, md5)
-                await client.upload_blob(data, overwrite=True, content_settings=_with_md5(md5.digest()))
+                await client.upload_blob(data, overwrite=True, metadata=custom or None,
+                                         content_settings=_with_md5(md5.digest(), content_type))
                 return
-            await BlockUpload(fs, local_path, size, block, self.settings.upload_concurrency, client).run()
+            await BlockUpload(fs, local_path, size, block, self.settings.upload_concurrency, client,
+                              content_type, custom).run()
 
 
 class EtagStream(RangedReadStream):
@@ -264,10 +287,11 @@ class BlockUpload(PartUpload[None, None]):
     so a failed upload leaves nothing to abort."""
 
     def __init__(self, fs: AsyncFs, local_path: str, size: int, block_size: int, concurrency: int,
-                 client: BlobClient) -> None:
+                 client: BlobClient, content_type: str | None = None, metadata: dict[str, str] | None = None) -> None:
         self.md5 = hashlib.md5()
         super().__init__(fs, local_path, size, block_size, concurrency=concurrency, digest=self.md5)
         self.client = client
+        self.content_type, self.metadata = content_type, metadata
 
     async def send_part(self, number: int, offset: int, data: bytes) -> None:
         await self.client.stage_block(_block_id(offset), data)
@@ -276,7 +300,8 @@ class BlockUpload(PartUpload[None, None]):
         from azure.storage.blob import BlobBlock
 
         blocks = [BlobBlock(_block_id(offset)) for offset in range(0, self.size, self.part_size)]
-        await self.client.commit_block_list(blocks, content_settings=_with_md5(self.md5.digest()))
+        await self.client.commit_block_list(blocks, metadata=self.metadata or None,
+                                            content_settings=_with_md5(self.md5.digest(), self.content_type))
 
 
 def _blob_entry(container: str, blob: Any) -> dict[str, Any]:
@@ -291,11 +316,11 @@ def _blob_entry(container: str, blob: Any) -> dict[str, Any]:
     }
 
 
-def _with_md5(md5: bytes) -> ContentSettings:
-    """The blob's Content-MD5, which verification compares."""
+def _with_md5(md5: bytes, content_type: str | None = None) -> ContentSettings:
+    """The blob's Content-MD5, which verification compares, and its Content-Type."""
     from azure.storage.blob import ContentSettings
 
-    return ContentSettings(content_md5=bytearray(md5))
+    return ContentSettings(content_md5=bytearray(md5), content_type=content_type)
 
 
 def _block_id(offset: int) -> str:

@@ -4,7 +4,8 @@ A backend turns its settings into an fsspec filesystem plus the root path under 
 object keys live. Everything else (key mapping, streaming, verification) is the store's.
 A backend may override `upload` and `open_read` where its service offers something better
 than fsspec's generic calls (the S3 backend does both), and `checksum_scheme` and
-`object_checksum` where its store keeps a checksum of each object's content.
+`object_checksum` where its store keeps a checksum of each object's content, and
+`keeps_metadata` with `object_metadata` where it stores an upload's `ObjectMetadata`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import itertools
+import re
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -82,6 +84,47 @@ class ChecksumScheme:
 
 
 @dataclass(frozen=True)
+class ObjectMetadata:
+    """What an upload stores beside the content, where the backend can (`Backend.keeps_metadata`):
+    the Content-Type a CDN or a browser gets, and the hex SHA-256 of the content (S3's
+    x-amz-meta-sha256, GCS's object metadata, Azure's blob metadata), with which a copy is
+    verified without reading it back where the store's checksum is no MD5 (SSE-C)."""
+
+    content_type: str | None = None
+    sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.content_type is not None and not CONTENT_TYPE.match(self.content_type):
+            # Synapse stores what a client sent: one that would not make an HTTP header is left out
+            object.__setattr__(self, "content_type", None)
+        if self.sha256 is not None and not SHA256_HEX.match(self.sha256):
+            raise ValueError(f"sha256 must be 64 lowercase hex digits, not {self.sha256!r}")
+
+    @property
+    def user_metadata(self) -> dict[str, str]:
+        """The user-defined metadata to store (the sha256, where known)."""
+        return {SHA256_KEY: self.sha256} if self.sha256 else {}
+
+
+# The user metadata key of the content's SHA-256 (S3 sends it as x-amz-meta-sha256).
+SHA256_KEY = "sha256"
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+# A media type (with parameters) of printable ASCII, fit for a Content-Type header.
+CONTENT_TYPE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(;[ -~]*)?$")
+
+
+def metadata_from(content_type: object, user_metadata: object) -> ObjectMetadata:
+    """ObjectMetadata from what a store gives back: a Content-Type and a mapping of user metadata
+    (whose keys some stores give in another case). A sha256 that is no hex digest is left out."""
+    sha256 = None
+    if isinstance(user_metadata, Mapping):
+        for key, value in user_metadata.items():
+            if str(key).lower() == SHA256_KEY and isinstance(value, str) and SHA256_HEX.match(value.lower()):
+                sha256 = value.lower()
+    return ObjectMetadata(content_type if isinstance(content_type, str) and content_type else None, sha256)
+
+
+@dataclass(frozen=True)
 class IncompleteUpload:
     """An upload begun and never completed nor aborted (an S3 multipart upload): its parts
     are kept, and billed, until it is aborted."""
@@ -108,6 +151,10 @@ class Backend(abc.ABC):
     # when its settings have that key; None: the commands' default. A backend whose waits
     # between retries grow without a cap sets fewer.
     batch_retries: ClassVar[int | None] = None
+    # Whether `upload` stores its ObjectMetadata (Content-Type, sha256) and `object_metadata`
+    # reads it back. The generic fsspec way (put_file) stores none: fsspec has no metadata API
+    # (a local disk, SFTP, ... have nowhere to keep it), and none is claimed.
+    keeps_metadata: ClassVar[bool] = False
 
     def __init__(self, settings: BackendSettings) -> None:
         self.settings = settings
@@ -130,10 +177,14 @@ class Backend(abc.ABC):
         """Where the media goes, for log lines and errors. Never includes a secret."""
         return f"{self.name}:{self.root}"
 
-    async def upload(self, fs: AsyncFs, local_path: str, remote_path: str, if_absent: bool = False) -> str | None:
+    async def upload(self, fs: AsyncFs, local_path: str, remote_path: str, if_absent: bool = False,
+                     metadata: ObjectMetadata | None = None) -> str | None:
         """Store a local file as an object, replacing any there. Returns the store's checksum
         of what it wrote, in `checksum_scheme`'s form, when its reply carries one (so the
         copy is verified without asking again), else None.
+
+        `metadata`: stored with the object where `keeps_metadata` says so; the generic way
+        (fsspec's put_file) has nowhere to put it and drops it.
 
         `if_absent`: the caller would rather not replace an object that is there already, and
         saves a lookup by asking the store to refuse (FileExistsError). A store that cannot be
@@ -236,6 +287,11 @@ class Backend(abc.ABC):
         `info()` dict, in the form `checksum_scheme` describes; None if it has none."""
         value = info.get("ETag") or info.get("etag") or info.get("md5")
         return value.strip('"') if isinstance(value, str) else None
+
+    def object_metadata(self, info: Mapping[str, Any]) -> ObjectMetadata:
+        """The ObjectMetadata stored with an object, from its `object_info` dict; empty where
+        the backend keeps none."""
+        return ObjectMetadata()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.describe()} {self.settings!r}>"

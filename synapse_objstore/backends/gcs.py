@@ -33,7 +33,15 @@ from urllib.parse import urlsplit
 from pydantic import ByteSize, Field, field_validator
 
 from synapse_objstore.asyncfs import AsyncFs
-from synapse_objstore.backends.base import LIST_PAGE_SIZE, Backend, ChecksumScheme, RangedReadStream, changed_error
+from synapse_objstore.backends.base import (
+    LIST_PAGE_SIZE,
+    Backend,
+    ChecksumScheme,
+    ObjectMetadata,
+    RangedReadStream,
+    changed_error,
+    metadata_from,
+)
 from synapse_objstore.backends.part_upload import PartUpload, read_range
 from synapse_objstore.errors import ConfigError
 from synapse_objstore.hookspecs import hookimpl
@@ -44,7 +52,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# Synapse keeps each media's content type in its database and sends it itself.
+# The Content-Type of an upload whose type is not known (Synapse sends its own on downloads).
 CONTENT_TYPE = "application/octet-stream"
 KiB = 1024
 MiB = 1024 * KiB
@@ -138,8 +146,13 @@ class GcsBackend(Backend):
         )
         return filesystem
 
+    keeps_metadata = True  # contentType and the object's custom metadata
+
     def checksum_scheme(self) -> ChecksumScheme:
         return ChecksumScheme(whole_md5=True)
+
+    def object_metadata(self, info: Mapping[str, Any]) -> ObjectMetadata:
+        return metadata_from(info.get("contentType"), info.get("metadata"))
 
     def object_checksum(self, info: Mapping[str, Any]) -> str | None:
         """The hex MD5 from `md5Hash` (base64); composite objects have none."""
@@ -175,18 +188,21 @@ class GcsBackend(Backend):
         assert isinstance(stream, GenerationStream)
         return stream
 
-    async def upload(self, fs: AsyncFs, local_path: str, remote_path: str, if_absent: bool = False) -> None:
+    async def upload(self, fs: AsyncFs, local_path: str, remote_path: str, if_absent: bool = False,
+                     metadata: ObjectMetadata | None = None) -> None:
         """One request below chunk_size, else a resumable upload holding one chunk in memory;
-        a failed resumable upload is cancelled."""
+        a failed resumable upload is cancelled. `metadata`: contentType and custom metadata."""
+        content_type = (metadata.content_type if metadata else None) or CONTENT_TYPE
+        custom = metadata.user_metadata if metadata else {}
         gcs: ThreadedAuthGCSFileSystem = fs.fs
         bucket, key, _ = gcs.split_path(remote_path)
         size = os.path.getsize(local_path)  # noqa: ASYNC240 - a stat of the local file: microseconds
         chunk = int(self.settings.chunk_size)
         if size <= chunk:
             data = await fs.in_thread(read_range, local_path, 0, size)
-            await gcs.upload_in_one(bucket, key, data, CONTENT_TYPE)
+            await gcs.upload_in_one(bucket, key, data, content_type, custom)
             return
-        await ResumableUpload(fs, local_path, size, chunk, bucket, key).run()
+        await ResumableUpload(fs, local_path, size, chunk, bucket, key, content_type, custom).run()
 
 
 class GenerationStream(RangedReadStream):
@@ -214,17 +230,19 @@ class ResumableUpload(PartUpload[None, None]):
     """A resumable upload, one chunk at a time and in order (GCS takes no other), so one
     chunk is in memory; cancelled if it fails."""
 
-    def __init__(self, fs: AsyncFs, local_path: str, size: int, chunk_size: int, bucket: str, key: str) -> None:
+    def __init__(self, fs: AsyncFs, local_path: str, size: int, chunk_size: int, bucket: str, key: str,
+                 content_type: str = CONTENT_TYPE, metadata: dict[str, str] | None = None) -> None:
         super().__init__(fs, local_path, size, chunk_size)
         self.gcs: ThreadedAuthGCSFileSystem = fs.fs
         self.bucket, self.key = bucket, key
+        self.content_type, self.metadata = content_type, metadata
         self.location = ""
 
     async def start(self) -> None:
-        self.location = await self.gcs.start_resumable_upload(self.bucket, self.key, CONTENT_TYPE)
+        self.location = await self.gcs.start_resumable_upload(self.bucket, self.key, self.content_type, self.metadata)
 
     async def send_part(self, number: int, offset: int, data: bytes) -> None:
-        await self.gcs.upload_resumable_chunk(self.location, data, offset, self.size, CONTENT_TYPE)
+        await self.gcs.upload_resumable_chunk(self.location, data, offset, self.size, self.content_type)
 
     async def finish(self, receipts: list[None]) -> None:
         """The last chunk completed the upload."""

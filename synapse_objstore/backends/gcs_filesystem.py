@@ -89,13 +89,15 @@ class ThreadedAuthGCSFileSystem(GCSFileSystem):  # gcsfs has no type hints: see 
                                                 pageToken=page_token, json_out=True)
         return page
 
-    async def upload_in_one(self, bucket: str, key: str, data: bytes, content_type: str) -> None:
-        """A single-request (multipart/related) upload of a whole object."""
-        await simple_upload(self, bucket, key, data, content_type=content_type)
+    async def upload_in_one(self, bucket: str, key: str, data: bytes, content_type: str,
+                            metadata: dict[str, str] | None = None) -> None:
+        """A single-request (multipart/related) upload of a whole object, with its custom metadata."""
+        await simple_upload(self, bucket, key, data, metadatain=metadata or None, content_type=content_type)
 
-    async def start_resumable_upload(self, bucket: str, key: str, content_type: str) -> str:
-        """Begin a resumable upload; returns its session URL."""
-        location: str = await initiate_upload(self, bucket, key, content_type)
+    async def start_resumable_upload(self, bucket: str, key: str, content_type: str,
+                                     metadata: dict[str, str] | None = None) -> str:
+        """Begin a resumable upload (the object's custom metadata given here); returns its session URL."""
+        location: str = await initiate_upload(self, bucket, key, content_type, metadata=metadata or None)
         return location
 
     async def upload_resumable_chunk(

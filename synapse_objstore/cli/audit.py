@@ -3,6 +3,10 @@
 Files this tool offloaded have a row in `objstore_files` with the size verified then. Media
 offloaded by s3_media_upload have none: their original is checked against the size in
 Synapse's database when one is configured, else for existence only.
+
+Where the object carries a sha256 as metadata and the sha256 of the file is known (recorded
+when it was offloaded, or, for an original, recorded by Synapse 1.128+), the two must be the
+same: an object whose metadata names other content is a corrupted copy.
 """
 
 from __future__ import annotations
@@ -54,18 +58,28 @@ class Auditor:
                 task.add_done_callback(running.discard)
         await asyncio.gather(*running)
 
-    async def _expected(self, media: Media) -> list[tuple[str, int | None]]:
+    async def _expected(self, media: Media) -> list[tuple[str, int | None, str | None]]:
+        """(media path, size, sha256) of each file of the media, as far as they are known."""
         records = await self.journal.call(self.journal.cache.files_of, media)
+        synapse_sha256 = await self._synapse_sha256(media)
         if records:
-            return [(r.path, r.size) for r in records]
+            return [(r.path, r.size, synapse_sha256 if r.path == media.file_path else r.sha256) for r in records]
         size = None
         if self.synapse_db is not None:
             size = await self.journal.call(self.synapse_db.media_length, media.origin, media.media_id)
-        return [(media.file_path, size)]
+        return [(media.file_path, size, synapse_sha256)]
+
+    async def _synapse_sha256(self, media: Media) -> str | None:
+        """The sha256 Synapse recorded for the original: as update-db copied it, else from its database."""
+        info = await self.journal.call(self.journal.cache.media_info, media.origin, media.media_id)
+        if info is None and self.synapse_db is not None:
+            row = await self.journal.call(self.synapse_db.media_info, media.origin, media.media_id)
+            return row[1].lower() if row is not None and row[1] else None
+        return info.sha256.lower() if info is not None and info.sha256 else None
 
     async def _media(self, media: Media) -> None:
         self.summary.add(media=1)
-        for media_path, size in await self._expected(media):
+        for media_path, size, sha256 in await self._expected(media):
             try:
                 info = await self.store.info(media_path)
             except (OSError, MediaPathError) as error:
@@ -76,5 +90,8 @@ class Auditor:
                 self.summary.fail(media_path, f"missing from {self.store.backend.describe()}")
             elif size is not None and info.size != size:
                 self.summary.fail(media_path, f"remote size {info.size} != expected {size}")
+            elif sha256 is not None and info.sha256 is not None and info.sha256 != sha256:
+                self.summary.fail(media_path, f"corrupted copy: the object's sha256 metadata {info.sha256} is not "
+                                              f"the content's sha256 {sha256}")
             else:
                 self.summary.add(files_verified=1, bytes_verified=info.size)

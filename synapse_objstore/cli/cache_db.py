@@ -11,6 +11,12 @@ last update-db, so that the next one reads only the media that aged past it sinc
 remote copy is the reference: a local copy that differs is never uploaded over it), and
 `objstore_rechecked`, up to when check-deleted has looked for such media. `objstore_shard`,
 the shard of the media it holds (see shard.py), so that it is never used for another.
+`objstore_media_info`, the media type and sha256 Synapse's database has for each original
+(filled by update-db; `upload` sets the Content-Type from it and checks the local file against
+the sha256), and `objstore_files.sha256`, the sha256 of each verified file.
+
+The schema's version is SQLite's `user_version` (0 for s3_media_upload's files and ours before
+version 1); `_migrate` brings an older file up to date when it is opened.
 
 Every sqlite error becomes a CacheDbError naming the file (a damaged one: what to do).
 """
@@ -100,6 +106,24 @@ OBJSTORE_SCHEMA = """
     CREATE TABLE IF NOT EXISTS objstore_media_store_id (
         id TEXT NOT NULL PRIMARY KEY
     );
+    -- What Synapse's database records of a media's original (SynapseDb.media_accessed_between):
+    -- its media type and (Synapse 1.128+) the hex sha256 of its content. A row only where one is known.
+    CREATE TABLE IF NOT EXISTS objstore_media_info (
+        origin TEXT NOT NULL,
+        media_id TEXT NOT NULL,
+        media_type TEXT,
+        sha256 TEXT,
+        PRIMARY KEY (origin, media_id)
+    );
+"""
+# The version of the schema this code writes (`PRAGMA user_version`).
+SCHEMA_VERSION = 1
+# Rows of objstore_media_info from a batch (see `_info_json`).
+INSERT_MEDIA_INFO = """
+    INSERT OR REPLACE INTO objstore_media_info (origin, media_id, media_type, sha256)
+    SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+           json_extract(value, '$[3]')
+    FROM json_each(?)
 """
 
 PAGE_SIZE = 1000
@@ -178,7 +202,7 @@ def check_synced(
             if media_type == "local":
                 local_media_path(row[0])
             else:
-                origin, media_id, filesystem_id = row
+                origin, media_id, filesystem_id = row[:3]
                 remote_media_path(origin, filesystem_id)
                 if not isinstance(media_id, str) or "\0" in media_id:
                     raise ValueError(f"invalid media id {media_id!r}")
@@ -200,6 +224,15 @@ class FileRecord:
     size: int
     md5: str | None
     store: str
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What Synapse's database records of a media's original."""
+
+    media_type: str | None
+    sha256: str | None
 
 
 class CacheDb:
@@ -210,8 +243,29 @@ class CacheDb:
         try:
             self._conn = sqlite3.connect(path, check_same_thread=False)
             self._conn.executescript(SCHEMA + OBJSTORE_SCHEMA)
+            self._migrate()
         except sqlite3.Error as error:
             raise _cache_db_error(path, error) from None
+
+    def _migrate(self) -> None:
+        """Bring a cache.db of an older schema version up to SCHEMA_VERSION (the new tables
+        are made by OBJSTORE_SCHEMA already). A newer version is left alone: its additions are
+        tables and columns this code does not read.
+
+        1: objstore_files.sha256, and objstore_media_info. The media synced before have no
+        info row, and an update-db reads only media that aged past its last cutoff: the
+        cutoffs are dropped, so the next update-db reads every media again (inserting none
+        twice) and fills in their media types and sha256s."""
+        (version,) = self._conn.execute("PRAGMA user_version").fetchone()
+        if version >= SCHEMA_VERSION:
+            return
+        with self._conn:
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(objstore_files)")}
+            if "sha256" not in columns:
+                self._conn.execute("ALTER TABLE objstore_files ADD COLUMN sha256 TEXT")
+            if self._conn.execute("SELECT 1 FROM objstore_media_info LIMIT 1").fetchone() is None:
+                self._conn.execute("DELETE FROM objstore_synced")
+            self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
         self._conn.close()
@@ -326,21 +380,38 @@ class CacheDb:
         rolls it all back. Synapse's own unique indexes rule out duplicates. Otherwise each
         batch is committed as it comes: a crash keeps what was done, and the next run adds the rest.
         """
-        before = self._conn.total_changes
+        added = 0
         if self._conn.execute("SELECT 1 FROM media LIMIT 1").fetchone() is not None:
             for media_type, rows in batches:
                 with self._conn:
-                    self._conn.execute(INSERT_SYNCED[media_type], (_as_json(media_type, rows),))
-            return self._conn.total_changes - before
+                    added += self._insert_synced(media_type, rows)
+            return added
         with self._conn:
             self._conn.execute("BEGIN IMMEDIATE")  # else sqlite3 would commit each DDL statement at once
             self._conn.execute("DROP INDEX media_id_idx")
             self._conn.execute("DROP INDEX deleted_idx")
             for media_type, rows in batches:
-                self._conn.execute(INSERT_SYNCED[media_type], (_as_json(media_type, rows),))
+                added += self._insert_synced(media_type, rows)
             for statement in MEDIA_INDEXES:
                 self._conn.execute(statement)
-        return self._conn.total_changes - before
+        return added
+
+    def _insert_synced(self, media_type: MediaType, rows: list[tuple[str, ...]]) -> int:
+        """Insert a batch's media (counting those that were new) and its media info, in the caller's transaction."""
+        before = self._conn.total_changes
+        self._conn.execute(INSERT_SYNCED[media_type], (_as_json(media_type, rows),))
+        added = self._conn.total_changes - before
+        info = _info_json(media_type, rows)
+        if info != "[]":
+            self._conn.execute(INSERT_MEDIA_INFO, (info,))
+        return added
+
+    @_sqlite_errors
+    def media_info(self, origin: str, media_id: str) -> MediaInfo | None:
+        """The media type and sha256 update-db recorded for a media's original, if it recorded any."""
+        row = self._conn.execute("SELECT media_type, sha256 FROM objstore_media_info WHERE origin = ? AND media_id = ?",
+                                 (origin, media_id)).fetchone()
+        return MediaInfo(row[0], row[1]) if row else None
 
     @_sqlite_errors
     def synced_before(self, source: str) -> int:
@@ -394,7 +465,7 @@ class CacheDb:
     def file_record(self, path: str) -> FileRecord | None:
         """The verified copy of the file at this media path, if one was recorded."""
         row = self._conn.execute(
-            "SELECT path, origin, media_id, size, md5, store FROM objstore_files WHERE path = ?", (path,)
+            "SELECT path, origin, media_id, size, md5, store, sha256 FROM objstore_files WHERE path = ?", (path,)
         ).fetchone()
         return FileRecord(*row) if row else None
 
@@ -410,7 +481,7 @@ class CacheDb:
         sql = "SELECT 1 FROM media WHERE origin = ? AND media_id = ?"
         new = 0
         for media_type, rows in batches:
-            keys = [("", media_id) for (media_id,) in rows] if media_type == "local" else [(o, m) for o, m, _ in rows]
+            keys = [("", row[0]) for row in rows] if media_type == "local" else [(row[0], row[1]) for row in rows]
             new += sum(self._conn.execute(sql, key).fetchone() is None for key in keys)
         return new
 
@@ -441,10 +512,10 @@ class CacheDb:
             )
             self._conn.executemany(
                 """
-                INSERT OR REPLACE INTO objstore_files (path, origin, media_id, size, md5, store, verified_ts)
-                VALUES (?, ?, ?, ?, ?, ?, ?)
+                INSERT OR REPLACE INTO objstore_files (path, origin, media_id, size, md5, store, verified_ts, sha256)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                 """,
-                ((r.path, r.origin, r.media_id, r.size, r.md5, r.store, now) for r in records),
+                ((r.path, r.origin, r.media_id, r.size, r.md5, r.store, now, r.sha256) for r in records),
             )
 
     @_sqlite_errors
@@ -471,7 +542,7 @@ class CacheDb:
     def files_of(self, media: Media) -> list[FileRecord]:
         rows = self._conn.execute(
             """
-            SELECT path, origin, media_id, size, md5, store FROM objstore_files
+            SELECT path, origin, media_id, size, md5, store, sha256 FROM objstore_files
             WHERE origin = ? AND media_id = ? ORDER BY path
             """,
             (media.origin, media.media_id),
@@ -482,7 +553,18 @@ class CacheDb:
 def _as_json(media_type: MediaType, rows: list[tuple[str, ...]]) -> str:
     """A batch as INSERT_SYNCED reads it: local media ids as a flat list (json_extract on each
     would cost as much as the insert), remote rows as lists."""
-    return json.dumps([media_id for (media_id,) in rows] if media_type == "local" else rows)
+    return json.dumps([row[0] for row in rows] if media_type == "local" else [row[:3] for row in rows])
+
+
+def _info_json(media_type: MediaType, rows: list[tuple[str, ...]]) -> str:
+    """[origin, media_id, media_type, sha256] of the rows of a batch that carry any, as
+    INSERT_MEDIA_INFO reads them (rows without them, as s3_media_upload-era callers give, have none)."""
+    if media_type == "local":
+        keyed = (("", row[0], row[1:3]) for row in rows)
+    else:
+        keyed = ((row[0], row[1], row[3:5]) for row in rows)
+    return json.dumps([[origin, media_id, *info] for origin, media_id, info in keyed
+                       if any(value is not None for value in info)])
 
 
 # A file at the top of a media store naming it: the same path on two hosts is two media stores.

@@ -4,7 +4,10 @@ Objects whose copy in the target is already verified are skipped, so an interrup
 migration resumes where it stopped. When both stores give MD5 ETags, matching sizes and
 ETags prove the copy without a download; otherwise the object is downloaded to a temporary
 file (checked against the source's size and ETag), and the target is compared with that
-file, uploaded from it if it differs, and checked again. A target whose owner marker
+file, uploaded from it if it differs, and checked again. A copy keeps the source object's
+metadata (its Content-Type and sha256; between backends too, where both keep metadata), and
+gets the sha256 of the content it holds where the source had none; a source whose sha256
+metadata is not its content's is not copied. A target whose owner marker
 (ownership.py) names another homeserver is refused; the marker itself is not copied: the first
 `upload` or `reconcile --apply` on the target records the owner there.
 """
@@ -16,6 +19,7 @@ import os
 import tempfile
 from typing import Any
 
+from synapse_objstore.backends.base import ObjectMetadata
 from synapse_objstore.cli.ownership import OWNER_MARKER, check_same_owner
 from synapse_objstore.cli.report import Summary
 from synapse_objstore.cli.restore import download
@@ -85,7 +89,14 @@ class Migrator:
             digest = await self.checker.digest(local_path)
             check = await self.checker.check(media_path, digest, existing)
             if check.state is not State.VERIFIED:
-                await self.target.put_file(local_path, media_path)
+                source = await self.source.info(media_path)  # a listing has no metadata: a HEAD
+                kept = source.metadata if source is not None else ObjectMetadata()
+                if kept.sha256 is not None and kept.sha256 != digest.sha256:
+                    self.summary.fail(media_path, f"the source object's sha256 metadata {kept.sha256} is not the "
+                                                  f"sha256 of its content, {digest.sha256}: corrupted, not copied")
+                    return
+                metadata = ObjectMetadata(kept.content_type, digest.sha256)
+                await self.target.put_file(local_path, media_path, metadata=metadata)
                 self.summary.add(files_copied=1, bytes_copied=info.size)
                 check = await self.checker.check(media_path, digest)
         finally:

@@ -3,9 +3,14 @@
 For each media of cache.db not yet known deleted, each of its local files (original and
 thumbnails) goes through:
 
-1. digest the local file (size, MD5, multipart ETags) in a worker thread;
+1. digest the local file (size, MD5, multipart ETags, sha256) in a worker thread; an original
+   whose sha256 is not the one Synapse's database recorded (cache.db's objstore_media_info) is
+   locally corrupted: reported, neither uploaded (over what may be the only good copy) nor
+   deleted;
 2. look at the remote object: verified already -> nothing to upload; missing, or present
-   but different -> upload it, then check again; still different -> a failure, kept locally;
+   but different -> upload it (with its Content-Type: the media type Synapse recorded for an
+   original, the one in a thumbnail's file name; and its sha256 as metadata), then check
+   again; still different -> a failure, kept locally;
 3. record the verified files in cache.db and wait for the commit;
 4. only then delete the local files, and mark the media deleted once none is left.
 
@@ -31,8 +36,9 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from synapse_objstore.backends.base import ObjectMetadata
 from synapse_objstore.checksums import LocalDigest
-from synapse_objstore.cli.cache_db import CacheDb, FileRecord
+from synapse_objstore.cli.cache_db import CacheDb, FileRecord, MediaInfo
 from synapse_objstore.cli.journal import Journal
 from synapse_objstore.cli.localfs import remove_media_file
 from synapse_objstore.cli.report import Summary
@@ -218,13 +224,15 @@ class Offloader:
 
         digests: dict[str, LocalDigest] = {}
         uploaded = False
+        info = await self.journal.call(self.journal.cache.media_info, media.origin, media.media_id)
+        expected = {path: expected_metadata(media, path, info) for path in files}
         # The first file (the original, when it is there) goes up only if absent, in one request
         # where the store can do that. When it was absent, the thumbnails are taken as absent
         # too (both tools upload the original first) and put without a lookup each: one that
         # was there after all is only put again. Else each is looked up and compared.
-        first = await self.upload_file(files[0], Upload.CREATE)
+        first = await self.upload_file(files[0], Upload.CREATE, *expected[files[0]], media)
         rest_mode = Upload.PUT if first is not None and first[1] else Upload.LOOK
-        rest = await asyncio.gather(*(self.upload_file(path, rest_mode) for path in files[1:]))
+        rest = await asyncio.gather(*(self.upload_file(path, rest_mode, *expected[path], media) for path in files[1:]))
         for media_path, result in zip(files, [first, *rest], strict=True):
             if result is not None:
                 digests[media_path], was_uploaded = result
@@ -238,7 +246,8 @@ class Offloader:
             return
 
         describe = self.store.backend.describe()
-        records = [FileRecord(p, media.origin, media.media_id, d.size, d.md5, describe) for p, d in digests.items()]
+        records = [FileRecord(p, media.origin, media.media_id, d.size, d.md5, describe, d.sha256)
+                   for p, d in digests.items()]
         try:
             await self.journal.record_files(records)
         except Exception as error:  # whatever sqlite raised, nothing is deleted
@@ -248,9 +257,14 @@ class Offloader:
         if self.options.delete:
             await self._delete(media, files, digests)
 
-    async def upload_file(self, media_path: str, mode: Upload = Upload.LOOK) -> tuple[LocalDigest, bool] | None:
+    async def upload_file(self, media_path: str, mode: Upload = Upload.LOOK, sha256: str | None = None,
+                          content_type: str | None = None, media: Media | None = None,
+                          ) -> tuple[LocalDigest, bool] | None:
         """Make sure the remote copy of one file is verified. Returns its digest and whether
-        it was (or, in a dry run, would be) uploaded; None, after recording the failure, if not."""
+        it was (or, in a dry run, would be) uploaded; None, after recording the failure, if not.
+
+        `sha256`: what Synapse recorded for the file's content; a local file with another is
+        corrupted, and neither uploaded nor counted verified. `content_type`: the object's."""
         local_path = os.path.join(self.options.base_path, media_path)
         try:
             digest = await self.checker.digest(local_path)
@@ -260,10 +274,17 @@ class Offloader:
         except OSError as error:
             self.summary.fail(media_path, f"cannot read local file {local_path}: {error.strerror or error}")
             return None
+        if sha256 is not None and digest.sha256 != sha256.lower():
+            of = f" of media {media.describe()}" if media is not None else ""
+            self.summary.fail(media_path, (
+                f"local file {local_path}{of} is corrupted: its sha256 {digest.sha256} is not the {sha256.lower()} "
+                f"Synapse recorded for it. Not uploaded (a good remote copy stays as it is), not deleted"))
+            return None
+        metadata = ObjectMetadata(content_type, digest.sha256)
         try:
             if mode is Upload.CREATE and not self.options.dry_run:
                 try:
-                    checksum = await self.store.put_file(local_path, media_path, if_absent=True)
+                    checksum = await self.store.put_file(local_path, media_path, if_absent=True, metadata=metadata)
                 except FileExistsError:  # there already: compare, and replace it only if it differs
                     mode = Upload.LOOK
                 else:
@@ -281,7 +302,7 @@ class Offloader:
             if self.options.dry_run:
                 self.summary.add(files_uploaded=1, bytes_uploaded=digest.size)
                 return digest, True
-            checksum = await self.store.put_file(local_path, media_path)
+            checksum = await self.store.put_file(local_path, media_path, metadata=metadata)
             return await self._verify_upload(media_path, digest, checksum)
         except (OSError, MediaPathError) as error:
             self.summary.fail(media_path, error)
@@ -338,6 +359,28 @@ class Offloader:
             self.summary.add(media_deleted=1)
         if deleted == len(files):
             self.journal.mark_deleted(media)
+
+
+def expected_metadata(media: Media, media_path: str, info: MediaInfo | None) -> tuple[str | None, str | None]:
+    """(sha256, content type) a file of `media` should have: Synapse's for the original, the
+    type its name gives for a thumbnail (whose sha256 Synapse does not record)."""
+    if media_path == media.file_path:
+        return (info.sha256, info.media_type) if info is not None else (None, None)
+    return None, thumbnail_content_type(media_path)
+
+
+# Thumbnail methods Synapse writes into a thumbnail's file name.
+THUMBNAIL_METHODS = ("crop", "scale")
+
+
+def thumbnail_content_type(media_path: str) -> str | None:
+    """The content type in a thumbnail's file name, `{width}-{height}-{top}-{sub}[-{method}]`
+    (synapse.media.filepath), e.g. `32-32-image-png-crop` -> image/png; None for another name."""
+    parts = media_path.rsplit("/", 1)[-1].split("-")
+    if len(parts) < 4 or not (parts[0].isdigit() and parts[1].isdigit()):
+        return None
+    rest = parts[3:-1] if len(parts) > 4 and parts[-1] in THUMBNAIL_METHODS else parts[3:]
+    return f"{parts[2]}/{'-'.join(rest)}" if parts[2] and rest else None
 
 
 async def _each(items: Iterable[tuple[Media, MediaOutcome]]) -> AsyncIterator[tuple[Media, MediaOutcome]]:

@@ -49,11 +49,11 @@ import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from synapse_objstore.backends.base import IncompleteUpload
-from synapse_objstore.cli.cache_db import CacheDb
-from synapse_objstore.cli.offload import Offloader, UploadOptions
+from synapse_objstore.cli.cache_db import CacheDb, MediaInfo
+from synapse_objstore.cli.offload import Offloader, Upload, UploadOptions, expected_metadata
 from synapse_objstore.cli.ownership import (
     DEFAULT_MAX_DELETE_SHARE,
     OwnerCheck,
@@ -81,6 +81,7 @@ from synapse_objstore.store import ObjectInfo, ObjectStore
 from synapse_objstore.verification import preflight
 
 # Objects looked up in Synapse's database at once.
+T = TypeVar("T")
 DB_BATCH = 10_000
 # Media of the database read at once, and whose local files are looked for in one thread.
 MEDIA_PAGE = 1000
@@ -422,7 +423,7 @@ class Reconciler:
         running: set[asyncio.Task[None]] = set()
         try:
             while page := await asyncio.to_thread(_take, rows, MEDIA_PAGE):
-                for media, files in await asyncio.to_thread(self._local_files, page):
+                for media, files, info in await asyncio.to_thread(self._local_files, page):
                     self.summary.add(media=1)
                     missing = [path for path in files if path not in listed]
                     original_gone = media.file_path not in listed and media.file_path not in files
@@ -431,26 +432,29 @@ class Reconciler:
                         missing = []
                     if missing or original_gone:
                         await self.slots.acquire()
-                        task = asyncio.create_task(self._repair_media(media, missing, original_gone))
+                        task = asyncio.create_task(self._repair_media(media, missing, original_gone, info))
                         running.add(task)
                         task.add_done_callback(running.discard)
         finally:
             await asyncio.gather(*running, return_exceptions=True)
 
-    def _local_files(self, page: list[tuple[str, str, str, str]]) -> list[tuple[Media, list[str]]]:
-        """Each media of the page (of this shard) with its files present locally (blocking: run in a thread)."""
+    def _local_files(
+        self, page: list[tuple[str, str, str, str, str | None, str | None]]
+    ) -> list[tuple[Media, list[str], MediaInfo]]:
+        """Each media of the page (of this shard) with its files present locally and what Synapse
+        records of it (blocking: run in a thread)."""
         found = []
-        for origin, media_id, filesystem_id, media_type in page:
+        for origin, media_id, filesystem_id, media_type, content_type, sha256 in page:
             if not self.options.shard.holds(origin, filesystem_id):
                 continue
             media = Media(origin, media_id, filesystem_id, media_type)  # type: ignore[arg-type]
             try:
-                found.append((media, media.local_files(self.options.base_path)))
+                found.append((media, media.local_files(self.options.base_path), MediaInfo(content_type, sha256)))
             except ValueError as error:  # an id Synapse itself could not have written
                 self.summary.fail(media.describe(), error)
         return found
 
-    async def _repair_media(self, media: Media, missing: list[str], original_gone: bool) -> None:
+    async def _repair_media(self, media: Media, missing: list[str], original_gone: bool, info: MediaInfo) -> None:
         try:
             if original_gone and await self.store.info(media.file_path) is None:  # it may have arrived since
                 if self.options.media_on_other_hosts:
@@ -462,7 +466,9 @@ class Reconciler:
                                                        f"{self.store.backend.describe()}")
             uploaded = False
             for media_path in missing:
-                result = await self.offloader.upload_file(media_path)
+                # with its Content-Type and sha256 metadata; an original whose sha256 is not Synapse's is not uploaded
+                result = await self.offloader.upload_file(media_path, Upload.LOOK,
+                                                          *expected_metadata(media, media_path, info), media)
                 if result is not None and result[1]:
                     uploaded = True
                     action = "uploaded" if self.options.apply else "would upload"
@@ -505,5 +511,5 @@ def _remote_file_key(origin: str, filesystem_id: str) -> str:
     return f"{origin}/{filesystem_id}"  # a server name holds no "/"
 
 
-def _take(rows: Iterator[tuple[str, str, str, str]], count: int) -> list[tuple[str, str, str, str]]:
+def _take(rows: Iterator[T], count: int) -> list[T]:
     return list(itertools.islice(rows, count))

@@ -25,15 +25,17 @@ from synapse_objstore.media import MediaType
 DATABASE_YAML = "database.yaml"
 BATCH_SIZE = 20_000  # rows fetched at a time
 
-# The media last accessed (or, never accessed, created) in [%s, %s): local as (media_id,),
-# remote as (media_origin, media_id, filesystem_id); cache.db fills in the rest of its row.
+# The media last accessed (or, never accessed, created) in [%s, %s): local as (media_id,
+# media_type, sha256), remote as (media_origin, media_id, filesystem_id, media_type, sha256);
+# cache.db fills in the rest of its row. `{sha256}` is the column, or NULL in a database of
+# Synapse before 1.128 (schema delta 91/01_media_hash.sql added it).
 # Synapse only ever moves last_access_ts forward and never changes created_ts, so a media
 # that was in an earlier window and is out of this one was accessed since, and one that
 # comes of age later falls in a later window. The rows come sorted as cache.db's unique
 # index (origin, media_id) sorts them, bytewise (PostgreSQL's "C" collation): SQLite then
 # appends to its B-trees instead of writing pages all over them.
 LOCAL_SQL = """
-    SELECT media_id
+    SELECT media_id, media_type, {sha256}
     FROM local_media_repository
     WHERE
         COALESCE(last_access_ts, created_ts) >= %s
@@ -43,7 +45,7 @@ LOCAL_SQL = """
 """
 
 REMOTE_SQL = """
-    SELECT media_origin, media_id, filesystem_id
+    SELECT media_origin, media_id, filesystem_id, media_type, {sha256}
     FROM remote_media_cache
     WHERE
         COALESCE(last_access_ts, created_ts) >= %s
@@ -53,11 +55,11 @@ REMOTE_SQL = """
 
 # Media with content (pending uploads, MSC2246, have a row and no length), created before %s.
 MEDIA_CREATED_SQL = """
-    SELECT '', media_id, media_id, 'local'
+    SELECT '', media_id, media_id, 'local', media_type, {local_sha256}
     FROM local_media_repository
     WHERE created_ts < %s AND url_cache IS NULL AND media_length IS NOT NULL
     UNION ALL
-    SELECT media_origin, media_id, filesystem_id, 'remote'
+    SELECT media_origin, media_id, filesystem_id, 'remote', media_type, {remote_sha256}
     FROM remote_media_cache
     WHERE created_ts < %s
 """
@@ -74,6 +76,14 @@ FIRST_USER_SQL = """
     SELECT name, creation_ts FROM users WHERE {domain}
     ORDER BY COALESCE(creation_ts, 0), name COLLATE "C" LIMIT 1
 """
+# Whether a table has a column (PostgreSQL: in the schemas of the search path).
+HAS_COLUMN_SQL = {
+    "postgres": """
+        SELECT count(*) FROM information_schema.columns
+        WHERE table_schema = ANY(current_schemas(false)) AND table_name = %s AND column_name = %s
+    """,
+    "sqlite": "SELECT count(*) FROM pragma_table_info(%s) WHERE name = %s",
+}
 MEDIA_COUNTS_SQL = """
     SELECT (SELECT count(*) FROM local_media_repository), (SELECT count(*) FROM remote_media_cache),
            (SELECT max(created_ts) FROM local_media_repository), (SELECT max(created_ts) FROM remote_media_cache)
@@ -106,6 +116,7 @@ class SynapseDb:
         # homeserver.yaml's server_name, when the settings came from there (not from database.yaml)
         self.server_name = server_name
         self.is_sqlite = isinstance(conn, sqlite3.Connection)
+        self._columns: dict[tuple[str, str], bool] = {}
 
     @classmethod
     def connect(cls, homeserver: Homeserver | None, homeserver_config_path: str) -> SynapseDb:
@@ -179,18 +190,43 @@ class SynapseDb:
         self, since_ts: int, before_ts: int, announce: Callable[[str], None] = lambda _: None
     ) -> Iterator[tuple[MediaType, list[tuple[str, ...]]]]:
         """Batches of the media last accessed in [since_ts, before_ts) (ms), local then remote,
-        each sorted by (origin, media_id): ("local", [(media_id,), ...]) and
-        ("remote", [(origin, media_id, filesystem_id), ...]). A thread reads each batch while
-        the caller handles the one before."""
+        each sorted by (origin, media_id): ("local", [(media_id, media_type, sha256), ...]) and
+        ("remote", [(origin, media_id, filesystem_id, media_type, sha256), ...]); sha256 is None
+        where Synapse recorded none (before 1.128, or a database without the column). A thread
+        reads each batch while the caller handles the one before."""
 
         def batches() -> Iterator[tuple[MediaType, list[tuple[str, ...]]]]:
-            queries: tuple[tuple[str, MediaType], ...] = ((LOCAL_SQL, "local"), (REMOTE_SQL, "remote"))
+            queries: tuple[tuple[str, MediaType], ...] = (
+                (LOCAL_SQL.format(sha256=self._column_or_null("local_media_repository", "sha256")), "local"),
+                (REMOTE_SQL.format(sha256=self._column_or_null("remote_media_cache", "sha256")), "remote"),
+            )
             for sql, media_type in queries:
                 announce(media_type)
                 for batch in self._batches(sql, (since_ts, before_ts), f"{media_type}_items"):
                     yield media_type, batch
 
         return _read_ahead(batches())
+
+    def has_column(self, table: str, column: str) -> bool:
+        """Whether Synapse's `table` has `column` (asked once per run)."""
+        if (table, column) not in self._columns:
+            sql = HAS_COLUMN_SQL["sqlite" if self.is_sqlite else "postgres"]
+            [(count,)] = list(self._stream(sql, (table, column), None))
+            self._columns[table, column] = bool(count)
+        return self._columns[table, column]
+
+    def _column_or_null(self, table: str, column: str) -> str:
+        return column if self.has_column(table, column) else "NULL"
+
+    def media_info(self, origin: str, media_id: str) -> tuple[str | None, str | None] | None:
+        """(media_type, sha256) Synapse recorded for a media's original; None if it has no row."""
+        args: tuple[str, ...] = (media_id,)
+        table, where = "local_media_repository", "media_id = %s"
+        if origin:
+            table, where, args = "remote_media_cache", "media_origin = %s AND media_id = %s", (origin, media_id)
+        sql = f"SELECT media_type, {self._column_or_null(table, 'sha256')} FROM {table} WHERE {where}"
+        rows = list(self._stream(sql, args, None))
+        return (rows[0][0], rows[0][1]) if rows else None
 
     def media_length(self, origin: str, media_id: str) -> int | None:
         """The size Synapse recorded for the original of a media, if it has the row."""
@@ -225,10 +261,13 @@ class SynapseDb:
         [(found,)] = list(self._stream(HAS_MEDIA_SQL, (), None))
         return bool(found)
 
-    def media_created_before(self, before_ts: int) -> Iterator[tuple[str, str, str, str]]:
-        """(origin, media_id, filesystem_id, type) of every local (except URL previews) and
-        remote media with content created before `before_ts` (ms), streamed."""
-        return self._stream(MEDIA_CREATED_SQL, (before_ts, before_ts), "media_created")
+    def media_created_before(self, before_ts: int) -> Iterator[tuple[str, str, str, str, str | None, str | None]]:
+        """(origin, media_id, filesystem_id, type, media_type, sha256) of every local (except URL
+        previews) and remote media with content created before `before_ts` (ms), streamed;
+        sha256 None where Synapse has none."""
+        sql = MEDIA_CREATED_SQL.format(local_sha256=self._column_or_null("local_media_repository", "sha256"),
+                                       remote_sha256=self._column_or_null("remote_media_cache", "sha256"))
+        return self._stream(sql, (before_ts, before_ts), "media_created")
 
     def existing_local_media(self, media_ids: list[str]) -> set[str]:
         """Those of `media_ids` that local_media_repository has (URL previews included)."""

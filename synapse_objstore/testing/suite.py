@@ -22,6 +22,7 @@ from typing import Any, ClassVar, TypeVar
 import pytest
 
 from synapse_objstore import io_loop
+from synapse_objstore.backends.base import ObjectMetadata
 from synapse_objstore.config import parse_store_config
 from synapse_objstore.errors import ConfigError, ObjectChangedError, ObjectStoreError, StoreUnusableError
 from synapse_objstore.store import ObjectInfo, ObjectStore
@@ -324,6 +325,62 @@ class BackendConformance:
         self.call(objstore, objstore.put_file(local_file(tmp_path, data[:-1]), media_path), "store")
         check = self.call(objstore, trusting_checker.check(media_path, digest), "verify")
         assert check.state is State.DIFFERS and "size" in check.detail
+
+    # --- metadata -----------------------------------------------------------------------------
+
+    def test_content_type_and_sha256_round_trip_where_the_backend_keeps_metadata(
+        self, objstore: ObjectStore, tmp_path: Path
+    ) -> None:
+        """What `upload` and the provider store beside the content comes back on `info`, for
+        a file stored whole and one stored in parts; a backend that keeps no metadata
+        (`keeps_metadata` false) gives none back rather than a made-up one."""
+        for media_path, size in (("local_content/me/ta/datasmall", 70_000),
+                                 ("local_content/me/ta/datalarge", 11 * MiB)):
+            data = os.urandom(size)
+            sha256 = hashlib.sha256(data).hexdigest()
+            metadata = ObjectMetadata("image/webp", sha256)
+            self.call(objstore, objstore.put_file(local_file(tmp_path, data), media_path, metadata=metadata), "store")
+            info = self.call(objstore, objstore.info(media_path), "inspect")
+            assert info is not None
+            if not objstore.backend.keeps_metadata:
+                assert info.metadata == ObjectMetadata(), f"{objstore.backend.describe()} claims no metadata: {info}"
+                continue
+            assert (info.content_type, info.sha256) == ("image/webp", sha256), (objstore.backend.describe(), size)
+            # the sha256 verifies the copy where no checksum of the store does
+            checker = RemoteChecker(objstore)
+            digest = self.call(objstore, checker.digest(local_file(tmp_path, data)), "digest")
+            check = self.call(objstore, checker.check(media_path, digest, info), "verify")
+            assert check.state is State.VERIFIED and check.detail in ("size+etag", "size+sha256"), check
+
+    def test_the_provider_stores_content_type_and_sha256(
+        self, objstore_provider: Any, objstore_in_reactor: Callable[..., Any], objstore_media_store: Path,
+        objstore: ObjectStore,
+    ) -> None:
+        """An original's Content-Type is told from its bytes (Synapse has not written its row
+        yet when it stores the file), a thumbnail's comes from Synapse's FileInfo."""
+        from synapse.media._base import FileInfo, ThumbnailInfo
+
+        from synapse_objstore.testing.synapse_harness import local_media
+
+        png = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + os.urandom(5000)
+        path, info = local_media("metadatamedia00")
+        thumbnail_path = "local_thumbnails/me/ta/datamedia00/32-32-image-jpeg-crop"
+        thumbnail_info = FileInfo(server_name=None, file_id="metadatamedia00",
+                                  thumbnail=ThumbnailInfo(32, 32, "crop", "image/jpeg", 900))
+        thumbnail = os.urandom(900)
+        put_media(objstore_media_store, path, png)
+        put_media(objstore_media_store, thumbnail_path, thumbnail)
+        objstore_in_reactor(objstore_provider.store_file, path, info, timeout=self.call_deadline)
+        objstore_in_reactor(objstore_provider.store_file, thumbnail_path, thumbnail_info, timeout=self.call_deadline)
+
+        stored = self.call(objstore, objstore.info(path), "inspect")
+        stored_thumbnail = self.call(objstore, objstore.info(thumbnail_path), "inspect")
+        assert stored is not None and stored_thumbnail is not None
+        if not objstore.backend.keeps_metadata:
+            assert stored.metadata == stored_thumbnail.metadata == ObjectMetadata()
+            return
+        assert stored.metadata == ObjectMetadata("image/png", hashlib.sha256(png).hexdigest())
+        assert stored_thumbnail.metadata == ObjectMetadata("image/jpeg", hashlib.sha256(thumbnail).hexdigest())
 
     # --- a large object -------------------------------------------------------------------
 

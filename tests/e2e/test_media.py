@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -32,12 +33,19 @@ def test_upload_is_stored_in_the_bucket_with_its_thumbnails(homeserver: Homeserv
     head = homeserver.s3.head_object(Bucket=homeserver.bucket, Key=homeserver.key(mxc))
     assert head["ContentLength"] == len(data)
     assert head["StorageClass"] == STORAGE_CLASS
+    # metadata a CDN can use, and the sha256 Synapse records for the media
+    assert head["ContentType"] == "image/jpeg"
+    assert head["Metadata"]["sha256"] == hashlib.sha256(data).hexdigest()
     assert homeserver.object_bytes(homeserver.key(mxc)) == data
     thumbnails = thumbnail_keys(homeserver, mxc)
     assert set(thumbnails) == THUMBNAILS
     local_thumbnails = homeserver.server.media_store_path / local_thumbnails_dir(mxc.media_id)
     for name, key in thumbnails.items():
         assert homeserver.object_bytes(key) == (local_thumbnails / name).read_bytes(), name
+        thumbnail_head = homeserver.s3.head_object(Bucket=homeserver.bucket, Key=key)
+        assert thumbnail_head["ContentType"] == "image/jpeg", name
+        thumbnail_sha256 = hashlib.sha256((local_thumbnails / name).read_bytes()).hexdigest()
+        assert thumbnail_head["Metadata"]["sha256"] == thumbnail_sha256, name
 
 
 def test_download_and_thumbnail_come_from_the_bucket_once_local_copies_are_gone(homeserver: Homeserver) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import s3fs
@@ -23,8 +23,10 @@ from synapse_objstore.backends.base import (
     ChecksumScheme,
     IncompleteUpload,
     KeyLabel,
+    ObjectMetadata,
     ObjectStream,
     RewriteResult,
+    metadata_from,
 )
 from synapse_objstore.backends.s3.client import create_s3_filesystem, load_botocore_session
 from synapse_objstore.backends.s3.keys import SseKey, object_label, read_keys, read_with_keys
@@ -38,6 +40,7 @@ from synapse_objstore.backends.s3.uploads import S3Uploader
 class S3Backend(Backend):
     name = "s3"
     Settings = S3Settings
+    keeps_metadata = True  # Content-Type and x-amz-meta-sha256, given back on HEAD
     settings: S3Settings
 
     _session: AioSession | None = None
@@ -95,6 +98,7 @@ class S3Backend(Backend):
         return {
             "name": remote_path, "type": "file", "size": int(reply["ContentLength"]), "ETag": reply.get("ETag"),
             "LastModified": reply.get("LastModified"), "StorageClass": reply.get("StorageClass", "STANDARD"),
+            "ContentType": reply.get("ContentType"), "Metadata": reply.get("Metadata") or {},
         }
 
     async def key_of(self, fs: AsyncFs, remote_path: str) -> KeyLabel:
@@ -110,11 +114,16 @@ class S3Backend(Backend):
             self._rewriter = Rewriter(self.settings, self._keys, self.describe())
         return await self._rewriter.rewrite(fs, remote_path, source)
 
-    async def upload(self, fs: AsyncFs, local_path: str, remote_path: str, if_absent: bool = False) -> str | None:
+    def object_metadata(self, info: Mapping[str, Any]) -> ObjectMetadata:
+        """From a HEAD (`object_info`); a listing gives none."""
+        return metadata_from(info.get("ContentType"), info.get("Metadata"))
+
+    async def upload(self, fs: AsyncFs, local_path: str, remote_path: str, if_absent: bool = False,
+                     metadata: ObjectMetadata | None = None) -> str | None:
         """See `S3Uploader.upload`."""
         if self._uploader is None:
             self._uploader = S3Uploader(self.settings, self.describe())
-        return await self._uploader.upload(fs, local_path, remote_path, if_absent)
+        return await self._uploader.upload(fs, local_path, remote_path, if_absent, metadata)
 
     async def open_read(self, fs: AsyncFs, remote_path: str) -> ObjectStream:
         """One streamed GET (SSE-C added by the filesystem), and one more per earlier key

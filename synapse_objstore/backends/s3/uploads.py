@@ -3,6 +3,8 @@ store's `upload_memory_limit`; and the conditional PUT (If-None-Match: *) of `if
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import os
 from typing import Any
@@ -11,6 +13,7 @@ import s3fs
 from botocore.exceptions import ClientError
 
 from synapse_objstore.asyncfs import AsyncFs
+from synapse_objstore.backends.base import ObjectMetadata
 from synapse_objstore.backends.part_upload import PartUpload, read_range
 from synapse_objstore.backends.s3.keys import SseKey, read_keys, read_with_keys
 from synapse_objstore.backends.s3.s3fs_private import call_s3
@@ -30,23 +33,32 @@ class S3Uploader:
         self._memory = UploadMemory(int(settings.upload_memory_limit))
         self._conditional_put = True  # until the store answers If-None-Match with 501 Not Implemented
 
-    async def upload(self, fs: AsyncFs, local_path: str, remote_path: str, if_absent: bool) -> str | None:
+    async def upload(self, fs: AsyncFs, local_path: str, remote_path: str, if_absent: bool,
+                     metadata: ObjectMetadata | None = None) -> str | None:
         """One PUT below multipart_threshold, else a multipart upload that holds at most
         multipart_concurrency parts (each copied once more by the HTTP client); a failed or
         cancelled upload is aborted, not left behind (a process killed meanwhile leaves it for
         `objstore-offload reconcile`, which aborts it). `if_absent`: a conditional PUT (If-None-Match: *;
         a store that answers it with 501 gets a HEAD first from then on), or a HEAD before a
-        multipart upload."""
+        multipart upload.
+
+        Every PUT and part carries its Content-MD5, which the store checks against the body it
+        received (400 BadDigest otherwise): botocore sends none by itself with
+        `request_checksum_calculation: when_required`. So an object whose sha256 metadata we
+        wrote holds the bytes we read, which is what lets verification trust that metadata
+        where the ETag is no MD5 (SSE-C). `metadata`: Content-Type and x-amz-meta-sha256."""
         s3: s3fs.S3FileSystem = fs.fs
         bucket, key, _ = s3.split_path(remote_path)
         memory = self._memory
         size = os.path.getsize(local_path)  # noqa: ASYNC240 - a stat of the local file: microseconds
         small = size < self.settings.multipart_threshold
+        headers = _metadata_args(metadata)
         if small and if_absent and self._conditional_put:
             try:
                 async with memory.hold(size):
-                    body = await fs.in_thread(read_range, local_path, 0, size)
-                    reply = await call_s3(s3, "put_object", Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")
+                    body, md5 = await fs.in_thread(_read_with_md5, local_path, 0, size)
+                    reply = await call_s3(s3, "put_object", Bucket=bucket, Key=key, Body=body, ContentMD5=md5,
+                                          IfNoneMatch="*", **headers)
                 return _etag(reply)
             except OSError as error:
                 status = _http_status(error)
@@ -60,10 +72,10 @@ class S3Uploader:
             raise FileExistsError(remote_path)
         if small:
             async with memory.hold(size):
-                body = await fs.in_thread(read_range, local_path, 0, size)
-                reply = await call_s3(s3, "put_object", Bucket=bucket, Key=key, Body=body)
+                body, md5 = await fs.in_thread(_read_with_md5, local_path, 0, size)
+                reply = await call_s3(s3, "put_object", Bucket=bucket, Key=key, Body=body, ContentMD5=md5, **headers)
             return _etag(reply)
-        return await MultipartUpload(fs, local_path, size, self.settings, memory, bucket, key).run()
+        return await MultipartUpload(fs, local_path, size, self.settings, memory, bucket, key, headers).run()
 
 
 class MultipartUpload(PartUpload[dict[str, Any], "str | None"]):
@@ -87,8 +99,9 @@ class MultipartUpload(PartUpload[dict[str, Any], "str | None"]):
         self.upload_id = started["UploadId"]
 
     async def send_part(self, number: int, offset: int, data: bytes) -> dict[str, Any]:
+        md5 = await self.fs.in_thread(_md5_base64, data)
         reply = await call_s3(self.s3, "upload_part", Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
-                              PartNumber=number, Body=data)
+                              PartNumber=number, Body=data, ContentMD5=md5)
         return {"PartNumber": number, "ETag": reply["ETag"]}
 
     async def finish(self, receipts: list[dict[str, Any]]) -> str | None:
@@ -124,6 +137,28 @@ def _http_status(error: BaseException) -> int | None:
             return int(status) if status else None
         cause = cause.__cause__
     return None
+
+
+def _metadata_args(metadata: ObjectMetadata | None) -> dict[str, Any]:
+    """PutObject's (and CreateMultipartUpload's) arguments for the object's metadata."""
+    if metadata is None:
+        return {}
+    args: dict[str, Any] = {}
+    if metadata.content_type:
+        args["ContentType"] = metadata.content_type
+    if metadata.user_metadata:
+        args["Metadata"] = metadata.user_metadata
+    return args
+
+
+def _md5_base64(data: bytes) -> str:
+    return base64.b64encode(hashlib.md5(data).digest()).decode()
+
+
+def _read_with_md5(path: str, offset: int, length: int) -> tuple[bytes, str]:
+    """The bytes at `offset` of a file and their base64 MD5 (a Content-MD5 header), in one go."""
+    data = read_range(path, offset, length)
+    return data, _md5_base64(data)
 
 
 def _etag(reply: dict[str, Any]) -> str | None:
