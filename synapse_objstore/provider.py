@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
 
+import filetype
 from synapse.config._base import ConfigError as SynapseConfigError
 from synapse.logging.context import make_deferred_yieldable
 from synapse.media._base import FileInfo, Responder
@@ -355,7 +356,5 @@ def _stop_process() -> NoReturn:
 def sniff_content_type(head: bytes) -> str | None:
     """The content type the first bytes of a file show (images, audio, video, documents,
     archives), or None when they show none."""
-    import filetype
-
     mime = filetype.guess_mime(head) if head else None
     return mime if isinstance(mime, str) else None
