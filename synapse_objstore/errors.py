@@ -21,6 +21,7 @@ crosses into the store, and keeps it as the `__cause__`.
     │   ├── StoreUnreachableError       refused or dropped connection      kind "connection"
     │   ├── StoreDeniedError            credentials refused                kind "denied"
     │   ├── BucketMissingError          the bucket (root) does not exist   kind "other"
+    │   ├── UnknownKeyError             no configured SSE-C key reads it   kind of its cause
     │   └── StoreDownError              failed at once: the store is down  kind of the outage
     ├── StoreUnusableError              the whole store cannot be used: a run stops
     ├── OwnershipError                  the store is another homeserver's, or whose is unknown
@@ -125,6 +126,13 @@ class BucketMissingError(ObjectStoreError):
     An answer of the store, not an outage: kind "other"."""
 
     kind = FailureKind.OTHER
+
+
+class UnknownKeyError(ObjectStoreError):
+    """No configured SSE-C key (current, previous, or none where `previously_unencrypted`)
+    reads the object: it was written with a key the config no longer lists. Its cause is the
+    store's answer to the first key tried, and it counts under that answer's kind. The message
+    names the keys tried by their labels, never a key."""
 
 
 class StoreDownError(ObjectStoreError):

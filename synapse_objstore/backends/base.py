@@ -12,10 +12,10 @@ from __future__ import annotations
 import abc
 import asyncio
 import itertools
-from collections.abc import AsyncGenerator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, BinaryIO, ClassVar
+from typing import Any, BinaryIO, ClassVar, NewType
 
 from fsspec import AbstractFileSystem
 
@@ -24,6 +24,22 @@ from synapse_objstore.settings import BackendSettings
 
 # Objects per page of a listing (S3's own maximum).
 LIST_PAGE_SIZE = 1000
+
+# Which configured encryption key reads an object: "current", "previous-1", "previous-2", ...
+# (1-based position in the backend's list of previous keys), or "unencrypted". The only way a
+# key is named in logs, metrics and output (besides `fingerprint`s), never the key itself.
+KeyLabel = NewType("KeyLabel", str)
+CURRENT = KeyLabel("current")
+UNENCRYPTED = KeyLabel("unencrypted")
+
+
+@dataclass(frozen=True)
+class RewriteResult:
+    """What `Backend.rewrite_with_current_key` did: a copy within the store (`server_side`), or
+    a rewrite through this host; and the bytes this host downloaded and uploaded (0 server-side)."""
+
+    server_side: bool
+    bytes_moved: int
 
 
 class ObjectStream(abc.ABC):
@@ -174,6 +190,32 @@ class Backend(abc.ABC):
         session = getattr(fs, "_session", None)
         if session is not None:
             await session.close()
+
+    def key_labels(self) -> tuple[KeyLabel, ...]:
+        """The keys reads try, in order. A backend without customer keys (the default) has one."""
+        return (CURRENT,)
+
+    def watch_key_reads(self, listener: Callable[[KeyLabel], None]) -> None:
+        """Have `listener` called (on the I/O loop) with the label of each read that only a key
+        other than the current one could make: the provider counts them in a metric."""
+        self._key_read_listener = listener
+
+    def _key_read(self, label: KeyLabel) -> None:
+        if label != CURRENT:
+            listener = getattr(self, "_key_read_listener", None)
+            if listener is not None:
+                listener(label)
+
+    async def key_of(self, fs: AsyncFs, remote_path: str) -> KeyLabel:
+        """Which configured key reads the object; FileNotFoundError when it does not exist.
+        A backend without customer keys (the default) has only the "current" one."""
+        await self.object_info(fs, remote_path)
+        return CURRENT
+
+    async def rewrite_with_current_key(self, fs: AsyncFs, remote_path: str, source: KeyLabel) -> RewriteResult:
+        """Rewrite an object read with the key `source` so that it reads with the current key,
+        keeping its content and metadata. Only backends with customer keys implement it."""
+        raise NotImplementedError(f"the {self.name} backend has no encryption keys to rotate")
 
     def checksum_scheme(self) -> ChecksumScheme:
         """What `object_checksum` gives, for these settings. Claim only what the store

@@ -88,7 +88,7 @@ class PartUpload(abc.ABC, Generic[Receipt, Result]):
                 either: set[asyncio.Future[Any]] = {read, sending[-1]}
                 await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             receipts = list(await asyncio.gather(*sending))
-            await self._check_unchanged()
+            await self.check_unchanged()
             return await self.finish(receipts)
         except BaseException:
             for task in sending:
@@ -103,16 +103,22 @@ class PartUpload(abc.ABC, Generic[Receipt, Result]):
         )
         try:
             async with slots, room:
-                data = await self.fs.in_thread(read_range, self.local_path, offset, length, self.digest)
+                data = await self.read_part(offset, length)
                 if offset + length == self.size:  # before the last part: on GCS, sending it commits
-                    await self._check_unchanged()
+                    await self.check_unchanged()
                 read.set_result(None)
                 return await self.send_part(number, offset, data)
         finally:
             if not read.done():
                 read.cancel()
 
-    async def _check_unchanged(self) -> None:
+    async def read_part(self, offset: int, length: int) -> bytes:
+        """The part's bytes, read from the local file in a worker thread (parts are read in order,
+        one at a time: a subclass may read them from a stream instead)."""
+        data: bytes = await self.fs.in_thread(read_range, self.local_path, offset, length, self.digest)
+        return data
+
+    async def check_unchanged(self) -> None:
         """The parts hold the first `size` bytes: a file that grew or shrank meanwhile is not what
         was sent, and completing the upload would make a copy that looks whole."""
         now = await self.fs.in_thread(os.path.getsize, self.local_path)

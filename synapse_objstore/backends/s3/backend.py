@@ -7,6 +7,7 @@ synapse-s3-storage-provider keeps working.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -21,9 +22,13 @@ from synapse_objstore.backends.base import (
     Backend,
     ChecksumScheme,
     IncompleteUpload,
+    KeyLabel,
     ObjectStream,
+    RewriteResult,
 )
 from synapse_objstore.backends.s3.client import create_s3_filesystem, load_botocore_session
+from synapse_objstore.backends.s3.keys import SseKey, object_label, read_keys, read_with_keys
+from synapse_objstore.backends.s3.rewrite import Rewriter
 from synapse_objstore.backends.s3.s3fs_private import call_s3, close_client, translate_error
 from synapse_objstore.backends.s3.settings import BOTO3_PART_SIZE, S3Settings
 from synapse_objstore.backends.s3.streaming import S3BodyStream
@@ -37,6 +42,7 @@ class S3Backend(Backend):
 
     _session: AioSession | None = None
     _uploader: S3Uploader | None = None  # made on the I/O loop, at the first upload
+    _rewriter: Rewriter | None = None  # likewise, at the first rewrite
 
     @property
     def root(self) -> str:
@@ -67,16 +73,38 @@ class S3Backend(Backend):
     def create_filesystem(self, loop: asyncio.AbstractEventLoop) -> s3fs.S3FileSystem:
         return create_s3_filesystem(self.settings, self._session, loop)
 
+    @functools.cached_property
+    def _keys(self) -> tuple[SseKey, ...]:
+        return read_keys(self.settings)
+
+    def key_labels(self) -> tuple[KeyLabel, ...]:
+        return tuple(key.label for key in self._keys)
+
     async def object_info(self, fs: AsyncFs, remote_path: str) -> dict[str, Any]:
-        """One HEAD (SSE-C added by the filesystem). s3fs's `info` follows a 404 with a
-        listing, to tell a directory: a second request for every missing object."""
+        """One HEAD (SSE-C added by the filesystem), and one more per earlier key tried
+        (`keys.read_with_keys`). s3fs's `info` follows a 404 with a listing, to tell a
+        directory: a second request for every missing object."""
         s3: s3fs.S3FileSystem = fs.fs
         bucket, key, _ = s3.split_path(remote_path)
-        reply = await call_s3(s3, "head_object", Bucket=bucket, Key=key)
+        reply, used = await read_with_keys(s3, self._keys, "head_object", Bucket=bucket, Key=key)
+        self._key_read(object_label(used, reply))
         return {
             "name": remote_path, "type": "file", "size": int(reply["ContentLength"]), "ETag": reply.get("ETag"),
             "LastModified": reply.get("LastModified"), "StorageClass": reply.get("StorageClass", "STANDARD"),
         }
+
+    async def key_of(self, fs: AsyncFs, remote_path: str) -> KeyLabel:
+        """One HEAD per key tried, in the order reads try them; see `keys.object_label`."""
+        s3: s3fs.S3FileSystem = fs.fs
+        bucket, key, _ = s3.split_path(remote_path)
+        reply, used = await read_with_keys(s3, self._keys, "head_object", Bucket=bucket, Key=key)
+        return object_label(used, reply)
+
+    async def rewrite_with_current_key(self, fs: AsyncFs, remote_path: str, source: KeyLabel) -> RewriteResult:
+        """See `rewrite.Rewriter.rewrite`."""
+        if self._rewriter is None:
+            self._rewriter = Rewriter(self.settings, self._keys, self.describe())
+        return await self._rewriter.rewrite(fs, remote_path, source)
 
     async def upload(self, fs: AsyncFs, local_path: str, remote_path: str, if_absent: bool = False) -> str | None:
         """See `S3Uploader.upload`."""
@@ -85,11 +113,13 @@ class S3Backend(Backend):
         return await self._uploader.upload(fs, local_path, remote_path, if_absent)
 
     async def open_read(self, fs: AsyncFs, remote_path: str) -> ObjectStream:
-        """One streamed GET (SSE-C added by the filesystem); the body is read as consumed."""
+        """One streamed GET (SSE-C added by the filesystem), and one more per earlier key
+        tried; the body is read as consumed."""
         s3: s3fs.S3FileSystem = fs.fs
         bucket, key, _ = s3.split_path(remote_path)
-        reply = await call_s3(s3, "get_object", Bucket=bucket, Key=key)
-        return S3BodyStream(s3, bucket, key, reply, self.settings.read_timeout)
+        reply, used = await read_with_keys(s3, self._keys, "get_object", Bucket=bucket, Key=key)
+        self._key_read(object_label(used, reply))
+        return S3BodyStream(s3, bucket, key, reply, self.settings.read_timeout, used)
 
     async def list_pages(
         self, fs: AsyncFs, path: str, page_size: int = LIST_PAGE_SIZE

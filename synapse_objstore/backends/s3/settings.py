@@ -31,6 +31,10 @@ class S3Settings(BackendSettings):
     session_token: SecretStr | None = None
     sse_customer_key: SecretStr | None = None
     sse_customer_algo: str = "AES256"
+    # SSE-C key rotation: earlier keys, newest first, that reads try after sse_customer_key;
+    # and whether objects written without SSE-C may remain (reads then try no key last).
+    previous_sse_customer_keys: list[SecretStr] = Field(default_factory=list)
+    previously_unencrypted: bool = False
     # Any class the store knows (STANDARD_IA, GLACIER_IR, a Ceph placement class, ...).
     storage_class: str = Field("STANDARD", min_length=1, pattern=r"^\S+$")
     request_checksum_calculation: ChecksumMode = "when_required"
@@ -78,12 +82,39 @@ class S3Settings(BackendSettings):
             length = len(key.get_secret_value().encode())
             if length != 32:
                 raise ValueError(f"sse_customer_key must be exactly 32 bytes for AES256 (it has {length})")
+        self._check_previous_keys()
         return self
+
+    def _check_previous_keys(self) -> None:
+        """Each previous key by its position (1-based, as its label "previous-N"), never its value."""
+        current = self.sse_customer_key.get_secret_value() if self.sse_customer_key is not None else None
+        seen: dict[str, int] = {}
+        for position, secret in enumerate(self.previous_sse_customer_keys, start=1):
+            value = secret.get_secret_value()
+            name = f"previous_sse_customer_keys entry {position}"
+            if not value:
+                raise ValueError(f"{name} is empty")
+            if self.sse_customer_algo == "AES256" and len(value.encode()) != 32:
+                raise ValueError(f"{name} must be exactly 32 bytes for AES256 (it has {len(value.encode())})")
+            if value == current:
+                raise ValueError(f"{name} is the current sse_customer_key: remove it from the previous keys")
+            if value in seen:
+                raise ValueError(f"{name} repeats entry {seen[value]}: list each previous key once")
+            seen[value] = position
+        if self.previously_unencrypted and current is None:
+            raise ValueError("previously_unencrypted needs sse_customer_key: without SSE-C every object is "
+                             "read without a key already")
 
     def secret_values(self) -> Iterator[str]:
         yield from super().secret_values()
-        if self.sse_customer_key is not None:  # botocore logs the key as sent: base64-encoded
-            yield base64.b64encode(self.sse_customer_key.get_secret_value().encode()).decode()
+        for key in self.sse_keys():  # botocore logs a key as sent: base64-encoded
+            yield key
+            yield base64.b64encode(key.encode()).decode()
+
+    def sse_keys(self) -> list[str]:
+        """The current SSE-C key, if any, then the previous ones, in order."""
+        current = [self.sse_customer_key.get_secret_value()] if self.sse_customer_key is not None else []
+        return current + [key.get_secret_value() for key in self.previous_sse_customer_keys]
 
     @property
     def pool_size(self) -> int:

@@ -10,10 +10,10 @@ import aiohttp
 import s3fs
 
 from synapse_objstore.backends.base import ObjectStream
+from synapse_objstore.backends.s3.keys import THE_CURRENT_KEY, SseKey, call_with_key
 from synapse_objstore.backends.s3.s3fs_private import (
     aiohttp_response,
     body_finished,
-    call_s3,
     fail_body,
     stop_aiohttp_read_timeout,
 )
@@ -32,9 +32,11 @@ class S3BodyStream(ObjectStream):
     """
 
     def __init__(
-        self, s3: s3fs.S3FileSystem, bucket: str, key: str, reply: dict[str, Any], read_timeout: float
+        self, s3: s3fs.S3FileSystem, bucket: str, key: str, reply: dict[str, Any], read_timeout: float,
+        sse_key: SseKey = THE_CURRENT_KEY,
     ) -> None:
         self._s3, self._bucket, self._key = s3, bucket, key
+        self._sse_key = sse_key  # the key the GET was read with: a resumed GET sends it again
         self._etag: str | None = reply.get("ETag")
         self.size: int = int(reply["ContentLength"])
         self._read_timeout = read_timeout
@@ -52,9 +54,9 @@ class S3BodyStream(ObjectStream):
             if self._offset >= self.size:
                 return b""
             condition = {"IfMatch": self._etag} if self._etag else {}
-            self._open(await call_s3(
-                self._s3, "get_object", Bucket=self._bucket, Key=self._key, Range=f"bytes={self._offset}-",
-                **condition,
+            self._open(await call_with_key(
+                self._s3, self._sse_key, "get_object", Bucket=self._bucket, Key=self._key,
+                Range=f"bytes={self._offset}-", **condition,
             ))
         data = await self._next_piece(max_bytes)
         self._offset += len(data)

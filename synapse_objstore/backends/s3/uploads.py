@@ -69,16 +69,19 @@ class MultipartUpload(PartUpload[dict[str, Any], "str | None"]):
     CompleteMultipartUpload; AbortMultipartUpload if it fails."""
 
     def __init__(
-        self, fs: AsyncFs, local_path: str, size: int, settings: S3Settings, memory: UploadMemory, bucket: str, key: str
+        self, fs: AsyncFs, local_path: str, size: int, settings: S3Settings, memory: UploadMemory,
+        bucket: str, key: str, create_args: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(fs, local_path, size, int(settings.multipart_chunksize),
                          concurrency=settings.multipart_concurrency, memory=memory)
         self.s3: s3fs.S3FileSystem = fs.fs
         self.bucket, self.key = bucket, key
+        self.create_args = create_args or {}  # more CreateMultipartUpload arguments (metadata, ...)
         self.upload_id = ""
 
     async def start(self) -> None:
-        started = await call_s3(self.s3, "create_multipart_upload", Bucket=self.bucket, Key=self.key)
+        started = await call_s3(self.s3, "create_multipart_upload", Bucket=self.bucket, Key=self.key,
+                                **self.create_args)
         self.upload_id = started["UploadId"]
 
     async def send_part(self, number: int, offset: int, data: bytes) -> dict[str, Any]:

@@ -1,0 +1,144 @@
+"""Rewriting an object under the current SSE-C key (key rotation, `objstore-offload rekey`).
+
+In the store itself when it can: CopyObject of the object onto itself, with the copy-source
+SSE-C headers of the key it is under, the current key (from the filesystem) for the copy, and
+its own metadata, Content-Type and storage class. A store that answers that copy with 501 (Ceph
+RGW 16 for every SSE-C source) gets a rewrite through this host instead: a GET with the old
+key streamed into a PUT, or into a multipart upload above multipart_threshold, with the current
+key, holding at most the upload's memory limit, writing nothing to local disk. Either way the
+object is replaced at once (CopyObject, PutObject and CompleteMultipartUpload are atomic): a
+rewrite stopped midway leaves the object as it was. CopyObject takes at most 5 GiB: a larger
+object is rewritten through this host.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import s3fs
+
+from synapse_objstore.asyncfs import AsyncFs
+from synapse_objstore.backends.base import UNENCRYPTED, KeyLabel, ObjectStream, RewriteResult
+from synapse_objstore.backends.s3.keys import SseKey, call_with_key, http_status
+from synapse_objstore.backends.s3.s3fs_private import call_s3
+from synapse_objstore.backends.s3.settings import S3Settings
+from synapse_objstore.backends.s3.streaming import S3BodyStream
+from synapse_objstore.backends.s3.uploads import MultipartUpload
+from synapse_objstore.upload_memory import UploadMemory
+
+logger = logging.getLogger(__name__)
+
+# The largest object one CopyObject copies (S3's limit).
+MAX_COPY_SIZE = 5 * 1024**3
+# What a HEAD says of an object that a copy with MetadataDirective REPLACE must repeat.
+KEPT_HEADERS = ("ContentType", "CacheControl", "ContentDisposition", "ContentEncoding", "ContentLanguage", "Expires")
+
+
+class Rewriter:
+    """The rewrites of one store. Made on the I/O loop (its memory limit waits on that loop)."""
+
+    def __init__(self, settings: S3Settings, keys: tuple[SseKey, ...], describe: str) -> None:
+        self.settings, self._describe = settings, describe
+        self._keys = {key.label: key for key in keys}
+        self._memory = UploadMemory(int(settings.upload_memory_limit))
+        # Whether to try a copy in the store, for an SSE-C source (True) and an unencrypted one
+        # (False): until the store shows it cannot (501, or a copy it did not encrypt)
+        self._copies = {True: True, False: True}
+
+    def source_key(self, label: KeyLabel) -> SseKey:
+        if label == UNENCRYPTED:
+            return SseKey(UNENCRYPTED, None)
+        if label not in self._keys:
+            raise ValueError(f"no configured SSE-C key is labelled {label!r} (known: {', '.join(self._keys)})")
+        return self._keys[label]
+
+    async def rewrite(self, fs: AsyncFs, remote_path: str, source: KeyLabel) -> RewriteResult:
+        """Rewrite the object at `remote_path`, read with the key labelled `source`, under the
+        current key: server-side if the store can, else through this host (see the module)."""
+        s3: s3fs.S3FileSystem = fs.fs
+        bucket, key, _ = s3.split_path(remote_path)
+        old = self.source_key(source)
+        head = await call_with_key(s3, old, "head_object", Bucket=bucket, Key=key)
+        size = int(head["ContentLength"])
+        encrypted_source = old.key is not None
+        if size <= MAX_COPY_SIZE and self._copies[encrypted_source]:
+            try:
+                reply = await call_s3(s3, "copy_object", Bucket=bucket, Key=key,
+                                      CopySource={"Bucket": bucket, "Key": key}, **_kept(head),
+                                      **old.copy_source_args())
+            except OSError as error:
+                if http_status(error) != 501:
+                    raise
+                self._cannot_copy(encrypted_source, "CopyObject answered 501 Not Implemented")
+            else:
+                if self.settings.sse_customer_key is None or reply.get("SSECustomerKeyMD5"):
+                    return RewriteResult(server_side=True, bytes_moved=0)
+                # Ceph RGW 16 answers 200 to a copy of an unencrypted object with SSE-C headers
+                # and leaves the copy unencrypted: the rewrite below encrypts it
+                self._cannot_copy(encrypted_source, "CopyObject ignored the SSE-C key: the copy is not encrypted")
+        return await self._rewrite_through_host(fs, bucket, key, old, head)
+
+    def _cannot_copy(self, encrypted_source: bool, why: str) -> None:
+        self._copies[encrypted_source] = False
+        logger.warning(
+            "%s cannot rewrite %s objects under the current SSE-C key in the store (%s): each is rewritten "
+            "through this host instead, downloading and uploading every byte",
+            self._describe, "SSE-C" if encrypted_source else "unencrypted", why)
+
+    async def _rewrite_through_host(
+        self, fs: AsyncFs, bucket: str, key: str, old: SseKey, head: dict[str, Any]
+    ) -> RewriteResult:
+        s3: s3fs.S3FileSystem = fs.fs
+        size = int(head["ContentLength"])
+        condition = {"IfMatch": head["ETag"]} if head.get("ETag") else {}  # the version the HEAD saw
+        reply = await call_with_key(s3, old, "get_object", Bucket=bucket, Key=key, **condition)
+        stream = S3BodyStream(s3, bucket, key, reply, self.settings.read_timeout, old)
+        try:
+            kept = {name: value for name, value in _kept(head).items() if name != "MetadataDirective"}
+            if size < self.settings.multipart_threshold:
+                async with self._memory.hold(size):
+                    body = await read_exactly(stream, size)
+                    await call_s3(s3, "put_object", Bucket=bucket, Key=key, Body=body, **kept)
+            else:
+                await StreamedMultipartUpload(fs, stream, size, self.settings, self._memory, bucket, key,
+                                              kept).run()
+        finally:
+            await stream.close()
+        return RewriteResult(server_side=False, bytes_moved=size)
+
+
+def _kept(head: dict[str, Any]) -> dict[str, Any]:
+    """The arguments that keep an object's metadata, headers and storage class across a rewrite."""
+    kept: dict[str, Any] = {name: head[name] for name in KEPT_HEADERS if head.get(name) is not None}
+    return {"MetadataDirective": "REPLACE", "Metadata": head.get("Metadata", {}),
+            "StorageClass": head.get("StorageClass", "STANDARD"), **kept}
+
+
+async def read_exactly(stream: ObjectStream, length: int) -> bytes:
+    """The next `length` bytes of `stream`; an error if it ends before."""
+    pieces, got = [], 0
+    while got < length:
+        piece = await stream.read(length - got)
+        if not piece:
+            raise OSError(f"the object ended after {got} of the {length} bytes expected")
+        pieces.append(piece)
+        got += len(piece)
+    return b"".join(pieces)
+
+
+class StreamedMultipartUpload(MultipartUpload):
+    """A multipart upload whose parts are read, in order, from an open object rather than a
+    local file (the part loop reads parts in order, one at a time)."""
+
+    def __init__(self, fs: AsyncFs, stream: ObjectStream, size: int, settings: S3Settings,
+                 memory: UploadMemory, bucket: str, key: str, create_args: dict[str, Any]) -> None:
+        super().__init__(fs, f"s3://{bucket}/{key}", size, settings, memory, bucket, key,
+                         create_args=create_args)
+        self._stream = stream
+
+    async def read_part(self, offset: int, length: int) -> bytes:
+        return await read_exactly(self._stream, length)
+
+    async def check_unchanged(self) -> None:
+        """The stream's GET is pinned to one ETag (`S3BodyStream`): it cannot change."""

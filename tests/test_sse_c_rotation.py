@@ -1,0 +1,157 @@
+"""SSE-C key rotation on Ceph RGW, which enforces SSE-C: reads try the current key, then the
+previous keys in order, then no key; `key_of` tells which key an object is under; and
+`rewrite_with_current_key` moves an object to the current key, keeping what it is."""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from servers.ceph_rgw import CephRGW
+from synapse_objstore.errors import ObjectStoreError, UnknownKeyError, exception_chain
+from synapse_objstore.io_loop import run
+from synapse_objstore.store import ObjectStore
+from synapse_objstore.testing.suite import read_object
+from synapse_objstore.testing.synapse_harness import load_provider, local_media
+from tests.support.s3 import rgw_client, rgw_config
+from tests.support.sse_c import (
+    COPY_KEY_HEADER,
+    KEY_A,
+    KEY_B,
+    KEY_C,
+    STRAY_KEY,
+    previous_key_reads,
+    put_under,
+    record_requests,
+    stream_media,
+)
+
+MiB = 1024 * 1024
+ROTATED = {"sse_customer_key": KEY_C, "previous_sse_customer_keys": [KEY_B, KEY_A], "previously_unencrypted": True}
+# media path -> the key its object is written under (None: no SSE-C)
+UNDER = {"local_content/cu/rr/ent": KEY_C, "local_content/pr/ev/one": KEY_B, "local_content/pr/ev/two": KEY_A,
+         "local_content/pl/ai/n": None}
+LABELS = {"local_content/cu/rr/ent": "current", "local_content/pr/ev/one": "previous-1",
+          "local_content/pr/ev/two": "previous-2", "local_content/pl/ai/n": "unencrypted"}
+
+
+@pytest.fixture
+def mixed_bucket(rgw: CephRGW, rgw_bucket: str) -> dict[str, bytes]:
+    """The bucket holds one object under each of C (current), B, A and none, with a Content-Type
+    and user metadata; returns each media's bytes."""
+    contents = {path: os.urandom(3000) + path.encode() for path in UNDER}
+    for path, key in UNDER.items():
+        put_under(rgw_client(rgw), rgw_bucket, path, contents[path], key)
+    return contents
+
+
+def test_objects_under_every_configured_key_are_read(rgw: CephRGW, rgw_bucket: str, mixed_bucket: dict[str, bytes],
+                                                      open_store: Callable[[dict[str, Any]], ObjectStore]) -> None:
+    store = open_store(rgw_config(rgw, rgw_bucket, **ROTATED))
+    for path, data in mixed_bucket.items():
+        assert run(read_object(store, path)) == data, LABELS[path]
+        info = run(store.info(path))
+        assert info is not None and info.size == len(data)
+        assert run(store.backend.key_of(store.filesystem(), store.remote_path(path))) == LABELS[path]
+
+
+def test_each_read_costs_one_request_per_key_tried(rgw: CephRGW, rgw_bucket: str, mixed_bucket: dict[str, bytes],
+                                                   open_store: Callable[[dict[str, Any]], ObjectStore]) -> None:
+    """The common path (an object under the current key) costs one HEAD and one GET, as
+    without rotation; each earlier key costs one more request (a HEAD answered 400 also makes
+    botocore's region redirector look up the bucket: a HeadBucket, as a wrong key did before
+    rotation); a missing object one 404. RGW reads an unencrypted object with the current key,
+    so it costs no more either."""
+    store = open_store(rgw_config(rgw, rgw_bucket, **ROTATED))
+    sent = record_requests(store)
+    misses = {"current": 0, "previous-1": 1, "previous-2": 2, "unencrypted": 0}
+    for path in mixed_bucket:
+        label = LABELS[path]
+        sent.clear()
+        assert run(store.info(path)) is not None
+        assert sorted(sent.kinds()) == ["HeadBucket"] * misses[label] + ["HeadObject"] * (misses[label] + 1), label
+        assert sorted(sent.statuses()) == [200] * (misses[label] + 1) + [400] * misses[label], label
+        sent.clear()
+        run(read_object(store, path))
+        assert sent.kinds() == ["GetObject"] * (misses[label] + 1), label
+        assert sent.statuses() == [400] * misses[label] + [200], label
+    sent.clear()
+    assert run(store.info("local_content/no/ne/here")) is None
+    assert sent.kinds() == ["HeadObject"] and sent.statuses() == [404]
+
+
+def test_an_object_under_no_configured_key_fails_clearly(rgw: CephRGW, rgw_bucket: str,
+                                                         open_store: Callable[[dict[str, Any]], ObjectStore]) -> None:
+    put_under(rgw_client(rgw), rgw_bucket, "local_content/st/ra/y", b"lost", STRAY_KEY)
+    store = open_store(rgw_config(rgw, rgw_bucket, **ROTATED))
+    sent = record_requests(store)
+    with pytest.raises(ObjectStoreError, match="no configured SSE-C key reads") as failed:
+        run(store.info("local_content/st/ra/y"))
+    message = str(failed.value)
+    assert "tried current, previous-1, previous-2, unencrypted" in message
+    assert any(isinstance(link, UnknownKeyError) for link in exception_chain(failed.value))
+    assert sent.kinds().count("HeadObject") == 4  # one per key, then the error: no retries
+    for key in (KEY_A, KEY_B, KEY_C, STRAY_KEY):
+        assert key not in message and key not in repr(failed.value)
+
+
+def test_rewrite_moves_objects_to_the_current_key_keeping_what_they_are(
+        rgw: CephRGW, rgw_bucket: str, mixed_bucket: dict[str, bytes],
+        open_store: Callable[[dict[str, Any]], ObjectStore], caplog: pytest.LogCaptureFixture) -> None:
+    """RGW 16 answers a CopyObject of an SSE-C source with 501, and one of an unencrypted
+    source with 200 but leaves the copy unencrypted: each is then rewritten through this host,
+    saying so once per kind of source, and reads under the current key afterwards."""
+    store = open_store(rgw_config(rgw, rgw_bucket, **ROTATED))
+    fs, s3 = store.filesystem(), rgw_client(rgw)
+    sent = record_requests(store)
+    for path, label in LABELS.items():
+        if label == "current":
+            continue
+        sent.clear()
+        result = run(store.backend.rewrite_with_current_key(fs, store.remote_path(path), label))
+        assert not result.server_side and result.bytes_moved == len(mixed_bucket[path]), label
+        tried_copy = label in ("previous-1", "unencrypted")  # the first of each kind of source
+        assert sent.kinds() == ["HeadObject"] + ["CopyObject"] * tried_copy + ["GetObject", "PutObject"], label
+        if label == "previous-1":
+            assert sent.of_kind("CopyObject")[0][COPY_KEY_HEADER] == base64.b64encode(KEY_B.encode()).decode()
+        assert run(store.backend.key_of(fs, store.remote_path(path))) == "current", label
+        head = s3.head_object(Bucket=rgw_bucket, Key=path, SSECustomerKey=KEY_C, SSECustomerAlgorithm="AES256")
+        assert head["ContentType"] == "image/png" and head["Metadata"] == {"origin": path.replace("/", "-")}
+        assert s3.get_object(Bucket=rgw_bucket, Key=path, SSECustomerKey=KEY_C,
+                             SSECustomerAlgorithm="AES256")["Body"].read() == mixed_bucket[path]
+    warnings = [r.getMessage() for r in caplog.records if "downloading and uploading every byte" in r.getMessage()]
+    assert len(warnings) == 2 and "501 Not Implemented" in warnings[0] and "not encrypted" in warnings[1]
+    only_current = open_store(rgw_config(rgw, rgw_bucket, sse_customer_key=KEY_C))
+    for path, data in mixed_bucket.items():
+        assert run(read_object(only_current, path)) == data
+
+
+def test_a_large_object_is_rewritten_in_parts(rgw: CephRGW, rgw_bucket: str,
+                                              open_store: Callable[[dict[str, Any]], ObjectStore]) -> None:
+    data = os.urandom(12 * MiB)
+    put_under(rgw_client(rgw), rgw_bucket, "local_content/bi/gg/er", data, KEY_A)
+    store = open_store(rgw_config(rgw, rgw_bucket, **ROTATED))
+    sent = record_requests(store)
+    result = run(store.backend.rewrite_with_current_key(store.filesystem(), store.remote_path("local_content/bi/gg/er"),
+                                                        "previous-2"))
+    assert not result.server_side and result.bytes_moved == len(data)
+    assert sent.kinds().count("UploadPart") == 3
+    assert run(read_object(open_store(rgw_config(rgw, rgw_bucket, sse_customer_key=KEY_C)),
+                           "local_content/bi/gg/er")) == data
+
+
+def test_the_provider_serves_every_key_and_counts_the_old_ones(
+        rgw: CephRGW, rgw_bucket: str, mixed_bucket: dict[str, bytes], reactor: Any,
+        in_reactor: Callable[..., Any], media_store: Path) -> None:
+    provider = load_provider(reactor, media_store, rgw_config(rgw, rgw_bucket, **ROTATED))
+    before = {label: previous_key_reads(label) for label in LABELS.values()}
+    for path, data in mixed_bucket.items():
+        _, info = local_media(path.rsplit("/", 3)[1] + path.rsplit("/", 3)[2] + path.rsplit("/", 3)[3])
+        assert stream_media(in_reactor, provider, path, info) == data, LABELS[path]
+    counted = {label: previous_key_reads(label) - before[label] for label in LABELS.values()}
+    assert counted == {"current": 0, "previous-1": 1, "previous-2": 1, "unencrypted": 1}
