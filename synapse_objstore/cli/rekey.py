@@ -10,7 +10,8 @@ reports the objects and bytes under each key, named by label only ("current", "p
 With `apply`, each object not under the current key is rewritten under it in the store
 (`rewrite_with_current_key`: CopyObject with the copy-source SSE-C headers, the object's
 metadata, Content-Type and storage class kept; a streamed GET-and-PUT through this host where
-the store cannot copy an SSE-C source server-side, as Ceph RGW 16.2 cannot), then verified:
+the store cannot do that copy, as Ceph RGW 16.2 cannot: it answers 501 to a copy from an SSE-C
+source, and leaves the copy of an unencrypted object unencrypted), then verified:
 the current key must read it, with the size, Content-Type and user metadata it had (the
 sha256 metadata included). A failure is reported and never stops the others.
 
@@ -88,7 +89,7 @@ class RekeySummary(Summary):
                      f"({human_size(self.bytes_rekeyed)})" + ("" if self.dry_run else ", each verified"))
         if self.objects_streamed:
             lines.append(f"  {self.objects_streamed} of them ({human_size(self.bytes_streamed)}) downloaded and "
-                         "uploaded again: the store cannot copy them server-side")
+                         "uploaded again through this host: the store could not rewrite them in place")
         left = self.objects_old - (0 if self.dry_run else self.objects_rekeyed)
         if left > 0:
             lines.append(f"Left under an earlier key: {left} objects" +
@@ -139,7 +140,6 @@ class Rekeyer:
         self.summary = summary
         self.progress = progress
         self.info = info
-        self._told_streamed = False
         settings: Any = self.backend.settings
         self._keys = read_keys(settings)
         summary.current_key = "SSE-C" if getattr(settings, "sse_customer_key", None) is not None else "no SSE-C"
@@ -170,7 +170,7 @@ class Rekeyer:
         media_path = info.media_path
         remote_path = self.store.remote_path(media_path)
         try:
-            label = str(await self._call("inspect", media_path, lambda: self.backend.key_of(self._fs, remote_path)))
+            label = await self._key_of(media_path, remote_path)
         except FileNotFoundError:
             self.summary.add(objects_gone=1)
             return
@@ -204,8 +204,7 @@ class Rekeyer:
                 return
             self.summary.fail(media_path, f"not rewritten, still under {label}: {error}")
             return
-        if not result.server_side:
-            self._tell_streamed()
+        if not result.server_side:  # the backend says why, once, in a warning
             self.summary.add(objects_streamed=1, bytes_streamed=int(result.bytes_moved))
         else:
             self.summary.add(objects_copied=1)
@@ -219,11 +218,14 @@ class Rekeyer:
     def _fs(self) -> Any:
         return self.store.filesystem()
 
+    async def _key_of(self, media_path: str, remote_path: str) -> str:
+        return str(await self._read(media_path, lambda: self.backend.key_of(self._fs, remote_path)))
+
     async def _head(self, media_path: str, remote_path: str) -> dict[str, Any]:
         """Size, Content-Type and user metadata of the object: one HEAD with whichever configured key reads it."""
         s3 = self._fs.fs
         bucket, key, _ = s3.split_path(remote_path)
-        reply, _ = await self._call("inspect", media_path,
+        reply, _ = await self._read(media_path,
                                     lambda: read_with_keys(s3, self._keys, "head_object", Bucket=bucket, Key=key))
         return {"size": int(reply["ContentLength"]), "ContentType": reply.get("ContentType"),
                 "Metadata": reply.get("Metadata", {})}
@@ -232,7 +234,7 @@ class Rekeyer:
         """None if the current key reads the object with the size, Content-Type and metadata it had;
         else what differs."""
         try:
-            label = str(await self._call("inspect", media_path, lambda: self.backend.key_of(self._fs, remote_path)))
+            label = await self._key_of(media_path, remote_path)
             after = await self._head(media_path, remote_path)
         except FileNotFoundError:
             return "it is gone after the rewrite"
@@ -251,12 +253,14 @@ class Rekeyer:
         except ObjstoreError:
             return False
 
-    def _tell_streamed(self) -> None:
-        if not self._told_streamed:
-            self._told_streamed = True
-            self.info(f"note: {self.backend.describe()} cannot copy an SSE-C object server-side (it answered 501 "
-                      "NotImplemented to CopyObject): each such object is downloaded and uploaded again through this "
-                      "host, streamed (no local disk), every byte both ways")
+    async def _read(self, media_path: str, operation: Callable[[], Awaitable[T]]) -> T:
+        """A read that tries the configured keys in turn, tried once more if none fits: another run
+        (or another rekey of this one's object) may have moved it under the current key between
+        the tries, after the current key was tried and before the old one was."""
+        try:
+            return await self._call("inspect", media_path, operation)
+        except UnknownKeyError:
+            return await self._call("inspect", media_path, operation)
 
     async def _call(self, action: str, media_path: str, operation: Callable[[], Awaitable[T]]) -> T:
         """`operation`; a failure other than a missing object or an unknown key becomes a store error
