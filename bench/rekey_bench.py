@@ -1,7 +1,6 @@
 """Rekey benchmark (issue 14): `objstore-offload rekey --apply` against a boto3 download-and-reupload.
 
-For each server (Ceph RGW, which enforces SSE-C; moto, which accepts the SSE-C headers and
-ignores them) and each path (key -> key: objects under an old SSE-C key moved to a new one;
+For each server and each path (key -> key: objects under an old SSE-C key moved to a new one;
 plain -> key: objects written without SSE-C encrypted), a fresh bucket is filled with the same
 objects (`--small` of `--small-kib` KiB and `--large` of `--large-mib` MiB, each with a
 Content-Type and user metadata), then moved to the new key by one of:
@@ -12,10 +11,22 @@ Content-Type and user metadata), then moved to the new key by one of:
 - boto3: in this process, a listing then, on a pool of J threads, for each object a GET with the
   old key (or none), the body read whole, and a PUT with the new key, the same Content-Type and
   metadata: what an admin without the tool would write.
+- copy: the same pool, each object copied onto itself in the store (CopyObject with the
+  copy-source SSE-C headers, the new key, MetadataDirective REPLACE with its Content-Type and
+  metadata): the server-side path, where a store implements it.
 
-Runs are interleaved (ours first, then boto3 first, ...); the tables show medians, objects/s,
-MB/s (10^6 bytes of object data per second) and ours/boto3. Each run is checked: every object
-reads with the new key alone, byte-identical, with its Content-Type and metadata.
+Servers: Ceph RGW (enforces SSE-C) runs ours and boto3. RGW 16.2 cannot rewrite into SSE-C in
+the store (501 to a copy from an SSE-C source; a copy of an unencrypted object stays
+unencrypted), so ours takes its streamed fallback there on both paths, and `copy` would not
+encrypt anything. moto accepts the SSE-C headers and ignores them: it never says which key an
+object is under (no SSECustomerKeyMD5 in its replies), so `rekey` cannot tell a rewritten object
+from an old one there and is not run; moto measures `copy` against boto3, what the server-side
+path saves where the store has it (AWS S3).
+
+Runs are interleaved (the first implementation changes each round); the tables show medians,
+objects/s, MB/s (10^6 bytes of object data per second) and boto3's time over each one's. Each
+run is checked: every object reads with the new key alone (on RGW: and not without it),
+byte-identical, with its Content-Type and metadata.
 
     bench/run rekey [--server rgw|moto|all] [--repeats 3] [--jobs 8] [--small 300] [--large 4]
 
@@ -43,6 +54,7 @@ from typing import Any
 import boto3
 import yaml
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -127,10 +139,18 @@ def drop(s3: Any, bucket: str) -> None:
     s3.delete_bucket(Bucket=bucket)
 
 
-def check(s3: Any, bucket: str, objects: dict[str, bytes], jobs: int) -> None:
-    """Every object reads with the new key alone, byte-identical, Content-Type and metadata kept."""
+def check(s3: Any, bucket: str, objects: dict[str, bytes], jobs: int, enforced: bool) -> None:
+    """Every object reads with the new key, byte-identical, Content-Type and metadata kept; and,
+    on a store that enforces SSE-C, not without a key."""
     def one(item: tuple[str, bytes]) -> None:
         key, body = item
+        if enforced:
+            try:
+                s3.head_object(Bucket=bucket, Key=key)
+            except ClientError:
+                pass
+            else:
+                raise AssertionError(f"{key}: reads without a key")
         reply = s3.get_object(Bucket=bucket, Key=key, **sse(NEW_KEY))
         got = reply["Body"].read()
         if got != body or reply["ContentType"] != "image/png" or reply["Metadata"] != metadata_of(key):
@@ -183,6 +203,26 @@ def run_boto3(srv: Server, bucket: str, old_key: str | None, args: argparse.Name
     return {"seconds": time.perf_counter() - started, "rekeyed": len(keys)}
 
 
+def run_copy(srv: Server, bucket: str, old_key: str | None, args: argparse.Namespace) -> dict[str, Any]:
+    s3 = srv.client()
+    started = time.perf_counter()
+    keys = [item["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=PREFIX)
+            for item in page.get("Contents", [])]
+
+    def one(key: str) -> None:
+        head = s3.head_object(Bucket=bucket, Key=key, **sse(old_key))
+        s3.copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": bucket, "Key": key}, MetadataDirective="REPLACE",
+                       ContentType=head["ContentType"], Metadata=head["Metadata"], **copy_source_sse(old_key),
+                       **sse(NEW_KEY))
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        list(pool.map(one, keys))
+    return {"seconds": time.perf_counter() - started, "rekeyed": len(keys)}
+
+
+IMPLS = {"rgw": ("ours", "boto3"), "moto": ("copy", "boto3")}
+
+
 def startup_seconds(args: argparse.Namespace, work: Path) -> float:
     """objstore-offload's fixed cost: a process that imports the CLI and the store and exits."""
     code = MAIN.replace("cli(prog_name", "__import__('synapse_objstore.cli.rekey') and cli(prog_name")
@@ -199,15 +239,19 @@ def bench_server(name: str, args: argparse.Namespace, work: Path, objects: dict[
         log(f"{srv.name}: started at {srv.endpoint_url}")
         for path in PATHS:
             old_key = OLD_KEY if path == "key->key" else None
-            runs: dict[str, list[dict[str, Any]]] = {"ours": [], "boto3": []}
+            impls = [impl for impl in IMPLS[name] if impl in args.impl]
+            runs: dict[str, list[dict[str, Any]]] = {impl: [] for impl in impls}
             for repeat in range(args.repeats):
-                order = ["ours", "boto3"] if repeat % 2 == 0 else ["boto3", "ours"]
-                for impl in (impl for impl in order if impl in args.impl):
+                for impl in impls[repeat % len(impls):] + impls[:repeat % len(impls)]:
                     bucket = f"rekey-{uuid.uuid4().hex[:10]}"
                     fill(s3, bucket, objects, old_key, args.jobs)
-                    run = run_ours(srv, bucket, old_key, args, work) if impl == "ours" else \
-                        run_boto3(srv, bucket, old_key, args)
-                    check(s3, bucket, objects, args.jobs)
+                    if impl == "ours":
+                        run = run_ours(srv, bucket, old_key, args, work)
+                    elif impl == "copy":
+                        run = run_copy(srv, bucket, old_key, args)
+                    else:
+                        run = run_boto3(srv, bucket, old_key, args)
+                    check(s3, bucket, objects, args.jobs, enforced=name == "rgw")
                     drop(s3, bucket)
                     runs[impl].append(run)
                     log(f"{srv.name} {path} {impl}: {run['seconds']:.2f} s {run}")
@@ -223,20 +267,24 @@ def table(report: dict[str, Any]) -> str:
     count, size = report["objects"], report["bytes"]
     lines = [f"{count} objects, {size / 1e6:.1f} MB; --jobs {report['jobs']}; {report['repeats']} runs each, "
              f"medians; objstore-offload start-up {report['startup_seconds']:.2f} s (included in ours)", "",
-             "| server, path | ours: how | ours s | ours objects/s | ours MB/s | boto3 s | boto3 objects/s | "
-             "boto3 MB/s | ours/boto3 |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| server, path | how | seconds | objects/s | MB/s | boto3 time / this one's |",
+             "|---|---|---|---|---|---|"]
     for result in report["servers"]:
         for path, runs in result["paths"].items():
-            ours = median([run["seconds"] for run in runs["ours"]])
-            boto = median([run["seconds"] for run in runs["boto3"]])
-            last = runs["ours"][-1]
-            how = ("server-side copy" if last["copied"] and not last["streamed"] else
-                   "streamed (store cannot copy)" if last["streamed"] and not last["copied"] else
-                   f"{last['copied']} copied, {last['streamed']} streamed")
-            lines.append(f"| {result['server']}, {path} | {how} | {ours:.2f} | {count / ours:.0f} | "
-                         f"{size / 1e6 / ours:.1f} | {boto:.2f} | {count / boto:.0f} | {size / 1e6 / boto:.1f} | "
-                         f"**{boto / ours:.2f}x** |")
+            boto = median([run["seconds"] for run in runs["boto3"]]) if runs.get("boto3") else None
+            for impl, impl_runs in runs.items():
+                if not impl_runs:
+                    continue
+                seconds = median([run["seconds"] for run in impl_runs])
+                how = {"boto3": "boto3 GET + PUT", "copy": "boto3 CopyObject in place"}.get(impl, "")
+                if impl == "ours":
+                    last = impl_runs[-1]
+                    how = ("ours, server-side copy" if last["copied"] and not last["streamed"] else
+                           "ours, streamed fallback" if last["streamed"] and not last["copied"] else
+                           f"ours, {last['copied']} copied, {last['streamed']} streamed")
+                ratio = f"**{boto / seconds:.2f}x**" if boto is not None and impl != "boto3" else ""
+                lines.append(f"| {result['server']}, {path} | {how} | {seconds:.2f} | {count / seconds:.0f} | "
+                             f"{size / 1e6 / seconds:.1f} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -250,8 +298,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--small-kib", type=int, default=100)
     parser.add_argument("--large", type=int, default=4, help="objects of --large-mib MiB")
     parser.add_argument("--large-mib", type=int, default=8)
-    parser.add_argument("--impl", nargs="+", choices=("ours", "boto3"), default=["ours", "boto3"],
-                        help="what to measure (the table needs both)")
+    parser.add_argument("--impl", nargs="+", choices=("ours", "boto3", "copy"),
+                        default=["ours", "boto3", "copy"], help="what to measure, among what each server runs")
     parser.add_argument("--python", default=sys.executable, help="the interpreter that runs objstore-offload")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / ".work" / "rekey-results.json")
     return parser.parse_args()
@@ -273,7 +321,7 @@ def main() -> None:
                   "servers": [bench_server(name, args, work, objects) for name in servers]}
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(report, indent=2))
-    print(table(report) if set(args.impl) == {"ours", "boto3"} else json.dumps(report["servers"], indent=1))
+    print(table(report))
 
 
 if __name__ == "__main__":

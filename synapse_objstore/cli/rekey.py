@@ -36,8 +36,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from synapse_objstore.backends.base import CURRENT, Backend
-from synapse_objstore.backends.s3.keys import read_keys, read_with_keys
+from synapse_objstore.backends.base import CURRENT, Backend, KeyLabel
+from synapse_objstore.backends.s3.keys import object_label, read_keys, read_with_keys
 from synapse_objstore.cli.report import MAX_LISTED_FAILURES, Summary, human_size
 from synapse_objstore.errors import CommandError, MediaPathError, ObjstoreError, UnknownKeyError
 from synapse_objstore.failures import store_error
@@ -142,6 +142,7 @@ class Rekeyer:
         self.info = info
         settings: Any = self.backend.settings
         self._keys = read_keys(settings)
+        self._likely = CURRENT  # the key of the last object looked at: the one to try first
         summary.current_key = "SSE-C" if getattr(settings, "sse_customer_key", None) is not None else "no SSE-C"
 
     async def run(self) -> None:
@@ -170,7 +171,7 @@ class Rekeyer:
         media_path = info.media_path
         remote_path = self.store.remote_path(media_path)
         try:
-            label = await self._key_of(media_path, remote_path)
+            label, before = await self._inspect(media_path, remote_path, self._likely)
         except FileNotFoundError:
             self.summary.add(objects_gone=1)
             return
@@ -178,6 +179,7 @@ class Rekeyer:
             self.summary.add(objects_unreadable=1)
             self.summary.fail(media_path, f"no configured key reads it; left as it is ({error})")
             return
+        self._likely = label
         self.summary.count_key(label, info.size)
         if label == CURRENT:
             self.summary.add(objects_current=1, bytes_current=info.size)
@@ -187,19 +189,14 @@ class Rekeyer:
             self.summary.add(objects_rekeyed=1, bytes_rekeyed=info.size)
             return
         try:
-            before = await self._head(media_path, remote_path)
-        except FileNotFoundError:
-            self.summary.add(objects_gone=1)
-            return
-        try:
-            result = await self._call(
-                "rewrite", media_path, lambda: self.backend.rewrite_with_current_key(self._fs, remote_path, label))
+            result = await self._call("rewrite", media_path,
+                                      lambda: self.backend.rewrite_with_current_key(self._fs, remote_path, label))
         except FileNotFoundError:
             self.summary.add(objects_gone=1)
             return
         except OSError as error:
-            # another run at the same time may have rewritten it first: then the copy from the old key fails
-            if await self._now_current(media_path, remote_path, before):
+            # another run at the same time may have rewritten it first: then the read with the old key fails
+            if await self._verify(media_path, remote_path, before) is None:
                 self.summary.add(objects_rekeyed=1, bytes_rekeyed=info.size)
                 return
             self.summary.fail(media_path, f"not rewritten, still under {label}: {error}")
@@ -218,24 +215,26 @@ class Rekeyer:
     def _fs(self) -> Any:
         return self.store.filesystem()
 
-    async def _key_of(self, media_path: str, remote_path: str) -> str:
-        return str(await self._read(media_path, lambda: self.backend.key_of(self._fs, remote_path)))
-
-    async def _head(self, media_path: str, remote_path: str) -> dict[str, Any]:
-        """Size, Content-Type and user metadata of the object: one HEAD with whichever configured key reads it."""
+    async def _inspect(self, media_path: str, remote_path: str,
+                       first: KeyLabel = CURRENT) -> tuple[KeyLabel, dict[str, Any]]:
+        """Which configured key reads the object, and its size, Content-Type and user metadata:
+        what the backend's `key_of` asks (a HEAD with each key in turn), with the reply kept. The
+        key labelled `first` is tried first: objects written in the same period, listed together,
+        share a key, so trying the last one found first saves a failed HEAD per key before it."""
         s3 = self._fs.fs
         bucket, key, _ = s3.split_path(remote_path)
-        reply, _ = await self._read(media_path,
-                                    lambda: read_with_keys(s3, self._keys, "head_object", Bucket=bucket, Key=key))
-        return {"size": int(reply["ContentLength"]), "ContentType": reply.get("ContentType"),
-                "Metadata": reply.get("Metadata", {})}
+        keys = tuple(sorted(self._keys, key=lambda k: k.label != first))  # stable: the config's order otherwise
+        reply, used = await self._read(media_path,
+                                       lambda: read_with_keys(s3, keys, "head_object", Bucket=bucket, Key=key))
+        facts = {"size": int(reply["ContentLength"]), "ContentType": reply.get("ContentType"),
+                 "Metadata": reply.get("Metadata", {})}
+        return object_label(used, reply), facts
 
     async def _verify(self, media_path: str, remote_path: str, before: Mapping[str, Any]) -> str | None:
         """None if the current key reads the object with the size, Content-Type and metadata it had;
         else what differs."""
         try:
-            label = await self._key_of(media_path, remote_path)
-            after = await self._head(media_path, remote_path)
+            label, after = await self._inspect(media_path, remote_path)
         except FileNotFoundError:
             return "it is gone after the rewrite"
         except OSError as error:
@@ -243,15 +242,9 @@ class Rekeyer:
         if label != CURRENT:
             return f"it reads with {label}, not the current key"
         for name, what in (("size", "size"), ("ContentType", "Content-Type"), ("Metadata", "user metadata")):
-            if name in before and after.get(name) != before.get(name):
+            if after.get(name) != before.get(name):
                 return f"its {what} changed: {_shown(before.get(name))} before, {_shown(after.get(name))} after"
         return None
-
-    async def _now_current(self, media_path: str, remote_path: str, before: Mapping[str, Any]) -> bool:
-        try:
-            return await self._verify(media_path, remote_path, before) is None
-        except ObjstoreError:
-            return False
 
     async def _read(self, media_path: str, operation: Callable[[], Awaitable[T]]) -> T:
         """A read that tries the configured keys in turn, tried once more if none fits: another run
