@@ -71,6 +71,12 @@ STORE_UP = Gauge(
     "1 while the store answers; 0 while the provider takes it as down and fails requests at once.",
     LABELS,
 )
+PREVIOUS_KEY_READS = Counter(
+    "synapse_objstore_previous_key_reads",
+    "Objects read only with an SSE-C key other than the current one, by key label (previous-1, previous-2, ..., "
+    "unencrypted): what a key rotation has left to rewrite (objstore-offload rekey).",
+    (*LABELS, "key"),
+)
 FAILED_FAST = Counter(
     "synapse_objstore_failed_fast",
     "Requests failed at once, without asking the store, because it was down (also in errors).",
@@ -99,12 +105,18 @@ class ProviderMetrics:
         self.downloads_in_flight = DOWNLOADS_IN_FLIGHT.labels(**labels)
         self.store_up = STORE_UP.labels(**labels)
         self.store_up.set(1)
+        self._labels = labels
         self._failed_fast = {operation: FAILED_FAST.labels(**labels, operation=operation) for operation in OPERATIONS}
         self._errors = {
             (operation, kind): ERRORS.labels(**labels, operation=operation, kind=kind.value)
             for operation in OPERATIONS
             for kind in FailureKind
         }
+
+    def count_previous_key_read(self, key: str) -> None:
+        """Count a read that only a key other than the current one could make (`key`: its
+        label, never the key). Called on the I/O loop's thread: prometheus_client is thread safe."""
+        PREVIOUS_KEY_READS.labels(**self._labels, key=key).inc()
 
     def count_failed_fast(self, operation: Operation, error: BaseException) -> None:
         """Count a request failed at once because the store is down: under its own counter, and

@@ -86,6 +86,7 @@ class ObjectStorageProvider(StorageProvider):
         self._store = ObjectStore(backend)
         self._server_name = hs.hostname
         self._metrics = ProviderMetrics(backend.name, hs.hostname)
+        backend.watch_key_reads(self._metrics.count_previous_key_read)
         self._breaker = StoreBreaker(
             backend.describe(), self._probe, clock=self._reactor, on_change=self._metrics.store_up.set
         )

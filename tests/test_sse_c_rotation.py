@@ -16,6 +16,7 @@ from servers.ceph_rgw import CephRGW
 from synapse_objstore.errors import ObjectStoreError, UnknownKeyError, exception_chain
 from synapse_objstore.io_loop import run
 from synapse_objstore.store import ObjectStore
+from synapse_objstore.testing.fault_proxy import FaultProxy, Faults
 from synapse_objstore.testing.suite import read_object
 from synapse_objstore.testing.synapse_harness import load_provider, local_media
 from tests.support.s3 import rgw_client, rgw_config
@@ -24,6 +25,7 @@ from tests.support.sse_c import (
     KEY_A,
     KEY_B,
     KEY_C,
+    KEY_HEADER,
     STRAY_KEY,
     previous_key_reads,
     put_under,
@@ -155,3 +157,60 @@ def test_the_provider_serves_every_key_and_counts_the_old_ones(
         assert stream_media(in_reactor, provider, path, info) == data, LABELS[path]
     counted = {label: previous_key_reads(label) - before[label] for label in LABELS.values()}
     assert counted == {"current": 0, "previous-1": 1, "previous-2": 1, "unencrypted": 1}
+
+
+def test_a_5xx_is_not_retried_with_other_keys(rgw: CephRGW, rgw_bucket: str, mixed_bucket: dict[str, bytes],
+                                              open_store: Callable[[dict[str, Any]], ObjectStore]) -> None:
+    """Only "the key does not fit" moves on: a store that is down is not asked once per key."""
+    with FaultProxy(rgw.endpoint_url, Faults(rate_503=1.0)) as proxy:
+        store = open_store(rgw_config(rgw, rgw_bucket, endpoint_url=proxy.endpoint_url, retries=0, **ROTATED))
+        sent = record_requests(store)
+        with pytest.raises(ObjectStoreError) as failed:
+            run(store.info("local_content/pr/ev/two"))
+    assert sent.kinds() == ["HeadObject"] and sent.statuses() == [503]
+    assert not any(isinstance(link, UnknownKeyError) for link in exception_chain(failed.value))
+
+
+def test_a_paused_stream_resumes_with_the_key_that_opened_it(
+        rgw: CephRGW, rgw_bucket: str, open_store: Callable[[dict[str, Any]], ObjectStore]) -> None:
+    data = os.urandom(3 * MiB)
+    put_under(rgw_client(rgw), rgw_bucket, "local_content/pa/us/ed", data, KEY_A)
+    store = open_store(rgw_config(rgw, rgw_bucket, **ROTATED))
+    sent = record_requests(store)
+
+    async def read_with_a_pause() -> bytes:
+        stream = await store.open_read("local_content/pa/us/ed")
+        assert stream is not None
+        first = await stream.read(64 * 1024)
+        await stream.suspend()  # lets go of the connection: the next read is a ranged GET
+        rest = b""
+        while chunk := await stream.read(MiB):
+            rest += chunk
+        await stream.close()
+        return first + rest
+
+    assert run(read_with_a_pause()) == data
+    gets = sent.of_kind("GetObject")
+    assert len(gets) == 4 and "range" in gets[-1]  # current, previous-1, previous-2, then the ranged one
+    assert gets[-1][KEY_HEADER] == base64.b64encode(KEY_A.encode()).decode()
+
+
+def test_turning_sse_c_off_rewrites_old_objects_unencrypted_in_their_storage_class(
+        rgw: CephRGW, rgw_bucket: str, open_store: Callable[[dict[str, Any]], ObjectStore]) -> None:
+    """With no sse_customer_key and the old key among the previous ones, an object is read with
+    the old key and rewritten without SSE-C, in the storage class it had (not the configured one)."""
+    s3 = rgw_client(rgw)
+    s3.put_object(Bucket=rgw_bucket, Key="local_content/of/ff/old", Body=b"was encrypted", ContentType="image/gif",
+                  StorageClass=rgw.extra_storage_class, SSECustomerKey=KEY_A, SSECustomerAlgorithm="AES256")
+    config = {k: v for k, v in rgw_config(rgw, rgw_bucket, previous_sse_customer_keys=[KEY_A]).items()
+              if k != "sse_customer_key"}
+    store = open_store(config)
+    remote = store.remote_path("local_content/of/ff/old")
+    assert run(store.backend.key_of(store.filesystem(), remote)) == "previous-1"
+    result = run(store.backend.rewrite_with_current_key(store.filesystem(), remote, "previous-1"))
+    assert not result.server_side  # RGW 16: 501 for an SSE-C source
+    head = s3.head_object(Bucket=rgw_bucket, Key="local_content/of/ff/old")  # no key needed any more
+    assert "SSECustomerKeyMD5" not in head and head["ContentType"] == "image/gif"
+    assert head["StorageClass"] == rgw.extra_storage_class
+    assert s3.get_object(Bucket=rgw_bucket, Key="local_content/of/ff/old")["Body"].read() == b"was encrypted"
+    assert run(store.backend.key_of(store.filesystem(), remote)) == "current"

@@ -63,8 +63,8 @@ class S3Backend(Backend):
     def checksum_scheme(self) -> ChecksumScheme:
         """The ETag: the content's MD5 for a single PUT, the MD5 of the parts' MD5s for a
         multipart upload (with our part size, or boto3's for objects the older tools wrote).
-        With SSE-C it is neither."""
-        if self.settings.sse_customer_key is not None:
+        With SSE-C it is neither (also for objects still under a previous key)."""
+        if self.settings.sse_customer_key is not None or self.settings.previous_sse_customer_keys:
             return ChecksumScheme()
         return ChecksumScheme(
             whole_md5=True, multipart_part_sizes=(int(self.settings.multipart_chunksize), BOTO3_PART_SIZE)

@@ -16,7 +16,6 @@ reply; such an object is "unencrypted" whatever key was sent.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from dataclasses import dataclass
 from typing import Any
@@ -87,11 +86,6 @@ def object_label(sent: SseKey, reply: dict[str, Any]) -> KeyLabel:
     if sent.key is None and sent.label == CURRENT:
         return CURRENT  # SSE-C is off: an unencrypted object is under the current "key"
     return sent.label
-
-
-def key_md5(key: str) -> str:
-    """SSECustomerKeyMD5 as S3 sends it for `key`."""
-    return base64.b64encode(hashlib.md5(key.encode()).digest()).decode()
 
 
 async def call_with_key(s3: s3fs.S3FileSystem, key: SseKey, method: str, **kwargs: Any) -> dict[str, Any]:

@@ -12,8 +12,10 @@ from botocore.exceptions import ClientError
 
 from synapse_objstore.asyncfs import AsyncFs
 from synapse_objstore.backends.part_upload import PartUpload, read_range
+from synapse_objstore.backends.s3.keys import SseKey, read_keys, read_with_keys
 from synapse_objstore.backends.s3.s3fs_private import call_s3
 from synapse_objstore.backends.s3.settings import S3Settings
+from synapse_objstore.errors import UnknownKeyError
 from synapse_objstore.upload_memory import UploadMemory
 
 logger = logging.getLogger(__name__)
@@ -54,7 +56,7 @@ class S3Uploader:
                     raise
                 self._conditional_put = False
                 logger.info("%s does not take If-None-Match: looking before each upload instead", self._describe)
-        if if_absent and await _exists(s3, bucket, key):
+        if if_absent and await _exists(s3, bucket, key, read_keys(self.settings)):
             raise FileExistsError(remote_path)
         if small:
             async with memory.hold(size):
@@ -101,11 +103,15 @@ class MultipartUpload(PartUpload[dict[str, Any], "str | None"]):
             logger.warning("could not abort multipart upload of s3://%s/%s: %s", self.bucket, self.key, error)
 
 
-async def _exists(s3: s3fs.S3FileSystem, bucket: str, key: str) -> bool:
+async def _exists(s3: s3fs.S3FileSystem, bucket: str, key: str, keys: tuple[SseKey, ...]) -> bool:
+    """A HEAD with each configured SSE-C key in turn (key rotation): an object under an old key,
+    or under none that is configured, is there all the same."""
     try:
-        await call_s3(s3, "head_object", Bucket=bucket, Key=key)
+        await read_with_keys(s3, keys, "head_object", Bucket=bucket, Key=key)
     except FileNotFoundError:
         return False
+    except UnknownKeyError:
+        pass
     return True
 
 
