@@ -22,6 +22,7 @@ crosses into the store, and keeps it as the `__cause__`.
     │   ├── StoreDeniedError            credentials refused                kind "denied"
     │   ├── BucketMissingError          the bucket (root) does not exist   kind "other"
     │   ├── UnknownKeyError             no configured SSE-C key reads it   kind of its cause
+    │   ├── ObjectChangedError          replaced while it was streamed     kind "other"
     │   └── StoreDownError              failed at once: the store is down  kind of the outage
     ├── StoreUnusableError              the whole store cannot be used: a run stops
     ├── OwnershipError                  the store is another homeserver's, or whose is unknown
@@ -133,6 +134,14 @@ class UnknownKeyError(ObjectStoreError):
     reads the object: it was written with a key the config no longer lists. Its cause is the
     store's answer to the first key tried, and it counts under that answer's kind. The message
     names the keys tried by their labels, never a key."""
+
+
+class ObjectChangedError(ObjectStoreError):
+    """The object was replaced (or deleted) while it was being streamed: the stream stops
+    rather than hand out bytes of two versions. The reader may open it again. An answer of
+    the store, not an outage: kind "other"."""
+
+    kind = FailureKind.OTHER
 
 
 class StoreDownError(ObjectStoreError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,9 @@ from synapse_objstore.config import parse_store_config
 from synapse_objstore.errors import ConfigError, ObjectStoreError
 from synapse_objstore.io_loop import run
 from synapse_objstore.store import ObjectStore
+from synapse_objstore.testing import BackendConformance
 from synapse_objstore.testing.consumers import RecordingConsumer
-from synapse_objstore.testing.suite import put_media, read_object
+from synapse_objstore.testing.suite import open_store, put_media, read_object
 from synapse_objstore.testing.synapse_harness import load_provider, local_media, start_streaming, wait_for
 from tests.support.files import write
 from tests.support.streaming import wait_until
@@ -56,7 +58,7 @@ def test_provider_streams_from_a_directory(reactor: Any, in_reactor: Callable[..
 def test_an_object_truncated_while_it_streams_fails_the_fetch(
     reactor: Any, in_reactor: Callable[..., Any], tmp_path: Path, media_store: Path
 ) -> None:
-    """The stream knew the object's size when it opened it: fewer bytes is an error for the
+    """The stream knew the object it opened: a file truncated since is an error for the
     client, not a short file it would take as whole."""
     provider = load_provider(reactor, media_store, {"backend": "fsspec", "url": f"file://{tmp_path}/objects"})
     path, info = local_media("truncatedmedia")
@@ -69,9 +71,31 @@ def test_an_object_truncated_while_it_streams_fails_the_fetch(
     os.truncate(tmp_path / "objects" / path, 1_000_000)
 
     in_reactor(consumer.resume)
-    with pytest.raises(ObjectStoreError, match="the object is 3000000 bytes, but its stream gave"):
+    with pytest.raises(ObjectStoreError, match="catedmedia was replaced or deleted while it was streamed"):
         wait_for(in_reactor, done)
     assert len(consumer.data) < len(data) and data.startswith(consumer.data)
+
+
+@pytest.mark.parametrize("replacement_size", ["same size", "larger", "smaller"])
+def test_an_in_memory_object_replaced_mid_stream_is_never_spliced(tmp_path: Path, replacement_size: str) -> None:
+    """The conformance suite's case on `memory://`, which declares that it pins (a memory
+    file is read from a copy, so the whole original comes whether or not the check runs)."""
+    url = f"memory://pinned-{uuid.uuid4().hex}"
+    with open_store({"backend": "fsspec", "url": url}) as store:
+        try:
+            BackendConformance().check_replaced_mid_stream(store, tmp_path, replacement_size)
+        finally:
+            fs = store.filesystem().fs
+            fs.rm(store.backend.root, recursive=True)
+
+
+@pytest.mark.parametrize(("url", "pins"), [("file:///srv/media", True), ("memory://media", True),
+                                           ("gs://bucket/media", True), ("ftp://127.0.0.1/media", False),
+                                           ("http://127.0.0.1/media", False)])
+def test_the_backend_declares_which_urls_it_streams_pinned(url: str, pins: bool) -> None:
+    """Where fsspec's info tells no version apart, the backend says it cannot pin (and the
+    conformance suite skips its replaced-object case) rather than claim a guarantee."""
+    assert parse_store_config({"backend": "fsspec", "url": url}).pins_streams() is pins
 
 
 @pytest.mark.parametrize(

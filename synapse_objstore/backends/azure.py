@@ -10,6 +10,9 @@ Object keys are `prefix + media path` (blob names) in `container`. A file up to 
 goes up in one Put Blob, a larger one as blocks staged `upload_concurrency` at a time, read
 from disk in a worker thread. Either way the upload sets the blob's Content-MD5 (Azure
 records one by itself only for a single Put Blob), which is what verification compares.
+A stream reads by ranges, each pinned to the ETag the blob had when the stream opened
+(If-Match): a blob replaced mid-stream fails the stream (ObjectChangedError) rather than
+splice two versions.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from fsspec import AbstractFileSystem
 from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
 
 from synapse_objstore.asyncfs import AsyncFs
-from synapse_objstore.backends.base import LIST_PAGE_SIZE, Backend, ChecksumScheme
+from synapse_objstore.backends.base import LIST_PAGE_SIZE, Backend, ChecksumScheme, RangedReadStream, changed_error
 from synapse_objstore.backends.part_upload import PartUpload, read_range
 from synapse_objstore.errors import ConfigError
 from synapse_objstore.hookspecs import hookimpl
@@ -209,6 +212,14 @@ class AzureBackend(Backend):
         except ResourceNotFoundError as error:
             raise FileNotFoundError(f"no container {container!r}") from error
 
+    def pins_streams(self) -> bool:
+        return True
+
+    async def open_read(self, fs: AsyncFs, remote_path: str) -> EtagStream:
+        stream = await EtagStream.open(fs, remote_path)
+        assert isinstance(stream, EtagStream)
+        return stream
+
     async def upload(self, fs: AsyncFs, local_path: str, remote_path: str, if_absent: bool = False) -> None:
         container, blob, _ = fs.fs.split_path(remote_path)
         size = os.path.getsize(local_path)  # noqa: ASYNC240 - a stat of the local file: microseconds
@@ -220,6 +231,31 @@ class AzureBackend(Backend):
                 await client.upload_blob(data, overwrite=True, content_settings=_with_md5(md5.digest()))
                 return
             await BlockUpload(fs, local_path, size, block, self.settings.upload_concurrency, client).run()
+
+
+class EtagStream(RangedReadStream):
+    """Ranged reads of the blob with the ETag it had when the stream opened (If-Match)."""
+
+    @classmethod
+    def version_of(cls, info: Mapping[str, Any]) -> Any:
+        etag = info.get("etag")
+        if not etag:  # every blob has one
+            raise ValueError(f"Azure gave no ETag for {info.get('name')!r}: cannot stream it pinned")
+        return etag
+
+    async def _read_range(self, start: int, end: int) -> bytes:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+        container, blob, _ = self._fs.fs.split_path(self._path)
+        try:
+            async with self._fs.fs.client.get_blob_client(container, blob) as client:
+                download = await client.download_blob(offset=start, length=end - start, etag=self._version,
+                                                      match_condition=MatchConditions.IfNotModified)
+                data: bytes = await download.readall()
+        except (ResourceModifiedError, ResourceNotFoundError) as error:
+            raise changed_error(self._path, f"HTTP {error.status_code} {getattr(error, 'error_code', '')}") from error
+        return data
 
 
 class BlockUpload(PartUpload[None, None]):

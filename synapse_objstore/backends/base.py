@@ -20,6 +20,7 @@ from typing import Any, BinaryIO, ClassVar, NewType
 from fsspec import AbstractFileSystem
 
 from synapse_objstore.asyncfs import AsyncFs
+from synapse_objstore.errors import ObjectChangedError
 from synapse_objstore.settings import BackendSettings
 
 # Objects per page of a listing (S3's own maximum).
@@ -147,6 +148,14 @@ class Backend(abc.ABC):
         info: dict[str, Any] = await fs.call("info", remote_path)
         return info
 
+    def pins_streams(self) -> bool:
+        """Whether every stream `open_read` returns is pinned to the version of the object it
+        opened: an object replaced (or deleted) mid-stream makes the stream fail with
+        ObjectChangedError, never hand out bytes of two versions. The default streams pin
+        wherever the filesystem's `info` gives a version (`object_version`), which this
+        contract cannot know for any filesystem: claim it where the store guarantees it."""
+        return False
+
     async def open_read(self, fs: AsyncFs, remote_path: str) -> ObjectStream:
         """Open an object for streaming; FileNotFoundError when it does not exist."""
         if fs.is_async:
@@ -240,29 +249,71 @@ def _pages(entries: list[dict[str, Any]], page_size: int) -> list[list[dict[str,
     return [entries[start:start + page_size] for start in range(0, len(entries), page_size)]
 
 
+# The keys of an fsspec info dict that change when an object is replaced: a generation or
+# version id, an ETag, a modification or creation time, an inode.
+VERSION_KEYS = ("generation", "VersionId", "version_id", "ETag", "etag", "mtime", "LastModified", "last_modified",
+                "created", "ino")
+
+
+def object_version(info: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """What tells this version of an object from the next one, from its info dict: the size
+    and every `VERSION_KEYS` value it has; None where it has none (the stream cannot pin)."""
+    present = [(key, info[key]) for key in VERSION_KEYS if info.get(key) is not None]
+    return (info.get("size"), *present) if present else None
+
+
+def changed_error(path: str, answer: object = None) -> ObjectChangedError:
+    """The error of a stream whose object changed; `answer`: what the store said, if anything."""
+    said = f" (the store said: {answer})" if answer is not None else ""
+    return ObjectChangedError(f"{path} was replaced or deleted while it was streamed: stopped rather than mix "
+                              f"two versions of it{said}")
+
+
 class RangedReadStream(ObjectStream):
     """Streams an object of an async filesystem by ranged reads, one per chunk.
 
-    Holds no connection between reads, so a paused reader costs nothing on the server.
+    Holds no connection between reads, so a paused reader costs nothing on the server. Each
+    range is checked against the object's version when it was opened (`_read_range`), so a
+    replaced object fails the stream (ObjectChangedError) rather than splice two versions.
+    The generic check asks for the object's info after each range: one more request per
+    chunk, and none where the info gives no version. Backends whose store takes a condition
+    on a ranged read (a GCS generation, an Azure ETag) override `_read_range`.
     """
 
-    def __init__(self, fs: AsyncFs, path: str, size: int) -> None:
+    def __init__(self, fs: AsyncFs, path: str, size: int, version: Any = None) -> None:
         self._fs, self._path, self.size, self._offset = fs, path, size, 0
+        self._version = version
 
     @classmethod
     async def open(cls, fs: AsyncFs, path: str) -> RangedReadStream:
         info = await fs.call("info", path)
         if info.get("type") == "directory":
             raise FileNotFoundError(path)
-        return cls(fs, path, int(info["size"]))
+        return cls(fs, path, int(info["size"]), cls.version_of(info))
+
+    @classmethod
+    def version_of(cls, info: Mapping[str, Any]) -> Any:
+        """What `_read_range` checks each range against."""
+        return object_version(info)
 
     async def read(self, max_bytes: int) -> bytes:
         assert self.size is not None
         if self._offset >= self.size:
             return b""
         end = min(self._offset + max_bytes, self.size)
-        data: bytes = await self._fs.call("cat_file", self._path, start=self._offset, end=end)
+        data = await self._read_range(self._offset, end)
         self._offset += len(data)
+        return data
+
+    async def _read_range(self, start: int, end: int) -> bytes:
+        """Bytes `start` to `end` (exclusive) of the version opened; ObjectChangedError if the
+        object is another one now."""
+        try:
+            data: bytes = await self._fs.call("cat_file", self._path, start=start, end=end)
+            if self._version is not None and object_version(await self._fs.call("info", self._path)) != self._version:
+                raise changed_error(self._path)
+        except FileNotFoundError:
+            raise changed_error(self._path) from None
         return data
 
     async def close(self) -> None:
@@ -270,27 +321,45 @@ class RangedReadStream(ObjectStream):
 
 
 class BlockingFileStream(ObjectStream):
-    """Streams an object of a blocking filesystem; every file call runs in the fs's threads."""
+    """Streams an object of a blocking filesystem; every file call runs in the fs's threads.
 
-    def __init__(self, fs: AsyncFs, file: BinaryIO, size: int | None) -> None:
+    Where the filesystem's info gives a version, it is asked again after each read (a stat,
+    for a local file): a file replaced or rewritten since it was opened fails the stream
+    (ObjectChangedError) rather than hand out what the read got, which may be the new bytes
+    of a file rewritten in place."""
+
+    def __init__(self, fs: AsyncFs, file: BinaryIO, size: int | None, path: str = "", version: Any = None) -> None:
         self._fs, self._file, self.size = fs, file, size
+        self._path, self._version = path, version
 
     @classmethod
     async def open(cls, fs: AsyncFs, path: str) -> BlockingFileStream:
-        def open_file() -> tuple[Any, int | None]:
-            kind = fs.fs.info(path).get("type")
+        def open_file() -> tuple[Any, int | None, Any]:
+            info = fs.fs.info(path)
+            kind = info.get("type")
             if kind == "directory":
                 raise FileNotFoundError(path)
             if kind not in ("file", None):  # a FIFO would block the read forever, a device never end
                 raise OSError(f"{path} is not a regular file but {kind!r}")
             file = fs.fs.open(path, "rb")
-            return file, getattr(file, "size", None)
+            return file, getattr(file, "size", None), object_version(info)
 
-        file, size = await fs.in_thread(open_file)
-        return cls(fs, file, size)
+        file, size, version = await fs.in_thread(open_file)
+        return cls(fs, file, size, path, version)
 
     async def read(self, max_bytes: int) -> bytes:
-        data: bytes = await self._fs.in_thread(self._file.read, max_bytes)
+        data: bytes = await self._fs.in_thread(self._read_checked, max_bytes)
+        return data
+
+    def _read_checked(self, max_bytes: int) -> bytes:
+        data: bytes = self._file.read(max_bytes)
+        if self._version is not None:
+            try:
+                now = object_version(self._fs.fs.info(self._path))
+            except FileNotFoundError:
+                now = None
+            if now != self._version:
+                raise changed_error(self._path)
         return data
 
     async def close(self) -> None:

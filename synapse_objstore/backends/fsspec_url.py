@@ -6,6 +6,13 @@
 
 `storage_options` go to the filesystem's constructor as they are. An async implementation
 is built on the I/O loop; a blocking one runs in a bounded thread pool.
+
+A stream is pinned to the version of the object it opened (an object replaced mid-stream
+fails the stream rather than splice two versions) where the filesystem's `info` tells
+versions apart: `PINNING_PROTOCOLS`. It checks after each read, so it costs one `info` per
+chunk (a stat, for a local file). A local file's version is its size, mtime, ctime and
+inode: a rewrite within the filesystem's timestamp granularity that keeps the size goes
+unseen (Linux 6.13+ gives a file looked at since its last change a new timestamp).
 """
 
 from __future__ import annotations
@@ -23,6 +30,10 @@ from pydantic import Field, field_validator
 from synapse_objstore.backends.base import Backend
 from synapse_objstore.hookspecs import hookimpl
 from synapse_objstore.settings import BackendSettings
+
+# Protocols whose filesystems' `info` gives a version of each object: local files (mtime,
+# ctime, inode), memory (creation time), s3fs (ETag), gcsfs (generation), adlfs (etag).
+PINNING_PROTOCOLS = frozenset({"file", "local", "memory", "s3", "s3a", "gs", "gcs", "abfs", "az"})
 
 # storage_options whose values are redacted from reprs and logs
 SECRET_OPTION_WORDS = ("secret", "password", "token", "key", "credential", "sas", "passphrase")
@@ -86,6 +97,9 @@ class FsspecBackend(Backend):
     def describe(self) -> str:
         root = self.root if "://" in self.root else f"{self.protocol}://{self.root}"  # http(s) keep theirs
         return without_password(f"{root}/{self.settings.prefix}")
+
+    def pins_streams(self) -> bool:
+        return self.protocol in PINNING_PROTOCOLS
 
     def create_filesystem(self, loop: asyncio.AbstractEventLoop) -> AbstractFileSystem:
         filesystem_class = fsspec.get_filesystem_class(self.protocol)

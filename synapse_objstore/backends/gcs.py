@@ -8,7 +8,9 @@
 Object keys are `prefix + media path` in `bucket`. Uploads go in one request up to
 `chunk_size`, and as a resumable upload of `chunk_size` chunks above it, reading the file in
 a worker thread. GCS keeps the MD5 of every object written in one piece (all of ours), which
-is what verification compares.
+is what verification compares. A stream reads by ranges, each pinned to the generation
+the object had when the stream opened (`ifGenerationMatch`): an object replaced mid-stream
+fails the stream (ObjectChangedError) rather than splice two generations.
 
 This uses gcsfs's JSON-API filesystem, not the gRPC one gcsfs picks by default for zonal
 buckets: it asks a gRPC control API for each bucket's type, which emulators do not serve.
@@ -31,7 +33,7 @@ from urllib.parse import urlsplit
 from pydantic import ByteSize, Field, field_validator
 
 from synapse_objstore.asyncfs import AsyncFs
-from synapse_objstore.backends.base import LIST_PAGE_SIZE, Backend, ChecksumScheme
+from synapse_objstore.backends.base import LIST_PAGE_SIZE, Backend, ChecksumScheme, RangedReadStream, changed_error
 from synapse_objstore.backends.part_upload import PartUpload, read_range
 from synapse_objstore.errors import ConfigError
 from synapse_objstore.hookspecs import hookimpl
@@ -165,6 +167,14 @@ class GcsBackend(Backend):
             if not page_token:
                 return
 
+    def pins_streams(self) -> bool:
+        return True
+
+    async def open_read(self, fs: AsyncFs, remote_path: str) -> GenerationStream:
+        stream = await GenerationStream.open(fs, remote_path)
+        assert isinstance(stream, GenerationStream)
+        return stream
+
     async def upload(self, fs: AsyncFs, local_path: str, remote_path: str, if_absent: bool = False) -> None:
         """One request below chunk_size, else a resumable upload holding one chunk in memory;
         a failed resumable upload is cancelled."""
@@ -177,6 +187,27 @@ class GcsBackend(Backend):
             await gcs.upload_in_one(bucket, key, data, CONTENT_TYPE)
             return
         await ResumableUpload(fs, local_path, size, chunk, bucket, key).run()
+
+
+class GenerationStream(RangedReadStream):
+    """Ranged reads of the generation the object had when the stream opened."""
+
+    @classmethod
+    def version_of(cls, info: Mapping[str, Any]) -> Any:
+        generation = info.get("generation")
+        if generation is None:  # every GCS object has one; an emulator without is no store to trust
+            raise ValueError(f"GCS gave no generation for {info.get('name')!r}: cannot stream it pinned")
+        return str(generation)
+
+    async def _read_range(self, start: int, end: int) -> bytes:
+        gcs: ThreadedAuthGCSFileSystem = self._fs.fs
+        bucket, key, _ = gcs.split_path(self._path)
+        try:
+            return await gcs.read_generation(bucket, key, self._version, start, end)
+        except FileExistsError as error:
+            raise changed_error(self._path, f"HTTP 412, not generation {self._version} any more") from error
+        except FileNotFoundError as error:
+            raise changed_error(self._path, "HTTP 404, no such object any more") from error
 
 
 class ResumableUpload(PartUpload[None, None]):

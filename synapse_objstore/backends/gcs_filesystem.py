@@ -18,6 +18,8 @@ local file itself. Used, each where noted below:
   `GCSFileSystem.credentials` and `on_google`: the credential lookup moved to a thread;
 - `gcsfs.core.simple_upload`, `initiate_upload` and `upload_chunk` (module functions, no
   underscore, undocumented): the single-request and resumable uploads;
+- `GCSFileSystem._location` (the endpoint) and `_call` with a URL and query parameters: the
+  ranged media GET pinned to a generation (`ifGenerationMatch`), which `cat_file` cannot send;
 - `GCSFileSystem._session`, the aiohttp session, which the backend contract's default
   `close_filesystem` (backends/base.py) closes.
 Checked against gcsfs 2026.10.0 (aiohttp 3.14.5). pyproject.toml bounds gcsfs above at the
@@ -102,6 +104,15 @@ class ThreadedAuthGCSFileSystem(GCSFileSystem):  # gcsfs has no type hints: see 
         """Send the chunk at `offset` of a resumable upload of `size` bytes (the last one
         completes it)."""
         await upload_chunk(self, location, data, offset, size, content_type)
+
+    async def read_generation(self, bucket: str, key: str, generation: str, start: int, end: int) -> bytes:
+        """Bytes `start` to `end` (exclusive) of an object, only while it is still generation
+        `generation`: gcsfs raises FileExistsError for GCS's 412 (another generation now),
+        FileNotFoundError when it is gone."""
+        url = self._location + "/download/storage/v1/b/{}/o/{}"
+        _, data = await self._call("GET", url, bucket, key, alt="media", ifGenerationMatch=generation,
+                                   headers={"Range": f"bytes={start}-{end - 1}"})
+        return bytes(data)
 
     async def cancel_resumable_upload(self, location: str) -> None:
         await self._call("DELETE", location)

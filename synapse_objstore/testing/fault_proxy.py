@@ -19,6 +19,11 @@ flow (`set`, or `schedule` to switch after a number of requests):
   that code (credentials revoked); `no_bucket`: every request gets 404 NoSuchBucket.
 - `silent`: requests are read and never answered; `stall`: each reply sends half its body,
   then nothing. Held connections are reset when the fault is switched off or the proxy stops.
+- `gcs_generation_match`: not a fault but what GCS does and gcp-storage-emulator does not
+  (it ignores the condition on downloads): a GET carrying `ifGenerationMatch` is answered
+  412 when the object's generation is another (the proxy asks the store for its metadata
+  first), 404 when there is no object. For a test that an object replaced mid-stream fails a
+  GCS stream; not atomic (a replacement between the two requests goes unseen).
 - `match`: a regular expression; the faults apply only to requests whose path it matches
   (e.g. one object's key, for a bucket policy that denies that object alone).
 
@@ -89,6 +94,7 @@ class Faults:
     no_bucket: bool = False
     silent: bool = False
     stall: bool = False
+    gcs_generation_match: bool = False
     match: str | None = None
 
     def __post_init__(self) -> None:
@@ -180,6 +186,12 @@ def error_reply(status: int, code: str, message: str, resource: str) -> Reply:
     reasons = {403: "Forbidden", 404: "Not Found", 503: "Slow Down"}
     return Reply(status, reasons.get(status, "Error"), [("Content-Type", "application/xml"),
                                                         ("x-amz-request-id", "fault-proxy")], body)
+
+
+def _json_reply(status: int, reason: str, message: str) -> Reply:
+    """An error reply with the JSON body of GCS's JSON API."""
+    body = json.dumps({"error": {"code": status, "message": message}}).encode()
+    return Reply(status, reason, [("Content-Type", "application/json")], body)
 
 
 class FaultEngine:
@@ -335,6 +347,8 @@ class ProxyServer:
             await self._hold(lambda: engine.faults.silent)
             raise Reset
         refusal = self._refusal(request, faults, nth)
+        if refusal is None and faults.gcs_generation_match and "ifGenerationMatch" in request.query:
+            refusal = await self._generation_mismatch(request)
         if refusal is not None:
             write_reply(writer, refusal, head_only=request.method == "HEAD")
             return
@@ -372,6 +386,20 @@ class ProxyServer:
             engine.count("slowdown", request)
             return error_reply(503, "SlowDown", "Please reduce your request rate.", request.path)
         return None
+
+    async def _generation_mismatch(self, request: Request) -> Reply | None:
+        """GCS's answer to a request whose `ifGenerationMatch` is not the object's generation:
+        412 (404 for no object), or None when it is, from the object's metadata."""
+        wanted = request.query["ifGenerationMatch"][0]
+        metadata_path = request.path.removeprefix("/download")  # a media download's object
+        metadata = await self._forward(Request("GET", metadata_path, "HTTP/1.1",
+                                               [(k, v) for k, v in request.headers if k.lower() == "host"]))
+        if metadata.status == 404:
+            return _json_reply(404, "Not Found", "No such object")
+        if metadata.status == 200 and str(json.loads(metadata.body).get("generation")) == wanted:
+            return None
+        self.engine.count("generation mismatch", request)
+        return _json_reply(412, "Precondition Failed", "At least one of the pre-conditions you specified did not hold.")
 
     def _falsify_etag(self, request: Request, reply: Reply, everywhere: bool) -> None:
         """Replace the ETags of an upload's reply (and, `everywhere`, of any reply but an
@@ -720,6 +748,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-bucket", action="store_true", help="answer everything 404 NoSuchBucket")
     parser.add_argument("--silent", action="store_true", help="never answer")
     parser.add_argument("--stall", action="store_true", help="send half of each reply body, then nothing")
+    parser.add_argument("--gcs-generation-match", action="store_true",
+                        help="answer a GET whose ifGenerationMatch is not the object's generation 412, as GCS does")
     parser.add_argument("--match", metavar="REGEX", help="apply the faults only to request paths matching REGEX")
     args = parser.parse_args(argv)
     try:
@@ -727,7 +757,8 @@ def main(argv: list[str] | None = None) -> None:
         faults = Faults(rate_503=args.rate_503, rate_reset=args.rate_reset, fail_first=args.fail_first,
                         flip_byte=args.flip_byte, wrong_etag=args.wrong_etag, opaque_etags=args.opaque_etags,
                         deny=args.deny,
-                        no_bucket=args.no_bucket, silent=args.silent, stall=args.stall, match=args.match)
+                        no_bucket=args.no_bucket, silent=args.silent, stall=args.stall,
+                        gcs_generation_match=args.gcs_generation_match, match=args.match)
     except (ValueError, re.error) as error:
         parser.error(str(error))
     asyncio.run(_serve(target, faults, args.seed, args.port))

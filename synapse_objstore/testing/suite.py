@@ -23,7 +23,7 @@ import pytest
 
 from synapse_objstore import io_loop
 from synapse_objstore.config import parse_store_config
-from synapse_objstore.errors import ConfigError, ObjectStoreError, StoreUnusableError
+from synapse_objstore.errors import ConfigError, ObjectChangedError, ObjectStoreError, StoreUnusableError
 from synapse_objstore.store import ObjectInfo, ObjectStore
 from synapse_objstore.testing.memory import peak_memory
 from synapse_objstore.verification import RemoteChecker, State, preflight
@@ -74,6 +74,14 @@ class BackendConformance:
     def bad_credentials_store_config(self) -> dict[str, Any] | None:
         """A config block for a working service with credentials it refuses, or None."""
         return None
+
+    @pytest.fixture
+    def pinning_store_config(self, store_config: dict[str, Any]) -> dict[str, Any]:
+        """A config block like `store_config`, for a service that honours the conditions a
+        stream pins an object's version with (by default `store_config` itself). Give one
+        where the emulator ignores them: gcp-storage-emulator ignores `ifGenerationMatch` on
+        downloads, so the GCS tests put the fault proxy (`gcs_generation_match`) in front."""
+        return store_config
 
     # --- the suite's own fixtures -------------------------------------------------------
 
@@ -132,6 +140,54 @@ class BackendConformance:
         sizes, reported_size = self.call(objstore, read_in_small_chunks(), "fetch")
         assert max(sizes) <= 64 * 1024 and sum(sizes) == len(data)
         assert reported_size in (None, len(data))
+
+    @pytest.mark.parametrize("replacement_size", ["same size", "larger", "smaller"])
+    def test_an_object_replaced_mid_stream_is_never_spliced(
+        self, pinning_store_config: dict[str, Any], tmp_path: Path, replacement_size: str
+    ) -> None:
+        """A stream gives the whole object it opened, or fails with ObjectChangedError: never
+        the start of one version and the rest of another, which Synapse would serve as one
+        file. The reader pauses after its first chunk (the stream is suspended, as the
+        responder does for a paused client) and the object is replaced meanwhile. A backend
+        whose `pins_streams()` says it cannot pin is skipped."""
+        with open_store(pinning_store_config) as objstore:
+            self.check_replaced_mid_stream(objstore, tmp_path, replacement_size)
+
+    def check_replaced_mid_stream(self, objstore: ObjectStore, tmp_path: Path, replacement_size: str) -> None:
+        if not objstore.backend.pins_streams():
+            pytest.skip(f"{objstore.backend.describe()} declares that it cannot pin a stream to a version")
+        media_path = "local_content/re/pl/acedmidstream"
+        original = os.urandom(1 * MiB)
+        size = {"same size": len(original), "larger": len(original) + 100_000, "smaller": len(original) // 2}
+        replacement = local_file(tmp_path, os.urandom(size[replacement_size]))
+        self.call(objstore, objstore.put_file(local_file(tmp_path, original), media_path), "store")
+
+        async def read_across_a_replacement() -> tuple[bytes, ObjectChangedError | None]:
+            stream = await objstore.open_read(media_path)
+            assert stream is not None
+            try:
+                got = bytearray(await stream.read(64 * 1024))
+                await stream.suspend()
+                await objstore.put_file(replacement, media_path)
+                try:
+                    while chunk := await stream.read(64 * 1024):
+                        got += chunk
+                except ObjectChangedError as error:
+                    return bytes(got), error
+            finally:
+                await stream.close()
+            return bytes(got), None
+
+        got, error = self.call(objstore, read_across_a_replacement(), "fetch")
+        if error is None:
+            assert got == original, (f"{len(got)} bytes streamed across a replacement are not the object opened: "
+                                     "two versions were spliced")
+        else:
+            assert original.startswith(got) and len(got) < len(original), "bytes of the new version were handed out"
+            assert "replaced or deleted while it was streamed" in str(error)
+        # and a new stream reads the new version
+        new = Path(replacement).read_bytes()
+        assert self.call(objstore, read_object(objstore, media_path, READ_SIZE), "fetch") == new
 
     def test_a_missing_object_is_none_not_an_error(self, objstore: ObjectStore) -> None:
         media_path = "local_content/no/th/ere"

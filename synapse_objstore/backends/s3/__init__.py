@@ -8,6 +8,8 @@ Every key of synapse-s3-storage-provider means what it meant there, and object k
     backend.py       S3Backend: HEAD, listings, incomplete multipart uploads, wiring
     uploads.py       PUT, conditional PUT and multipart uploads (the shared part loop)
     streaming.py     a GET's body streamed as received, resumed by ranged GETs, watchdog-timed
+    keys.py          SSE-C key rotation on reads: the keys tried, in order, and which one fits
+    rewrite.py       an object rewritten under the current SSE-C key (CopyObject, or through this host)
     s3fs_private.py  every private member of s3fs, aiobotocore and aiohttp used, and why
 """
 

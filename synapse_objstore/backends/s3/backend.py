@@ -60,6 +60,10 @@ class S3Backend(Backend):
     async def close_filesystem(self, fs: AbstractFileSystem) -> None:
         await close_client(fs)
 
+    def pins_streams(self) -> bool:
+        """A resumed stream's ranged GET must match the ETag of the first (S3BodyStream)."""
+        return True
+
     def checksum_scheme(self) -> ChecksumScheme:
         """The ETag: the content's MD5 for a single PUT, the MD5 of the parts' MD5s for a
         multipart upload (with our part size, or boto3's for objects the older tools wrote).

@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import s3fs
 
-from synapse_objstore.backends.base import ObjectStream
+from synapse_objstore.backends.base import ObjectStream, changed_error
 from synapse_objstore.backends.s3.keys import THE_CURRENT_KEY, SseKey, call_with_key
 from synapse_objstore.backends.s3.s3fs_private import (
     aiohttp_response,
@@ -54,10 +54,16 @@ class S3BodyStream(ObjectStream):
             if self._offset >= self.size:
                 return b""
             condition = {"IfMatch": self._etag} if self._etag else {}
-            self._open(await call_with_key(
-                self._s3, self._sse_key, "get_object", Bucket=self._bucket, Key=self._key,
-                Range=f"bytes={self._offset}-", **condition,
-            ))
+            try:
+                reply = await call_with_key(
+                    self._s3, self._sse_key, "get_object", Bucket=self._bucket, Key=self._key,
+                    Range=f"bytes={self._offset}-", **condition,
+                )
+            except OSError as error:
+                if isinstance(error, FileNotFoundError) or _status(error) == 412:
+                    raise changed_error(f"{self._bucket}/{self._key}", error) from error
+                raise
+            self._open(reply)
         data = await self._next_piece(max_bytes)
         self._offset += len(data)
         return data
@@ -82,6 +88,12 @@ class S3BodyStream(ObjectStream):
         self._pieces, self._rest = None, b""
         if body is not None:
             body.close()
+
+
+def _status(error: OSError) -> Any:
+    """The HTTP status of the botocore error s3fs translated into `error`."""
+    response = getattr(error.__cause__, "response", None)
+    return response.get("ResponseMetadata", {}).get("HTTPStatusCode") if isinstance(response, dict) else None
 
 
 class TimedPieceReader:
