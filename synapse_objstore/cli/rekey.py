@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from synapse_objstore.backends.base import CURRENT, Backend, KeyLabel
+from synapse_objstore.backends.base import CURRENT, UNENCRYPTED, Backend, KeyLabel, RewriteResult
 from synapse_objstore.backends.s3.keys import object_label, read_keys, read_with_keys
 from synapse_objstore.cli.report import MAX_LISTED_FAILURES, Summary, human_size
 from synapse_objstore.errors import CommandError, MediaPathError, ObjstoreError, UnknownKeyError
@@ -76,7 +76,7 @@ class RekeySummary(Summary):
             entry[1] += size
 
     def lines(self) -> list[str]:
-        would = "Would have " if self.dry_run else ""
+        rewrote = "Would have rewritten" if self.dry_run else "Rewrote"
         lines = [f"Listed {self.objects_listed} objects ({human_size(self.bytes_listed)}); the current config "
                  f"writes {self.current_key}"]
         for label, (objects, size) in sorted(self.by_key.items(), key=lambda item: _label_order(item[0])):
@@ -85,7 +85,7 @@ class RekeySummary(Summary):
             lines.append(f"  readable with no configured key: {self.objects_unreadable} objects (see below)")
         if self.objects_gone:
             lines.append(f"  deleted while the run went on: {self.objects_gone} objects")
-        lines.append(f"{would}Rewritten under the current key: {self.objects_rekeyed} objects "
+        lines.append(f"{rewrote} {self.objects_rekeyed} objects under the current key "
                      f"({human_size(self.bytes_rekeyed)})" + ("" if self.dry_run else ", each verified"))
         if self.objects_streamed:
             lines.append(f"  {self.objects_streamed} of them ({human_size(self.bytes_streamed)}) downloaded and "
@@ -143,6 +143,8 @@ class Rekeyer:
         settings: Any = self.backend.settings
         self._keys = read_keys(settings)
         self._likely = CURRENT  # the key of the last object looked at: the one to try first
+        self._first_rewrite = {True: asyncio.Lock(), False: asyncio.Lock()}  # see _rewrite
+        self._learned: set[bool] = set()
         summary.current_key = "SSE-C" if getattr(settings, "sse_customer_key", None) is not None else "no SSE-C"
 
     async def run(self) -> None:
@@ -189,8 +191,7 @@ class Rekeyer:
             self.summary.add(objects_rekeyed=1, bytes_rekeyed=info.size)
             return
         try:
-            result = await self._call("rewrite", media_path,
-                                      lambda: self.backend.rewrite_with_current_key(self._fs, remote_path, label))
+            result = await self._rewrite(media_path, remote_path, label)
         except FileNotFoundError:
             self.summary.add(objects_gone=1)
             return
@@ -210,6 +211,24 @@ class Rekeyer:
             self.summary.fail(media_path, f"rewritten from {label}, but {problem}")
             return
         self.summary.add(objects_rekeyed=1, bytes_rekeyed=info.size)
+
+    async def _rewrite(self, media_path: str, remote_path: str, label: KeyLabel) -> RewriteResult:
+        """The backend's rewrite. The first of each kind (from an SSE-C key, from no key) runs
+        alone: it learns whether the store can copy such objects in place, so that the others
+        do not each try a copy the store refuses (and the backend says so once, not once per job)."""
+        def rewrite() -> Awaitable[RewriteResult]:
+            return self._call("rewrite", media_path,
+                              lambda: self.backend.rewrite_with_current_key(self._fs, remote_path, label))
+
+        kind = label == UNENCRYPTED
+        if kind not in self._learned:
+            async with self._first_rewrite[kind]:
+                if kind not in self._learned:
+                    try:
+                        return await rewrite()
+                    finally:
+                        self._learned.add(kind)
+        return await rewrite()
 
     @property
     def _fs(self) -> Any:
