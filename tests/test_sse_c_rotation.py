@@ -214,3 +214,30 @@ def test_turning_sse_c_off_rewrites_old_objects_unencrypted_in_their_storage_cla
     assert head["StorageClass"] == rgw.extra_storage_class
     assert s3.get_object(Bucket=rgw_bucket, Key="local_content/of/ff/old")["Body"].read() == b"was encrypted"
     assert run(store.backend.key_of(store.filesystem(), remote)) == "current"
+
+
+def test_an_object_too_large_for_copy_object_falls_back_when_rgw_refuses_part_copies(
+        rgw: CephRGW, rgw_bucket: str, open_store: Callable[[dict[str, Any]], ObjectStore],
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Above CopyObject's 5 GiB (lowered here) the copy goes in parts; RGW 16 refuses an
+    UploadPartCopy from one SSE-C key to another with 400 InvalidArgument: the multipart upload
+    is aborted and the object rewritten through this host, in parts, saying why."""
+    import synapse_objstore.backends.s3.rewrite as rewrite
+
+    monkeypatch.setattr(rewrite, "MAX_COPY_SIZE", MiB)
+    monkeypatch.setattr(rewrite, "COPY_PART_SIZE", 5 * MiB)
+    data = os.urandom(7 * MiB)
+    put_under(rgw_client(rgw), rgw_bucket, "local_content/la/rg/er", data, KEY_B)
+    store = open_store(rgw_config(rgw, rgw_bucket, **ROTATED))
+    sent = record_requests(store)
+    remote = store.remote_path("local_content/la/rg/er")
+    result = run(store.backend.rewrite_with_current_key(store.filesystem(), remote, "previous-1"))
+    assert not result.server_side and result.bytes_moved == len(data)
+    kinds = sent.kinds()
+    assert kinds[:4] == ["HeadObject", "CreateMultipartUpload", "UploadPartCopy", "AbortMultipartUpload"], kinds
+    assert sent.statuses()[2] == 400
+    assert any("UploadPartCopy answered 400" in r.getMessage() for r in caplog.records)
+    assert kinds[4:6] == ["GetObject", "CreateMultipartUpload"] and kinds.count("UploadPart") == 2
+    assert run(store.backend.key_of(store.filesystem(), remote)) == "current"
+    assert run(read_object(store, "local_content/la/rg/er")) == data
+    assert not rgw_client(rgw).list_multipart_uploads(Bucket=rgw_bucket).get("Uploads")

@@ -8,11 +8,12 @@ key streamed into a PUT, or into a multipart upload above multipart_threshold, w
 key, holding at most the upload's memory limit, writing nothing to local disk. Either way the
 object is replaced at once (CopyObject, PutObject and CompleteMultipartUpload are atomic): a
 rewrite stopped midway leaves the object as it was. CopyObject takes at most 5 GiB: a larger
-object is rewritten through this host.
+object is copied in parts (UploadPartCopy), or, where the store cannot, rewritten through this host.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -29,8 +30,12 @@ from synapse_objstore.upload_memory import UploadMemory
 
 logger = logging.getLogger(__name__)
 
-# The largest object one CopyObject copies (S3's limit).
+# The largest object one CopyObject copies (S3's limit); a larger one is copied in parts of
+# COPY_PART_SIZE (UploadPartCopy takes 5 MiB to 5 GiB per part, 10,000 parts).
 MAX_COPY_SIZE = 5 * 1024**3
+COPY_PART_SIZE = 1024**3
+# What a store that cannot copy parts with these SSE-C headers answers an UploadPartCopy.
+PART_COPY_REFUSALS = frozenset({400, 501})
 # What a HEAD says of an object that a copy with MetadataDirective REPLACE must repeat.
 KEPT_HEADERS = ("ContentType", "CacheControl", "ContentDisposition", "ContentEncoding", "ContentLanguage", "Expires")
 
@@ -62,7 +67,13 @@ class Rewriter:
         head = await call_with_key(s3, old, "head_object", Bucket=bucket, Key=key)
         size = int(head["ContentLength"])
         encrypted_source = old.key is not None
-        if size <= MAX_COPY_SIZE and self._copies[encrypted_source]:
+        if size > MAX_COPY_SIZE and self._copies[encrypted_source]:
+            try:
+                await self._multipart_copy(s3, bucket, key, old, head)
+                return RewriteResult(server_side=True, bytes_moved=0)
+            except _NotCopied as refused:
+                self._cannot_copy(encrypted_source, str(refused))
+        elif self._copies[encrypted_source]:
             try:
                 reply = await call_s3(s3, "copy_object", Bucket=bucket, Key=key,
                                       CopySource={"Bucket": bucket, "Key": key}, **_kept(head),
@@ -78,6 +89,41 @@ class Rewriter:
                 # and leaves the copy unencrypted: the rewrite below encrypts it
                 self._cannot_copy(encrypted_source, "CopyObject ignored the SSE-C key: the copy is not encrypted")
         return await self._rewrite_through_host(fs, bucket, key, old, head)
+
+    async def _multipart_copy(self, s3: s3fs.S3FileSystem, bucket: str, key: str, old: SseKey,
+                              head: dict[str, Any]) -> None:
+        """An object above CopyObject's limit copied onto itself in parts (UploadPartCopy, each
+        with the copy-source SSE-C headers), pinned to the ETag the HEAD saw. _NotCopied, with
+        the upload aborted, when the store cannot (501) or leaves the parts unencrypted."""
+        size = int(head["ContentLength"])
+        create_args = {name: value for name, value in _kept(head).items() if name != "MetadataDirective"}
+        started = await call_s3(s3, "create_multipart_upload", Bucket=bucket, Key=key, **create_args)
+        upload_id = started["UploadId"]
+        pinned = {"CopySourceIfMatch": head["ETag"]} if head.get("ETag") else {}
+        try:
+            parts = []
+            for number, start in enumerate(range(0, size, COPY_PART_SIZE), start=1):
+                end = min(start + COPY_PART_SIZE, size) - 1
+                try:
+                    reply = await call_s3(
+                        s3, "upload_part_copy", Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number,
+                        CopySource={"Bucket": bucket, "Key": key}, CopySourceRange=f"bytes={start}-{end}",
+                        **pinned, **old.copy_source_args())
+                except OSError as error:
+                    # Ceph RGW 16 answers 400 InvalidArgument ("The calculated MD5 hash of the key
+                    # did not match") to a part copy from one SSE-C key to another
+                    status = http_status(error)
+                    if status in PART_COPY_REFUSALS:
+                        raise _NotCopied(f"UploadPartCopy answered {status}: {error}") from error
+                    raise
+                if self.settings.sse_customer_key is not None and not reply.get("SSECustomerKeyMD5"):
+                    raise _NotCopied("UploadPartCopy ignored the SSE-C key: the copy is not encrypted")
+                parts.append({"PartNumber": number, "ETag": reply["CopyPartResult"]["ETag"]})
+            await call_s3(s3, "complete_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id,
+                          MultipartUpload={"Parts": parts})
+        except BaseException:
+            await asyncio.shield(_abort(s3, bucket, key, upload_id))
+            raise
 
     def _cannot_copy(self, encrypted_source: bool, why: str) -> None:
         self._copies[encrypted_source] = False
@@ -106,6 +152,17 @@ class Rewriter:
         finally:
             await stream.close()
         return RewriteResult(server_side=False, bytes_moved=size)
+
+
+class _NotCopied(Exception):
+    """The store cannot make this copy itself; the message says why."""
+
+
+async def _abort(s3: s3fs.S3FileSystem, bucket: str, key: str, upload_id: str) -> None:
+    try:
+        await call_s3(s3, "abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id)
+    except Exception as error:  # the copy failed already; report, and let that error stand
+        logger.warning("could not abort multipart copy of s3://%s/%s: %s", bucket, key, error)
 
 
 def _kept(head: dict[str, Any]) -> dict[str, Any]:
