@@ -2,7 +2,7 @@
 
 Every command and option of synapse-s3-storage-provider's `s3_media_upload` is here with
 the same meaning (update-db, check-deleted, update, write, upload), reading and writing the
-same cache.db, plus `restore`, `verify`, `migrate` and `reconcile`. With `--config homeserver.yaml` (or
+same cache.db, plus `restore`, `verify`, `migrate`, `reconcile` and `rekey`. With `--config homeserver.yaml` (or
 SYNAPSE_CONFIG) the database, the media store and the store settings all come from Synapse's
 own config.
 """
@@ -819,4 +819,35 @@ def reconcile(obj: Context, base_path: str | None, apply: bool, grace: datetime.
     finally:
         synapse_db.close()
         obj.left = summary.orphans_left
+    obj.finish(summary)
+
+
+@cli.command("rekey")
+@click.option("--apply", is_flag=True, help="Rewrite the objects for real; without it nothing changes.")
+@store_config_option
+@jobs_option
+@pass_context
+def rekey(obj: Context, apply: bool, store_config: str | None, jobs: int) -> None:
+    """Rewrite every object under an earlier SSE-C key (or none) under the current key; a dry run unless --apply.
+
+    Lists every object under the prefix of the store (--store-config or --config), tells which
+    configured key reads each (sse_customer_key: "current"; previous_sse_customer_keys:
+    "previous-1", ...; "unencrypted" with previously_unencrypted) and reports the objects and
+    bytes under each. With --apply, rewrites each one not under the current key in the store
+    (server-side copy where the store can, else streamed through this host), verified: the
+    current key reads it, with its size, Content-Type and metadata. Also encrypts a bucket
+    written without SSE-C (previously_unencrypted: true), or decrypts one (no sse_customer_key,
+    the old key in previous_sse_customer_keys). A rerun after any interruption finds only what
+    is left. S3 stores only. Once it reports every object under the current key, the previous
+    keys can leave the config.
+    """
+    from synapse_objstore.cli.rekey import Rekeyer, RekeySummary, check_rekeyable
+
+    if not obj.shard.is_whole:
+        raise click.UsageError("rekey takes no --shard: it rewrites every object of the store, and needs no cache.db")
+    store = obj.store(store_config)
+    check_rekeyable(store)
+    summary = obj.track(RekeySummary("rekey", dry_run=not apply))
+    with progress_bar(obj.progress, None, "objects") as bar:
+        run_store_job(store, lambda: Rekeyer(store, jobs, apply, summary, bar, obj.info).run())
     obj.finish(summary)

@@ -14,7 +14,11 @@ yields a `RotatedHomeserver` with Synapse running on the C/[B, A] config; a test
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,12 +28,15 @@ from typing import Any
 
 import botocore.exceptions
 import pytest
+import yaml
 from packaging.version import Version
 
 from servers.ceph_rgw import CephRGW
 from servers.matrix_client import MatrixClient, Mxc
-from servers.synapse import SynapseServer, local_content_path, provider_entry
+from servers.media import make_image
+from servers.synapse import SynapseServer, local_content_path, local_thumbnails_dir, provider_entry
 from tests.support.homeserver import PREFIX, MonitoredHomeserver, enable_metrics_listener
+from tests.support.offload import MAIN, REPO
 from tests.support.required import require_ceph
 from tests.support.s3 import rgw_client
 from tests.support.sse_c import KEY_A, KEY_B, KEY_C
@@ -148,3 +155,54 @@ def test_media_under_every_key_is_served_and_old_keys_are_counted(rotated: Rotat
         if label != "current":
             assert monitored.ours(samples, "synapse_objstore_previous_key_reads_total", key=label) >= 1, label
 
+
+def rekey(rotated: RotatedHomeserver, directory: Path, *args: str) -> dict[str, Any]:
+    """`objstore-offload --json rekey ARGS` on the C config, in a process of its own; its summary."""
+    config = directory / "store.yaml"
+    config.write_text(yaml.safe_dump(rotated.store_config()))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", MAIN, "--no-progress", "--json", "rekey", *args,
+                           "--store-config", str(config)], cwd=directory, env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert all(key not in done.stdout + done.stderr for key in (KEY_A, KEY_B, KEY_C))
+    summary: dict[str, Any] = json.loads(done.stdout)
+    return summary
+
+
+def test_after_rekey_the_old_keys_leave_the_config_and_every_media_is_served(
+    rotated: RotatedHomeserver, tmp_path: Path,
+) -> None:
+    # an image with thumbnails under key A (Synapse writes them as it stores the upload)
+    client = rotated.restart(GENERATIONS["A"])
+    image = make_image()
+    picture = client.upload(image, "image/jpeg", "picture.jpg")
+    thumbnail = client.thumbnail(picture, 32, 32, "crop").check().body
+    s3 = rgw_client(rotated.rgw)
+    deadline = time.monotonic() + 60
+    while not s3.list_objects_v2(Bucket=rotated.bucket,
+                                 Prefix=PREFIX + local_thumbnails_dir(picture.media_id)).get("KeyCount"):
+        assert time.monotonic() < deadline, "Synapse stored no thumbnail"
+        time.sleep(0.1)
+
+    client = rotated.restart(GENERATIONS["C"])
+    dry = rekey(rotated, tmp_path)
+    assert {"unencrypted", "previous-1", "previous-2"} <= set(dry["by_key"]), dry["by_key"]
+    applied = rekey(rotated, tmp_path, "--apply")
+    assert applied["objects_rekeyed"] == dry["objects_rekeyed"] > 0 and applied["files_failed"] == 0
+
+    # every object reads with C alone, and not without a key
+    for item in s3.list_objects_v2(Bucket=rotated.bucket, Prefix=PREFIX)["Contents"]:
+        head = s3.head_object(Bucket=rotated.bucket, Key=item["Key"], SSECustomerKey=KEY_C,
+                              SSECustomerAlgorithm="AES256")
+        assert head.get("SSECustomerKeyMD5"), item["Key"]
+
+    # the old keys leave the config: Synapse still serves every media and thumbnail, byte-identical
+    client = rotated.restart({"sse_customer_key": KEY_C})
+    for generation, (mxc, data) in rotated.media.items():
+        assert client.download(mxc).check().body == data, generation
+    assert client.download(picture).check().body == image
+    assert client.thumbnail(picture, 32, 32, "crop").check().body == thumbnail
+    old_key_reads = [value for (name, _), value in rotated.monitored().scrape().items()
+                     if name == "synapse_objstore_previous_key_reads_total"]
+    assert sum(old_key_reads) == 0

@@ -1,0 +1,291 @@
+"""`rekey`: rewrite every object still under an earlier SSE-C key (or none) under the current key.
+
+An s3 store's config names the current key (`sse_customer_key`), the keys it replaced
+(`previous_sse_customer_keys`) and whether objects written without SSE-C may remain
+(`previously_unencrypted`); the provider reads under all of them. This command lists every
+object under the prefix, asks the backend which configured key reads each (`key_of`), and
+reports the objects and bytes under each key, named by label only ("current", "previous-1",
+..., "unencrypted"; never a key). Nothing changes without `apply`.
+
+With `apply`, each object not under the current key is rewritten under it in the store
+(`rewrite_with_current_key`: CopyObject with the copy-source SSE-C headers, the object's
+metadata, Content-Type and storage class kept; a streamed GET-and-PUT through this host where
+the store cannot do that copy, as Ceph RGW 16.2 cannot: it answers 501 to a copy from an SSE-C
+source, and leaves the copy of an unencrypted object unencrypted), then verified:
+the current key must read it, with the size, Content-Type and user metadata it had (the
+sha256 metadata included). A failure is reported and never stops the others.
+
+Crash safety: a CopyObject and a single PUT replace the object atomically, and a multipart
+rewrite only when it completes, so a run killed at any point (SIGKILL included) leaves every
+object whole, under its old key or the current one; the next run finds only what is left (an
+interrupted multipart rewrite may leave an incomplete upload, which `reconcile --apply` aborts).
+Two runs at once are harmless: each object is rewritten from what the store holds under a
+configured key to the same bytes under the current key, and a rewrite that fails because the
+other run got there first is checked again and counted as done.
+
+Every object under the prefix is rekeyed, markers too (the owner marker, ownership.py): the
+provider and the CLI read them through the same keys, and one left under an old key would be
+unreadable once that key leaves the config. An object that no configured key reads is named,
+counted as failed and left as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from synapse_objstore.backends.base import CURRENT, UNENCRYPTED, Backend, KeyLabel, RewriteResult
+from synapse_objstore.backends.s3.keys import object_label, read_keys, read_with_keys
+from synapse_objstore.cli.report import MAX_LISTED_FAILURES, Summary, human_size
+from synapse_objstore.errors import CommandError, MediaPathError, ObjstoreError, UnknownKeyError
+from synapse_objstore.failures import store_error
+from synapse_objstore.redaction import redact
+from synapse_objstore.store import ObjectInfo, ObjectStore
+from synapse_objstore.verification import preflight
+
+T = TypeVar("T")
+
+
+@dataclass
+class RekeySummary(Summary):
+    """`objects_*` count the objects listed, under each key, and rewritten."""
+
+    objects_listed: int = 0
+    bytes_listed: int = 0
+    objects_current: int = 0  # already under the current key
+    bytes_current: int = 0
+    objects_old: int = 0  # under a previous key, or unencrypted where the current config encrypts
+    bytes_old: int = 0
+    objects_rekeyed: int = 0  # rewritten and verified (would be, in a dry run)
+    bytes_rekeyed: int = 0
+    objects_copied: int = 0  # of those, copied in the store, server-side
+    objects_streamed: int = 0  # of those, downloaded and uploaded again through this host
+    bytes_streamed: int = 0
+    objects_gone: int = 0  # deleted while the run went on (Synapse purged the media)
+    objects_unreadable: int = 0  # no configured key reads them
+    # label -> [objects, bytes]; labels only, never a key
+    by_key: dict[str, list[int]] = field(default_factory=dict)
+    current_key: str = ""  # what the current config writes: "SSE-C" or "no SSE-C"
+
+    def count_key(self, label: str, size: int) -> None:
+        with self._lock:
+            entry = self.by_key.setdefault(label, [0, 0])
+            entry[0] += 1
+            entry[1] += size
+
+    def lines(self) -> list[str]:
+        rewrote = "Would have rewritten" if self.dry_run else "Rewrote"
+        lines = [f"Listed {self.objects_listed} objects ({human_size(self.bytes_listed)}); the current config "
+                 f"writes {self.current_key}"]
+        for label, (objects, size) in sorted(self.by_key.items(), key=lambda item: _label_order(item[0])):
+            lines.append(f"  under {label}: {objects} objects ({human_size(size)})")
+        if self.objects_unreadable:
+            lines.append(f"  readable with no configured key: {self.objects_unreadable} objects (see below)")
+        if self.objects_gone:
+            lines.append(f"  deleted while the run went on: {self.objects_gone} objects")
+        lines.append(f"{rewrote} {self.objects_rekeyed} objects under the current key "
+                     f"({human_size(self.bytes_rekeyed)})" + ("" if self.dry_run else ", each verified"))
+        if self.objects_streamed:
+            lines.append(f"  {self.objects_streamed} of them ({human_size(self.bytes_streamed)}) downloaded and "
+                         "uploaded again through this host: the store could not rewrite them in place")
+        left = self.objects_old - (0 if self.dry_run else self.objects_rekeyed)
+        if left > 0:
+            lines.append(f"Left under an earlier key: {left} objects" +
+                         (" (run again with --apply to rewrite them)" if self.dry_run else " (run again)"))
+        elif not self.failed and not (self.dry_run and self.objects_old):
+            lines.append("Every object is under the current key" + ("" if self.objects_rekeyed else " already"))
+        lines.append(f"Failed {len(self.failed)} objects")
+        lines += [f"  {failure.path}: {failure.error}" for failure in self.failed[:MAX_LISTED_FAILURES]]
+        if len(self.failed) > MAX_LISTED_FAILURES:
+            lines.append(f"  ... and {len(self.failed) - MAX_LISTED_FAILURES} more (see --json)")
+        return lines
+
+
+def _label_order(label: str) -> tuple[int, int]:
+    if label == CURRENT:
+        return (0, 0)
+    if label.startswith("previous-") and label[9:].isdigit():
+        return (1, int(label[9:]))
+    return (2, 0)
+
+
+def check_rekeyable(store: ObjectStore) -> None:
+    """Refuse (CommandError, exit 2) a store this command cannot rekey, saying why."""
+    backend = store.backend
+    if backend.name != "s3" or type(backend).rewrite_with_current_key is Backend.rewrite_with_current_key:
+        raise CommandError(
+            f"rekey works on S3 stores only (SSE-C keys are an S3 feature); this store is {backend.describe()}, "
+            f"with the {backend.name} backend"
+        )
+    settings: Any = backend.settings
+    if settings.sse_customer_key is None and backend.key_labels() == (CURRENT,):
+        raise CommandError(
+            f"nothing to rekey on {backend.describe()}: its config has no sse_customer_key, no "
+            "previous_sse_customer_keys and no previously_unencrypted. To encrypt a bucket written without SSE-C, "
+            "set sse_customer_key and previously_unencrypted: true; to rotate a key, move it to "
+            "previous_sse_customer_keys and set the new one as sse_customer_key; to turn SSE-C off, unset "
+            "sse_customer_key and list the old key in previous_sse_customer_keys"
+        )
+
+
+class Rekeyer:
+    def __init__(self, store: ObjectStore, jobs: int, apply: bool, summary: RekeySummary, progress: Any,
+                 info: Callable[..., None]) -> None:
+        self.store = store
+        self.backend: Any = store.backend  # an S3Backend (check_rekeyable)
+        self.jobs = jobs
+        self.apply = apply
+        self.summary = summary
+        self.progress = progress
+        self.info = info
+        settings: Any = self.backend.settings
+        self._keys = read_keys(settings)
+        self._likely = CURRENT  # the key of the last object looked at: the one to try first
+        self._first_rewrite = {True: asyncio.Lock(), False: asyncio.Lock()}  # see _rewrite
+        self._learned: set[bool] = set()
+        summary.current_key = "SSE-C" if getattr(settings, "sse_customer_key", None) is not None else "no SSE-C"
+
+    async def run(self) -> None:
+        await preflight(self.store)
+        slots = asyncio.Semaphore(self.jobs)
+        running: set[asyncio.Task[None]] = set()
+
+        async def one(info: ObjectInfo) -> None:
+            try:
+                await self._object(info)
+            except (OSError, MediaPathError) as error:  # store errors are OSErrors
+                self.summary.fail(info.media_path, error)
+            finally:
+                slots.release()
+                self.progress.update(1)
+
+        async for info in self.store.list():
+            self.summary.add(objects_listed=1, bytes_listed=info.size)
+            await slots.acquire()
+            task = asyncio.create_task(one(info))
+            running.add(task)
+            task.add_done_callback(running.discard)
+        await asyncio.gather(*running)
+
+    async def _object(self, info: ObjectInfo) -> None:
+        media_path = info.media_path
+        remote_path = self.store.remote_path(media_path)
+        try:
+            label, before = await self._inspect(media_path, remote_path, self._likely)
+        except FileNotFoundError:
+            self.summary.add(objects_gone=1)
+            return
+        except UnknownKeyError as error:
+            self.summary.add(objects_unreadable=1)
+            self.summary.fail(media_path, f"no configured key reads it; left as it is ({error})")
+            return
+        self._likely = label
+        self.summary.count_key(label, info.size)
+        if label == CURRENT:
+            self.summary.add(objects_current=1, bytes_current=info.size)
+            return
+        self.summary.add(objects_old=1, bytes_old=info.size)
+        if not self.apply:
+            self.summary.add(objects_rekeyed=1, bytes_rekeyed=info.size)
+            return
+        try:
+            result = await self._rewrite(media_path, remote_path, label)
+        except FileNotFoundError:
+            self.summary.add(objects_gone=1)
+            return
+        except OSError as error:
+            # another run at the same time may have rewritten it first: then the read with the old key fails
+            if await self._verify(media_path, remote_path, before) is None:
+                self.summary.add(objects_rekeyed=1, bytes_rekeyed=info.size)
+                return
+            self.summary.fail(media_path, f"not rewritten, still under {label}: {error}")
+            return
+        if not result.server_side:  # the backend says why, once, in a warning
+            self.summary.add(objects_streamed=1, bytes_streamed=int(result.bytes_moved))
+        else:
+            self.summary.add(objects_copied=1)
+        problem = await self._verify(media_path, remote_path, before)
+        if problem is not None:
+            self.summary.fail(media_path, f"rewritten from {label}, but {problem}")
+            return
+        self.summary.add(objects_rekeyed=1, bytes_rekeyed=info.size)
+
+    async def _rewrite(self, media_path: str, remote_path: str, label: KeyLabel) -> RewriteResult:
+        """The backend's rewrite. The first of each kind (from an SSE-C key, from no key) runs
+        alone: it learns whether the store can copy such objects in place, so that the others
+        do not each try a copy the store refuses (and the backend says so once, not once per job)."""
+        def rewrite() -> Awaitable[RewriteResult]:
+            return self._call("rewrite", media_path,
+                              lambda: self.backend.rewrite_with_current_key(self._fs, remote_path, label))
+
+        kind = label == UNENCRYPTED
+        if kind not in self._learned:
+            async with self._first_rewrite[kind]:
+                if kind not in self._learned:
+                    try:
+                        return await rewrite()
+                    finally:
+                        self._learned.add(kind)
+        return await rewrite()
+
+    @property
+    def _fs(self) -> Any:
+        return self.store.filesystem()
+
+    async def _inspect(self, media_path: str, remote_path: str,
+                       first: KeyLabel = CURRENT) -> tuple[KeyLabel, dict[str, Any]]:
+        """Which configured key reads the object, and its size, Content-Type and user metadata:
+        what the backend's `key_of` asks (a HEAD with each key in turn), with the reply kept. The
+        key labelled `first` is tried first: objects written in the same period, listed together,
+        share a key, so trying the last one found first saves a failed HEAD per key before it."""
+        s3 = self._fs.fs
+        bucket, key, _ = s3.split_path(remote_path)
+        keys = tuple(sorted(self._keys, key=lambda k: k.label != first))  # stable: the config's order otherwise
+        reply, used = await self._read(media_path,
+                                       lambda: read_with_keys(s3, keys, "head_object", Bucket=bucket, Key=key))
+        facts = {"size": int(reply["ContentLength"]), "ContentType": reply.get("ContentType"),
+                 "Metadata": reply.get("Metadata", {})}
+        return object_label(used, reply), facts
+
+    async def _verify(self, media_path: str, remote_path: str, before: Mapping[str, Any]) -> str | None:
+        """None if the current key reads the object with the size, Content-Type and metadata it had;
+        else what differs."""
+        try:
+            label, after = await self._inspect(media_path, remote_path)
+        except FileNotFoundError:
+            return "it is gone after the rewrite"
+        except OSError as error:
+            return f"it cannot be checked: {error}"
+        if label != CURRENT:
+            return f"it reads with {label}, not the current key"
+        for name, what in (("size", "size"), ("ContentType", "Content-Type"), ("Metadata", "user metadata")):
+            if after.get(name) != before.get(name):
+                return f"its {what} changed: {_shown(before.get(name))} before, {_shown(after.get(name))} after"
+        return None
+
+    async def _read(self, media_path: str, operation: Callable[[], Awaitable[T]]) -> T:
+        """A read that tries the configured keys in turn, tried once more if none fits: another run
+        (or another rekey of this one's object) may have moved it under the current key between
+        the tries, after the current key was tried and before the old one was."""
+        try:
+            return await self._call("inspect", media_path, operation)
+        except UnknownKeyError:
+            return await self._call("inspect", media_path, operation)
+
+    async def _call(self, action: str, media_path: str, operation: Callable[[], Awaitable[T]]) -> T:
+        """`operation`; a failure other than a missing object or an unknown key becomes a store error
+        naming the action, the object and the store, with any secret redacted (as ObjectStore does)."""
+        try:
+            return await operation()
+        except (FileNotFoundError, MediaPathError, UnknownKeyError, ObjstoreError):
+            raise
+        except Exception as error:
+            detail = redact(f"{type(error).__name__}: {error}")
+            message = f"could not {action} {media_path!r} on {self.backend.describe()}: {detail}"
+            raise store_error(message, error) from error
+
+
+def _shown(value: object) -> str:
+    return redact(repr(value))[:200]
