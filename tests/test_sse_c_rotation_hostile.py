@@ -3,6 +3,7 @@ rewritten or deleted under a paused stream, and rotation settings a YAML file ge
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +16,7 @@ from synapse_objstore.failures import classify
 from synapse_objstore.io_loop import run
 from synapse_objstore.store import ObjectStore
 from tests.support.s3 import rgw_client, rgw_config
-from tests.support.sse_c import KEY_A, KEY_B, KEY_C, put_under, record_requests
+from tests.support.sse_c import KEY_A, KEY_B, KEY_C, KEY_HEADER, put_under, record_requests
 
 MiB = 1024 * 1024
 ROTATED = {"sse_customer_key": KEY_C, "previous_sse_customer_keys": [KEY_B, KEY_A], "previously_unencrypted": True}
@@ -81,3 +82,20 @@ def test_an_old_key_object_deleted_while_paused_is_an_object_change(
     store = open_store(rgw_config(rgw, rgw_bucket, **ROTATED))
     with pytest.raises(ObjectChangedError):
         _paused_read(store, path, lambda: rgw_client(rgw).delete_object(Bucket=rgw_bucket, Key=path))
+
+
+def test_a_paused_old_key_stream_survives_its_object_being_rekeyed(
+        rgw: CephRGW, rgw_bucket: str, open_store: Callable[[dict[str, Any]], ObjectStore]) -> None:
+    """`rekey` rewrites the same bytes under the current key while Synapse may have a stream of
+    the object paused. RGW keeps the ETag (the MD5 of the content), so the resumed GET with the
+    old key passes If-Match and is refused for its key: 400 InvalidArgument, "the calculated
+    MD5 hash of the key did not match", which failed the stream. It is read with the other keys."""
+    path = "local_content/pa/us/ed"
+    data = os.urandom(3 * MiB)
+    put_under(rgw_client(rgw), rgw_bucket, path, data, KEY_A)
+    store = open_store(rgw_config(rgw, rgw_bucket, **ROTATED))
+    sent = record_requests(store)
+    assert _paused_read(store, path, lambda: put_under(rgw_client(rgw), rgw_bucket, path, data, KEY_C)) == data
+    resumed = [get for get in sent.of_kind("GetObject") if "range" in get]
+    assert all(get.get("if-match") for get in resumed)  # each still pinned to the ETag opened
+    assert resumed[-1][KEY_HEADER] == base64.b64encode(KEY_C.encode()).decode()

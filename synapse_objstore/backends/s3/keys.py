@@ -121,11 +121,10 @@ async def read_with_keys(
         except FileNotFoundError:
             raise
         except OSError as error:
-            status = http_status(error)
-            if status not in KEY_MISMATCH_STATUSES or len(keys) == 1 or error_code(error) in CREDENTIAL_ERROR_CODES:
+            if not key_did_not_fit(error) or len(keys) == 1:
                 raise
             first_error = first_error or error
-            statuses.add(status)
+            statuses.add(http_status(error))
     tried = ", ".join(key.label for key in keys)
     raise UnknownKeyError(
         f"no configured SSE-C key reads s3://{kwargs.get('Bucket')}/{kwargs.get('Key')} (tried {tried}): it was "
@@ -134,6 +133,12 @@ async def read_with_keys(
         + ("; or the store refuses this host's credentials or access to the object: every try was answered "
            "403 Forbidden" if statuses == {403} else "")
     ) from first_error
+
+
+def key_did_not_fit(error: BaseException) -> bool:
+    """Whether the store's answer says the SSE-C key sent does not fit the object (rather than
+    refusing the credentials, or anything else)."""
+    return http_status(error) in KEY_MISMATCH_STATUSES and error_code(error) not in CREDENTIAL_ERROR_CODES
 
 
 def error_code(error: BaseException) -> str | None:
