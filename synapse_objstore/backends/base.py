@@ -325,6 +325,16 @@ def changed_error(path: str, answer: object = None) -> ObjectChangedError:
                               f"two versions of it{said}")
 
 
+async def _fresh_info(fs: AsyncFs, path: str) -> dict[str, Any]:
+    """The object's info as the store gives it now. s3fs, gcsfs and adlfs answer `info` from
+    the listings they cached (a `list` fills them, and they never expire): a version from
+    there would not see the object replaced by anyone else, so the path is dropped from the
+    cache first."""
+    fs.fs.invalidate_cache(path)
+    info: dict[str, Any] = await fs.call("info", path)
+    return info
+
+
 class RangedReadStream(ObjectStream):
     """Streams an object of an async filesystem by ranged reads, one per chunk.
 
@@ -342,7 +352,7 @@ class RangedReadStream(ObjectStream):
 
     @classmethod
     async def open(cls, fs: AsyncFs, path: str) -> RangedReadStream:
-        info = await fs.call("info", path)
+        info = await _fresh_info(fs, path)
         if info.get("type") == "directory":
             raise FileNotFoundError(path)
         return cls(fs, path, int(info["size"]), cls.version_of(info))
@@ -366,7 +376,7 @@ class RangedReadStream(ObjectStream):
         object is another one now."""
         try:
             data: bytes = await self._fs.call("cat_file", self._path, start=start, end=end)
-            if self._version is not None and object_version(await self._fs.call("info", self._path)) != self._version:
+            if self._version is not None and object_version(await _fresh_info(self._fs, self._path)) != self._version:
                 raise changed_error(self._path)
         except FileNotFoundError:
             raise changed_error(self._path) from None

@@ -132,7 +132,7 @@ class S3Backend(Backend):
         bucket, key, _ = s3.split_path(remote_path)
         reply, used = await read_with_keys(s3, self._keys, "get_object", Bucket=bucket, Key=key)
         self._key_read(object_label(used, reply))
-        return S3BodyStream(s3, bucket, key, reply, self.settings.read_timeout, used)
+        return S3BodyStream(s3, bucket, key, reply, self.settings.read_timeout, used, self._keys)
 
     async def list_pages(
         self, fs: AsyncFs, path: str, page_size: int = LIST_PAGE_SIZE

@@ -31,6 +31,12 @@ from synapse_objstore.errors import UnknownKeyError
 # What an S3 store answers to a read whose SSE-C key does not fit the object (no key for an
 # SSE-C object, a wrong one, or, on AWS, a key for an unencrypted object).
 KEY_MISMATCH_STATUSES = frozenset({400, 403})
+# Error codes of a 403 that refuses this host's credentials, whatever key was sent: another key
+# would get the same answer. (A HEAD's reply has no body, hence no code: only its status.)
+CREDENTIAL_ERROR_CODES = frozenset({
+    "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "TokenRefreshRequired",
+    "InvalidSecurity", "AccountProblem", "AllAccessDisabled", "RequestTimeTooSkewed",
+})
 
 
 @dataclass(frozen=True)
@@ -108,21 +114,43 @@ async def read_with_keys(
     the key that read it. FileNotFoundError at the first 404; UnknownKeyError when no key fits
     (with one key to try, that key's own error, as without rotation)."""
     first_error: OSError | None = None
+    statuses: set[int | None] = set()
     for key in keys:
         try:
             return await call_with_key(s3, key, method, **kwargs), key
         except FileNotFoundError:
             raise
         except OSError as error:
-            if http_status(error) not in KEY_MISMATCH_STATUSES or len(keys) == 1:
+            if not key_did_not_fit(error) or len(keys) == 1:
                 raise
             first_error = first_error or error
+            statuses.add(http_status(error))
     tried = ", ".join(key.label for key in keys)
     raise UnknownKeyError(
         f"no configured SSE-C key reads s3://{kwargs.get('Bucket')}/{kwargs.get('Key')} (tried {tried}): it was "
         "written with a key missing from sse_customer_key and previous_sse_customer_keys"
         + ("" if keys[-1].label == UNENCRYPTED else ", or without SSE-C (see previously_unencrypted)")
+        + ("; or the store refuses this host's credentials or access to the object: every try was answered "
+           "403 Forbidden" if statuses == {403} else "")
     ) from first_error
+
+
+def key_did_not_fit(error: BaseException) -> bool:
+    """Whether the store's answer says the SSE-C key sent does not fit the object (rather than
+    refusing the credentials, or anything else)."""
+    return http_status(error) in KEY_MISMATCH_STATUSES and error_code(error) not in CREDENTIAL_ERROR_CODES
+
+
+def error_code(error: BaseException) -> str | None:
+    """The S3 error code ("AccessDenied", "SignatureDoesNotMatch", ...) behind an error s3fs
+    translated; a HEAD's has none (botocore gives its status as the code)."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ClientError):
+            code = cause.response.get("Error", {}).get("Code")
+            return str(code) if code else None
+        cause = cause.__cause__
+    return None
 
 
 def http_status(error: BaseException) -> int | None:

@@ -10,19 +10,23 @@ import aiohttp
 import s3fs
 
 from synapse_objstore.backends.base import ObjectStream, changed_error
-from synapse_objstore.backends.s3.keys import THE_CURRENT_KEY, SseKey, call_with_key
+from synapse_objstore.backends.s3.keys import THE_CURRENT_KEY, SseKey, call_with_key, key_did_not_fit, read_with_keys
 from synapse_objstore.backends.s3.s3fs_private import (
     aiohttp_response,
     body_finished,
     fail_body,
     stop_aiohttp_read_timeout,
 )
+from synapse_objstore.errors import UnknownKeyError
 
 
 class S3BodyStream(ObjectStream):
     """The body of a GET, read as consumed. Suspended, it closes the connection; the next
     read continues with a ranged GET that must match the same ETag, so a reader paused for
-    long holds no pooled connection and never splices two versions of an object.
+    long holds no pooled connection and never splices two versions of an object. Should the
+    key that opened it no longer fit (the same object rewritten under the current key, its
+    ETag kept, as Ceph RGW keeps it), the ranged GET goes with the other keys, still pinned
+    to the ETag.
 
     A read returns the next piece of the body as aiohttp received it. aiobotocore's
     `body.read(n)` joins every piece buffered into one new buffer: a copy of each byte, a
@@ -33,10 +37,11 @@ class S3BodyStream(ObjectStream):
 
     def __init__(
         self, s3: s3fs.S3FileSystem, bucket: str, key: str, reply: dict[str, Any], read_timeout: float,
-        sse_key: SseKey = THE_CURRENT_KEY,
+        sse_key: SseKey = THE_CURRENT_KEY, keys: tuple[SseKey, ...] = (),
     ) -> None:
         self._s3, self._bucket, self._key = s3, bucket, key
         self._sse_key = sse_key  # the key the GET was read with: a resumed GET sends it again
+        self._keys = keys  # every key reads may use, for an object rewritten under another one
         self._etag: str | None = reply.get("ETag")
         self.size: int = int(reply["ContentLength"])
         self._read_timeout = read_timeout
@@ -54,13 +59,16 @@ class S3BodyStream(ObjectStream):
             if self._offset >= self.size:
                 return b""
             condition = {"IfMatch": self._etag} if self._etag else {}
+            request = {"Bucket": self._bucket, "Key": self._key, "Range": f"bytes={self._offset}-", **condition}
             try:
-                reply = await call_with_key(
-                    self._s3, self._sse_key, "get_object", Bucket=self._bucket, Key=self._key,
-                    Range=f"bytes={self._offset}-", **condition,
-                )
+                try:
+                    reply = await call_with_key(self._s3, self._sse_key, "get_object", **request)
+                except OSError as error:
+                    if not (key_did_not_fit(error) and len(self._keys) > 1):
+                        raise
+                    reply, self._sse_key = await read_with_keys(self._s3, self._keys, "get_object", **request)
             except OSError as error:
-                if isinstance(error, FileNotFoundError) or _status(error) == 412:
+                if isinstance(error, (FileNotFoundError, UnknownKeyError)) or _status(error) == 412:
                     raise changed_error(f"{self._bucket}/{self._key}", error) from error
                 raise
             self._open(reply)
