@@ -116,8 +116,8 @@ def dataset(args: argparse.Namespace) -> dict[str, bytes]:
     return objects
 
 
-def metadata_of(key: str) -> dict[str, str]:
-    return {"sha256": hashlib.sha256(key.encode()).hexdigest()}
+def metadata_of(body: bytes) -> dict[str, str]:
+    return {"sha256": hashlib.sha256(body).hexdigest()}
 
 
 def fill(s3: Any, bucket: str, objects: dict[str, bytes], old_key: str | None, jobs: int) -> None:
@@ -125,7 +125,7 @@ def fill(s3: Any, bucket: str, objects: dict[str, bytes], old_key: str | None, j
 
     def put(item: tuple[str, bytes]) -> None:
         key, body = item
-        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="image/png", Metadata=metadata_of(key),
+        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="image/png", Metadata=metadata_of(body),
                       **sse(old_key))
 
     with ThreadPoolExecutor(jobs) as pool:
@@ -153,7 +153,7 @@ def check(s3: Any, bucket: str, objects: dict[str, bytes], jobs: int, enforced: 
                 raise AssertionError(f"{key}: reads without a key")
         reply = s3.get_object(Bucket=bucket, Key=key, **sse(NEW_KEY))
         got = reply["Body"].read()
-        if got != body or reply["ContentType"] != "image/png" or reply["Metadata"] != metadata_of(key):
+        if got != body or reply["ContentType"] != "image/png" or reply["Metadata"] != metadata_of(body):
             raise AssertionError(f"{key}: not kept ({len(got)} bytes, {reply['ContentType']}, {reply['Metadata']})")
 
     with ThreadPoolExecutor(jobs) as pool:

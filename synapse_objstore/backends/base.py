@@ -37,6 +37,20 @@ UNENCRYPTED = KeyLabel("unencrypted")
 
 
 @dataclass(frozen=True)
+class KeyedObject:
+    """What `Backend.key_of` found: the key that reads an object, and the object's info as
+    that read gave it (for S3 the HEAD's reply: size, ETag, Content-Type, metadata, storage
+    class), which a rewrite keeps and pins to."""
+
+    label: KeyLabel
+    info: Mapping[str, Any]
+
+    @property
+    def size(self) -> int:
+        return int(self.info.get("ContentLength", self.info.get("size", 0)))
+
+
+@dataclass(frozen=True)
 class RewriteResult:
     """What `Backend.rewrite_with_current_key` did: a copy within the store (`server_side`), or
     a rewrite through this host; and the bytes this host downloaded and uploaded (0 server-side)."""
@@ -266,15 +280,16 @@ class Backend(abc.ABC):
             if listener is not None:
                 listener(label)
 
-    async def key_of(self, fs: AsyncFs, remote_path: str) -> KeyLabel:
-        """Which configured key reads the object; FileNotFoundError when it does not exist.
-        A backend without customer keys (the default) has only the "current" one."""
-        await self.object_info(fs, remote_path)
-        return CURRENT
+    async def key_of(self, fs: AsyncFs, remote_path: str, first: KeyLabel = CURRENT) -> KeyedObject:
+        """Which configured key reads the object, and its info; FileNotFoundError when it does
+        not exist. `first`: the key to try first (the one the last object was under, say). A
+        backend without customer keys (the default) has only the "current" one."""
+        return KeyedObject(CURRENT, await self.object_info(fs, remote_path))
 
-    async def rewrite_with_current_key(self, fs: AsyncFs, remote_path: str, source: KeyLabel) -> RewriteResult:
-        """Rewrite an object read with the key `source` so that it reads with the current key,
-        keeping its content and metadata. Only backends with customer keys implement it."""
+    async def rewrite_with_current_key(self, fs: AsyncFs, remote_path: str, source: KeyedObject) -> RewriteResult:
+        """Rewrite an object that `key_of` found under another key so that it reads with the
+        current key, keeping its content and metadata, and only the version `key_of` saw. Only
+        backends with customer keys implement it."""
         raise NotImplementedError(f"the {self.name} backend has no encryption keys to rotate")
 
     def checksum_scheme(self) -> ChecksumScheme:

@@ -32,12 +32,11 @@ counted as failed and left as it is.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from synapse_objstore.backends.base import CURRENT, UNENCRYPTED, Backend, KeyLabel, RewriteResult
-from synapse_objstore.backends.s3.keys import object_label, read_keys, read_with_keys
+from synapse_objstore.backends.base import CURRENT, UNENCRYPTED, Backend, KeyedObject, KeyLabel, RewriteResult
 from synapse_objstore.cli.report import MAX_LISTED_FAILURES, Summary, human_size
 from synapse_objstore.errors import CommandError, MediaPathError, ObjstoreError, UnknownKeyError
 from synapse_objstore.failures import store_error
@@ -134,14 +133,13 @@ class Rekeyer:
     def __init__(self, store: ObjectStore, jobs: int, apply: bool, summary: RekeySummary, progress: Any,
                  info: Callable[..., None]) -> None:
         self.store = store
-        self.backend: Any = store.backend  # an S3Backend (check_rekeyable)
+        self.backend: Backend = store.backend  # an S3Backend (check_rekeyable)
         self.jobs = jobs
         self.apply = apply
         self.summary = summary
         self.progress = progress
         self.info = info
         settings: Any = self.backend.settings
-        self._keys = read_keys(settings)
         self._likely = CURRENT  # the key of the last object looked at: the one to try first
         self._first_rewrite = {True: asyncio.Lock(), False: asyncio.Lock()}  # see _rewrite
         self._learned: set[bool] = set()
@@ -173,7 +171,7 @@ class Rekeyer:
         media_path = info.media_path
         remote_path = self.store.remote_path(media_path)
         try:
-            label, before = await self._inspect(media_path, remote_path, self._likely)
+            found = await self._inspect(media_path, remote_path, self._likely)
         except FileNotFoundError:
             self.summary.add(objects_gone=1)
             return
@@ -181,7 +179,7 @@ class Rekeyer:
             self.summary.add(objects_unreadable=1)
             self.summary.fail(media_path, f"no configured key reads it; left as it is ({error})")
             return
-        self._likely = label
+        label = self._likely = found.label
         self.summary.count_key(label, info.size)
         if label == CURRENT:
             self.summary.add(objects_current=1, bytes_current=info.size)
@@ -191,13 +189,13 @@ class Rekeyer:
             self.summary.add(objects_rekeyed=1, bytes_rekeyed=info.size)
             return
         try:
-            result = await self._rewrite(media_path, remote_path, label)
+            result = await self._rewrite(media_path, remote_path, found)
         except FileNotFoundError:
             self.summary.add(objects_gone=1)
             return
         except OSError as error:
             # another run at the same time may have rewritten it first: then the read with the old key fails
-            if await self._verify(media_path, remote_path, before) is None:
+            if await self._verify(media_path, remote_path, found) is None:
                 self.summary.add(objects_rekeyed=1, bytes_rekeyed=info.size)
                 return
             self.summary.fail(media_path, f"not rewritten, still under {label}: {error}")
@@ -206,21 +204,21 @@ class Rekeyer:
             self.summary.add(objects_streamed=1, bytes_streamed=int(result.bytes_moved))
         else:
             self.summary.add(objects_copied=1)
-        problem = await self._verify(media_path, remote_path, before)
+        problem = await self._verify(media_path, remote_path, found)
         if problem is not None:
             self.summary.fail(media_path, f"rewritten from {label}, but {problem}")
             return
         self.summary.add(objects_rekeyed=1, bytes_rekeyed=info.size)
 
-    async def _rewrite(self, media_path: str, remote_path: str, label: KeyLabel) -> RewriteResult:
+    async def _rewrite(self, media_path: str, remote_path: str, found: KeyedObject) -> RewriteResult:
         """The backend's rewrite. The first of each kind (from an SSE-C key, from no key) runs
         alone: it learns whether the store can copy such objects in place, so that the others
         do not each try a copy the store refuses (and the backend says so once, not once per job)."""
         def rewrite() -> Awaitable[RewriteResult]:
             return self._call("rewrite", media_path,
-                              lambda: self.backend.rewrite_with_current_key(self._fs, remote_path, label))
+                              lambda: self.backend.rewrite_with_current_key(self._fs, remote_path, found))
 
-        kind = label == UNENCRYPTED
+        kind = found.label == UNENCRYPTED
         if kind not in self._learned:
             async with self._first_rewrite[kind]:
                 if kind not in self._learned:
@@ -234,35 +232,28 @@ class Rekeyer:
     def _fs(self) -> Any:
         return self.store.filesystem()
 
-    async def _inspect(self, media_path: str, remote_path: str,
-                       first: KeyLabel = CURRENT) -> tuple[KeyLabel, dict[str, Any]]:
-        """Which configured key reads the object, and its size, Content-Type and user metadata:
-        what the backend's `key_of` asks (a HEAD with each key in turn), with the reply kept. The
-        key labelled `first` is tried first: objects written in the same period, listed together,
-        share a key, so trying the last one found first saves a failed HEAD per key before it."""
-        s3 = self._fs.fs
-        bucket, key, _ = s3.split_path(remote_path)
-        keys = tuple(sorted(self._keys, key=lambda k: k.label != first))  # stable: the config's order otherwise
-        reply, used = await self._read(media_path,
-                                       lambda: read_with_keys(s3, keys, "head_object", Bucket=bucket, Key=key))
-        facts = {"size": int(reply["ContentLength"]), "ContentType": reply.get("ContentType"),
-                 "Metadata": reply.get("Metadata", {})}
-        return object_label(used, reply), facts
+    async def _inspect(self, media_path: str, remote_path: str, first: KeyLabel = CURRENT) -> KeyedObject:
+        """Which configured key reads the object, with its HEAD (size, Content-Type, metadata, ETag):
+        the backend's `key_of`, trying the key labelled `first` first."""
+        return await self._read(media_path, lambda: self.backend.key_of(self._fs, remote_path, first))
 
-    async def _verify(self, media_path: str, remote_path: str, before: Mapping[str, Any]) -> str | None:
+    async def _verify(self, media_path: str, remote_path: str, before: KeyedObject) -> str | None:
         """None if the current key reads the object with the size, Content-Type and metadata it had;
         else what differs."""
         try:
-            label, after = await self._inspect(media_path, remote_path)
+            after = await self._inspect(media_path, remote_path)
         except FileNotFoundError:
             return "it is gone after the rewrite"
         except OSError as error:
             return f"it cannot be checked: {error}"
-        if label != CURRENT:
-            return f"it reads with {label}, not the current key"
-        for name, what in (("size", "size"), ("ContentType", "Content-Type"), ("Metadata", "user metadata")):
-            if after.get(name) != before.get(name):
-                return f"its {what} changed: {_shown(before.get(name))} before, {_shown(after.get(name))} after"
+        if after.label != CURRENT:
+            return f"it reads with {after.label}, not the current key"
+        if after.size != before.size:
+            return f"its size changed: {before.size} before, {after.size} after"
+        for name, what in (("ContentType", "Content-Type"), ("Metadata", "user metadata")):
+            if after.info.get(name) != before.info.get(name):
+                return (f"its {what} changed: {_shown(before.info.get(name))} before, "
+                        f"{_shown(after.info.get(name))} after")
         return None
 
     async def _read(self, media_path: str, operation: Callable[[], Awaitable[T]]) -> T:

@@ -18,10 +18,12 @@ from fsspec import AbstractFileSystem
 
 from synapse_objstore.asyncfs import AsyncFs
 from synapse_objstore.backends.base import (
+    CURRENT,
     LIST_PAGE_SIZE,
     Backend,
     ChecksumScheme,
     IncompleteUpload,
+    KeyedObject,
     KeyLabel,
     ObjectMetadata,
     ObjectStream,
@@ -101,14 +103,17 @@ class S3Backend(Backend):
             "ContentType": reply.get("ContentType"), "Metadata": reply.get("Metadata") or {},
         }
 
-    async def key_of(self, fs: AsyncFs, remote_path: str) -> KeyLabel:
-        """One HEAD per key tried, in the order reads try them; see `keys.object_label`."""
+    async def key_of(self, fs: AsyncFs, remote_path: str, first: KeyLabel = CURRENT) -> KeyedObject:
+        """One HEAD per key tried, `first` first, then in the order reads try them (objects
+        listed together were mostly written in the same period, under one key: trying the last
+        one's key first saves a failed HEAD per key before it); see `keys.object_label`."""
         s3: s3fs.S3FileSystem = fs.fs
         bucket, key, _ = s3.split_path(remote_path)
-        reply, used = await read_with_keys(s3, self._keys, "head_object", Bucket=bucket, Key=key)
-        return object_label(used, reply)
+        keys = tuple(sorted(self._keys, key=lambda k: k.label != first))  # stable: else the config's order
+        reply, used = await read_with_keys(s3, keys, "head_object", Bucket=bucket, Key=key)
+        return KeyedObject(object_label(used, reply), reply)
 
-    async def rewrite_with_current_key(self, fs: AsyncFs, remote_path: str, source: KeyLabel) -> RewriteResult:
+    async def rewrite_with_current_key(self, fs: AsyncFs, remote_path: str, source: KeyedObject) -> RewriteResult:
         """See `rewrite.Rewriter.rewrite`."""
         if self._rewriter is None:
             self._rewriter = Rewriter(self.settings, self._keys, self.describe())

@@ -14,13 +14,22 @@ object is copied in parts (UploadPartCopy), or, where the store cannot, rewritte
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import logging
 from typing import Any
 
 import s3fs
 
 from synapse_objstore.asyncfs import AsyncFs
-from synapse_objstore.backends.base import UNENCRYPTED, KeyLabel, ObjectStream, RewriteResult
+from synapse_objstore.backends.base import (
+    UNENCRYPTED,
+    KeyedObject,
+    KeyLabel,
+    ObjectStream,
+    RewriteResult,
+    metadata_from,
+)
 from synapse_objstore.backends.s3.keys import SseKey, call_with_key, http_status
 from synapse_objstore.backends.s3.s3fs_private import call_s3
 from synapse_objstore.backends.s3.settings import S3Settings
@@ -58,13 +67,16 @@ class Rewriter:
             raise ValueError(f"no configured SSE-C key is labelled {label!r} (known: {', '.join(self._keys)})")
         return self._keys[label]
 
-    async def rewrite(self, fs: AsyncFs, remote_path: str, source: KeyLabel) -> RewriteResult:
-        """Rewrite the object at `remote_path`, read with the key labelled `source`, under the
-        current key: server-side if the store can, else through this host (see the module)."""
+    async def rewrite(self, fs: AsyncFs, remote_path: str, source: KeyedObject) -> RewriteResult:
+        """Rewrite the object at `remote_path`, which `source` (`key_of`'s HEAD) found under
+        another key, under the current key: server-side if the store can, else through this
+        host (see the module). Only the version that HEAD saw is rewritten: the copy and the
+        GET are pinned to its ETag, so an object replaced since fails (412) rather than be
+        rewritten from its new content with the old one's metadata."""
         s3: s3fs.S3FileSystem = fs.fs
         bucket, key, _ = s3.split_path(remote_path)
-        old = self.source_key(source)
-        head = await call_with_key(s3, old, "head_object", Bucket=bucket, Key=key)
+        old = self.source_key(source.label)
+        head = {"ContentLength": source.size, **source.info}
         size = int(head["ContentLength"])
         encrypted_source = old.key is not None
         if size > MAX_COPY_SIZE and self._copies[encrypted_source]:
@@ -76,7 +88,7 @@ class Rewriter:
         elif self._copies[encrypted_source]:
             try:
                 reply = await call_s3(s3, "copy_object", Bucket=bucket, Key=key,
-                                      CopySource={"Bucket": bucket, "Key": key}, **_kept(head),
+                                      CopySource={"Bucket": bucket, "Key": key}, **_pinned(head), **_kept(head),
                                       **old.copy_source_args())
             except OSError as error:
                 if http_status(error) != 501:
@@ -99,7 +111,7 @@ class Rewriter:
         create_args = {name: value for name, value in _kept(head).items() if name != "MetadataDirective"}
         started = await call_s3(s3, "create_multipart_upload", Bucket=bucket, Key=key, **create_args)
         upload_id = started["UploadId"]
-        pinned = {"CopySourceIfMatch": head["ETag"]} if head.get("ETag") else {}
+        pinned = _pinned(head)
         try:
             parts = []
             for number, start in enumerate(range(0, size, COPY_PART_SIZE), start=1):
@@ -142,13 +154,15 @@ class Rewriter:
         stream = S3BodyStream(s3, bucket, key, reply, self.settings.read_timeout, old)
         try:
             kept = {name: value for name, value in _kept(head).items() if name != "MetadataDirective"}
+            digest = ContentCheck(f"s3://{bucket}/{key}", metadata_from(None, head.get("Metadata")).sha256)
             if size < self.settings.multipart_threshold:
                 async with self._memory.hold(size):
                     body = await read_exactly(stream, size)
-                    await call_s3(s3, "put_object", Bucket=bucket, Key=key, Body=body, **kept)
+                    md5 = await fs.in_thread(digest.take_all, body)
+                    await call_s3(s3, "put_object", Bucket=bucket, Key=key, Body=body, ContentMD5=md5, **kept)
             else:
                 await StreamedMultipartUpload(fs, stream, size, self.settings, self._memory, bucket, key,
-                                              kept).run()
+                                              kept, digest).run()
         finally:
             await stream.close()
         return RewriteResult(server_side=False, bytes_moved=size)
@@ -163,6 +177,40 @@ async def _abort(s3: s3fs.S3FileSystem, bucket: str, key: str, upload_id: str) -
         await call_s3(s3, "abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id)
     except Exception as error:  # the copy failed already; report, and let that error stand
         logger.warning("could not abort multipart copy of s3://%s/%s: %s", bucket, key, error)
+
+
+def _pinned(head: dict[str, Any]) -> dict[str, Any]:
+    """A copy's condition: its source is still the version the HEAD saw."""
+    return {"CopySourceIfMatch": head["ETag"]} if head.get("ETag") else {}
+
+
+class ContentCheck:
+    """The sha256 of the bytes a rewrite through this host read, checked against the object's
+    sha256 metadata (where it has one) before the rewrite replaces the object: the old key's
+    GET has no checksum to check under SSE-C, and the metadata is copied unchanged, so without
+    this a body damaged on its way would be stored under the current key with a sha256 that
+    vouches for it."""
+
+    def __init__(self, name: str, expected_sha256: str | None) -> None:
+        self._name, self._expected = name, expected_sha256
+        self._sha256 = hashlib.sha256()
+
+    def take(self, data: bytes) -> str:
+        """Count `data` (the next bytes, in order); its base64 MD5, for the request's Content-MD5."""
+        self._sha256.update(data)
+        return base64.b64encode(hashlib.md5(data).digest()).decode()
+
+    def take_all(self, data: bytes) -> str:
+        """`take` for the whole content: checked at once."""
+        md5 = self.take(data)
+        self.check()
+        return md5
+
+    def check(self) -> None:
+        """OSError if the bytes read are not those the sha256 metadata names."""
+        if self._expected is not None and self._sha256.hexdigest() != self._expected:
+            raise OSError(f"{self._name}: the bytes read with the old key are not those its sha256 metadata names "
+                          f"({self._sha256.hexdigest()} read, {self._expected} recorded); not rewritten")
 
 
 def _kept(head: dict[str, Any]) -> dict[str, Any]:
@@ -189,13 +237,26 @@ class StreamedMultipartUpload(MultipartUpload):
     local file (the part loop reads parts in order, one at a time)."""
 
     def __init__(self, fs: AsyncFs, stream: ObjectStream, size: int, settings: S3Settings,
-                 memory: UploadMemory, bucket: str, key: str, create_args: dict[str, Any]) -> None:
+                 memory: UploadMemory, bucket: str, key: str, create_args: dict[str, Any],
+                 digest: ContentCheck) -> None:
         super().__init__(fs, f"s3://{bucket}/{key}", size, settings, memory, bucket, key,
                          create_args=create_args)
-        self._stream = stream
+        self._stream, self._digest = stream, digest
+        self._md5s: dict[int, str] = {}  # offset -> the part's Content-MD5, taken as it was read
 
     async def read_part(self, offset: int, length: int) -> bytes:
-        return await read_exactly(self._stream, length)
+        """The next part of the stream, hashed here: parts are read in order, one at a time,
+        though sent several at once."""
+        data = await read_exactly(self._stream, length)
+        self._md5s[offset] = await self.fs.in_thread(self._digest.take, data)
+        return data
+
+    async def send_part(self, number: int, offset: int, data: bytes) -> dict[str, Any]:
+        return await self.send_part_with_md5(number, data, self._md5s.pop(offset))
+
+    async def finish(self, receipts: list[dict[str, Any]]) -> str | None:
+        self._digest.check()  # before the object is replaced; the upload is aborted on failure
+        return await super().finish(receipts)
 
     async def check_unchanged(self) -> None:
         """The stream's GET is pinned to one ETag (`S3BodyStream`): it cannot change."""

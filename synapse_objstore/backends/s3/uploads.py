@@ -100,6 +100,9 @@ class MultipartUpload(PartUpload[dict[str, Any], "str | None"]):
 
     async def send_part(self, number: int, offset: int, data: bytes) -> dict[str, Any]:
         md5 = await self.fs.in_thread(_md5_base64, data)
+        return await self.send_part_with_md5(number, data, md5)
+
+    async def send_part_with_md5(self, number: int, data: bytes, md5: str) -> dict[str, Any]:
         reply = await call_s3(self.s3, "upload_part", Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
                               PartNumber=number, Body=data, ContentMD5=md5)
         return {"PartNumber": number, "ETag": reply["ETag"]}
