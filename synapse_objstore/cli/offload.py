@@ -36,7 +36,7 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from synapse_objstore.backends.base import ObjectMetadata
+from synapse_objstore.backends.base import SHA256_HEX, ObjectMetadata
 from synapse_objstore.checksums import LocalDigest
 from synapse_objstore.cli.cache_db import CacheDb, FileRecord, MediaInfo
 from synapse_objstore.cli.journal import Journal
@@ -365,8 +365,18 @@ def expected_metadata(media: Media, media_path: str, info: MediaInfo | None) -> 
     """(sha256, content type) a file of `media` should have: Synapse's for the original, the
     type its name gives for a thumbnail (whose sha256 Synapse does not record)."""
     if media_path == media.file_path:
-        return (info.sha256, info.media_type) if info is not None else (None, None)
+        return (synapse_sha256(info.sha256), info.media_type) if info is not None else (None, None)
     return None, thumbnail_content_type(media_path)
+
+
+def synapse_sha256(recorded: str | None) -> str | None:
+    """A sha256 from Synapse's database as lowercase hex; None for one that is no hex SHA-256
+    (garbage, truncated, empty): it says nothing of the file, which must not be taken for
+    corrupted (and so never offloaded) because of it."""
+    if recorded is None:
+        return None
+    digest = recorded.strip().lower()
+    return digest if SHA256_HEX.match(digest) else None
 
 
 # Thumbnail methods Synapse writes into a thumbnail's file name.
