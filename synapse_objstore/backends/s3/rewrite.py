@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import s3fs
@@ -35,6 +37,7 @@ from synapse_objstore.backends.s3.s3fs_private import call_s3
 from synapse_objstore.backends.s3.settings import S3Settings
 from synapse_objstore.backends.s3.streaming import S3BodyStream
 from synapse_objstore.backends.s3.uploads import MultipartUpload
+from synapse_objstore.errors import ObjectChangedError
 from synapse_objstore.upload_memory import UploadMemory
 
 logger = logging.getLogger(__name__)
@@ -161,8 +164,10 @@ class Rewriter:
                     md5 = await fs.in_thread(digest.take_all, body)
                     await call_s3(s3, "put_object", Bucket=bucket, Key=key, Body=body, ContentMD5=md5, **kept)
             else:
+                still_there = functools.partial(call_with_key, s3, old, "head_object", Bucket=bucket, Key=key,
+                                                **condition)
                 await StreamedMultipartUpload(fs, stream, size, self.settings, self._memory, bucket, key,
-                                              kept, digest).run()
+                                              kept, digest, still_there).run()
         finally:
             await stream.close()
         return RewriteResult(server_side=False, bytes_moved=size)
@@ -238,10 +243,10 @@ class StreamedMultipartUpload(MultipartUpload):
 
     def __init__(self, fs: AsyncFs, stream: ObjectStream, size: int, settings: S3Settings,
                  memory: UploadMemory, bucket: str, key: str, create_args: dict[str, Any],
-                 digest: ContentCheck) -> None:
+                 digest: ContentCheck, still_there: Callable[[], Awaitable[Any]]) -> None:
         super().__init__(fs, f"s3://{bucket}/{key}", size, settings, memory, bucket, key,
                          create_args=create_args)
-        self._stream, self._digest = stream, digest
+        self._stream, self._digest, self._still_there = stream, digest, still_there
         self._md5s: dict[int, str] = {}  # offset -> the part's Content-MD5, taken as it was read
 
     async def read_part(self, offset: int, length: int) -> bytes:
@@ -255,7 +260,20 @@ class StreamedMultipartUpload(MultipartUpload):
         return await self.send_part_with_md5(number, data, self._md5s.pop(offset))
 
     async def finish(self, receipts: list[dict[str, Any]]) -> str | None:
-        self._digest.check()  # before the object is replaced; the upload is aborted on failure
+        """Complete the upload, unless the bytes read are not those the sha256 metadata names, or
+        the object was deleted (Synapse purged the media) or replaced while its parts went up,
+        which for a large object takes minutes: completing would bring it back. (A delete in the
+        moments between this check and the completion still would: no store here has a
+        conditional completion; `reconcile --apply` removes such an object as an orphan.) The
+        upload is aborted on failure."""
+        self._digest.check()
+        try:
+            await self._still_there()
+        except (FileNotFoundError, OSError) as error:
+            if isinstance(error, FileNotFoundError) or http_status(error) == 412:
+                raise ObjectChangedError(f"s3://{self.bucket}/{self.key} was deleted or replaced while it was "
+                                         "rewritten: not written back") from error
+            raise
         return await super().finish(receipts)
 
     async def check_unchanged(self) -> None:
