@@ -17,8 +17,18 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from synapse_objstore.asyncfs import AsyncFs
-from synapse_objstore.backends.base import LIST_PAGE_SIZE, Backend, IncompleteUpload, ObjectMetadata, ObjectStream
-from synapse_objstore.errors import BucketMissingError, LocalFileChangedError, MediaPathError
+from synapse_objstore.backends.base import (
+    CURRENT,
+    LIST_PAGE_SIZE,
+    Backend,
+    IncompleteUpload,
+    KeyedObject,
+    KeyLabel,
+    ObjectMetadata,
+    ObjectStream,
+    RewriteResult,
+)
+from synapse_objstore.errors import BucketMissingError, LocalFileChangedError, MediaPathError, UnknownKeyError
 from synapse_objstore.failures import store_error
 from synapse_objstore.io_loop import io_loop
 from synapse_objstore.redaction import redact, register_secrets
@@ -189,13 +199,32 @@ class ObjectStore:
             self._fs.close()
             self._fs = None
 
-    async def _guard(self, action: str, media_path: str, operation: Callable[[], Awaitable[T]]) -> T:
-        """Run `operation`; a failure other than a missing object becomes a store error of
-        its kind (synapse_objstore.errors) that names the action, the object and the store,
-        with any secret redacted: where what the client libraries raise crosses into the store."""
+    async def key_of(self, media_path: str, first: KeyLabel = CURRENT) -> KeyedObject:
+        """Which configured encryption key reads the object (SSE-C key rotation), trying `first`
+        first, with its info; FileNotFoundError when it does not exist, UnknownKeyError when no
+        configured key reads it."""
+        remote_path = self.remote_path(media_path)
+        return await self._guard("inspect", media_path,
+                                 lambda: self.backend.key_of(self.filesystem(), remote_path, first),
+                                 passed=(UnknownKeyError,))
+
+    async def rewrite_with_current_key(self, media_path: str, found: KeyedObject) -> RewriteResult:
+        """Rewrite the object `key_of` found under another key under the current one."""
+        remote_path = self.remote_path(media_path)
+        return await self._guard("rewrite", media_path,
+                                 lambda: self.backend.rewrite_with_current_key(self.filesystem(), remote_path, found))
+
+    async def _guard(self, action: str, media_path: str, operation: Callable[[], Awaitable[T]],
+                     passed: tuple[type[Exception], ...] = ()) -> T:
+        """Run `operation`; a failure other than a missing object (or one of `passed`) becomes a
+        store error of its kind (synapse_objstore.errors) that names the action, the object and
+        the store, with any secret redacted: where what the client libraries raise crosses into
+        the store."""
         try:
             return await operation()
         except (FileNotFoundError, FileExistsError, MediaPathError, LocalFileChangedError):
+            raise
+        except passed:
             raise
         except Exception as error:
             detail = redact(f"{type(error).__name__}: {error}")

@@ -38,8 +38,7 @@ from typing import Any, TypeVar
 
 from synapse_objstore.backends.base import CURRENT, UNENCRYPTED, Backend, KeyedObject, KeyLabel, RewriteResult
 from synapse_objstore.cli.report import MAX_LISTED_FAILURES, Summary, human_size
-from synapse_objstore.errors import CommandError, MediaPathError, ObjstoreError, UnknownKeyError
-from synapse_objstore.failures import store_error
+from synapse_objstore.errors import CommandError, MediaPathError, UnknownKeyError
 from synapse_objstore.redaction import redact
 from synapse_objstore.store import ObjectInfo, ObjectStore
 from synapse_objstore.verification import preflight
@@ -169,9 +168,8 @@ class Rekeyer:
 
     async def _object(self, info: ObjectInfo) -> None:
         media_path = info.media_path
-        remote_path = self.store.remote_path(media_path)
         try:
-            found = await self._inspect(media_path, remote_path, self._likely)
+            found = await self._inspect(media_path, self._likely)
         except FileNotFoundError:
             self.summary.add(objects_gone=1)
             return
@@ -189,13 +187,13 @@ class Rekeyer:
             self.summary.add(objects_rekeyed=1, bytes_rekeyed=info.size)
             return
         try:
-            result = await self._rewrite(media_path, remote_path, found)
+            result = await self._rewrite(media_path, found)
         except FileNotFoundError:
             self.summary.add(objects_gone=1)
             return
         except OSError as error:
             # another run at the same time may have rewritten it first: then the read with the old key fails
-            if await self._verify(media_path, remote_path, found) is None:
+            if await self._verify(media_path, found) is None:
                 self.summary.add(objects_rekeyed=1, bytes_rekeyed=info.size)
                 return
             self.summary.fail(media_path, f"not rewritten, still under {label}: {error}")
@@ -204,19 +202,18 @@ class Rekeyer:
             self.summary.add(objects_streamed=1, bytes_streamed=int(result.bytes_moved))
         else:
             self.summary.add(objects_copied=1)
-        problem = await self._verify(media_path, remote_path, found)
+        problem = await self._verify(media_path, found)
         if problem is not None:
             self.summary.fail(media_path, f"rewritten from {label}, but {problem}")
             return
         self.summary.add(objects_rekeyed=1, bytes_rekeyed=info.size)
 
-    async def _rewrite(self, media_path: str, remote_path: str, found: KeyedObject) -> RewriteResult:
+    async def _rewrite(self, media_path: str, found: KeyedObject) -> RewriteResult:
         """The backend's rewrite. The first of each kind (from an SSE-C key, from no key) runs
         alone: it learns whether the store can copy such objects in place, so that the others
         do not each try a copy the store refuses (and the backend says so once, not once per job)."""
         def rewrite() -> Awaitable[RewriteResult]:
-            return self._call("rewrite", media_path,
-                              lambda: self.backend.rewrite_with_current_key(self._fs, remote_path, found))
+            return self.store.rewrite_with_current_key(media_path, found)
 
         kind = found.label == UNENCRYPTED
         if kind not in self._learned:
@@ -228,20 +225,16 @@ class Rekeyer:
                         self._learned.add(kind)
         return await rewrite()
 
-    @property
-    def _fs(self) -> Any:
-        return self.store.filesystem()
-
-    async def _inspect(self, media_path: str, remote_path: str, first: KeyLabel = CURRENT) -> KeyedObject:
+    async def _inspect(self, media_path: str, first: KeyLabel = CURRENT) -> KeyedObject:
         """Which configured key reads the object, with its HEAD (size, Content-Type, metadata, ETag):
         the backend's `key_of`, trying the key labelled `first` first."""
-        return await self._read(media_path, lambda: self.backend.key_of(self._fs, remote_path, first))
+        return await self._read(lambda: self.store.key_of(media_path, first))
 
-    async def _verify(self, media_path: str, remote_path: str, before: KeyedObject) -> str | None:
+    async def _verify(self, media_path: str, before: KeyedObject) -> str | None:
         """None if the current key reads the object with the size, Content-Type and metadata it had;
         else what differs."""
         try:
-            after = await self._inspect(media_path, remote_path)
+            after = await self._inspect(media_path)
         except FileNotFoundError:
             return "it is gone after the rewrite"
         except OSError as error:
@@ -256,26 +249,14 @@ class Rekeyer:
                         f"{_shown(after.info.get(name))} after")
         return None
 
-    async def _read(self, media_path: str, operation: Callable[[], Awaitable[T]]) -> T:
+    async def _read(self, operation: Callable[[], Awaitable[T]]) -> T:
         """A read that tries the configured keys in turn, tried once more if none fits: another run
         (or another rekey of this one's object) may have moved it under the current key between
         the tries, after the current key was tried and before the old one was."""
         try:
-            return await self._call("inspect", media_path, operation)
-        except UnknownKeyError:
-            return await self._call("inspect", media_path, operation)
-
-    async def _call(self, action: str, media_path: str, operation: Callable[[], Awaitable[T]]) -> T:
-        """`operation`; a failure other than a missing object or an unknown key becomes a store error
-        naming the action, the object and the store, with any secret redacted (as ObjectStore does)."""
-        try:
             return await operation()
-        except (FileNotFoundError, MediaPathError, UnknownKeyError, ObjstoreError):
-            raise
-        except Exception as error:
-            detail = redact(f"{type(error).__name__}: {error}")
-            message = f"could not {action} {media_path!r} on {self.backend.describe()}: {detail}"
-            raise store_error(message, error) from error
+        except UnknownKeyError:
+            return await operation()
 
 
 def _shown(value: object) -> str:

@@ -10,12 +10,11 @@ import os
 from typing import Any
 
 import s3fs
-from botocore.exceptions import ClientError
 
 from synapse_objstore.asyncfs import AsyncFs
 from synapse_objstore.backends.base import ObjectMetadata
 from synapse_objstore.backends.part_upload import PartUpload, read_range
-from synapse_objstore.backends.s3.keys import SseKey, read_keys, read_with_keys
+from synapse_objstore.backends.s3.keys import SseKey, http_status, read_keys, read_with_keys
 from synapse_objstore.backends.s3.s3fs_private import call_s3
 from synapse_objstore.backends.s3.settings import S3Settings
 from synapse_objstore.errors import UnknownKeyError
@@ -61,7 +60,7 @@ class S3Uploader:
                                           IfNoneMatch="*", **headers)
                 return _etag(reply)
             except OSError as error:
-                status = _http_status(error)
+                status = http_status(error)
                 if status == 412:  # s3fs says FileExistsError only where the store names the condition
                     raise FileExistsError(remote_path) from error
                 if status != 501:
@@ -129,17 +128,6 @@ async def _exists(s3: s3fs.S3FileSystem, bucket: str, key: str, keys: tuple[SseK
     except UnknownKeyError:
         pass
     return True
-
-
-def _http_status(error: BaseException) -> int | None:
-    """The HTTP status of the S3 reply behind an error s3fs translated, if there was one."""
-    cause: BaseException | None = error
-    while cause is not None:
-        if isinstance(cause, ClientError):
-            status = cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            return int(status) if status else None
-        cause = cause.__cause__
-    return None
 
 
 def _metadata_args(metadata: ObjectMetadata | None) -> dict[str, Any]:
