@@ -246,7 +246,7 @@ class Context:
         if self.summary is not None:
             record.dry_run = self.summary.dry_run
             record.counts = summary_counts(self.summary)
-            record.failures += len(self.summary.failed)
+            record.failures += self.summary.failures
         record.counts.update(named_counts(self.counts))
         return record
 

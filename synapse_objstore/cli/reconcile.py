@@ -61,7 +61,7 @@ from synapse_objstore.cli.ownership import (
     identify,
 )
 from synapse_objstore.cli.path_set import PathSet
-from synapse_objstore.cli.report import MAX_LISTED_FAILURES, Summary, human_size
+from synapse_objstore.cli.report import Summary, human_size
 from synapse_objstore.cli.shard import WHOLE, Shard
 from synapse_objstore.cli.synapse_db import SynapseDb
 from synapse_objstore.errors import (
@@ -141,7 +141,7 @@ class ReconcileSummary(Summary):
 
     @property
     def ok(self) -> bool:
-        return not self.failed and not self.delete_limit_reached and not self.refusal
+        return not self.failures and not self.delete_limit_reached and not self.refusal
 
     @property
     def media_objects_listed(self) -> int:
@@ -187,12 +187,8 @@ class ReconcileSummary(Summary):
                "(--media-on-other-hosts; their hosts' reconcile uploads them)"] if self.media_elsewhere else []),
             f"Left {self.media_not_stored} media local only: the provider does not store their type",
             f"{would}Aborted {self.uploads_aborted} incomplete uploads",
-            f"Failed {len(self.failed)}",
         ]
-        lines += [f"  {failure.path}: {failure.error}" for failure in self.failed[:MAX_LISTED_FAILURES]]
-        if len(self.failed) > MAX_LISTED_FAILURES:
-            lines.append(f"  ... and {len(self.failed) - MAX_LISTED_FAILURES} more (see --json)")
-        return lines
+        return lines + self.failure_lines("")
 
 
 class Reconciler:

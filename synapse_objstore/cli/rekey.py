@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from synapse_objstore.backends.base import CURRENT, UNENCRYPTED, Backend, KeyedObject, KeyLabel, RewriteResult
-from synapse_objstore.cli.report import MAX_LISTED_FAILURES, Summary, human_size
+from synapse_objstore.cli.report import Summary, human_size
 from synapse_objstore.errors import CommandError, MediaPathError, UnknownKeyError
 from synapse_objstore.redaction import redact
 from synapse_objstore.store import ObjectInfo, ObjectStore
@@ -92,13 +92,9 @@ class RekeySummary(Summary):
         if left > 0:
             lines.append(f"Left under an earlier key: {left} objects" +
                          (" (run again with --apply to rewrite them)" if self.dry_run else " (run again)"))
-        elif not self.failed and not (self.dry_run and self.objects_old):
+        elif not self.failures and not (self.dry_run and self.objects_old):
             lines.append("Every object is under the current key" + ("" if self.objects_rekeyed else " already"))
-        lines.append(f"Failed {len(self.failed)} objects")
-        lines += [f"  {failure.path}: {failure.error}" for failure in self.failed[:MAX_LISTED_FAILURES]]
-        if len(self.failed) > MAX_LISTED_FAILURES:
-            lines.append(f"  ... and {len(self.failed) - MAX_LISTED_FAILURES} more (see --json)")
-        return lines
+        return lines + self.failure_lines("objects")
 
 
 def _label_order(label: str) -> tuple[int, int]:

@@ -13,6 +13,9 @@ import humanize
 import tqdm
 
 MAX_LISTED_FAILURES = 50
+# Failures a run keeps, each with its path and error, for --json; the rest are only counted, so
+# that a run on millions of objects that all fail (a forgotten SSE-C key, say) holds bounded memory.
+MAX_KEPT_FAILURES = 10_000
 
 
 def human_size(n: int) -> str:
@@ -46,7 +49,8 @@ class Summary:
     bytes_copied: int = 0
     files_missing: int = 0
     media_retried: int = 0  # media tried once more at the end of the run, after a failure of the store
-    failed: list[Failure] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)  # the first MAX_KEPT_FAILURES of them
+    failures: int = 0  # all of them
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **counts: int) -> None:
@@ -56,7 +60,9 @@ class Summary:
 
     def fail(self, path: str, error: str | BaseException) -> None:
         with self._lock:
-            self.failed.append(Failure(path, str(error)))
+            self.failures += 1
+            if len(self.failed) < MAX_KEPT_FAILURES:
+                self.failed.append(Failure(path, str(error)))
 
     def merge(self, other: Summary) -> None:
         """Add another summary's counts and failures to this one's."""
@@ -65,19 +71,28 @@ class Summary:
             for name, value in counts.items():
                 if isinstance(value, int) and not isinstance(value, bool):
                     setattr(self, name, getattr(self, name) + value)
-            self.failed.extend(other.failed)
+            self.failed.extend(other.failed[:max(0, MAX_KEPT_FAILURES - len(self.failed))])
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failures
 
     def as_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_") and f.name != "failed"
         }
         data["failed"] = [asdict(failure) for failure in self.failed]
-        data["files_failed"] = len(self.failed)
+        data["files_failed"] = self.failures
         return data
+
+    def failure_lines(self, noun: str) -> list[str]:
+        """"Failed N <noun>", then the first failures, one a line."""
+        lines = [f"Failed {self.failures} {noun}".rstrip()]
+        lines += [f"  {failure.path}: {failure.error}" for failure in self.failed[:MAX_LISTED_FAILURES]]
+        if self.failures > MAX_LISTED_FAILURES:
+            more = "see --json" if self.failures <= MAX_KEPT_FAILURES else f"--json lists the first {MAX_KEPT_FAILURES}"
+            lines.append(f"  ... and {self.failures - MAX_LISTED_FAILURES} more ({more})")
+        return lines
 
     def lines(self) -> list[str]:
         would = "Would have " if self.dry_run else ""
@@ -102,12 +117,7 @@ class Summary:
         elif self.command == "verify":
             lines.append(f"Verified {self.files_verified} files ({human_size(self.bytes_verified)})")
             lines.append(f"Missing {self.files_missing} files")
-        lines.append(f"Failed {len(self.failed)} files")
-        for failure in self.failed[:MAX_LISTED_FAILURES]:
-            lines.append(f"  {failure.path}: {failure.error}")
-        if len(self.failed) > MAX_LISTED_FAILURES:
-            lines.append(f"  ... and {len(self.failed) - MAX_LISTED_FAILURES} more (see --json)")
-        return lines
+        return lines + self.failure_lines("files")
 
     def emit(self, as_json: bool) -> None:
         if as_json:
