@@ -273,6 +273,12 @@ class Backend(abc.ABC):
         """The keys reads try, in order. A backend without customer keys (the default) has one."""
         return (CURRENT,)
 
+    def key_fingerprints(self) -> Mapping[KeyLabel, str]:
+        """A short public fingerprint of each key that has one, by label, so that an admin can
+        tell which key a label is (keys swapped between sse_customer_key and the previous ones
+        show); never the key. The default has none."""
+        return {}
+
     def watch_key_reads(self, listener: Callable[[KeyLabel], None]) -> None:
         """Have `listener` called (on the I/O loop) with the label of each read that only a key
         other than the current one could make: the provider counts them in a metric."""

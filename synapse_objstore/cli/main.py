@@ -824,10 +824,12 @@ def reconcile(obj: Context, base_path: str | None, apply: bool, grace: datetime.
 
 @cli.command("rekey")
 @click.option("--apply", is_flag=True, help="Rewrite the objects for real; without it nothing changes.")
+@click.option("--decrypt", is_flag=True,
+              help="Confirm that --apply may store objects unencrypted: the config has no sse_customer_key.")
 @store_config_option
 @jobs_option
 @pass_context
-def rekey(obj: Context, apply: bool, store_config: str | None, jobs: int) -> None:
+def rekey(obj: Context, apply: bool, decrypt: bool, store_config: str | None, jobs: int) -> None:
     """Rewrite every object under an earlier SSE-C key (or none) under the current key; a dry run unless --apply.
 
     Lists every object under the prefix of the store (--store-config or --config), tells which
@@ -839,14 +841,15 @@ def rekey(obj: Context, apply: bool, store_config: str | None, jobs: int) -> Non
     written without SSE-C (previously_unencrypted: true), or decrypts one (no sse_customer_key,
     the old key in previous_sse_customer_keys). A rerun after any interruption finds only what
     is left. S3 stores only. Once it reports every object under the current key, the previous
-    keys can leave the config.
+    keys can leave the config. Decrypting needs --decrypt besides --apply, so that a config that
+    lost its sse_customer_key line does not decrypt the bucket.
     """
     from synapse_objstore.cli.rekey import Rekeyer, RekeySummary, check_rekeyable
 
     if not obj.shard.is_whole:
         raise click.UsageError("rekey takes no --shard: it rewrites every object of the store, and needs no cache.db")
     store = obj.store(store_config)
-    check_rekeyable(store)
+    check_rekeyable(store, apply, decrypt)
     summary = obj.track(RekeySummary("rekey", dry_run=not apply))
     with progress_bar(obj.progress, None, "objects") as bar:
         run_store_job(store, lambda: Rekeyer(store, jobs, apply, summary, bar, obj.info).run())

@@ -66,6 +66,7 @@ class RekeySummary(Summary):
     # label -> [objects, bytes]; labels only, never a key
     by_key: dict[str, list[int]] = field(default_factory=dict)
     current_key: str = ""  # what the current config writes: "SSE-C" or "no SSE-C"
+    fingerprints: dict[str, str] = field(default_factory=dict)  # label -> "key md5 1a2b3c4d"; never a key
 
     def count_key(self, label: str, size: int) -> None:
         with self._lock:
@@ -78,7 +79,8 @@ class RekeySummary(Summary):
         lines = [f"Listed {self.objects_listed} objects ({human_size(self.bytes_listed)}); the current config "
                  f"writes {self.current_key}"]
         for label, (objects, size) in sorted(self.by_key.items(), key=lambda item: _label_order(item[0])):
-            lines.append(f"  under {label}: {objects} objects ({human_size(size)})")
+            named = f" ({self.fingerprints[label]})" if label in self.fingerprints else ""
+            lines.append(f"  under {label}{named}: {objects} objects ({human_size(size)})")
         if self.objects_unreadable:
             lines.append(f"  readable with no configured key: {self.objects_unreadable} objects (see below)")
         if self.objects_gone:
@@ -105,8 +107,10 @@ def _label_order(label: str) -> tuple[int, int]:
     return (2, 0)
 
 
-def check_rekeyable(store: ObjectStore) -> None:
-    """Refuse (CommandError, exit 2) a store this command cannot rekey, saying why."""
+def check_rekeyable(store: ObjectStore, apply: bool = False, decrypt: bool = False) -> None:
+    """Refuse (CommandError, exit 2) a store this command cannot rekey, saying why; and an
+    --apply that would store SSE-C objects unencrypted (a config whose sse_customer_key is
+    missing, by design or by mistake) unless `decrypt` confirms it."""
     backend = store.backend
     if backend.name != "s3" or type(backend).rewrite_with_current_key is Backend.rewrite_with_current_key:
         raise CommandError(
@@ -121,6 +125,12 @@ def check_rekeyable(store: ObjectStore) -> None:
             "set sse_customer_key and previously_unencrypted: true; to rotate a key, move it to "
             "previous_sse_customer_keys and set the new one as sse_customer_key; to turn SSE-C off, unset "
             "sse_customer_key and list the old key in previous_sse_customer_keys"
+        )
+    if apply and settings.sse_customer_key is None and not decrypt:
+        raise CommandError(
+            f"the config of {backend.describe()} has no sse_customer_key, so --apply would store every object "
+            "now under one of previous_sse_customer_keys unencrypted (turning SSE-C off). If that is what you "
+            "want, add --decrypt; if not, set sse_customer_key (the key new uploads are to use) and run again"
         )
 
 
@@ -139,6 +149,7 @@ class Rekeyer:
         self._first_rewrite = {True: asyncio.Lock(), False: asyncio.Lock()}  # see _rewrite
         self._learned: set[bool] = set()
         summary.current_key = "SSE-C" if getattr(settings, "sse_customer_key", None) is not None else "no SSE-C"
+        summary.fingerprints = {str(label): name for label, name in self.backend.key_fingerprints().items()}
 
     async def run(self) -> None:
         await preflight(self.store)

@@ -126,7 +126,10 @@ def test_dry_run_reports_objects_under_each_key_and_changes_nothing(
     assert summary["dry_run"] and summary["objects_rekeyed"] == 11 and summary["files_failed"] == 0
 
     human = offload("rekey", "--store-config", config).stdout
-    assert "under previous-1: 5 objects" in human and "Would have rewritten 11 objects under the current key" in human
+    # each key named by the start of its MD5 (what S3 stores with the object), so swapped keys show
+    previous_1 = hashlib.md5(PREVIOUS_1.encode()).hexdigest()[:8]
+    assert f"under previous-1 (key md5 {previous_1}): 5 objects" in human
+    assert "Would have rewritten 11 objects under the current key" in human
     assert all(key not in human for key in (CURRENT, PREVIOUS_1, PREVIOUS_2))
     assert {item["Key"]: (item["ETag"], item["LastModified"])
             for item in s3.list_objects_v2(Bucket=rgw_bucket)["Contents"]} == before
@@ -182,7 +185,11 @@ def test_turns_sse_c_on_for_a_plain_bucket_and_off_again(
     assert_under(s3, rgw_bucket, objects, CURRENT)
 
     off = write_config(workdir, block(rgw, rgw_bucket, previous_sse_customer_keys=[CURRENT]), "off.yaml")
-    summary = json.loads(offload("--json", "rekey", "--apply", "--store-config", off).stdout)
+    # a config without sse_customer_key decrypts only when told to: it may have lost that line
+    refused = offload("rekey", "--apply", "--store-config", off, expect=2)
+    assert "no sse_customer_key" in refused.output and "--decrypt" in refused.output
+    assert_under(s3, rgw_bucket, objects, CURRENT)
+    summary = json.loads(offload("--json", "rekey", "--apply", "--decrypt", "--store-config", off).stdout)
     assert summary["by_key"] == {"previous-1": [6, sum(map(len, objects.values()))]}
     assert summary["objects_rekeyed"] == 6 and summary["files_failed"] == 0
     assert_under(s3, rgw_bucket, objects, None)

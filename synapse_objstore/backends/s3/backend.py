@@ -31,7 +31,7 @@ from synapse_objstore.backends.base import (
     metadata_from,
 )
 from synapse_objstore.backends.s3.client import create_s3_filesystem, load_botocore_session
-from synapse_objstore.backends.s3.keys import SseKey, object_label, read_keys, read_with_keys
+from synapse_objstore.backends.s3.keys import SseKey, fingerprint, object_label, read_keys, read_with_keys
 from synapse_objstore.backends.s3.rewrite import Rewriter
 from synapse_objstore.backends.s3.s3fs_private import call_s3, close_client, translate_error
 from synapse_objstore.backends.s3.settings import BOTO3_PART_SIZE, S3Settings
@@ -88,6 +88,11 @@ class S3Backend(Backend):
 
     def key_labels(self) -> tuple[KeyLabel, ...]:
         return tuple(key.label for key in self._keys)
+
+    def key_fingerprints(self) -> Mapping[KeyLabel, str]:
+        """"key md5 1a2b3c4d": the start of the MD5 that S3 itself sends and stores with each
+        SSE-C object (`keys.fingerprint`)."""
+        return {key.label: fingerprint(key.key) for key in self._keys if key.key is not None}
 
     async def object_info(self, fs: AsyncFs, remote_path: str) -> dict[str, Any]:
         """One HEAD (SSE-C added by the filesystem), and one more per earlier key tried
