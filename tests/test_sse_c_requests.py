@@ -7,12 +7,9 @@ SSE-C, is in test_ceph_rgw.py.
 
 from __future__ import annotations
 
-import io
-import logging
 import os
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -22,23 +19,13 @@ from synapse_objstore.io_loop import run
 from synapse_objstore.store import ObjectStore
 from synapse_objstore.testing.suite import read_object
 from tests.support.files import write
+from tests.support.logs import debug_logs
+from tests.support.sse_c import KEY_HEADER, record_requests
 
 MiB = 1024 * 1024
 SSE_KEY = "0123456789abcdef0123456789ABCDEF"
 SECRET_KEY = "super-secret-access-key-value"
-KEY_HEADER = "x-amz-server-side-encryption-customer-key"
 ALGO_HEADER = "x-amz-server-side-encryption-customer-algorithm"
-
-
-def request_kind(method: str, url: str) -> str:
-    query = parse_qs(urlsplit(url).query, keep_blank_values=True)
-    if method == "PUT" and "partNumber" in query:
-        return "UploadPart"
-    if method == "POST" and "uploads" in query:
-        return "CreateMultipartUpload"
-    if method == "POST" and "uploadId" in query:
-        return "CompleteMultipartUpload"
-    return {"PUT": "PutObject", "GET": "GetObject", "HEAD": "HeadObject", "DELETE": "DeleteObject"}.get(method, method)
 
 
 @pytest.fixture
@@ -48,19 +35,7 @@ def recorded(moto: MotoServer, bucket: str) -> tuple[ObjectStore, list[tuple[str
         "secret_access_key": SECRET_KEY, "sse_customer_key": SSE_KEY, "storage_class": "STANDARD_IA",
         "multipart_threshold": "5MiB", "multipart_chunksize": "5MiB",
     }))
-    sent: list[tuple[str, dict[str, str]]] = []
-
-    async def hook() -> None:
-        await store.connect()
-
-        def record(request: Any, **_: Any) -> None:
-            headers = {k.lower(): v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()}
-            sent.append((request_kind(request.method, request.url), headers))
-
-        store.filesystem().fs.s3.meta.events.register("before-send.s3", record)
-
-    run(hook())
-    return store, sent
+    return store, record_requests(store).sent
 
 
 def test_every_data_request_carries_the_sse_c_key(recorded: tuple[ObjectStore, list[Any]], tmp_path: Path) -> None:
@@ -102,20 +77,10 @@ def test_the_key_is_sent_as_synapse_s3_storage_provider_sends_it(recorded: tuple
 
 def test_secrets_never_reach_the_logs(recorded: tuple[ObjectStore, list[Any]], tmp_path: Path) -> None:
     store, _ = recorded
-    output = io.StringIO()
-    handler = logging.StreamHandler(output)
-    handler.setFormatter(logging.Formatter("%(name)s %(message)s"))
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    try:
+    with debug_logs() as output:
         run(store.put_file(write(tmp_path / "f", b"payload"), "local_content/lo/gg/ed"))
         assert run(read_object(store, "local_content/lo/gg/ed")) == b"payload"
         run(store.put_file(write(tmp_path / "big", os.urandom(6 * MiB)), "local_content/lo/gg/big"))
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
     logged = output.getvalue()
     assert "botocore" in logged and "<redacted>" in logged  # botocore did log the request parameters
     import base64

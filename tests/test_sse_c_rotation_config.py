@@ -5,8 +5,6 @@ it: the requests sent are what is checked) the copy-source SSE-C headers of a re
 from __future__ import annotations
 
 import base64
-import io
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +17,7 @@ from synapse_objstore.errors import ConfigError
 from synapse_objstore.io_loop import run
 from synapse_objstore.store import ObjectStore
 from synapse_objstore.testing.suite import read_object
+from tests.support.logs import debug_logs
 from tests.support.s3 import put_objects, s3_config
 from tests.support.sse_c import COPY_KEY_HEADER, KEY_A, KEY_B, KEY_C, KEY_HEADER, record_requests
 
@@ -99,23 +98,13 @@ def test_no_key_reaches_logs_or_errors_with_debug_logging(moto: MotoServer, buck
                                                           rotated_on_moto: ObjectStore) -> None:
     store = rotated_on_moto
     put_objects(moto, bucket, {"local_content/lo/gg/ed": b"payload"})
-    output = io.StringIO()
-    handler = logging.StreamHandler(output)
-    handler.setFormatter(logging.Formatter("%(name)s %(message)s"))
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    try:
+    with debug_logs() as output:
         assert run(read_object(store, "local_content/lo/gg/ed")) == b"payload"
         run(store.backend.rewrite_with_current_key(store.filesystem(), store.remote_path("local_content/lo/gg/ed"),
                                                    found_under(store, "local_content/lo/gg/ed", "previous-1")))
         with pytest.raises(ValueError) as unknown:
             run(store.backend.rewrite_with_current_key(store.filesystem(), store.remote_path("local_content/lo/gg/ed"),
                                                        found_under(store, "local_content/lo/gg/ed", "previous-7")))
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
     logged = output.getvalue() + str(unknown.value) + repr(store) + repr(store.backend)
     assert "botocore" in logged and "<redacted>" in logged and "CopySourceSSECustomerKey" in logged
     for key in ALL_KEYS:
