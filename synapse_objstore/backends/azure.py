@@ -224,9 +224,7 @@ class AzureBackend(Backend):
         return True
 
     async def open_read(self, fs: AsyncFs, remote_path: str) -> EtagStream:
-        stream = await EtagStream.open(fs, remote_path)
-        assert isinstance(stream, EtagStream)
-        return stream
+        return await EtagStream.open(fs, remote_path)
 
     keeps_metadata = True  # the blob's Content-Type and metadata
 

@@ -17,13 +17,16 @@ import re
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, BinaryIO, ClassVar, NewType
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, NewType
 
 from fsspec import AbstractFileSystem
 
 from synapse_objstore.asyncfs import AsyncFs
 from synapse_objstore.errors import ObjectChangedError
 from synapse_objstore.settings import BackendSettings
+
+if TYPE_CHECKING:  # typing.Self is Python 3.11+, and typing_extensions no runtime dependency
+    from typing_extensions import Self
 
 # Objects per page of a listing (S3's own maximum).
 LIST_PAGE_SIZE = 1000
@@ -376,7 +379,7 @@ class RangedReadStream(ObjectStream):
         self._version = version
 
     @classmethod
-    async def open(cls, fs: AsyncFs, path: str) -> RangedReadStream:
+    async def open(cls, fs: AsyncFs, path: str) -> Self:
         info = await _fresh_info(fs, path)
         if info.get("type") == "directory":
             raise FileNotFoundError(path)

@@ -184,9 +184,7 @@ class GcsBackend(Backend):
         return True
 
     async def open_read(self, fs: AsyncFs, remote_path: str) -> GenerationStream:
-        stream = await GenerationStream.open(fs, remote_path)
-        assert isinstance(stream, GenerationStream)
-        return stream
+        return await GenerationStream.open(fs, remote_path)
 
     async def upload(self, fs: AsyncFs, local_path: str, remote_path: str, if_absent: bool = False,
                      metadata: ObjectMetadata | None = None) -> None:
