@@ -851,6 +851,11 @@ def rekey(obj: Context, apply: bool, decrypt: bool, store_config: str | None, jo
     store = obj.store(store_config)
     check_rekeyable(store, apply, decrypt)
     summary = obj.track(RekeySummary("rekey", dry_run=not apply))
-    with progress_bar(obj.progress, None, "objects") as bar:
-        run_store_job(store, lambda: Rekeyer(store, jobs, apply, summary, bar, obj.info).run())
+    try:
+        with progress_bar(obj.progress, None, "objects") as bar:
+            run_store_job(store, lambda: Rekeyer(store, jobs, apply, summary, bar, obj.info).run())
+    except StoreUnusableError:
+        if summary.stopped:  # the store failed mid-run: what was done before, then the error (exit 2)
+            summary.emit(obj.as_json)
+        raise
     obj.finish(summary)

@@ -21,7 +21,9 @@ object whole, under its old key or the current one; the next run finds only what
 interrupted multipart rewrite may leave an incomplete upload, which `reconcile --apply` aborts).
 Two runs at once are harmless: each object is rewritten from what the store holds under a
 configured key to the same bytes under the current key, and a rewrite that fails because the
-other run got there first is checked again and counted as done.
+other run got there first is checked again and counted as done. A listing that fails (the store
+down, or answering errors, after the client's retries) stops the run once the objects under way
+are done: StoreUnusableError (exit code 2), after the summary of what was done so far.
 
 Every object under the prefix is rekeyed, markers too (the owner marker, ownership.py): the
 provider and the CLI read them through the same keys, and one left under an old key would be
@@ -38,7 +40,7 @@ from typing import Any, TypeVar
 
 from synapse_objstore.backends.base import CURRENT, UNENCRYPTED, Backend, KeyedObject, KeyLabel, RewriteResult
 from synapse_objstore.cli.report import Summary, human_size
-from synapse_objstore.errors import CommandError, MediaPathError, UnknownKeyError
+from synapse_objstore.errors import CommandError, MediaPathError, StoreUnusableError, UnknownKeyError
 from synapse_objstore.redaction import redact
 from synapse_objstore.store import ObjectInfo, ObjectStore
 from synapse_objstore.verification import preflight
@@ -67,6 +69,7 @@ class RekeySummary(Summary):
     by_key: dict[str, list[int]] = field(default_factory=dict)
     current_key: str = ""  # what the current config writes: "SSE-C" or "no SSE-C"
     fingerprints: dict[str, str] = field(default_factory=dict)  # label -> "key md5 1a2b3c4d"; never a key
+    stopped: str = ""  # why the run stopped before the listing ended; "" when it did not
 
     def count_key(self, label: str, size: int) -> None:
         with self._lock:
@@ -94,8 +97,11 @@ class RekeySummary(Summary):
         if left > 0:
             lines.append(f"Left under an earlier key: {left} objects" +
                          (" (run again with --apply to rewrite them)" if self.dry_run else " (run again)"))
-        elif not self.failures and not (self.dry_run and self.objects_old):
+        elif not self.stopped and not self.failures and not (self.dry_run and self.objects_old):
             lines.append("Every object is under the current key" + ("" if self.objects_rekeyed else " already"))
+        if self.stopped:
+            lines.append(f"Stopped after {self.objects_listed} objects listed: {self.stopped}; those not listed "
+                         "yet were not looked at (run again)")
         return lines + self.failure_lines("objects")
 
 
@@ -165,12 +171,22 @@ class Rekeyer:
                 slots.release()
                 self.progress.update(1)
 
-        async for info in self.store.list():
-            self.summary.add(objects_listed=1, bytes_listed=info.size)
-            await slots.acquire()
-            task = asyncio.create_task(one(info))
-            running.add(task)
-            task.add_done_callback(running.discard)
+        try:
+            async for info in self.store.list():
+                self.summary.add(objects_listed=1, bytes_listed=info.size)
+                await slots.acquire()
+                task = asyncio.create_task(one(info))
+                running.add(task)
+                task.add_done_callback(running.discard)
+        except OSError as error:  # a store error, or a bucket gone (which s3fs calls a missing file)
+            await asyncio.gather(*running)  # at most `jobs` objects, each rewritten whole or not at all
+            self.summary.stopped = f"listing {self.store.backend.describe()} failed"
+            raise StoreUnusableError(
+                f"rekey stopped: listing {self.store.backend.describe()} failed ({type(error).__name__}: {error}). "
+                f"{self.summary.objects_rekeyed} of the {self.summary.objects_listed} objects listed before were "
+                f"{'found to need rewriting' if self.summary.dry_run else 'rewritten under the current key'}; "
+                "run the same command again once the store can be used: it finds only what is left"
+            ) from error
         await asyncio.gather(*running)
 
     async def _object(self, info: ObjectInfo) -> None:

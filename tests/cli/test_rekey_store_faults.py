@@ -1,0 +1,110 @@
+"""`rekey` against a store that fails mid-run (the fault proxy in front of Ceph RGW, which
+enforces SSE-C): the listing's later pages answered 503 or reset after some objects were
+rekeyed. The run ends as the other commands do when the store becomes unusable: the error
+named, exit code 2, the summary of what it did, the --metrics-file written; a rerun finishes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import AsyncGenerator, Iterator
+from pathlib import Path
+from typing import Any
+
+import botocore.exceptions
+import pytest
+import yaml
+
+from servers.ceph_rgw import CephRGW
+from synapse_objstore.backends.s3.backend import S3Backend
+from synapse_objstore.testing.fault_proxy import FaultProxy
+from tests.support.offload import Offload
+from tests.support.s3 import OTHER_KEY, SSE_KEY, rgw_client
+
+pytestmark = pytest.mark.ceph
+
+PREFIX = "media/"
+PAGE = 4  # objects per page of the listing, so that a few objects make several pages
+NAMES = [f"local_content/fa/ul/t{n:02d}" for n in range(10)]  # listed in this order
+
+
+@pytest.fixture
+def proxy(rgw: CephRGW) -> Iterator[FaultProxy]:
+    with FaultProxy(rgw.endpoint_url, seed=5) as server:
+        yield server
+
+
+def config(rgw: CephRGW, bucket: str, endpoint_url: str) -> dict[str, Any]:
+    return {"bucket": bucket, "endpoint_url": endpoint_url, "access_key_id": rgw.access_key,
+            "secret_access_key": rgw.secret_key, "addressing_style": "path", "prefix": PREFIX,
+            "sse_customer_key": SSE_KEY, "previous_sse_customer_keys": [OTHER_KEY]}
+
+
+def under(s3: Any, bucket: str, name: str) -> str:
+    """Which key reads the object: "current" or "previous"."""
+    for label, key in (("current", SSE_KEY), ("previous", OTHER_KEY)):
+        with contextlib.suppress(botocore.exceptions.ClientError):
+            s3.head_object(Bucket=bucket, Key=PREFIX + name, SSECustomerAlgorithm="AES256", SSECustomerKey=key)
+            return label
+    raise AssertionError(f"no key reads {name}")
+
+
+@pytest.fixture
+def listing_fails_after_its_first_page(
+    monkeypatch: pytest.MonkeyPatch, proxy: FaultProxy, rgw_bucket: str,
+) -> Any:
+    """Pages of PAGE objects; once the first is handed out, the proxy applies `fault` to every
+    later request about the bucket itself (the listing's), not to those about its objects."""
+    original = S3Backend.list_pages
+    faults: dict[str, Any] = {}
+
+    async def list_pages(self: S3Backend, fs: Any, path: str, page_size: int = PAGE) -> AsyncGenerator[Any, None]:
+        pages = original(self, fs, path, PAGE)
+        async with contextlib.aclosing(pages):
+            first = True
+            async for page in pages:
+                yield page
+                if first:
+                    proxy.set(**faults, match=f"^/{rgw_bucket}/?$")
+                    first = False
+
+    monkeypatch.setattr(S3Backend, "list_pages", list_pages)
+    return faults
+
+
+@pytest.mark.parametrize("fault", [{"rate_503": 1.0}, {"rate_reset": 1.0}], ids=["503", "reset"])
+def test_a_listing_that_fails_mid_run_stops_with_exit_2_its_summary_and_metrics(
+    offload: Offload, rgw: CephRGW, rgw_bucket: str, workdir: Path, proxy: FaultProxy,
+    listing_fails_after_its_first_page: dict[str, Any], fault: dict[str, Any],
+) -> None:
+    s3 = rgw_client(rgw)
+    for name in NAMES:
+        s3.put_object(Bucket=rgw_bucket, Key=PREFIX + name, Body=os.urandom(2000), ContentType="image/png",
+                      SSECustomerAlgorithm="AES256", SSECustomerKey=OTHER_KEY)
+    (workdir / "proxied.yaml").write_text(yaml.safe_dump(config(rgw, rgw_bucket, proxy.endpoint_url)))
+    listing_fails_after_its_first_page.update(fault)
+
+    result = offload("--json", "--retries", "0", "--metrics-file", "rekey.prom", "rekey", "--apply", "--jobs", "2",
+                     "--store-config", "proxied.yaml", expect=2)
+    assert f"rekey stopped: listing s3://{rgw_bucket}/{PREFIX} at {proxy.endpoint_url} failed" in result.stderr
+    assert "4 of the 4 objects listed before were rewritten under the current key" in result.stderr
+    assert "Traceback" not in result.output
+    summary = json.loads(result.stdout)  # what the run did before it stopped
+    assert summary["objects_listed"] == PAGE and summary["objects_rekeyed"] == PAGE
+    assert summary["files_failed"] == 0 and summary["stopped"]
+    prom = (workdir / "rekey.prom").read_text()
+    assert 'objstore_offload_last_run_exit_code{command="rekey",shard="0/1"} 2.0' in prom
+    assert f'objstore_offload_last_run_objects{{action="rekeyed",command="rekey",shard="0/1"}} {PAGE}.0' in prom
+    assert [under(s3, rgw_bucket, name) for name in NAMES] == ["current"] * PAGE + ["previous"] * (len(NAMES) - PAGE)
+
+    proxy.set(rate_503=0.0, rate_reset=0.0, match=None)  # the dry run's first page passes, as the first run's
+    human = offload("--retries", "0", "rekey", "--store-config", "proxied.yaml", expect=2).stdout
+    assert "Stopped after 4 objects listed" in human and "Every object is under" not in human
+
+    listing_fails_after_its_first_page.clear()
+    proxy.set(rate_503=0.0, rate_reset=0.0, match=None)
+    again = json.loads(offload("--json", "rekey", "--apply", "--store-config", "proxied.yaml").stdout)
+    assert again["objects_current"] == PAGE and again["objects_rekeyed"] == len(NAMES) - PAGE
+    assert not again["stopped"]
+    assert [under(s3, rgw_bucket, name) for name in NAMES] == ["current"] * len(NAMES)
