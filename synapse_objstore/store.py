@@ -166,18 +166,23 @@ class ObjectStore:
 
         The listing streams: one page of at most `page_size` objects is fetched at a time,
         and only when the caller has taken the previous one, so a bucket of millions of
-        objects costs the memory of one page. Each page is sorted (S3 lists in key order)."""
+        objects costs the memory of one page. Each page is sorted (S3 lists in key order). Each
+        object is named by its key after the prefix, exactly: not necessarily a media path."""
         if media_prefix and (not media_prefix.endswith("/") or media_prefix.startswith("/")):
             raise MediaPathError(f"list takes a media directory ending in '/', not {media_prefix!r}")
         if media_prefix:
             check_media_path(media_prefix.rstrip("/"))
         base = f"{self.backend.root}/{self.prefix}"
-        strip = len(self.filesystem().fs._strip_protocol(base))
+        stripped = self.filesystem().fs._strip_protocol(base)
+        # the '/' that ends the base, where the filesystem's names have it and `stripped` not
+        separator = "/" if base.endswith("/") and not stripped.endswith("/") else ""
         pages = self.backend.list_pages(self.filesystem(), base + media_prefix, page_size)
         async with contextlib.aclosing(pages):
             while (page := await self._guard("list", media_prefix or "/", lambda: anext(pages, None))) is not None:
                 for raw in sorted(page, key=lambda raw: str(raw["name"])):
-                    media_path = str(raw["name"])[strip:].lstrip("/")
+                    # the key after the prefix exactly: 'media//x' is '/x', not 'x' (the object
+                    # 'media/x' is another), so that no command takes one object for another
+                    media_path = str(raw["name"])[len(stripped):].removeprefix(separator)
                     if raw.get("type") != "directory" and media_path and not media_path.endswith("/"):
                         yield self._object_info(media_path, raw)
 
@@ -199,20 +204,28 @@ class ObjectStore:
             self._fs.close()
             self._fs = None
 
-    async def key_of(self, media_path: str, first: KeyLabel = CURRENT) -> KeyedObject:
-        """Which configured encryption key reads the object (SSE-C key rotation), trying `first`
-        first, with its info; FileNotFoundError when it does not exist, UnknownKeyError when no
-        configured key reads it."""
-        remote_path = self.remote_path(media_path)
-        return await self._guard("inspect", media_path,
+    async def key_of(self, listed: ObjectInfo, first: KeyLabel = CURRENT) -> KeyedObject:
+        """Which configured encryption key reads the object `list` gave as `listed` (SSE-C key
+        rotation), trying `first` first, with its info; FileNotFoundError when it does not exist,
+        UnknownKeyError when no configured key reads it."""
+        remote_path = self._listed_remote_path(listed)
+        return await self._guard("inspect", listed.media_path,
                                  lambda: self.backend.key_of(self.filesystem(), remote_path, first),
                                  passed=(UnknownKeyError,))
 
-    async def rewrite_with_current_key(self, media_path: str, found: KeyedObject) -> RewriteResult:
-        """Rewrite the object `key_of` found under another key under the current one."""
-        remote_path = self.remote_path(media_path)
-        return await self._guard("rewrite", media_path,
+    async def rewrite_with_current_key(self, listed: ObjectInfo, found: KeyedObject) -> RewriteResult:
+        """Rewrite the object `list` gave as `listed`, which `key_of` found under another key,
+        under the current one, where it is."""
+        remote_path = self._listed_remote_path(listed)
+        return await self._guard("rewrite", listed.media_path,
                                  lambda: self.backend.rewrite_with_current_key(self.filesystem(), remote_path, found))
+
+    def _listed_remote_path(self, listed: ObjectInfo) -> str:
+        """The remote path of an object as `list` named it: `prefix + media path` exactly, not
+        checked as a media path. Whatever is under the prefix is rekeyed where it is: a name
+        with an empty, '.' or '..' segment (written by another tool) would be refused by the
+        check on every run, and normalised it would name another object."""
+        return f"{self.backend.root}/{self.prefix}{listed.media_path}"
 
     async def _guard(self, action: str, media_path: str, operation: Callable[[], Awaitable[T]],
                      passed: tuple[type[Exception], ...] = ()) -> T:

@@ -28,7 +28,10 @@ are done: StoreUnusableError (exit code 2), after the summary of what was done s
 Every object under the prefix is rekeyed, markers too (the owner marker, ownership.py): the
 provider and the CLI read them through the same keys, and one left under an old key would be
 unreadable once that key leaves the config. An object that no configured key reads is named,
-counted as failed and left as it is.
+counted as failed and left as it is. Each object is read and rewritten under the name the listing
+gives, exactly (`ObjectStore.key_of` takes the listed object): a name another tool wrote with a
+'..', '.' or empty segment is no media path, and checked or normalised as one it would be
+refused on every run, or name another object.
 """
 
 from __future__ import annotations
@@ -192,7 +195,7 @@ class Rekeyer:
     async def _object(self, info: ObjectInfo) -> None:
         media_path = info.media_path
         try:
-            found = await self._inspect(media_path, self._likely)
+            found = await self._inspect(info, self._likely)
         except FileNotFoundError:
             self.summary.add(objects_gone=1)
             return
@@ -210,13 +213,13 @@ class Rekeyer:
             self.summary.add(objects_rekeyed=1, bytes_rekeyed=info.size)
             return
         try:
-            result = await self._rewrite(media_path, found)
+            result = await self._rewrite(info, found)
         except FileNotFoundError:
             self.summary.add(objects_gone=1)
             return
         except OSError as error:
             # another run at the same time may have rewritten it first: then the read with the old key fails
-            if await self._verify(media_path, found) is None:
+            if await self._verify(info, found) is None:
                 self.summary.add(objects_rekeyed=1, bytes_rekeyed=info.size)
                 return
             self.summary.fail(media_path, f"not rewritten, still under {label}: {error}")
@@ -225,18 +228,18 @@ class Rekeyer:
             self.summary.add(objects_streamed=1, bytes_streamed=int(result.bytes_moved))
         else:
             self.summary.add(objects_copied=1)
-        problem = await self._verify(media_path, found)
+        problem = await self._verify(info, found)
         if problem is not None:
             self.summary.fail(media_path, f"rewritten from {label}, but {problem}")
             return
         self.summary.add(objects_rekeyed=1, bytes_rekeyed=info.size)
 
-    async def _rewrite(self, media_path: str, found: KeyedObject) -> RewriteResult:
+    async def _rewrite(self, info: ObjectInfo, found: KeyedObject) -> RewriteResult:
         """The backend's rewrite. The first of each kind (from an SSE-C key, from no key) runs
         alone: it learns whether the store can copy such objects in place, so that the others
         do not each try a copy the store refuses (and the backend says so once, not once per job)."""
         def rewrite() -> Awaitable[RewriteResult]:
-            return self.store.rewrite_with_current_key(media_path, found)
+            return self.store.rewrite_with_current_key(info, found)
 
         kind = found.label == UNENCRYPTED
         if kind not in self._learned:
@@ -248,16 +251,16 @@ class Rekeyer:
                         self._learned.add(kind)
         return await rewrite()
 
-    async def _inspect(self, media_path: str, first: KeyLabel = CURRENT) -> KeyedObject:
+    async def _inspect(self, info: ObjectInfo, first: KeyLabel = CURRENT) -> KeyedObject:
         """Which configured key reads the object, with its HEAD (size, Content-Type, metadata, ETag):
         the backend's `key_of`, trying the key labelled `first` first."""
-        return await self._read(lambda: self.store.key_of(media_path, first))
+        return await self._read(lambda: self.store.key_of(info, first))
 
-    async def _verify(self, media_path: str, before: KeyedObject) -> str | None:
+    async def _verify(self, info: ObjectInfo, before: KeyedObject) -> str | None:
         """None if the current key reads the object with the size, Content-Type and metadata it had;
         else what differs."""
         try:
-            after = await self._inspect(media_path)
+            after = await self._inspect(info)
         except FileNotFoundError:
             return "it is gone after the rewrite"
         except OSError as error:
