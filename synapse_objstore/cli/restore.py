@@ -3,7 +3,13 @@
 Each file is downloaded into a temporary directory inside the media store, checked
 (size, and MD5 against the ETag where the store gives one), flushed to disk and only then
 renamed into place, so Synapse never sees a partial file. A media whose files are all back
-is marked not deleted in cache.db, so a later upload handles it again.
+is marked not deleted in cache.db, so a later upload handles it again (marks are committed a
+batch at a time: one lost to a crash is made again by the next run, which finds the files back).
+
+Restoring every offloaded media, the store is listed once (listing_index.py) and each media's
+files are looked up there, rather than asked for with a HEAD and a LIST per media; an original
+the listing lacks is asked for with a HEAD before it is called missing. With --media, each
+media is asked for on its own.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any, BinaryIO
 
 from synapse_objstore.cli.cache_db import CacheDb
 from synapse_objstore.cli.journal import Journal
+from synapse_objstore.cli.listing_index import ListingIndex
 from synapse_objstore.cli.localfs import file_size
 from synapse_objstore.cli.report import Summary
 from synapse_objstore.errors import MediaPathError
@@ -36,13 +43,16 @@ class RestoreOptions:
     jobs: int = 8
 
 
-async def download(store: ObjectStore, info: ObjectInfo, target: str, tmp_dir: str, etag_is_md5: bool) -> None:
-    """Download an object to `target` through a checked temporary file; never leaves a partial `target`."""
+async def download(store: ObjectStore, info: ObjectInfo, target: str, tmp_dir: str, etag_is_md5: bool,
+                   durable: bool = True) -> None:
+    """Download an object to `target` through a checked temporary file; never leaves a partial `target`.
+    `durable`: flushed to disk before it is renamed into place (not for a scratch copy)."""
     fd, tmp_path = tempfile.mkstemp(dir=tmp_dir)
     try:
         with os.fdopen(fd, "wb") as file:
             size, md5 = await _copy(store, info.media_path, file)
-            await asyncio.to_thread(os.fsync, file.fileno())
+            if durable:
+                await asyncio.to_thread(os.fsync, file.fileno())
         if size != info.size:
             raise OSError(f"downloaded {size} bytes of {info.media_path}, expected {info.size}")
         etag = (info.etag or "").lower()
@@ -85,12 +95,16 @@ class Restorer:
         self.etag_is_md5 = RemoteChecker(store).etag_is_md5
         self.journal = Journal(cache)
         self.tmp_dir = os.path.join(options.base_path, TMP_DIR_NAME)
+        self.index: ListingIndex | None = None
+        self._back: list[Media] = []  # media whose files are all back, to mark not deleted
 
     async def run(self, selected: Sequence[Media] | None) -> None:
         await preflight(self.store)
         if not self.options.dry_run:
             os.makedirs(self.tmp_dir, exist_ok=True)
         slots = asyncio.Semaphore(self.options.jobs)
+        if selected is None:
+            self.index = await ListingIndex.of(self.store)
 
         async def one(media: Media) -> None:
             async with slots:
@@ -107,9 +121,13 @@ class Restorer:
                 if len(batch) >= 4 * self.options.jobs:
                     await asyncio.gather(*batch)
                     batch = []
+                    await self._mark_back()
             await asyncio.gather(*batch)
+            await self._mark_back()
         finally:
             await self.journal.close()
+            if self.index is not None:
+                self.index.close()
             if os.path.isdir(self.tmp_dir):  # noqa: ASYNC240 - once per run
                 os.rmdir(self.tmp_dir)
 
@@ -124,7 +142,21 @@ class Restorer:
             for _, media in page:
                 yield media
 
+    async def _mark_back(self) -> None:
+        back, self._back = self._back, []
+        if back:
+            await self.journal.call(self.journal.cache.set_deleted, back, False)
+
     async def _remote_files(self, media: Media) -> list[ObjectInfo]:
+        if self.index is not None:
+            index = self.index
+            original, thumbnails = await asyncio.to_thread(
+                lambda: (index.get(media.file_path), index.under(media.thumbnail_dir + "/")))
+            if original is None:  # not listed: written since, or really missing
+                original = await self.store.info(media.file_path)
+            if original is None:
+                raise FileNotFoundError(f"not in {self.store.backend.describe()}")
+            return [original, *thumbnails]
         original = await self.store.info(media.file_path)
         if original is None:
             raise FileNotFoundError(f"not in {self.store.backend.describe()}")
@@ -160,4 +192,4 @@ class Restorer:
                 continue
             self.summary.add(files_restored=1, bytes_restored=info.size)
         if complete and not self.options.dry_run:
-            await self.journal.call(self.journal.cache.set_deleted, [media], False)
+            self._back.append(media)
