@@ -10,10 +10,11 @@ same: an object whose metadata names other content is a corrupted copy.
 
 The store is listed once (listing_index.py) rather than asked about each file with a HEAD.
 Where the listing's ETag is the MD5 of the content (S3 without SSE-C, a single PUT) and the
-MD5 the file had when it was offloaded is recorded, the two must be equal: that proves the
-content, which the size and sha256 metadata of a HEAD only vouch for. A file the listing
-lacks, one whose ETag proves nothing (SSE-C, multipart) while a sha256 is known, and one whose
-ETag differs are asked about with a HEAD, and judged on it as before.
+MD5 the file had when it was offloaded is recorded, the two must be equal (else the object
+holds other content: a corrupted copy): that proves the content, which the size and sha256
+metadata of a HEAD only vouch for. A file the listing lacks, or lists with another size, and
+one whose ETag proves nothing (SSE-C, multipart) while a sha256 is known, are asked about with
+a HEAD, and judged on it as before.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from synapse_objstore.verification import RemoteChecker, preflight
 
 # (media path, size, sha256, MD5) of a file of a media, as far as they are known
 Expected = tuple[str, int | None, str | None, str | None]
+VERIFIED = "verified"
 
 
 class Auditor:
@@ -105,24 +107,32 @@ class Auditor:
             return row[1].lower() if row is not None and row[1] else None
         return info.sha256.lower() if info is not None and info.sha256 else None
 
-    def _settled_by_listing(self, listed: ObjectInfo | None, size: int | None, sha256: str | None,
-                            md5: str | None) -> bool:
-        """Whether the listing alone verifies the file: present, its size, and its content
-        proved by an MD5 ETag equal to the recorded MD5, or no sha256 to check."""
+    def _judged_by_listing(self, listed: ObjectInfo | None, size: int | None, sha256: str | None,
+                           md5: str | None) -> str | None:
+        """What the listing alone proves of a file: "verified" (listed, its size, and its
+        content proved by an MD5 ETag equal to the recorded MD5, or no sha256 to compare), or
+        why its content is not the file offloaded; None: a HEAD is to decide."""
         if listed is None or (size is not None and listed.size != size):
-            return False
+            return None
         etag = (listed.etag or "").lower()
         if self.etag_is_md5 and md5 is not None and len(etag) == 32:
-            return etag == md5.lower()
-        return sha256 is None or not self.store.backend.keeps_metadata
+            if etag == md5.lower():
+                return VERIFIED
+            return (f"corrupted copy: the object's ETag (the MD5 of its content) {etag} is not the MD5 of the file "
+                    f"offloaded, {md5.lower()}")
+        return VERIFIED if sha256 is None or not self.store.backend.keeps_metadata else None
 
     async def _media(self, media: Media) -> None:
         self.summary.add(media=1)
         expected, listed = await self.journal.call(self._lookups, media)
         for (media_path, size, sha256, md5), found in zip(expected, listed, strict=True):
-            if self._settled_by_listing(found, size, sha256, md5):
+            judged = self._judged_by_listing(found, size, sha256, md5)
+            if judged == VERIFIED:
                 assert found is not None
                 self.summary.add(files_verified=1, bytes_verified=found.size)
+                continue
+            if judged is not None:
+                self.summary.fail(media_path, judged)
                 continue
             try:
                 info = await self.store.info(media_path)
