@@ -7,7 +7,8 @@ file (checked against the source's size and ETag), and the target is compared wi
 file, uploaded from it if it differs, and checked again. A copy keeps the source object's
 metadata (its Content-Type and sha256; between backends too, where both keep metadata), and
 gets the sha256 of the content it holds where the source had none; a source whose sha256
-metadata is not its content's is not copied. A target whose owner marker
+metadata is not its content's is not copied. The metadata comes from the source's GET reply
+where it has it (S3), else from a HEAD. A target whose owner marker
 (ownership.py) names another homeserver is refused; the marker itself is not copied: the first
 `upload` or `reconcile --apply` on the target records the owner there.
 
@@ -82,6 +83,11 @@ class Migrator:
                 task.add_done_callback(running.discard)
             await asyncio.gather(*running)
 
+    async def _source_metadata(self, media_path: str) -> ObjectMetadata:
+        """The source object's metadata, from a HEAD: a listing has none, nor every GET."""
+        source = await self.source.info(media_path)
+        return source.metadata if source is not None else ObjectMetadata()
+
     async def _check_existing(self, media_path: str, digest: LocalDigest, listed: ObjectInfo) -> Check:
         """Compare a listed target object with the source's content. A listing has no
         metadata: where the target gives no checksums, its sha256 is asked for with a HEAD,
@@ -108,14 +114,13 @@ class Migrator:
             return
         local_path = os.path.join(tmp_dir, media_path.replace("/", "_"))
         try:
-            await download(self.source, info, local_path, tmp_dir, self.source_etag_is_md5, durable=False)
+            got = await download(self.source, info, local_path, tmp_dir, self.source_etag_is_md5, durable=False)
             digest = await self.checker.digest(local_path)
             check = Check(State.MISSING)
             if existing is not None:
                 check = await self._check_existing(media_path, digest, existing)
             if check.state is not State.VERIFIED:
-                source = await self.source.info(media_path)  # a listing has no metadata: a HEAD
-                kept = source.metadata if source is not None else ObjectMetadata()
+                kept = got if got is not None else await self._source_metadata(media_path)
                 if kept.sha256 is not None and kept.sha256 != digest.sha256:
                     self.summary.fail(media_path, f"the source object's sha256 metadata {kept.sha256} is not the "
                                                   f"sha256 of its content, {digest.sha256}: corrupted, not copied")

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from synapse_objstore.backends.base import ObjectMetadata
 from synapse_objstore.cli.cache_db import CacheDb
 from synapse_objstore.cli.journal import Journal
 from synapse_objstore.cli.listing_index import ListingIndex
@@ -44,45 +45,59 @@ class RestoreOptions:
 
 
 async def download(store: ObjectStore, info: ObjectInfo, target: str, tmp_dir: str, etag_is_md5: bool,
-                   durable: bool = True) -> None:
+                   durable: bool = True) -> ObjectMetadata | None:
     """Download an object to `target` through a checked temporary file; never leaves a partial `target`.
-    `durable`: flushed to disk before it is renamed into place (not for a scratch copy)."""
+    `durable`: flushed to disk before it is renamed into place (not for a scratch copy). Returns
+    the metadata stored with the object, where the GET's reply gave it.
+
+    The body is written a CHUNK at a time, each in one worker thread: the pieces a stream
+    returns (as the HTTP client received them, often 16-64 KiB) are gathered first, so a
+    small file costs one thread hop, which also checks it and renames it into place."""
     fd, tmp_path = tempfile.mkstemp(dir=tmp_dir)
     try:
         with os.fdopen(fd, "wb") as file:
-            size, md5 = await _copy(store, info.media_path, file)
-            if durable:
-                await asyncio.to_thread(os.fsync, file.fileno())
-        if size != info.size:
-            raise OSError(f"downloaded {size} bytes of {info.media_path}, expected {info.size}")
-        etag = (info.etag or "").lower()
-        if etag_is_md5 and len(etag) == 32 and etag != md5:
-            raise OSError(f"downloaded content of {info.media_path} has MD5 {md5}, the store says {etag}")
-        await asyncio.to_thread(os.makedirs, os.path.dirname(target), exist_ok=True)
-        await asyncio.to_thread(os.replace, tmp_path, target)
+            stream = await store.open_read(info.media_path)
+            if stream is None:
+                raise FileNotFoundError(f"{info.media_path} is not in {store.backend.describe()}")
+            md5, pending, pending_size = hashlib.md5(), [], 0
+            try:
+                while data := await stream.read(CHUNK):
+                    pending.append(data)
+                    pending_size += len(data)
+                    if pending_size >= CHUNK:
+                        await asyncio.to_thread(_write_and_hash, file, md5, pending)
+                        pending, pending_size = [], 0
+            finally:
+                await stream.close()
+            await asyncio.to_thread(_finish, file, md5, pending, info, etag_is_md5, durable, tmp_path, target)
+            return stream.metadata
     finally:
         # a stat and an unlink, in line so that they run even while the task is cancelled
         if os.path.exists(tmp_path):  # noqa: ASYNC240
             os.remove(tmp_path)
 
 
-async def _copy(store: ObjectStore, media_path: str, file: BinaryIO) -> tuple[int, str]:
-    stream = await store.open_read(media_path)
-    if stream is None:
-        raise FileNotFoundError(f"{media_path} is not in {store.backend.describe()}")
-    md5, size = hashlib.md5(), 0
-    try:
-        while data := await stream.read(CHUNK):
-            await asyncio.to_thread(_write_and_hash, file, md5, data)
-            size += len(data)
-    finally:
-        await stream.close()
-    return size, md5.hexdigest()
+def _write_and_hash(file: BinaryIO, md5: Any, pieces: list[bytes]) -> None:
+    for piece in pieces:
+        file.write(piece)
+        md5.update(piece)
 
 
-def _write_and_hash(file: BinaryIO, md5: Any, data: bytes) -> None:
-    file.write(data)
-    md5.update(data)
+def _finish(file: BinaryIO, md5: Any, pieces: list[bytes], info: ObjectInfo, etag_is_md5: bool, durable: bool,
+            tmp_path: str, target: str) -> None:
+    """Write the last pieces, check size and MD5, flush (if `durable`) and rename into place. Blocking."""
+    _write_and_hash(file, md5, pieces)
+    file.flush()
+    size = file.tell()
+    if size != info.size:
+        raise OSError(f"downloaded {size} bytes of {info.media_path}, expected {info.size}")
+    etag, digest = (info.etag or "").lower(), md5.hexdigest()
+    if etag_is_md5 and len(etag) == 32 and etag != digest:
+        raise OSError(f"downloaded content of {info.media_path} has MD5 {digest}, the store says {etag}")
+    if durable:
+        os.fsync(file.fileno())
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    os.replace(tmp_path, target)
 
 
 class Restorer:
@@ -171,9 +186,9 @@ class Restorer:
             self.summary.fail(media.describe(), error)
             return
         complete = True
-        for info in remote:
-            target = os.path.join(self.options.base_path, info.media_path)
-            local_size = await asyncio.to_thread(file_size, target)
+        targets = [os.path.join(self.options.base_path, info.media_path) for info in remote]
+        local_sizes = await asyncio.to_thread(lambda: [file_size(target) for target in targets])
+        for info, target, local_size in zip(remote, targets, local_sizes, strict=True):
             if local_size == info.size:
                 continue  # already back (an earlier, interrupted restore)
             if local_size is not None:

@@ -11,10 +11,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
 from servers.moto import MotoServer
 from servers.synapse_media import SynapseMedia
-from tests.support.offload import Dataset, Offload
+from tests.support.offload import Dataset, Offload, store_block
 from tests.support.s3 import s3_client
 
 pytestmark = pytest.mark.parametrize("engine", ["sqlite"])
@@ -74,3 +75,29 @@ def test_verify_catches_an_object_replaced_by_other_bytes_of_the_same_size(
     assert [f["path"] for f in report["failed"]] == [replaced]
     assert "corrupted copy" in report["failed"][0]["error"]
     assert report["files_verified"] == len(dataset.old) - 1
+
+
+def test_migrate_asks_neither_store_about_each_object(
+    offload: Offload, homeserver_yaml: Path, synapse: SynapseMedia, dataset: Dataset, moto: MotoServer, bucket: str,
+    workdir: Path, engine: str,
+) -> None:
+    """The target is listed, the source's metadata comes with its GET, and each copy is checked
+    by the ETag of the upload's reply; its Content-Type and sha256 are kept."""
+    config = ["--config", str(homeserver_yaml)]
+    offload(*config, "update", "30d")
+    offload(*config, "upload", "--delete")
+    target = f"{bucket}-target"
+    client = s3_client(moto.endpoint_url)
+    client.create_bucket(Bucket=target)
+    (workdir / "target.yaml").write_text(yaml.safe_dump(store_block(moto, target)))
+
+    offset = len(moto.log_path.read_text())
+    copied = json.loads(offload("--json", *config, "migrate", "--to", "target.yaml").stdout)
+    assert copied["files_copied"] == copied["files_verified"] == len(dataset.old) and copied["files_failed"] == 0
+    source, copies = requests_since(moto, bucket, offset), requests_since(moto, target, offset)
+    assert source["HEAD object"] <= 2, source  # the owner marker, the preflight
+    assert copies["HEAD object"] <= 3, copies  # the owner marker, the preflight, the multipart original
+    for path in dataset.old:
+        was = client.head_object(Bucket=bucket, Key=f"media/{path}")
+        now = client.head_object(Bucket=target, Key=f"media/{path}")
+        assert (now["ContentType"], now["Metadata"]) == (was["ContentType"], was["Metadata"]), path
