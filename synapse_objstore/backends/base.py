@@ -66,6 +66,9 @@ class ObjectStream(abc.ABC):
     """An open object being read front to back, one bounded chunk at a time."""
 
     size: int | None = None
+    # The Content-Type and sha256 stored with the object, where the reply that opened the
+    # stream gave them (S3's GET does); None: unknown, ask `object_info`.
+    metadata: ObjectMetadata | None = None
 
     @abc.abstractmethod
     async def read(self, max_bytes: int) -> bytes:

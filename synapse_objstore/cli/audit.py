@@ -7,6 +7,14 @@ Synapse's database when one is configured, else for existence only.
 Where the object carries a sha256 as metadata and the sha256 of the file is known (recorded
 when it was offloaded, or, for an original, recorded by Synapse 1.128+), the two must be the
 same: an object whose metadata names other content is a corrupted copy.
+
+The store is listed once (listing_index.py) rather than asked about each file with a HEAD.
+Where the listing's ETag is the MD5 of the content (S3 without SSE-C, a single PUT) and the
+MD5 the file had when it was offloaded is recorded, the two must be equal (else the object
+holds other content: a corrupted copy): that proves the content, which the size and sha256
+metadata of a HEAD only vouch for. A file the listing lacks, or lists with another size, and
+one whose ETag proves nothing (SSE-C, multipart) while a sha256 is known, are asked about with
+a HEAD, and judged on it as before.
 """
 
 from __future__ import annotations
@@ -16,12 +24,17 @@ from typing import Any
 
 from synapse_objstore.cli.cache_db import CacheDb
 from synapse_objstore.cli.journal import Journal
+from synapse_objstore.cli.listing_index import ListingIndex
 from synapse_objstore.cli.report import Summary
 from synapse_objstore.cli.synapse_db import SynapseDb
 from synapse_objstore.errors import MediaPathError
 from synapse_objstore.media import Media
-from synapse_objstore.store import ObjectStore
-from synapse_objstore.verification import preflight
+from synapse_objstore.store import ObjectInfo, ObjectStore
+from synapse_objstore.verification import RemoteChecker, preflight
+
+# (media path, size, sha256, MD5) of a file of a media, as far as they are known
+Expected = tuple[str, int | None, str | None, str | None]
+VERIFIED = "verified"
 
 
 class Auditor:
@@ -33,9 +46,18 @@ class Auditor:
         self.summary = summary
         self.progress = progress
         self.journal = Journal(cache)
+        self.etag_is_md5 = RemoteChecker(store).etag_is_md5
+        self.index: ListingIndex | None = None
 
     async def run(self) -> None:
         await preflight(self.store)
+        self.index = await ListingIndex.of(self.store)
+        try:
+            await self._audit()
+        finally:
+            self.index.close()
+
+    async def _audit(self) -> None:
         slots = asyncio.Semaphore(self.jobs)
         running: set[asyncio.Task[None]] = set()
 
@@ -58,28 +80,60 @@ class Auditor:
                 task.add_done_callback(running.discard)
         await asyncio.gather(*running)
 
-    async def _expected(self, media: Media) -> list[tuple[str, int | None, str | None]]:
-        """(media path, size, sha256) of each file of the media, as far as they are known."""
-        records = await self.journal.call(self.journal.cache.files_of, media)
-        synapse_sha256 = await self._synapse_sha256(media)
+    def _lookups(self, media: Media) -> tuple[list[Expected], list[ObjectInfo | None]]:
+        """Each file of the media, with what is known of it, and the listing's entry for each.
+        Blocking: one worker thread does every lookup of a media."""
+        expected = self._expected(media)
+        assert self.index is not None
+        return expected, [self.index.get(path) for path, *_ in expected]
+
+    def _expected(self, media: Media) -> list[Expected]:
+        cache = self.journal.cache
+        records = cache.files_of(media)
+        synapse_sha256 = self._synapse_sha256(media)
         if records:
-            return [(r.path, r.size, synapse_sha256 if r.path == media.file_path else r.sha256) for r in records]
+            return [(r.path, r.size, synapse_sha256 if r.path == media.file_path else r.sha256, r.md5)
+                    for r in records]
         size = None
         if self.synapse_db is not None:
-            size = await self.journal.call(self.synapse_db.media_length, media.origin, media.media_id)
-        return [(media.file_path, size, synapse_sha256)]
+            size = self.synapse_db.media_length(media.origin, media.media_id)
+        return [(media.file_path, size, synapse_sha256, None)]
 
-    async def _synapse_sha256(self, media: Media) -> str | None:
+    def _synapse_sha256(self, media: Media) -> str | None:
         """The sha256 Synapse recorded for the original: as update-db copied it, else from its database."""
-        info = await self.journal.call(self.journal.cache.media_info, media.origin, media.media_id)
+        info = self.journal.cache.media_info(media.origin, media.media_id)
         if info is None and self.synapse_db is not None:
-            row = await self.journal.call(self.synapse_db.media_info, media.origin, media.media_id)
+            row = self.synapse_db.media_info(media.origin, media.media_id)
             return row[1].lower() if row is not None and row[1] else None
         return info.sha256.lower() if info is not None and info.sha256 else None
 
+    def _judged_by_listing(self, listed: ObjectInfo | None, size: int | None, sha256: str | None,
+                           md5: str | None) -> str | None:
+        """What the listing alone proves of a file: "verified" (listed, its size, and its
+        content proved by an MD5 ETag equal to the recorded MD5, or no sha256 to compare), or
+        why its content is not the file offloaded; None: a HEAD is to decide."""
+        if listed is None or (size is not None and listed.size != size):
+            return None
+        etag = (listed.etag or "").lower()
+        if self.etag_is_md5 and md5 is not None and len(etag) == 32:
+            if etag == md5.lower():
+                return VERIFIED
+            return (f"corrupted copy: the object's ETag (the MD5 of its content) {etag} is not the MD5 of the file "
+                    f"offloaded, {md5.lower()}")
+        return VERIFIED if sha256 is None or not self.store.backend.keeps_metadata else None
+
     async def _media(self, media: Media) -> None:
         self.summary.add(media=1)
-        for media_path, size, sha256 in await self._expected(media):
+        expected, listed = await self.journal.call(self._lookups, media)
+        for (media_path, size, sha256, md5), found in zip(expected, listed, strict=True):
+            judged = self._judged_by_listing(found, size, sha256, md5)
+            if judged == VERIFIED:
+                assert found is not None
+                self.summary.add(files_verified=1, bytes_verified=found.size)
+                continue
+            if judged is not None:
+                self.summary.fail(media_path, judged)
+                continue
             try:
                 info = await self.store.info(media_path)
             except (OSError, MediaPathError) as error:

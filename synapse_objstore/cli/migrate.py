@@ -7,9 +7,16 @@ file (checked against the source's size and ETag), and the target is compared wi
 file, uploaded from it if it differs, and checked again. A copy keeps the source object's
 metadata (its Content-Type and sha256; between backends too, where both keep metadata), and
 gets the sha256 of the content it holds where the source had none; a source whose sha256
-metadata is not its content's is not copied. A target whose owner marker
+metadata is not its content's is not copied. The metadata comes from the source's GET reply
+where it has it (S3), else from a HEAD. A target whose owner marker
 (ownership.py) names another homeserver is refused; the marker itself is not copied: the first
 `upload` or `reconcile --apply` on the target records the owner there.
+
+The target is listed once (listing_index.py) rather than asked about each object with a HEAD:
+an object the listing lacks is copied (as one a HEAD found missing would be), one it has is
+compared as before. A copy is checked against the ETag of the upload's reply where the target
+gives MD5 ETags (as `upload` checks its copies), else with a HEAD. The scratch copy is not
+flushed to disk: it is read back at once and deleted.
 """
 
 from __future__ import annotations
@@ -20,12 +27,14 @@ import tempfile
 from typing import Any
 
 from synapse_objstore.backends.base import ObjectMetadata
+from synapse_objstore.checksums import LocalDigest
+from synapse_objstore.cli.listing_index import ListingIndex
 from synapse_objstore.cli.ownership import OWNER_MARKER, check_same_owner
 from synapse_objstore.cli.report import Summary
 from synapse_objstore.cli.restore import download
 from synapse_objstore.errors import MediaPathError
 from synapse_objstore.store import ObjectInfo, ObjectStore
-from synapse_objstore.verification import RemoteChecker, State, preflight
+from synapse_objstore.verification import Check, RemoteChecker, State, preflight
 
 
 class Migrator:
@@ -39,11 +48,19 @@ class Migrator:
         self.progress = progress
         self.source_etag_is_md5 = RemoteChecker(source).etag_is_md5
         self.checker = RemoteChecker(target, read_back=read_back)
+        self.index: ListingIndex | None = None
 
     async def run(self) -> None:
         await preflight(self.source)
         await preflight(self.target)
         await check_same_owner(self.source, self.target)
+        self.index = await ListingIndex.of(self.target)
+        try:
+            await self._copy_all()
+        finally:
+            self.index.close()
+
+    async def _copy_all(self) -> None:
         slots = asyncio.Semaphore(self.jobs)
         running: set[asyncio.Task[None]] = set()
         with tempfile.TemporaryDirectory(prefix="objstore-migrate-") as tmp_dir:
@@ -66,9 +83,21 @@ class Migrator:
                 task.add_done_callback(running.discard)
             await asyncio.gather(*running)
 
+    async def _source_metadata(self, media_path: str) -> ObjectMetadata:
+        """The source object's metadata, from a HEAD: a listing has none, nor every GET."""
+        source = await self.source.info(media_path)
+        return source.metadata if source is not None else ObjectMetadata()
+
+    async def _check_existing(self, media_path: str, digest: LocalDigest, listed: ObjectInfo) -> Check:
+        """Compare a listed target object with the source's content. A listing has no
+        metadata: where the target gives no checksums, its sha256 is asked for with a HEAD,
+        rather than the object read back."""
+        return await self.checker.check(media_path, digest, listed if self.checker.scheme.gives_checksums else None)
+
     async def _object(self, info: ObjectInfo, tmp_dir: str) -> None:
         media_path = info.media_path
-        existing = await self.target.info(media_path)
+        assert self.index is not None
+        existing = await asyncio.to_thread(self.index.get, media_path)
         if (
             existing is not None
             and existing.size == info.size
@@ -85,20 +114,21 @@ class Migrator:
             return
         local_path = os.path.join(tmp_dir, media_path.replace("/", "_"))
         try:
-            await download(self.source, info, local_path, tmp_dir, self.source_etag_is_md5)
+            got = await download(self.source, info, local_path, tmp_dir, self.source_etag_is_md5, durable=False)
             digest = await self.checker.digest(local_path)
-            check = await self.checker.check(media_path, digest, existing)
+            check = Check(State.MISSING)
+            if existing is not None:
+                check = await self._check_existing(media_path, digest, existing)
             if check.state is not State.VERIFIED:
-                source = await self.source.info(media_path)  # a listing has no metadata: a HEAD
-                kept = source.metadata if source is not None else ObjectMetadata()
+                kept = got if got is not None else await self._source_metadata(media_path)
                 if kept.sha256 is not None and kept.sha256 != digest.sha256:
                     self.summary.fail(media_path, f"the source object's sha256 metadata {kept.sha256} is not the "
                                                   f"sha256 of its content, {digest.sha256}: corrupted, not copied")
                     return
                 metadata = ObjectMetadata(kept.content_type, digest.sha256)
-                await self.target.put_file(local_path, media_path, metadata=metadata)
+                checksum = await self.target.put_file(local_path, media_path, metadata=metadata)
                 self.summary.add(files_copied=1, bytes_copied=info.size)
-                check = await self.checker.check(media_path, digest)
+                check = await self.checker.check_upload(media_path, digest, checksum)
         finally:
             # a stat and an unlink, in line so that they run even while the task is cancelled
             if os.path.exists(local_path):  # noqa: ASYNC240

@@ -3,7 +3,13 @@
 Each file is downloaded into a temporary directory inside the media store, checked
 (size, and MD5 against the ETag where the store gives one), flushed to disk and only then
 renamed into place, so Synapse never sees a partial file. A media whose files are all back
-is marked not deleted in cache.db, so a later upload handles it again.
+is marked not deleted in cache.db, so a later upload handles it again (marks are committed a
+batch at a time: one lost to a crash is made again by the next run, which finds the files back).
+
+Restoring every offloaded media, the store is listed once (listing_index.py) and each media's
+files are looked up there, rather than asked for with a HEAD and a LIST per media; an original
+the listing lacks is asked for with a HEAD before it is called missing. With --media, each
+media is asked for on its own.
 """
 
 from __future__ import annotations
@@ -16,8 +22,10 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from synapse_objstore.backends.base import ObjectMetadata
 from synapse_objstore.cli.cache_db import CacheDb
 from synapse_objstore.cli.journal import Journal
+from synapse_objstore.cli.listing_index import ListingIndex
 from synapse_objstore.cli.localfs import file_size
 from synapse_objstore.cli.report import Summary
 from synapse_objstore.errors import MediaPathError
@@ -36,43 +44,60 @@ class RestoreOptions:
     jobs: int = 8
 
 
-async def download(store: ObjectStore, info: ObjectInfo, target: str, tmp_dir: str, etag_is_md5: bool) -> None:
-    """Download an object to `target` through a checked temporary file; never leaves a partial `target`."""
+async def download(store: ObjectStore, info: ObjectInfo, target: str, tmp_dir: str, etag_is_md5: bool,
+                   durable: bool = True) -> ObjectMetadata | None:
+    """Download an object to `target` through a checked temporary file; never leaves a partial `target`.
+    `durable`: flushed to disk before it is renamed into place (not for a scratch copy). Returns
+    the metadata stored with the object, where the GET's reply gave it.
+
+    The body is written a CHUNK at a time, each in one worker thread: the pieces a stream
+    returns (as the HTTP client received them, often 16-64 KiB) are gathered first, so a
+    small file costs one thread hop, which also checks it and renames it into place."""
     fd, tmp_path = tempfile.mkstemp(dir=tmp_dir)
     try:
         with os.fdopen(fd, "wb") as file:
-            size, md5 = await _copy(store, info.media_path, file)
-            await asyncio.to_thread(os.fsync, file.fileno())
-        if size != info.size:
-            raise OSError(f"downloaded {size} bytes of {info.media_path}, expected {info.size}")
-        etag = (info.etag or "").lower()
-        if etag_is_md5 and len(etag) == 32 and etag != md5:
-            raise OSError(f"downloaded content of {info.media_path} has MD5 {md5}, the store says {etag}")
-        await asyncio.to_thread(os.makedirs, os.path.dirname(target), exist_ok=True)
-        await asyncio.to_thread(os.replace, tmp_path, target)
+            stream = await store.open_read(info.media_path)
+            if stream is None:
+                raise FileNotFoundError(f"{info.media_path} is not in {store.backend.describe()}")
+            md5, pending, pending_size = hashlib.md5(), [], 0
+            try:
+                while data := await stream.read(CHUNK):
+                    pending.append(data)
+                    pending_size += len(data)
+                    if pending_size >= CHUNK:
+                        await asyncio.to_thread(_write_and_hash, file, md5, pending)
+                        pending, pending_size = [], 0
+            finally:
+                await stream.close()
+            await asyncio.to_thread(_finish, file, md5, pending, info, etag_is_md5, durable, tmp_path, target)
+            return stream.metadata
     finally:
         # a stat and an unlink, in line so that they run even while the task is cancelled
         if os.path.exists(tmp_path):  # noqa: ASYNC240
             os.remove(tmp_path)
 
 
-async def _copy(store: ObjectStore, media_path: str, file: BinaryIO) -> tuple[int, str]:
-    stream = await store.open_read(media_path)
-    if stream is None:
-        raise FileNotFoundError(f"{media_path} is not in {store.backend.describe()}")
-    md5, size = hashlib.md5(), 0
-    try:
-        while data := await stream.read(CHUNK):
-            await asyncio.to_thread(_write_and_hash, file, md5, data)
-            size += len(data)
-    finally:
-        await stream.close()
-    return size, md5.hexdigest()
+def _write_and_hash(file: BinaryIO, md5: Any, pieces: list[bytes]) -> None:
+    for piece in pieces:
+        file.write(piece)
+        md5.update(piece)
 
 
-def _write_and_hash(file: BinaryIO, md5: Any, data: bytes) -> None:
-    file.write(data)
-    md5.update(data)
+def _finish(file: BinaryIO, md5: Any, pieces: list[bytes], info: ObjectInfo, etag_is_md5: bool, durable: bool,
+            tmp_path: str, target: str) -> None:
+    """Write the last pieces, check size and MD5, flush (if `durable`) and rename into place. Blocking."""
+    _write_and_hash(file, md5, pieces)
+    file.flush()
+    size = file.tell()
+    if size != info.size:
+        raise OSError(f"downloaded {size} bytes of {info.media_path}, expected {info.size}")
+    etag, digest = (info.etag or "").lower(), md5.hexdigest()
+    if etag_is_md5 and len(etag) == 32 and etag != digest:
+        raise OSError(f"downloaded content of {info.media_path} has MD5 {digest}, the store says {etag}")
+    if durable:
+        os.fsync(file.fileno())
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    os.replace(tmp_path, target)
 
 
 class Restorer:
@@ -85,12 +110,16 @@ class Restorer:
         self.etag_is_md5 = RemoteChecker(store).etag_is_md5
         self.journal = Journal(cache)
         self.tmp_dir = os.path.join(options.base_path, TMP_DIR_NAME)
+        self.index: ListingIndex | None = None
+        self._back: list[Media] = []  # media whose files are all back, to mark not deleted
 
     async def run(self, selected: Sequence[Media] | None) -> None:
         await preflight(self.store)
         if not self.options.dry_run:
             os.makedirs(self.tmp_dir, exist_ok=True)
         slots = asyncio.Semaphore(self.options.jobs)
+        if selected is None:
+            self.index = await ListingIndex.of(self.store)
 
         async def one(media: Media) -> None:
             async with slots:
@@ -107,9 +136,13 @@ class Restorer:
                 if len(batch) >= 4 * self.options.jobs:
                     await asyncio.gather(*batch)
                     batch = []
+                    await self._mark_back()
             await asyncio.gather(*batch)
+            await self._mark_back()
         finally:
             await self.journal.close()
+            if self.index is not None:
+                self.index.close()
             if os.path.isdir(self.tmp_dir):  # noqa: ASYNC240 - once per run
                 os.rmdir(self.tmp_dir)
 
@@ -124,7 +157,21 @@ class Restorer:
             for _, media in page:
                 yield media
 
+    async def _mark_back(self) -> None:
+        back, self._back = self._back, []
+        if back:
+            await self.journal.call(self.journal.cache.set_deleted, back, False)
+
     async def _remote_files(self, media: Media) -> list[ObjectInfo]:
+        if self.index is not None:
+            index = self.index
+            original, thumbnails = await asyncio.to_thread(
+                lambda: (index.get(media.file_path), index.under(media.thumbnail_dir + "/")))
+            if original is None:  # not listed: written since, or really missing
+                original = await self.store.info(media.file_path)
+            if original is None:
+                raise FileNotFoundError(f"not in {self.store.backend.describe()}")
+            return [original, *thumbnails]
         original = await self.store.info(media.file_path)
         if original is None:
             raise FileNotFoundError(f"not in {self.store.backend.describe()}")
@@ -139,9 +186,9 @@ class Restorer:
             self.summary.fail(media.describe(), error)
             return
         complete = True
-        for info in remote:
-            target = os.path.join(self.options.base_path, info.media_path)
-            local_size = await asyncio.to_thread(file_size, target)
+        targets = [os.path.join(self.options.base_path, info.media_path) for info in remote]
+        local_sizes = await asyncio.to_thread(lambda: [file_size(target) for target in targets])
+        for info, target, local_size in zip(remote, targets, local_sizes, strict=True):
             if local_size == info.size:
                 continue  # already back (an earlier, interrupted restore)
             if local_size is not None:
@@ -160,4 +207,4 @@ class Restorer:
                 continue
             self.summary.add(files_restored=1, bytes_restored=info.size)
         if complete and not self.options.dry_run:
-            await self.journal.call(self.journal.cache.set_deleted, [media], False)
+            self._back.append(media)

@@ -30,6 +30,7 @@ from synapse_objstore.backends.base import (
     RewriteResult,
     metadata_from,
 )
+from synapse_objstore.backends.s3 import fast_listing
 from synapse_objstore.backends.s3.client import create_s3_filesystem, load_botocore_session
 from synapse_objstore.backends.s3.keys import SseKey, fingerprint, object_label, read_keys, read_with_keys
 from synapse_objstore.backends.s3.rewrite import Rewriter
@@ -151,6 +152,7 @@ class S3Backend(Backend):
         order. Listing needs no SSE-C key, so the client is used as it is."""
         bucket, _, key_prefix = path.partition("/")
         client = await fs.fs.set_session()
+        fast_listing.register(client)
         pages = client.get_paginator("list_objects_v2").paginate(
             Bucket=bucket, Prefix=key_prefix, PaginationConfig={"PageSize": page_size}
         )

@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import s3fs
 
-from synapse_objstore.backends.base import ObjectStream, changed_error
+from synapse_objstore.backends.base import ObjectMetadata, ObjectStream, changed_error, metadata_from
 from synapse_objstore.backends.s3.keys import THE_CURRENT_KEY, SseKey, call_with_key, key_did_not_fit, read_with_keys
 from synapse_objstore.backends.s3.s3fs_private import (
     aiohttp_response,
@@ -44,6 +44,7 @@ class S3BodyStream(ObjectStream):
         self._keys = keys  # every key reads may use, for an object rewritten under another one
         self._etag: str | None = reply.get("ETag")
         self.size: int = int(reply["ContentLength"])
+        self.metadata: ObjectMetadata | None = metadata_from(reply.get("ContentType"), reply.get("Metadata"))
         self._read_timeout = read_timeout
         self._offset = 0
         self._rest = b""  # what is left of a piece longer than a read asked for

@@ -1,0 +1,90 @@
+"""One flat listing of a store, kept on disk, to look objects up in instead of asking the store.
+
+`restore`, `verify` and `migrate` need the size and ETag of many objects. Asked one by one,
+that is a HEAD per file (and, for restore, a LIST of each media's thumbnail directory): two
+requests, their signing and parsing, per file. A ListObjectsV2 page gives the same for up to
+1,000 objects. The listing goes into a temporary SQLite file rather than into memory, so a
+store of tens of millions of objects costs disk, not RAM, and a lookup is one indexed query.
+
+A listing is a snapshot: an object absent from it may have been written since. Callers treat
+"not listed" as a reason to ask the store (a HEAD) before they conclude anything from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import tempfile
+from collections.abc import Iterable
+from datetime import datetime
+
+from synapse_objstore.store import ObjectInfo, ObjectStore
+
+_SCHEMA = """
+CREATE TABLE listed (
+    path TEXT NOT NULL PRIMARY KEY,
+    size INTEGER NOT NULL,
+    etag TEXT,
+    storage_class TEXT,
+    last_modified TEXT
+) WITHOUT ROWID
+"""
+_COLUMNS = "path, size, etag, storage_class, last_modified"
+
+
+class ListingIndex:
+    """Every object of a store under its prefix, as one listing found it."""
+
+    def __init__(self, directory: str | None = None) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="objstore-listing-", dir=directory)
+        # Used from worker threads, one at a time (the caller awaits each call).
+        self._conn = sqlite3.connect(os.path.join(self._dir.name, "listing.db"), check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode = OFF")
+        self._conn.execute("PRAGMA synchronous = OFF")
+        self._conn.execute(_SCHEMA)
+        self.count = 0
+
+    @classmethod
+    async def of(cls, store: ObjectStore, directory: str | None = None) -> ListingIndex:
+        """List `store` (every page) into a new index."""
+        index = cls(directory)
+        try:
+            page: list[ObjectInfo] = []
+            async for info in store.list():
+                page.append(info)
+                if len(page) >= 1000:
+                    await asyncio.to_thread(index._add, page)
+                    page = []
+            await asyncio.to_thread(index._add, page)
+        except BaseException:
+            index.close()
+            raise
+        return index
+
+    def _add(self, infos: Iterable[ObjectInfo]) -> None:
+        rows = [(i.media_path, i.size, i.etag, i.storage_class,
+                 i.last_modified.isoformat() if i.last_modified is not None else None) for i in infos]
+        self._conn.executemany(f"INSERT OR REPLACE INTO listed ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)", rows)
+        self.count += len(rows)
+
+    def get(self, media_path: str) -> ObjectInfo | None:
+        """The listed object at `media_path` (blocking, but one indexed query)."""
+        row = self._conn.execute(f"SELECT {_COLUMNS} FROM listed WHERE path = ?", (media_path,)).fetchone()
+        return _info(row) if row is not None else None
+
+    def under(self, media_dir: str) -> list[ObjectInfo]:
+        """The listed objects under `media_dir` (ending in '/'), in key order."""
+        # '/' + 1 is '0': every key that starts with media_dir sorts in [media_dir, media_dir[:-1] + '0')
+        rows = self._conn.execute(f"SELECT {_COLUMNS} FROM listed WHERE path >= ? AND path < ? ORDER BY path",
+                                  (media_dir, media_dir[:-1] + "0")).fetchall()
+        return [_info(row) for row in rows]
+
+    def close(self) -> None:
+        self._conn.close()
+        self._dir.cleanup()
+
+
+def _info(row: tuple[str, int, str | None, str | None, str | None]) -> ObjectInfo:
+    path, size, etag, storage_class, modified = row
+    return ObjectInfo(path, size, etag, storage_class, datetime.fromisoformat(modified) if modified else None)
