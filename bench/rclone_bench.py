@@ -448,7 +448,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="eligible media (default 1200: about 4,100 files, 0.7 GB; the issue had 4,016 files)")
     parser.add_argument("--recent-media", type=int, default=None,
                         help="media in the store that are not eligible (default: a twentieth of --media)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per server (default 3); tables show medians")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="rounds per server (default 2, to stay near 10 min per server; tables show medians)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 100 media, 1 round, moto only")
     parser.add_argument("--ours-jobs", type=int, default=None, help="ours' --jobs (default: its own default)")
     parser.add_argument("--delay-ms", type=float, default=10.0, help="proxy delay each way (default 10 ms)")
