@@ -15,9 +15,15 @@ from synapse_objstore.backends.s3.s3fs_private import (
     aiohttp_response,
     body_finished,
     fail_body,
+    feed_body_unparsed,
     stop_aiohttp_read_timeout,
 )
 from synapse_objstore.errors import UnknownKeyError
+
+# The most one read of the body's socket takes (asyncio's 256 KiB by default): each read is a
+# turn of the I/O loop, with its Python around it. The reader pauses the socket past its
+# high-water mark, so a stream whose client paused holds at most about this much more.
+SOCKET_READ_SIZE = 1024 * 1024
 
 
 class S3BodyStream(ObjectStream):
@@ -32,7 +38,9 @@ class S3BodyStream(ObjectStream):
     `body.read(n)` joins every piece buffered into one new buffer: a copy of each byte, a
     quarter of the CPU of a stream. Only a plain body is read this way; one that aiobotocore
     wraps to validate a checksum (`response_checksum_validation`) is read through that wrapper.
-    A plain body's reads are timed by a `TimedPieceReader` rather than by aiohttp.
+    A plain body's reads are timed by a `TimedPieceReader` rather than by aiohttp, and its
+    pieces reach the reader as the socket gave them, past aiohttp's parser and its copy
+    (`feed_body_unparsed`).
     """
 
     def __init__(
@@ -52,7 +60,10 @@ class S3BodyStream(ObjectStream):
     def _open(self, reply: dict[str, Any]) -> None:
         self._body: Any = reply["Body"]
         raw = aiohttp_response(self._body)
-        self._pieces: TimedPieceReader | None = TimedPieceReader(raw, self._read_timeout) if raw is not None else None
+        self._pieces: TimedPieceReader | None = None
+        if raw is not None:
+            feed_body_unparsed(raw, SOCKET_READ_SIZE)
+            self._pieces = TimedPieceReader(raw, self._read_timeout)
 
     async def read(self, max_bytes: int) -> bytes:
         if self._body is None:
