@@ -101,6 +101,8 @@ async def a_plain_body_arrives_whole_and_its_connection_is_reused() -> None:
         async with session.get(url) as response:
             transport = response.connection.protocol.transport  # type: ignore[union-attr]
             assert feed_body_unparsed(response, MiB)
+            # the socket is paused once the reader holds a read, not 128 KiB (a pause per read)
+            assert response.content.get_read_buffer_limits() == (MiB // 2, MiB)
             body, _ = await read_all(response)
             assert body == BODY
             assert transport.max_size == 256 * 1024  # type: ignore[union-attr]  # asyncio's, restored for the next request

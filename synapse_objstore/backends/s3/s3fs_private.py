@@ -95,15 +95,15 @@ def feed_body_unparsed(response: aiohttp.ClientResponse, socket_read_size: int) 
     the socket up to `socket_read_size` at a time until the body ends; True if it does.
 
     aiohttp's C parser copies every piece of a body into a new bytes object before the reader
-    gets it: a second copy of each byte (after the kernel's), and a fresh buffer to fault in,
-    about a third of a stream's CPU. It is bypassed the way aiohttp bypasses it for a
+    gets it: a second copy of each byte (after the kernel's) into a fresh buffer to fault in,
+    a sixth of a stream's CPU and more. It is bypassed the way aiohttp bypasses it for a
     WebSocket (`ResponseHandler.set_parser`, whose `_payload_parser` gets every received piece
     in `data_received`). Each socket read (`_SelectorSocketTransport.max_size`, 256 KiB) is a
-    turn of the I/O loop, so reads are made larger while the body lasts. The parser's flow
-    control is kept: the reader still pauses the transport past its high-water mark. The
-    feeder hands the connection back at the end of the body, which aiohttp then reuses as
-    usual (each request gets a new parser); a connection lost mid-body fails the read as the
-    parser would, and a reply longer than it announced fails it and is closed."""
+    turn of the I/O loop, so reads are made larger while the body lasts. The reader's flow
+    control is kept, its marks raised to one read (`StreamReader._high_water`). The feeder
+    hands the connection back at the end of the body, which aiohttp then reuses as usual (each
+    request gets a new parser); a connection lost mid-body fails the read as the parser would,
+    and a reply longer than it announced fails it and is closed."""
     connection = response.connection
     protocol = connection.protocol if connection is not None else None
     reader = response.content
@@ -127,6 +127,11 @@ class _BodyFeeder:
         self._read_size = getattr(self._transport, "max_size", None)
         if isinstance(self._read_size, int):
             self._transport.max_size = max(self._read_size, socket_read_size)
+        # The reader pauses the socket once it holds over twice aiohttp's read_bufsize (64 KiB):
+        # every larger read would cost a pause and a resume (two epoll_ctl, and a seventh of the
+        # I/O thread's Python). It pauses past one read now, so a paused reader holds two at most.
+        reader._high_water = max(reader._high_water, socket_read_size)
+        reader._low_water = max(reader._low_water, socket_read_size // 2)
 
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
         """(False, b"") whatever comes: aiohttp 3.9 takes the first as the end of a WebSocket, 3.14

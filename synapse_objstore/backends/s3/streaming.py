@@ -21,8 +21,8 @@ from synapse_objstore.backends.s3.s3fs_private import (
 from synapse_objstore.errors import UnknownKeyError
 
 # The most one read of the body's socket takes (asyncio's 256 KiB by default): each read is a
-# turn of the I/O loop, with its Python around it. The reader pauses the socket past its
-# high-water mark, so a stream whose client paused holds at most about this much more.
+# turn of the I/O loop, with its Python around it. The reader pauses the socket once it holds
+# one read, so a stream whose client paused holds two at most.
 SOCKET_READ_SIZE = 1024 * 1024
 
 
