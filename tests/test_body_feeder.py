@@ -83,7 +83,7 @@ async def serving(*replies: Callable[[asyncio.StreamWriter], Awaitable[None]]) -
 
 async def read_all(response: aiohttp.ClientResponse) -> tuple[bytes, int]:
     """The body, piece by piece as the stream reads it, and the largest piece."""
-    pieces = []
+    pieces: list[bytes] = []
     while True:
         piece, _ = await response.content.readchunk()
         if not piece:
@@ -100,9 +100,12 @@ async def a_plain_body_arrives_whole_and_its_connection_is_reused() -> None:
             aiohttp.ClientSession(auto_decompress=False) as session:
         async with session.get(url) as response:
             transport = response.connection.protocol.transport  # type: ignore[union-attr]
-            assert feed_body_unparsed(response, MiB)
-            # the socket is paused once the reader holds a read, not 128 KiB (a pause per read)
-            assert response.content.get_read_buffer_limits() == (MiB // 2, MiB)
+            feeder = feed_body_unparsed(response)
+            assert feeder is not None
+            feeder.read_in(4 * MiB)
+            # the socket is paused once the reader holds a read, not past aiohttp's marks (a
+            # pause per read)
+            assert response.content.get_read_buffer_limits() == (2 * MiB, 4 * MiB)
             body, _ = await read_all(response)
             assert body == BODY
             assert transport.max_size == 256 * 1024  # type: ignore[union-attr]  # asyncio's, restored for the next request
@@ -119,7 +122,9 @@ async def socket_reads_are_larger_while_the_body_lasts() -> None:
     async with serving(reply(BODY)) as (_, url), aiohttp.ClientSession(auto_decompress=False) as session, \
             session.get(url) as response:
         await asyncio.sleep(0.2)  # the body waits in the socket, more than 256 KiB of it
-        assert feed_body_unparsed(response, MiB)
+        feeder = feed_body_unparsed(response)
+        assert feeder is not None
+        feeder.read_in(MiB)
         body, largest = await read_all(response)
     assert body == BODY
     assert largest > 256 * 1024
@@ -134,7 +139,7 @@ def test_a_body_the_parser_must_decode_is_left_to_it(send: Callable[[asyncio.Str
 async def a_body_the_parser_must_decode_is_left_to_it(send: Callable[[asyncio.StreamWriter], Awaitable[None]]) -> None:
     async with serving(send) as (_, url), aiohttp.ClientSession(auto_decompress=False) as session, \
             session.get(url) as response:
-        assert not feed_body_unparsed(response, MiB)
+        assert feed_body_unparsed(response) is None
         body, _ = await read_all(response)
     assert body == BODY  # the "gzip" body is passed through undecoded, as aiobotocore asks
 
@@ -147,7 +152,7 @@ async def a_reply_longer_than_it_announced_fails_the_read() -> None:
     async with serving(reply(BODY, announced=len(BODY) - 10), reply(b"second")) as (server, url), \
             aiohttp.ClientSession(auto_decompress=False) as session:
         async with session.get(url) as response:
-            assert feed_body_unparsed(response, MiB)
+            assert feed_body_unparsed(response) is not None
             with pytest.raises(aiohttp.ClientPayloadError, match="more than the"):
                 await read_all(response)
         async with session.get(url) as response:  # not on the connection that had the extra bytes
@@ -166,6 +171,29 @@ async def a_body_cut_short_fails_the_read() -> None:
 
     async with serving(cut) as (_, url), aiohttp.ClientSession(auto_decompress=False) as session, \
             session.get(url) as response:
-        assert feed_body_unparsed(response, MiB)
+        assert feed_body_unparsed(response) is not None
         with pytest.raises(aiohttp.ClientPayloadError):
             await read_all(response)
+
+
+def test_reads_shrink_back_with_the_size_the_stream_is_read_in() -> None:
+    asyncio.run(reads_shrink_back_with_the_size_the_stream_is_read_in())
+
+
+async def reads_shrink_back_with_the_size_the_stream_is_read_in() -> None:
+    """A stream whose client paused is read in small chunks again: its reads and what its reader
+    holds shrink with them, so a paused stream holds no more than with asyncio's reads."""
+    async with serving(reply(BODY)) as (_, url), aiohttp.ClientSession(auto_decompress=False) as session, \
+            session.get(url) as response:
+        transport = response.connection.protocol.transport  # type: ignore[union-attr]
+        aiohttps = response.content.get_read_buffer_limits()
+        feeder = feed_body_unparsed(response)
+        assert feeder is not None
+        feeder.read_in(4 * MiB)
+        assert transport.max_size == 4 * MiB  # type: ignore[union-attr]
+        assert response.content.get_read_buffer_limits() == (2 * MiB, 4 * MiB)
+        feeder.read_in(256 * 1024)
+        assert transport.max_size == 256 * 1024  # type: ignore[union-attr]
+        assert response.content.get_read_buffer_limits() == aiohttps
+        body, _ = await read_all(response)
+    assert body == BODY

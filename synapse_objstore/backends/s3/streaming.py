@@ -12,6 +12,7 @@ import s3fs
 from synapse_objstore.backends.base import ObjectStream, changed_error
 from synapse_objstore.backends.s3.keys import THE_CURRENT_KEY, SseKey, call_with_key, key_did_not_fit, read_with_keys
 from synapse_objstore.backends.s3.s3fs_private import (
+    BodyFeeder,
     aiohttp_response,
     body_finished,
     fail_body,
@@ -21,8 +22,9 @@ from synapse_objstore.backends.s3.s3fs_private import (
 from synapse_objstore.errors import UnknownKeyError
 
 # The most one read of the body's socket takes (asyncio's 256 KiB by default): each read is a
-# turn of the I/O loop, with its Python around it. The reader pauses the socket once it holds
-# one read, so a stream whose client paused holds two at most.
+# turn of the I/O loop, with its Python around it. Reads are half the size the stream is read
+# in (`BodyFeeder.read_in`), so the small chunks after a client paused keep a paused stream's
+# memory as it was, and never need cutting.
 SOCKET_READ_SIZE = 1024 * 1024
 
 
@@ -61,8 +63,10 @@ class S3BodyStream(ObjectStream):
         self._body: Any = reply["Body"]
         raw = aiohttp_response(self._body)
         self._pieces: TimedPieceReader | None = None
+        self._feeder: BodyFeeder | None = None
+        self._read_in = 0  # the max_bytes the feeder's reads were last sized for
         if raw is not None:
-            feed_body_unparsed(raw, SOCKET_READ_SIZE)
+            self._feeder = feed_body_unparsed(raw)
             self._pieces = TimedPieceReader(raw, self._read_timeout)
 
     async def read(self, max_bytes: int) -> bytes:
@@ -91,6 +95,9 @@ class S3BodyStream(ObjectStream):
         if self._pieces is None:
             data: bytes = await self._body.read(max_bytes)
             return data
+        if self._feeder is not None and max_bytes != self._read_in:
+            self._read_in = max_bytes
+            self._feeder.read_in(min(max_bytes // 2, SOCKET_READ_SIZE))
         piece = self._rest
         if not piece:
             piece = await self._pieces.read_piece()
