@@ -87,3 +87,93 @@ def fail_body(reader: aiohttp.StreamReader, error: BaseException) -> None:
     """Fail the body's waiting read and every later one with `error`
     (`StreamReader.set_exception`, as aiohttp's own read timeout does)."""
     reader.set_exception(error)
+
+
+def feed_body_unparsed(response: aiohttp.ClientResponse) -> BodyFeeder | None:
+    """Have the rest of a plain body (a Content-Length, no Transfer-Encoding nor Content-Encoding)
+    go into `response.content` as the socket gives it, past aiohttp's HTTP parser; the feeder
+    that does it, or None where the body is left to the parser.
+
+    aiohttp's C parser copies every piece of a body into a new bytes object before the reader
+    gets it: a second copy of each byte (after the kernel's) into a fresh buffer to fault in,
+    a sixth of a stream's CPU and more. It is bypassed the way aiohttp bypasses it for a
+    WebSocket (`ResponseHandler.set_parser`, whose `_payload_parser` gets every received piece
+    in `data_received`). The reader's flow control is kept. The feeder hands the connection
+    back at the end of the body, which aiohttp then reuses as usual (each request gets a new
+    parser); a connection lost mid-body fails the read as the parser would, and a reply longer
+    than it announced fails it and is closed."""
+    connection = response.connection
+    protocol = connection.protocol if connection is not None else None
+    reader = response.content
+    length = response.headers.get("Content-Length")
+    if (protocol is None or protocol.transport is None or protocol.upgraded
+            or not isinstance(reader, aiohttp.StreamReader) or reader.is_eof() or reader.exception() is not None
+            or length is None or not length.isdigit() or "Transfer-Encoding" in response.headers
+            or "Content-Encoding" in response.headers or reader.total_bytes >= int(length)):
+        return None
+    feeder = BodyFeeder(protocol, reader, int(length) - reader.total_bytes)
+    protocol.set_parser(feeder, reader)
+    return feeder
+
+
+class BodyFeeder:
+    """What `ResponseHandler.data_received` hands each received piece to, in place of the HTTP
+    parser, for the rest of one body (see `feed_body_unparsed`)."""
+
+    def __init__(self, protocol: Any, reader: aiohttp.StreamReader, remaining: int) -> None:
+        self._protocol, self._reader, self._remaining = protocol, reader, remaining
+        self._transport: Any = protocol.transport  # asyncio's socket transport has `max_size`
+        self._socket_read_size = getattr(self._transport, "max_size", None)
+        self._marks = reader.get_read_buffer_limits()
+
+    def read_in(self, size: int) -> None:
+        """Read the socket up to `size` at a time from now on (asyncio's 256 KiB at least), and
+        pause it once the reader holds that much (aiohttp's mark at least: twice its
+        read_bufsize, 512 KiB in aiohttp 3.14).
+
+        Each read of the socket (`_SelectorSocketTransport.max_size`) is a turn of the I/O loop
+        with its Python around it, and the reader pauses the socket past its mark
+        (`StreamReader._high_water`): with larger reads and the same mark, nearly every read
+        would cost a pause and a resume (two epoll_ctl, a seventh of the I/O thread's Python).
+        A reader whose consumer paused holds two reads at most."""
+        if self._remaining == 0:
+            return
+        if isinstance(self._socket_read_size, int):
+            self._transport.max_size = max(self._socket_read_size, size)
+        low, high = self._marks
+        self._reader._high_water = max(high, size)
+        self._reader._low_water = max(low, size // 2)
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        """(False, b"") whatever comes: aiohttp 3.9 takes the first as the end of a WebSocket, 3.14
+        as a protocol error; both are handled here."""
+        remaining = self._remaining
+        if len(data) < remaining:
+            self._remaining = remaining - len(data)
+            self._reader.feed_data(data)
+        elif remaining == 0:  # after a reply that was longer than announced: dropped, being closed
+            pass
+        elif len(data) > remaining:
+            self._remaining = 0
+            self._reader.set_exception(aiohttp.ClientPayloadError(
+                f"the store sent more than the {self._reader.total_bytes + remaining} bytes it announced"))
+            self._protocol.force_close()
+            self._transport.close()
+        else:
+            self._remaining = 0
+            self._done()
+            self._protocol._payload_parser = None  # the connection may go back to the pool
+            self._reader.feed_data(data)
+            self._reader.feed_eof()  # hands the connection back (ClientResponse._response_eof)
+        return False, b""
+
+    def feed_eof(self) -> None:
+        """The connection was lost (aiohttp's parser then fails the reader if the body is short)."""
+        self._done()
+        if self._remaining:
+            self._reader.set_exception(aiohttp.ClientPayloadError(
+                f"Response payload is not completed: {self._remaining} bytes missing"))
+
+    def _done(self) -> None:
+        if isinstance(self._socket_read_size, int):  # the connection's next request reads as usual
+            self._transport.max_size = self._socket_read_size

@@ -12,12 +12,20 @@ import s3fs
 from synapse_objstore.backends.base import ObjectMetadata, ObjectStream, changed_error, metadata_from
 from synapse_objstore.backends.s3.keys import THE_CURRENT_KEY, SseKey, call_with_key, key_did_not_fit, read_with_keys
 from synapse_objstore.backends.s3.s3fs_private import (
+    BodyFeeder,
     aiohttp_response,
     body_finished,
     fail_body,
+    feed_body_unparsed,
     stop_aiohttp_read_timeout,
 )
 from synapse_objstore.errors import UnknownKeyError
+
+# The most one read of the body's socket takes (asyncio's 256 KiB by default): each read is a
+# turn of the I/O loop, with its Python around it. Reads are half the size the stream is read
+# in (`BodyFeeder.read_in`), so the small chunks after a client paused keep a paused stream's
+# memory as it was, and never need cutting.
+SOCKET_READ_SIZE = 1024 * 1024
 
 
 class S3BodyStream(ObjectStream):
@@ -32,7 +40,9 @@ class S3BodyStream(ObjectStream):
     `body.read(n)` joins every piece buffered into one new buffer: a copy of each byte, a
     quarter of the CPU of a stream. Only a plain body is read this way; one that aiobotocore
     wraps to validate a checksum (`response_checksum_validation`) is read through that wrapper.
-    A plain body's reads are timed by a `TimedPieceReader` rather than by aiohttp.
+    A plain body's reads are timed by a `TimedPieceReader` rather than by aiohttp, and its
+    pieces reach the reader as the socket gave them, past aiohttp's parser and its copy
+    (`feed_body_unparsed`).
     """
 
     def __init__(
@@ -53,7 +63,12 @@ class S3BodyStream(ObjectStream):
     def _open(self, reply: dict[str, Any]) -> None:
         self._body: Any = reply["Body"]
         raw = aiohttp_response(self._body)
-        self._pieces: TimedPieceReader | None = TimedPieceReader(raw, self._read_timeout) if raw is not None else None
+        self._pieces: TimedPieceReader | None = None
+        self._feeder: BodyFeeder | None = None
+        self._read_in = 0  # the max_bytes the feeder's reads were last sized for
+        if raw is not None:
+            self._feeder = feed_body_unparsed(raw)
+            self._pieces = TimedPieceReader(raw, self._read_timeout)
 
     async def read(self, max_bytes: int) -> bytes:
         if self._body is None:
@@ -81,6 +96,9 @@ class S3BodyStream(ObjectStream):
         if self._pieces is None:
             data: bytes = await self._body.read(max_bytes)
             return data
+        if self._feeder is not None and max_bytes != self._read_in:
+            self._read_in = max_bytes
+            self._feeder.read_in(min(max_bytes // 2, SOCKET_READ_SIZE))
         piece = self._rest
         if not piece:
             piece = await self._pieces.read_piece()
