@@ -36,11 +36,11 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from synapse_objstore.backends.base import SHA256_HEX, ObjectMetadata
+from synapse_objstore.backends.base import SHA256_HEX, LocalContent, ObjectMetadata
 from synapse_objstore.checksums import LocalDigest
 from synapse_objstore.cli.cache_db import CacheDb, FileRecord, MediaInfo
 from synapse_objstore.cli.journal import Journal
-from synapse_objstore.cli.localfs import remove_media_file
+from synapse_objstore.cli.localfs import remove_media_files
 from synapse_objstore.cli.report import Summary
 from synapse_objstore.errors import LocalFileChangedError, MediaPathError, StoreUnusableError
 from synapse_objstore.media import Media, parse_media_path
@@ -266,8 +266,12 @@ class Offloader:
         `sha256`: what Synapse recorded for the file's content; a local file with another is
         corrupted, and neither uploaded nor counted verified. `content_type`: the object's."""
         local_path = os.path.join(self.options.base_path, media_path)
+        content: LocalContent | None = None
         try:
-            digest = await self.checker.digest(local_path)
+            if mode is Upload.LOOK or self.options.dry_run:
+                digest = await self.checker.digest(local_path)
+            else:  # about to be uploaded: the bytes read for the digest are the ones sent
+                digest, content = await self.checker.digest_for_upload(local_path)
         except FileNotFoundError:
             self.summary.fail(media_path, f"local file {local_path} vanished during the run")
             return None
@@ -284,7 +288,8 @@ class Offloader:
         try:
             if mode is Upload.CREATE and not self.options.dry_run:
                 try:
-                    checksum = await self.store.put_file(local_path, media_path, if_absent=True, metadata=metadata)
+                    checksum = await self.store.put_file(local_path, media_path, if_absent=True, metadata=metadata,
+                                                         content=content)
                 except FileExistsError:  # there already: compare, and replace it only if it differs
                     mode = Upload.LOOK
                 else:
@@ -302,7 +307,7 @@ class Offloader:
             if self.options.dry_run:
                 self.summary.add(files_uploaded=1, bytes_uploaded=digest.size)
                 return digest, True
-            checksum = await self.store.put_file(local_path, media_path, metadata=metadata)
+            checksum = await self.store.put_file(local_path, media_path, metadata=metadata, content=content)
             return await self._verify_upload(media_path, digest, checksum)
         except (OSError, MediaPathError) as error:
             self.summary.fail(media_path, error)
@@ -344,13 +349,13 @@ class Offloader:
 
     async def _delete(self, media: Media, files: list[str], digests: dict[str, LocalDigest]) -> None:
         deleted = 0
-        for media_path, digest in digests.items():
-            try:
-                await asyncio.to_thread(remove_media_file, self.options.base_path, media_path, digest.identity)
-            except LocalFileChangedError as error:
+        errors = await asyncio.to_thread(remove_media_files, self.options.base_path,
+                                         [(media_path, digest.identity) for media_path, digest in digests.items()])
+        for (media_path, digest), error in zip(digests.items(), errors, strict=True):
+            if isinstance(error, LocalFileChangedError):
                 self.summary.fail(media_path, str(error))
                 continue
-            except OSError as error:
+            if error is not None:
                 self.summary.fail(media_path, f"verified, but could not delete the local file: {error}")
                 continue
             deleted += 1
