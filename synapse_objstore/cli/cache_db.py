@@ -350,6 +350,24 @@ class CacheDb:
         ).fetchall()
         return [(rowid, Media(origin, media_id, fs_id, mtype)) for rowid, origin, media_id, fs_id, mtype in rows]
 
+    @_sqlite_errors
+    def media_infos(self, media: list[Media]) -> dict[tuple[str, str], MediaInfo | None]:
+        """`media_info` of each of `media` by (origin, media_id), in one query."""
+        if not media:
+            return {}
+        keys = json.dumps([[m.origin, m.media_id] for m in media])
+        rows = self._conn.execute(
+            """
+            SELECT i.origin, i.media_id, i.media_type, i.sha256 FROM json_each(?) AS k
+            JOIN objstore_media_info AS i
+              ON i.origin = json_extract(k.value, '$[0]') AND i.media_id = json_extract(k.value, '$[1]')
+            """,
+            (keys,),
+        ).fetchall()
+        infos: dict[tuple[str, str], MediaInfo | None] = dict.fromkeys(((m.origin, m.media_id) for m in media), None)
+        infos.update(((origin, media_id), MediaInfo(mtype, sha256)) for origin, media_id, mtype, sha256 in rows)
+        return infos
+
     def iter_media(self, deleted: bool) -> Iterator[Media]:
         """Every media with that `known_deleted`, page by page."""
         after = -1

@@ -88,6 +88,12 @@ class MediaOutcome(Summary):
         return bool(self.failed) and all(error is not None and is_retryable(error) for error in self.errors)
 
 
+class _Unknown:
+    """No MediaInfo read with the media's page (a second attempt; a caller outside `run`)."""
+
+
+_UNKNOWN = _Unknown()
+
 # The outcome of the media whose attempt runs in this task (and the tasks it starts).
 _attempt: contextvars.ContextVar[MediaOutcome | None] = contextvars.ContextVar("attempt", default=None)
 
@@ -104,6 +110,9 @@ class Offloader:
         self.watch = StoreWatch(store)
         self._running: set[asyncio.Task[None]] = set()
         self._stopped: StoreUnusableError | None = None
+        # The MediaInfo of the media of the pages under way, read with their page (one query,
+        # not one worker-thread call per media); each taken as its media's attempt begins.
+        self._infos: dict[tuple[str, str], MediaInfo | None] = {}
 
     @property
     def summary(self) -> Summary:
@@ -127,6 +136,7 @@ class Offloader:
         after = -1
         while page := await self.journal.call(self.journal.cache.media_page, False, after):
             after = page[-1][0]
+            self._infos.update(await self.journal.call(self.journal.cache.media_infos, [media for _, media in page]))
             for _, media in page:
                 yield media, None
 
@@ -212,6 +222,7 @@ class Offloader:
 
     async def _media(self, media: Media) -> None:
         self.summary.add(media=1)
+        known = self._infos.pop((media.origin, media.media_id), _UNKNOWN)
         try:
             files = await asyncio.to_thread(media.local_files, self.options.base_path)
         except ValueError as error:
@@ -224,7 +235,8 @@ class Offloader:
 
         digests: dict[str, LocalDigest] = {}
         uploaded = False
-        info = await self.journal.call(self.journal.cache.media_info, media.origin, media.media_id)
+        info = known if not isinstance(known, _Unknown) else await self.journal.call(
+            self.journal.cache.media_info, media.origin, media.media_id)
         expected = {path: expected_metadata(media, path, info) for path in files}
         # The first file (the original, when it is there) goes up only if absent, in one request
         # where the store can do that. When it was absent, the thumbnails are taken as absent
