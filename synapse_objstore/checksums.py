@@ -99,6 +99,14 @@ class _PartHasher:
 def digest_file(path: str, part_sizes: Iterable[int] = ()) -> LocalDigest:
     """Read `path` once (blocking: run it in a thread) and return its size, MD5, SHA-256 and
     the multipart ETags it would have for each of `part_sizes`."""
+    return read_and_digest(path, part_sizes)[0]
+
+
+def read_and_digest(path: str, part_sizes: Iterable[int] = (), keep: bool = False) -> tuple[LocalDigest, bytes | None]:
+    """`digest_file`, and with `keep` the file's bytes too when they came in the first read
+    (a file of at most READ_BLOCK bytes, as most media are): the very bytes the digest was
+    computed from, so an upload of them needs no second read of the file and no second MD5,
+    and sends what the digest says it holds."""
     whole = hashlib.md5()
     sha256 = hashlib.sha256()
     size = 0
@@ -119,7 +127,8 @@ def digest_file(path: str, part_sizes: Iterable[int] = ()) -> LocalDigest:
     if after != before or size != after.size:
         raise LocalFileChangedError(f"local file {path} changed while it was read ({size} bytes read)")
     etags = {h.part_size: h.etag() for h in multipart} if size >= MIN_PART_SIZE else {}
-    return LocalDigest(size=size, md5=whole.hexdigest(), multipart=etags, identity=after, sha256=sha256.hexdigest())
+    digest = LocalDigest(size=size, md5=whole.hexdigest(), multipart=etags, identity=after, sha256=sha256.hexdigest())
+    return digest, (first if keep and size == len(first) else None)
 
 
 # The bytes a content type is told from (filetype reads at most 8 KiB).

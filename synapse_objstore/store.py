@@ -24,6 +24,7 @@ from synapse_objstore.backends.base import (
     IncompleteUpload,
     KeyedObject,
     KeyLabel,
+    LocalContent,
     ObjectMetadata,
     ObjectStream,
     RewriteResult,
@@ -106,15 +107,18 @@ class ObjectStore:
         await self._guard("inspect", "/", lambda: self.filesystem().call("info", self.backend.root))
 
     async def put_file(self, local_path: str, media_path: str, if_absent: bool = False,
-                       metadata: ObjectMetadata | None = None) -> str | None:
+                       metadata: ObjectMetadata | None = None, content: LocalContent | None = None) -> str | None:
         """Upload a local file as the object for `media_path`, replacing any object there.
         Returns the store's checksum of the object, where its reply gives one. `if_absent`:
         FileExistsError rather than a replaced object, where the store can say so. `metadata`:
-        stored with the object where the backend keeps metadata."""
+        stored with the object where the backend keeps metadata. `content`: the file's bytes,
+        read already, sent instead of the file where the backend takes them."""
         remote_path = self.remote_path(media_path)
-        # Only a backend that keeps metadata is given it: a plugin written before the
-        # metadata argument existed keeps working.
-        extra = {"metadata": metadata} if metadata is not None and self.backend.keeps_metadata else {}
+        # Only a backend that keeps metadata (takes content) is given it: a plugin written
+        # before these arguments existed keeps working.
+        extra: dict[str, Any] = {"metadata": metadata} if metadata is not None and self.backend.keeps_metadata else {}
+        if content is not None and self.backend.takes_content:
+            extra["content"] = content
         try:
             return await self._guard(
                 "store", media_path,

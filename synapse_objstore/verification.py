@@ -40,7 +40,8 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from synapse_objstore.checksums import LocalDigest, digest_file
+from synapse_objstore.backends.base import LocalContent
+from synapse_objstore.checksums import LocalDigest, digest_file, read_and_digest
 from synapse_objstore.errors import (
     BucketMissingError,
     FailureKind,
@@ -84,6 +85,12 @@ class RemoteChecker:
     async def digest(self, local_path: str) -> LocalDigest:
         """Size and checksums of a local file, read in a worker thread (never on the I/O loop)."""
         return await asyncio.to_thread(digest_file, local_path, self.part_sizes)
+
+    async def digest_for_upload(self, local_path: str) -> tuple[LocalDigest, LocalContent | None]:
+        """`digest`, with the file's bytes when it is small enough to come in one read: to be
+        uploaded as they were hashed, without reading the file again."""
+        digest, data = await asyncio.to_thread(read_and_digest, local_path, self.part_sizes, True)
+        return digest, (LocalContent(data, digest.md5) if data is not None else None)
 
     async def check(self, media_path: str, digest: LocalDigest, info: ObjectInfo | None = None) -> Check:
         """Compare the object at `media_path` with a local file's digest."""

@@ -149,6 +149,15 @@ def metadata_from(content_type: object, user_metadata: object) -> ObjectMetadata
 
 
 @dataclass(frozen=True)
+class LocalContent:
+    """A local file's bytes as they were read for its digest, and their hex MD5: an upload
+    given them (`Backend.takes_content`) sends these bytes, without reading the file again."""
+
+    data: bytes
+    md5: str
+
+
+@dataclass(frozen=True)
 class IncompleteUpload:
     """An upload begun and never completed nor aborted (an S3 multipart upload): its parts
     are kept, and billed, until it is aborted."""
@@ -179,6 +188,8 @@ class Backend(abc.ABC):
     # reads it back. The generic fsspec way (put_file) stores none: fsspec has no metadata API
     # (a local disk, SFTP, ... have nowhere to keep it), and none is claimed.
     keeps_metadata: ClassVar[bool] = False
+    # Whether `upload` takes `content`: the file's bytes, read already (`LocalContent`).
+    takes_content: ClassVar[bool] = False
 
     def __init__(self, settings: BackendSettings) -> None:
         self.settings = settings
@@ -208,7 +219,8 @@ class Backend(abc.ABC):
         copy is verified without asking again), else None.
 
         `metadata`: stored with the object where `keeps_metadata` says so; the generic way
-        (fsspec's put_file) has nowhere to put it and drops it.
+        (fsspec's put_file) has nowhere to put it and drops it. `content` (given only where
+        `takes_content` says so): the file's bytes, to send instead of reading the file.
 
         `if_absent`: the caller would rather not replace an object that is there already, and
         saves a lookup by asking the store to refuse (FileExistsError). A store that cannot be

@@ -22,7 +22,35 @@ def remove_media_file(base_path: str, media_path: str, verified: FileIdentity | 
     directory on the way raises MediaFileError, and a symlink in the file's place is itself
     removed (unlink never follows one), so a delete never reaches outside the media store.
     """
-    directory, _, name = media_path.rpartition("/")
+    [error] = remove_media_files(base_path, [(media_path, verified)])
+    if error is not None:
+        raise error
+
+
+def remove_media_files(base_path: str, files: list[tuple[str, FileIdentity | None]]) -> list[OSError | None]:
+    """`remove_media_file` for each (media path, verified identity), in one go (one worker
+    thread's turn for a media's files): the error of each file, None where it was deleted.
+    Each directory is pruned once, after the last of its files, rather than tried after
+    each one while the others still fill it."""
+    errors: list[OSError | None] = []
+    emptied: dict[str, None] = {}  # the directories files were deleted from, in order
+    try:
+        for media_path, verified in files:
+            directory, _, name = media_path.rpartition("/")
+            try:
+                _unlink(base_path, directory, name, verified)
+            except OSError as error:  # LocalFileChangedError too; a MediaFileError goes on
+                errors.append(error)
+                continue
+            errors.append(None)
+            emptied[directory] = None
+    finally:
+        for directory in emptied:
+            _remove_empty_directories(base_path, directory)
+    return errors
+
+
+def _unlink(base_path: str, directory: str, name: str, verified: FileIdentity | None) -> None:
     with open_media_dir(base_path, directory) as fd:
         if fd is None:
             return
@@ -37,7 +65,6 @@ def remove_media_file(base_path: str, media_path: str, verified: FileIdentity | 
             os.unlink(name, dir_fd=fd)
         except FileNotFoundError:
             pass
-    _remove_empty_directories(base_path, directory)
 
 
 def _remove_empty_directories(base_path: str, directory: str) -> None:

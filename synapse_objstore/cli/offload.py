@@ -36,11 +36,11 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from synapse_objstore.backends.base import SHA256_HEX, ObjectMetadata
+from synapse_objstore.backends.base import SHA256_HEX, LocalContent, ObjectMetadata
 from synapse_objstore.checksums import LocalDigest
 from synapse_objstore.cli.cache_db import CacheDb, FileRecord, MediaInfo
 from synapse_objstore.cli.journal import Journal
-from synapse_objstore.cli.localfs import remove_media_file
+from synapse_objstore.cli.localfs import remove_media_files
 from synapse_objstore.cli.report import Summary
 from synapse_objstore.errors import LocalFileChangedError, MediaPathError, StoreUnusableError
 from synapse_objstore.media import Media, parse_media_path
@@ -88,6 +88,12 @@ class MediaOutcome(Summary):
         return bool(self.failed) and all(error is not None and is_retryable(error) for error in self.errors)
 
 
+class _Unknown:
+    """No MediaInfo read with the media's page (a second attempt; a caller outside `run`)."""
+
+
+_UNKNOWN = _Unknown()
+
 # The outcome of the media whose attempt runs in this task (and the tasks it starts).
 _attempt: contextvars.ContextVar[MediaOutcome | None] = contextvars.ContextVar("attempt", default=None)
 
@@ -104,6 +110,9 @@ class Offloader:
         self.watch = StoreWatch(store)
         self._running: set[asyncio.Task[None]] = set()
         self._stopped: StoreUnusableError | None = None
+        # The MediaInfo of the media of the pages under way, read with their page (one query,
+        # not one worker-thread call per media); each taken as its media's attempt begins.
+        self._infos: dict[tuple[str, str], MediaInfo | None] = {}
 
     @property
     def summary(self) -> Summary:
@@ -127,6 +136,7 @@ class Offloader:
         after = -1
         while page := await self.journal.call(self.journal.cache.media_page, False, after):
             after = page[-1][0]
+            self._infos.update(await self.journal.call(self.journal.cache.media_infos, [media for _, media in page]))
             for _, media in page:
                 yield media, None
 
@@ -212,6 +222,7 @@ class Offloader:
 
     async def _media(self, media: Media) -> None:
         self.summary.add(media=1)
+        known = self._infos.pop((media.origin, media.media_id), _UNKNOWN)
         try:
             files = await asyncio.to_thread(media.local_files, self.options.base_path)
         except ValueError as error:
@@ -224,7 +235,8 @@ class Offloader:
 
         digests: dict[str, LocalDigest] = {}
         uploaded = False
-        info = await self.journal.call(self.journal.cache.media_info, media.origin, media.media_id)
+        info = known if not isinstance(known, _Unknown) else await self.journal.call(
+            self.journal.cache.media_info, media.origin, media.media_id)
         expected = {path: expected_metadata(media, path, info) for path in files}
         # The first file (the original, when it is there) goes up only if absent, in one request
         # where the store can do that. When it was absent, the thumbnails are taken as absent
@@ -266,8 +278,12 @@ class Offloader:
         `sha256`: what Synapse recorded for the file's content; a local file with another is
         corrupted, and neither uploaded nor counted verified. `content_type`: the object's."""
         local_path = os.path.join(self.options.base_path, media_path)
+        content: LocalContent | None = None
         try:
-            digest = await self.checker.digest(local_path)
+            if mode is Upload.LOOK or self.options.dry_run:
+                digest = await self.checker.digest(local_path)
+            else:  # about to be uploaded: the bytes read for the digest are the ones sent
+                digest, content = await self.checker.digest_for_upload(local_path)
         except FileNotFoundError:
             self.summary.fail(media_path, f"local file {local_path} vanished during the run")
             return None
@@ -284,7 +300,8 @@ class Offloader:
         try:
             if mode is Upload.CREATE and not self.options.dry_run:
                 try:
-                    checksum = await self.store.put_file(local_path, media_path, if_absent=True, metadata=metadata)
+                    checksum = await self.store.put_file(local_path, media_path, if_absent=True, metadata=metadata,
+                                                         content=content)
                 except FileExistsError:  # there already: compare, and replace it only if it differs
                     mode = Upload.LOOK
                 else:
@@ -302,7 +319,7 @@ class Offloader:
             if self.options.dry_run:
                 self.summary.add(files_uploaded=1, bytes_uploaded=digest.size)
                 return digest, True
-            checksum = await self.store.put_file(local_path, media_path, metadata=metadata)
+            checksum = await self.store.put_file(local_path, media_path, metadata=metadata, content=content)
             return await self._verify_upload(media_path, digest, checksum)
         except (OSError, MediaPathError) as error:
             self.summary.fail(media_path, error)
@@ -344,13 +361,13 @@ class Offloader:
 
     async def _delete(self, media: Media, files: list[str], digests: dict[str, LocalDigest]) -> None:
         deleted = 0
-        for media_path, digest in digests.items():
-            try:
-                await asyncio.to_thread(remove_media_file, self.options.base_path, media_path, digest.identity)
-            except LocalFileChangedError as error:
+        errors = await asyncio.to_thread(remove_media_files, self.options.base_path,
+                                         [(media_path, digest.identity) for media_path, digest in digests.items()])
+        for (media_path, digest), error in zip(digests.items(), errors, strict=True):
+            if isinstance(error, LocalFileChangedError):
                 self.summary.fail(media_path, str(error))
                 continue
-            except OSError as error:
+            if error is not None:
                 self.summary.fail(media_path, f"verified, but could not delete the local file: {error}")
                 continue
             deleted += 1

@@ -13,6 +13,7 @@ import yaml
 
 from servers.moto import MotoServer
 from servers.synapse_media import SynapseMedia
+from synapse_objstore.backends.base import LocalContent
 from synapse_objstore.checksums import LocalDigest
 from synapse_objstore.verification import RemoteChecker
 from tests.support.offload import Dataset, Offload
@@ -83,14 +84,24 @@ def test_file_vanishing_mid_run_fails_alone(
 ) -> None:
     offload("--config", str(homeserver_yaml), "update", "30d")
     vanishing = "local_thumbnails/Ab/Cd/EfGhIjKlMnOp/32-32-image-png-crop"
-    digest = RemoteChecker.digest
+    digest, digest_for_upload = RemoteChecker.digest, RemoteChecker.digest_for_upload
 
-    async def digest_after_vanishing(self: RemoteChecker, local_path: str) -> LocalDigest:
+    def vanish(local_path: str) -> None:
         if local_path.endswith(vanishing):  # Synapse (or an admin) removes it after the run listed it
             os.remove(local_path)
+
+    async def digest_after_vanishing(self: RemoteChecker, local_path: str) -> LocalDigest:
+        vanish(local_path)
         return await digest(self, local_path)
 
+    async def digest_for_upload_after_vanishing(
+        self: RemoteChecker, local_path: str
+    ) -> tuple[LocalDigest, LocalContent | None]:
+        vanish(local_path)
+        return await digest_for_upload(self, local_path)
+
     monkeypatch.setattr(RemoteChecker, "digest", digest_after_vanishing)
+    monkeypatch.setattr(RemoteChecker, "digest_for_upload", digest_for_upload_after_vanishing)
     result = offload("--json", "--config", str(homeserver_yaml), "upload", "--delete", expect=1)
     summary: dict[str, Any] = json.loads(result.stdout)
     assert [f["path"] for f in summary["failed"]] == [vanishing]
@@ -102,6 +113,7 @@ def test_file_vanishing_mid_run_fails_alone(
         # that media is not called deleted: the next run looks at it again
         assert conn.execute("SELECT known_deleted FROM media WHERE media_id = 'AbCdEfGhIjKlMnOp'").fetchone() == (0,)
     monkeypatch.setattr(RemoteChecker, "digest", digest)
+    monkeypatch.setattr(RemoteChecker, "digest_for_upload", digest_for_upload)
     assert json.loads(offload("--json", "--config", str(homeserver_yaml), "upload", "--delete").stdout)["media"] == 1
 
 

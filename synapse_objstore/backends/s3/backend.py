@@ -25,6 +25,7 @@ from synapse_objstore.backends.base import (
     IncompleteUpload,
     KeyedObject,
     KeyLabel,
+    LocalContent,
     ObjectMetadata,
     ObjectStream,
     RewriteResult,
@@ -44,6 +45,7 @@ class S3Backend(Backend):
     name = "s3"
     Settings = S3Settings
     keeps_metadata = True  # Content-Type and x-amz-meta-sha256, given back on HEAD
+    takes_content = True
     settings: S3Settings
 
     _session: AioSession | None = None
@@ -130,11 +132,11 @@ class S3Backend(Backend):
         return metadata_from(info.get("ContentType"), info.get("Metadata"))
 
     async def upload(self, fs: AsyncFs, local_path: str, remote_path: str, if_absent: bool = False,
-                     metadata: ObjectMetadata | None = None) -> str | None:
+                     metadata: ObjectMetadata | None = None, content: LocalContent | None = None) -> str | None:
         """See `S3Uploader.upload`."""
         if self._uploader is None:
             self._uploader = S3Uploader(self.settings, self.describe())
-        return await self._uploader.upload(fs, local_path, remote_path, if_absent, metadata)
+        return await self._uploader.upload(fs, local_path, remote_path, if_absent, metadata, content)
 
     async def open_read(self, fs: AsyncFs, remote_path: str) -> ObjectStream:
         """One streamed GET (SSE-C added by the filesystem), and one more per earlier key

@@ -12,7 +12,7 @@ from typing import Any
 import s3fs
 
 from synapse_objstore.asyncfs import AsyncFs
-from synapse_objstore.backends.base import ObjectMetadata
+from synapse_objstore.backends.base import LocalContent, ObjectMetadata
 from synapse_objstore.backends.part_upload import PartUpload, read_range
 from synapse_objstore.backends.s3.keys import SseKey, http_status, read_keys, read_with_keys
 from synapse_objstore.backends.s3.s3fs_private import call_s3
@@ -33,7 +33,7 @@ class S3Uploader:
         self._conditional_put = True  # until the store answers If-None-Match with 501 Not Implemented
 
     async def upload(self, fs: AsyncFs, local_path: str, remote_path: str, if_absent: bool,
-                     metadata: ObjectMetadata | None = None) -> str | None:
+                     metadata: ObjectMetadata | None = None, content: LocalContent | None = None) -> str | None:
         """One PUT below multipart_threshold, else a multipart upload that holds at most
         multipart_concurrency parts (each copied once more by the HTTP client); a failed or
         cancelled upload is aborted, not left behind (a process killed meanwhile leaves it for
@@ -45,17 +45,27 @@ class S3Uploader:
         received (400 BadDigest otherwise): botocore sends none by itself with
         `request_checksum_calculation: when_required`. So an object whose sha256 metadata we
         wrote holds the bytes we read, which is what lets verification trust that metadata
-        where the ETag is no MD5 (SSE-C). `metadata`: Content-Type and x-amz-meta-sha256."""
+        where the ETag is no MD5 (SSE-C). `metadata`: Content-Type and x-amz-meta-sha256.
+        `content`: the file's bytes and their MD5, read already (and counted in no memory
+        limit: its caller holds few, small ones), sent in one PUT without reading the file."""
         s3: s3fs.S3FileSystem = fs.fs
         bucket, key, _ = s3.split_path(remote_path)
         memory = self._memory
-        size = os.path.getsize(local_path)  # noqa: ASYNC240 - a stat of the local file: microseconds
+        # a stat of the local file: microseconds
+        size = len(content.data) if content is not None else os.path.getsize(local_path)  # noqa: ASYNC240
         small = size < self.settings.multipart_threshold
         headers = _metadata_args(metadata)
+
+        async def read() -> tuple[bytes, str]:
+            if content is not None:
+                return content.data, base64.b64encode(bytes.fromhex(content.md5)).decode()
+            body: tuple[bytes, str] = await fs.in_thread(_read_with_md5, local_path, 0, size)
+            return body
+
         if small and if_absent and self._conditional_put:
             try:
                 async with memory.hold(size):
-                    body, md5 = await fs.in_thread(_read_with_md5, local_path, 0, size)
+                    body, md5 = await read()
                     reply = await call_s3(s3, "put_object", Bucket=bucket, Key=key, Body=body, ContentMD5=md5,
                                           IfNoneMatch="*", **headers)
                 return _etag(reply)
@@ -71,7 +81,7 @@ class S3Uploader:
             raise FileExistsError(remote_path)
         if small:
             async with memory.hold(size):
-                body, md5 = await fs.in_thread(_read_with_md5, local_path, 0, size)
+                body, md5 = await read()
                 reply = await call_s3(s3, "put_object", Bucket=bucket, Key=key, Body=body, ContentMD5=md5, **headers)
             return _etag(reply)
         return await MultipartUpload(fs, local_path, size, self.settings, memory, bucket, key, headers).run()
