@@ -6,6 +6,12 @@ requests, their signing and parsing, per file. A ListObjectsV2 page gives the sa
 1,000 objects. The listing goes into a temporary SQLite file rather than into memory, so a
 store of tens of millions of objects costs disk, not RAM, and a lookup is one indexed query.
 
+The file is SQLite's own temporary database (an empty file name): SQLite unlinks it as soon as
+it is opened, so a run that is killed (SIGKILL, the OOM killer) leaves nothing behind, where a
+named file would be left, gigabytes at a time, in the temporary directory at each killed run.
+It lives where SQLite puts temporary files: $SQLITE_TMPDIR, else $TMPDIR, else /var/tmp (on
+disk, where /tmp is often a tmpfs, in RAM).
+
 A listing is a snapshot: an object absent from it may have been written since. Callers treat
 "not listed" as a reason to ask the store (a HEAD) before they conclude anything from it.
 """
@@ -13,9 +19,7 @@ A listing is a snapshot: an object absent from it may have been written since. C
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
-import tempfile
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -36,19 +40,18 @@ _COLUMNS = "path, size, etag, storage_class, last_modified"
 class ListingIndex:
     """Every object of a store under its prefix, as one listing found it."""
 
-    def __init__(self, directory: str | None = None) -> None:
-        self._dir = tempfile.TemporaryDirectory(prefix="objstore-listing-", dir=directory)
+    def __init__(self) -> None:
         # Used from worker threads, one at a time (the caller awaits each call).
-        self._conn = sqlite3.connect(os.path.join(self._dir.name, "listing.db"), check_same_thread=False)
+        self._conn = sqlite3.connect("", check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode = OFF")
         self._conn.execute("PRAGMA synchronous = OFF")
         self._conn.execute(_SCHEMA)
         self.count = 0
 
     @classmethod
-    async def of(cls, store: ObjectStore, directory: str | None = None) -> ListingIndex:
+    async def of(cls, store: ObjectStore) -> ListingIndex:
         """List `store` (every page) into a new index."""
-        index = cls(directory)
+        index = cls()
         try:
             page: list[ObjectInfo] = []
             async for info in store.list():
@@ -82,7 +85,6 @@ class ListingIndex:
 
     def close(self) -> None:
         self._conn.close()
-        self._dir.cleanup()
 
 
 def _info(row: tuple[str, int, str | None, str | None, str | None]) -> ObjectInfo:
