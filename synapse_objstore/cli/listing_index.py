@@ -19,10 +19,12 @@ A listing is a snapshot: an object absent from it may have been written since. C
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import Iterable
 from datetime import datetime
 
+from synapse_objstore.errors import CommandError
 from synapse_objstore.store import ObjectInfo, ObjectStore
 
 _SCHEMA = """
@@ -68,7 +70,12 @@ class ListingIndex:
     def _add(self, infos: Iterable[ObjectInfo]) -> None:
         rows = [(i.media_path, i.size, i.etag, i.storage_class,
                  i.last_modified.isoformat() if i.last_modified is not None else None) for i in infos]
-        self._conn.executemany(f"INSERT OR REPLACE INTO listed ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)", rows)
+        try:
+            self._conn.executemany(f"INSERT OR REPLACE INTO listed ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)", rows)
+        except sqlite3.OperationalError as error:  # "database or disk is full", "disk I/O error"
+            raise CommandError(f"the temporary listing of the store ({self.count} objects so far) could not be "
+                               f"written in {_where()}: {error}. Give it room there, or set SQLITE_TMPDIR "
+                               f"to a directory with room (about 150 bytes per object)") from error
         self.count += len(rows)
 
     def get(self, media_path: str) -> ObjectInfo | None:
@@ -85,6 +92,11 @@ class ListingIndex:
 
     def close(self) -> None:
         self._conn.close()
+
+
+def _where() -> str:
+    """The directory SQLite puts its temporary files in (unix VFS: the first that is set)."""
+    return os.environ.get("SQLITE_TMPDIR") or os.environ.get("TMPDIR") or "/var/tmp"
 
 
 def _info(row: tuple[str, int, str | None, str | None, str | None]) -> ObjectInfo:

@@ -35,3 +35,28 @@ def test_a_killed_run_leaves_no_listing_on_disk(tmp_path: Path) -> None:
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
     assert list(scratch.iterdir()) == []
+
+
+FILL = """
+import resource, signal
+from synapse_objstore.cli.listing_index import ListingIndex
+from synapse_objstore.errors import CommandError
+from synapse_objstore.store import ObjectInfo
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+index = ListingIndex()
+try:
+    index._add([ObjectInfo(f"local_content/ab/cd/{n:08d}{'x' * 40}", n, None, None, None) for n in range(100000)])
+except CommandError as error:
+    print(error)
+"""
+
+
+def test_no_room_for_the_listing_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
+    """A full temporary directory ends the run as a CommandError (exit 2) naming where the
+    listing goes and how to move it, not as sqlite3's 'database or disk is full' traceback."""
+    env = {k: v for k, v in os.environ.items() if k != "SQLITE_TMPDIR"}
+    env.update(TMPDIR=str(tmp_path), PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-c", FILL], env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert str(tmp_path) in done.stdout and "SQLITE_TMPDIR" in done.stdout
