@@ -46,7 +46,11 @@ class Auditor:
         self.summary = summary
         self.progress = progress
         self.journal = Journal(cache)
-        self.etag_is_md5 = RemoteChecker(store).etag_is_md5
+        checker = RemoteChecker(store)
+        self.etag_is_md5 = checker.etag_is_md5
+        # A store that gives no checksums may be SSE-C, whose listing needs no key: only a HEAD
+        # with the configured keys shows that one of them reads the object.
+        self.listing_may_verify = checker.scheme.gives_checksums
         self.index: ListingIndex | None = None
 
     async def run(self) -> None:
@@ -120,6 +124,8 @@ class Auditor:
                 return VERIFIED
             return (f"corrupted copy: the object's ETag (the MD5 of its content) {etag} is not the MD5 of the file "
                     f"offloaded, {md5.lower()}")
+        if not self.listing_may_verify:
+            return None
         return VERIFIED if sha256 is None or not self.store.backend.keeps_metadata else None
 
     async def _media(self, media: Media) -> None:
