@@ -24,7 +24,7 @@ import sqlite3
 from collections.abc import Iterable
 from datetime import datetime
 
-from synapse_objstore.errors import CommandError
+from synapse_objstore.errors import CommandError, ObjectStoreError, StoreUnusableError
 from synapse_objstore.store import ObjectInfo, ObjectStore
 
 _SCHEMA = """
@@ -52,7 +52,9 @@ class ListingIndex:
 
     @classmethod
     async def of(cls, store: ObjectStore) -> ListingIndex:
-        """List `store` (every page) into a new index."""
+        """List `store` (every page) into a new index. A listing that fails (after the client's
+        retries) stops the run (StoreUnusableError, exit 2): without all of it, nothing can be
+        looked up."""
         index = cls()
         try:
             page: list[ObjectInfo] = []
@@ -62,6 +64,10 @@ class ListingIndex:
                     await asyncio.to_thread(index._add, page)
                     page = []
             await asyncio.to_thread(index._add, page)
+        except ObjectStoreError as error:
+            index.close()
+            raise StoreUnusableError(f"the listing of the store failed after {index.count + len(page)} objects: "
+                                     f"{error}") from error
         except BaseException:
             index.close()
             raise
