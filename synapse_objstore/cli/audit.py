@@ -10,8 +10,10 @@ same: an object whose metadata names other content is a corrupted copy.
 
 The store is listed once (listing_index.py) rather than asked about each file with a HEAD.
 Where the listing's ETag is the MD5 of the content (S3 without SSE-C, a single PUT) and the
-MD5 the file had when it was offloaded is recorded, the two must be equal (else the object
-holds other content: a corrupted copy): that proves the content, which the size and sha256
+MD5 the file had when it was offloaded is recorded, the two equal prove the content; two
+different ones mean other content (a corrupted copy) or an ETag that is no MD5 (a bucket
+encrypting with SSE-KMS), which look alike, so the object is read back and its MD5 decides.
+An equal ETag proves the content, which the size and sha256
 metadata of a HEAD only vouch for. A file the listing lacks, or lists with another size, and
 one whose ETag proves nothing (SSE-C, multipart) while a sha256 is known, are asked about with
 a HEAD, and judged on it as before.
@@ -35,6 +37,7 @@ from synapse_objstore.verification import RemoteChecker, preflight
 # (media path, size, sha256, MD5) of a file of a media, as far as they are known
 Expected = tuple[str, int | None, str | None, str | None]
 VERIFIED = "verified"
+READ_BACK = "read back"
 
 
 class Auditor:
@@ -46,7 +49,11 @@ class Auditor:
         self.summary = summary
         self.progress = progress
         self.journal = Journal(cache)
-        self.etag_is_md5 = RemoteChecker(store).etag_is_md5
+        self.checker = RemoteChecker(store)
+        self.etag_is_md5 = self.checker.etag_is_md5
+        # A store that gives no checksums may be SSE-C, whose listing needs no key: only a HEAD
+        # with the configured keys shows that one of them reads the object.
+        self.listing_may_verify = self.checker.scheme.gives_checksums
         self.index: ListingIndex | None = None
 
     async def run(self) -> None:
@@ -111,15 +118,16 @@ class Auditor:
                            md5: str | None) -> str | None:
         """What the listing alone proves of a file: "verified" (listed, its size, and its
         content proved by an MD5 ETag equal to the recorded MD5, or no sha256 to compare), or
-        why its content is not the file offloaded; None: a HEAD is to decide."""
+        why its content is not the file offloaded; READ_BACK: the object's content is to decide
+        (an ETag other than the MD5: other content, or an ETag that is no MD5, as SSE-KMS
+        gives, look alike); None: a HEAD is to decide."""
         if listed is None or (size is not None and listed.size != size):
             return None
         etag = (listed.etag or "").lower()
         if self.etag_is_md5 and md5 is not None and len(etag) == 32:
-            if etag == md5.lower():
-                return VERIFIED
-            return (f"corrupted copy: the object's ETag (the MD5 of its content) {etag} is not the MD5 of the file "
-                    f"offloaded, {md5.lower()}")
+            return VERIFIED if etag == md5.lower() else READ_BACK
+        if not self.listing_may_verify:
+            return None
         return VERIFIED if sha256 is None or not self.store.backend.keeps_metadata else None
 
     async def _media(self, media: Media) -> None:
@@ -130,6 +138,10 @@ class Auditor:
             if judged == VERIFIED:
                 assert found is not None
                 self.summary.add(files_verified=1, bytes_verified=found.size)
+                continue
+            if judged == READ_BACK:
+                assert md5 is not None and found is not None
+                await self._read_back(media_path, md5, found.size)
                 continue
             if judged is not None:
                 self.summary.fail(media_path, judged)
@@ -149,3 +161,19 @@ class Auditor:
                                               f"the content's sha256 {sha256}")
             else:
                 self.summary.add(files_verified=1, bytes_verified=info.size)
+
+    async def _read_back(self, media_path: str, md5: str, size: int) -> None:
+        """Judge a file by the MD5 of its object's content, read back."""
+        try:
+            remote = await self.checker.remote_md5(media_path)
+        except (OSError, MediaPathError) as error:
+            self.summary.fail(media_path, error)
+            return
+        if remote is None:
+            self.summary.add(files_missing=1)
+            self.summary.fail(media_path, f"missing from {self.store.backend.describe()}")
+        elif remote != md5.lower():
+            self.summary.fail(media_path, f"corrupted copy: the MD5 of the object's content, {remote}, is not the MD5 "
+                                          f"of the file offloaded, {md5.lower()}")
+        else:
+            self.summary.add(files_verified=1, bytes_verified=size)

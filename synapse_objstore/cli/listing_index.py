@@ -6,6 +6,12 @@ requests, their signing and parsing, per file. A ListObjectsV2 page gives the sa
 1,000 objects. The listing goes into a temporary SQLite file rather than into memory, so a
 store of tens of millions of objects costs disk, not RAM, and a lookup is one indexed query.
 
+The file is SQLite's own temporary database (an empty file name): SQLite unlinks it as soon as
+it is opened, so a run that is killed (SIGKILL, the OOM killer) leaves nothing behind, where a
+named file would be left, gigabytes at a time, in the temporary directory at each killed run.
+It lives where SQLite puts temporary files: $SQLITE_TMPDIR, else $TMPDIR, else /var/tmp (on
+disk, where /tmp is often a tmpfs, in RAM).
+
 A listing is a snapshot: an object absent from it may have been written since. Callers treat
 "not listed" as a reason to ask the store (a HEAD) before they conclude anything from it.
 """
@@ -15,10 +21,10 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-import tempfile
 from collections.abc import Iterable
 from datetime import datetime
 
+from synapse_objstore.errors import CommandError, ObjectStoreError, StoreUnusableError
 from synapse_objstore.store import ObjectInfo, ObjectStore
 
 _SCHEMA = """
@@ -36,19 +42,20 @@ _COLUMNS = "path, size, etag, storage_class, last_modified"
 class ListingIndex:
     """Every object of a store under its prefix, as one listing found it."""
 
-    def __init__(self, directory: str | None = None) -> None:
-        self._dir = tempfile.TemporaryDirectory(prefix="objstore-listing-", dir=directory)
+    def __init__(self) -> None:
         # Used from worker threads, one at a time (the caller awaits each call).
-        self._conn = sqlite3.connect(os.path.join(self._dir.name, "listing.db"), check_same_thread=False)
+        self._conn = sqlite3.connect("", check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode = OFF")
         self._conn.execute("PRAGMA synchronous = OFF")
         self._conn.execute(_SCHEMA)
         self.count = 0
 
     @classmethod
-    async def of(cls, store: ObjectStore, directory: str | None = None) -> ListingIndex:
-        """List `store` (every page) into a new index."""
-        index = cls(directory)
+    async def of(cls, store: ObjectStore) -> ListingIndex:
+        """List `store` (every page) into a new index. A listing that fails (after the client's
+        retries) stops the run (StoreUnusableError, exit 2): without all of it, nothing can be
+        looked up."""
+        index = cls()
         try:
             page: list[ObjectInfo] = []
             async for info in store.list():
@@ -57,6 +64,10 @@ class ListingIndex:
                     await asyncio.to_thread(index._add, page)
                     page = []
             await asyncio.to_thread(index._add, page)
+        except ObjectStoreError as error:
+            index.close()
+            raise StoreUnusableError(f"the listing of the store failed after {index.count + len(page)} objects: "
+                                     f"{error}") from error
         except BaseException:
             index.close()
             raise
@@ -65,7 +76,12 @@ class ListingIndex:
     def _add(self, infos: Iterable[ObjectInfo]) -> None:
         rows = [(i.media_path, i.size, i.etag, i.storage_class,
                  i.last_modified.isoformat() if i.last_modified is not None else None) for i in infos]
-        self._conn.executemany(f"INSERT OR REPLACE INTO listed ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)", rows)
+        try:
+            self._conn.executemany(f"INSERT OR REPLACE INTO listed ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)", rows)
+        except sqlite3.OperationalError as error:  # "database or disk is full", "disk I/O error"
+            raise CommandError(f"the temporary listing of the store ({self.count} objects so far) could not be "
+                               f"written in {_where()}: {error}. Give it room there, or set SQLITE_TMPDIR "
+                               f"to a directory with room (about 150 bytes per object)") from error
         self.count += len(rows)
 
     def get(self, media_path: str) -> ObjectInfo | None:
@@ -82,7 +98,11 @@ class ListingIndex:
 
     def close(self) -> None:
         self._conn.close()
-        self._dir.cleanup()
+
+
+def _where() -> str:
+    """The directory SQLite puts its temporary files in (unix VFS: the first that is set)."""
+    return os.environ.get("SQLITE_TMPDIR") or os.environ.get("TMPDIR") or "/var/tmp"
 
 
 def _info(row: tuple[str, int, str | None, str | None, str | None]) -> ObjectInfo:

@@ -28,6 +28,7 @@ from synapse_objstore.cli.journal import Journal
 from synapse_objstore.cli.listing_index import ListingIndex
 from synapse_objstore.cli.localfs import file_size
 from synapse_objstore.cli.report import Summary
+from synapse_objstore.cli.scratch_dir import ScratchDir
 from synapse_objstore.errors import MediaPathError
 from synapse_objstore.media import Media
 from synapse_objstore.store import ObjectInfo, ObjectStore
@@ -109,17 +110,16 @@ class Restorer:
         self.progress = progress
         self.etag_is_md5 = RemoteChecker(store).etag_is_md5
         self.journal = Journal(cache)
-        self.tmp_dir = os.path.join(options.base_path, TMP_DIR_NAME)
+        self.tmp_dir = ""  # this run's scratch directory (scratch_dir.py), once it is made
         self.index: ListingIndex | None = None
         self._back: list[Media] = []  # media whose files are all back, to mark not deleted
 
     async def run(self, selected: Sequence[Media] | None) -> None:
         await preflight(self.store)
-        if not self.options.dry_run:
-            os.makedirs(self.tmp_dir, exist_ok=True)
+        scratch = None if self.options.dry_run else ScratchDir(os.path.join(self.options.base_path, TMP_DIR_NAME))
+        if scratch is not None:
+            self.tmp_dir = scratch.path
         slots = asyncio.Semaphore(self.options.jobs)
-        if selected is None:
-            self.index = await ListingIndex.of(self.store)
 
         async def one(media: Media) -> None:
             async with slots:
@@ -130,6 +130,8 @@ class Restorer:
                 self.progress.update(1)
 
         try:
+            if selected is None:
+                self.index = await ListingIndex.of(self.store)
             batch: list[asyncio.Task[None]] = []
             async for media in self._media_to_restore(selected):
                 batch.append(asyncio.create_task(one(media)))
@@ -143,8 +145,8 @@ class Restorer:
             await self.journal.close()
             if self.index is not None:
                 self.index.close()
-            if os.path.isdir(self.tmp_dir):  # noqa: ASYNC240 - once per run
-                os.rmdir(self.tmp_dir)
+            if scratch is not None:
+                scratch.close()
 
     async def _media_to_restore(self, selected: Sequence[Media] | None) -> AsyncIterator[Media]:
         if selected is not None:

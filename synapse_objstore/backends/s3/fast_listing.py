@@ -36,12 +36,11 @@ def parse_contents(response_dict: dict[str, Any], customized_response_dict: dict
         root = ET.fromstring(body)  # the bytes botocore would parse, with the same parser
     except ET.ParseError:
         return
-    namespace = root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
     contents = []
-    for entry in root.findall(f"{namespace}Contents"):
+    for entry in [child for child in root if _local(child.tag) == "Contents"]:
         item: dict[str, Any] = {}
         for field in entry:
-            name = field.tag[len(namespace):]
+            name = _local(field.tag)
             text = field.text or ""
             if name == "Key":
                 item["Key"] = text
@@ -57,6 +56,13 @@ def parse_contents(response_dict: dict[str, Any], customized_response_dict: dict
         root.remove(entry)
     customized_response_dict["Contents"] = contents
     response_dict["body"] = ET.tostring(root)
+
+
+def _local(tag: str) -> str:
+    """An element's name without its namespace, whatever that is, as botocore names it: matched
+    by the root's namespace, entries in another one (or in none, under a prefixed root) were
+    not found, and the page went back empty."""
+    return tag.rpartition("}")[2]
 
 
 def _timestamp(text: str) -> datetime:
