@@ -1,0 +1,125 @@
+"""The floor under our per-file CPU (issue 15): what the S3 client stack the project must use
+(s3fs's aiobotocore over aiohttp) costs per PutObject, with none of our code around it, beside
+`rclone copy` of the same files to the same moto server.
+
+    bench/run floor                 # 4,000 files, 16 at a time
+    bench/run floor --files 1000
+
+Each lane is a fresh process timed from outside (bench/offload_measure.py: CPU user + system
+from os.wait4, peak RSS). The aiobotocore lane is the least a Python client on this stack does
+per file: read the file, compute its Content-MD5, `put_object` with 16 in flight on one warm
+client, nothing else (no hashing for metadata, no verification, no journal, no delete). Its
+CPU per file, less its start-up (imports and the client, reported apart), is the floor that
+`objstore-offload upload` cannot go under while it uses s3fs; the gap between that and rclone's
+is what Python and botocore cost, not our code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from bench.offload_measure import clean_environment, run_measured
+from servers.moto import MotoServer
+
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bench-key", "AWS_SECRET_ACCESS_KEY": "bench-secret",
+               "AWS_DEFAULT_REGION": "us-east-1"}
+
+# The lane run in its own process: argv = endpoint, bucket, directory, concurrency.
+AIOBOTOCORE_LANE = r"""
+import asyncio, base64, hashlib, os, sys, time
+started = time.process_time()
+from aiobotocore.session import get_session
+endpoint, bucket, root, jobs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+paths = sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs)
+
+async def main() -> None:
+    async with get_session().create_client("s3", endpoint_url=endpoint) as s3:
+        ready = time.process_time()
+        queue = list(paths)
+        async def worker() -> None:
+            while queue:
+                path = queue.pop()
+                with open(path, "rb") as f:
+                    body = f.read()
+                md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+                await s3.put_object(Bucket=bucket, Key=os.path.relpath(path, root), Body=body, ContentMD5=md5)
+        await asyncio.gather(*(worker() for _ in range(jobs)))
+        done = time.process_time()
+        print(f"startup_cpu_s={ready - started:.3f} per_file_cpu_ms={(done - ready) / len(paths) * 1000:.3f}")
+
+asyncio.run(main())
+"""
+
+
+def make_files(root: Path, count: int, seed: int) -> int:
+    """`count` files with a media store's size mix: mostly thumbnails and small images, some
+    originals up to a few MB. Returns the total size."""
+    rng = random.Random(seed)
+    total = 0
+    for i in range(count):
+        roll = rng.random()
+        size = (rng.randint(1_000, 50_000) if roll < 0.7 else
+                rng.randint(100_000, 1_000_000) if roll < 0.95 else rng.randint(1_000_000, 5_000_000))
+        path = root / f"{i % 97:02d}" / f"file{i}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(rng.randbytes(size))
+        total += size
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--files", type=int, default=4000)
+    parser.add_argument("--jobs", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=15)
+    args = parser.parse_args()
+    import boto3  # the bench venv's; used only to make and drop buckets
+    work = Path(tempfile.mkdtemp(prefix="objstore-floor-"))
+    try:
+        files = work / "files"
+        (work / "logs").mkdir()
+        total = make_files(files, args.files, args.seed)
+        print(f"{args.files} files, {total / 1e6:.0f} MB, {args.jobs} at a time", file=sys.stderr)
+        with MotoServer(work / "logs") as moto:
+            s3 = boto3.client("s3", endpoint_url=moto.endpoint_url, region_name="us-east-1",
+                              aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                              aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+            env = clean_environment({**CREDENTIALS, "AWS_EC2_METADATA_DISABLED": "true",
+                                     "RCLONE_CONFIG_FLOOR_TYPE": "s3", "RCLONE_CONFIG_FLOOR_PROVIDER": "Other",
+                                     "RCLONE_CONFIG_FLOOR_ENDPOINT": moto.endpoint_url,
+                                     "RCLONE_CONFIG_FLOOR_ACCESS_KEY_ID": CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                                     "RCLONE_CONFIG_FLOOR_SECRET_ACCESS_KEY": CREDENTIALS["AWS_SECRET_ACCESS_KEY"]})
+            for round_ in range(args.rounds):
+                for lane in ("aiobotocore", "rclone"):
+                    bucket = f"floor-{lane}-{round_}-{int(time.time())}"
+                    s3.create_bucket(Bucket=bucket)
+                    argv = ([sys.executable, "-c", AIOBOTOCORE_LANE, moto.endpoint_url, bucket, str(files),
+                             str(args.jobs)] if lane == "aiobotocore" else
+                            ["rclone", "--config", "/dev/null", "copy", "--transfers", str(args.jobs),
+                             "--s3-no-check-bucket", str(files), f"floor:{bucket}"])
+                    measured = run_measured(argv, work, env, work / "lanes.log", timeout=3600.0)
+                    extra = measured.stdout_tail.strip().splitlines()[-1] if lane == "aiobotocore" else ""
+                    cpu_ms = measured.cpu_s / args.files * 1000
+                    print(f"round {round_ + 1} {lane:12s} exit {measured.returncode}  "
+                          f"{args.files / measured.seconds:7.1f} files/s  CPU {cpu_ms:6.3f} ms/file"
+                          f"  peak RSS {measured.peak_rss_mib:6.1f} MiB  {extra}", flush=True)
+                    keys = sum(page.get("KeyCount", 0) for page in
+                               s3.get_paginator("list_objects_v2").paginate(Bucket=bucket))
+                    if keys != args.files:
+                        print(f"  {lane}: {keys} of {args.files} objects in the bucket: FAILED", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
