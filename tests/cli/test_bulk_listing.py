@@ -6,8 +6,6 @@ the file offloaded is caught by its ETag."""
 from __future__ import annotations
 
 import json
-import re
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -15,24 +13,11 @@ import yaml
 
 from servers.moto import MotoServer
 from servers.synapse_media import SynapseMedia
+from tests.support.moto_log import log_offset, requests_to
 from tests.support.offload import Dataset, Offload, store_block
 from tests.support.s3 import s3_client
 
 pytestmark = pytest.mark.parametrize("engine", ["sqlite"])
-REQUEST = re.compile(r'"(?:\x1b\[\d+m)?(?P<method>[A-Z]+) /(?P<bucket>[^/? ]+)(?P<rest>[^ ]*) '
-                     r'HTTP/1.1(?:\x1b\[0m)?" (?P<status>\d+)')
-
-
-def requests_since(moto: MotoServer, bucket: str, offset: int) -> Counter[str]:
-    """Requests moto served for objects of `bucket` ('HEAD object', 'GET object') and listings
-    ('GET bucket') after `offset` of its log."""
-    counts: Counter[str] = Counter()
-    for match in REQUEST.finditer(moto.log_path.read_text()[offset:]):
-        if match["bucket"] == bucket:
-            rest = match["rest"]
-            target = "object" if rest.startswith("/") and len(rest) > 1 else "bucket"
-            counts[f"{match['method']} {target}"] += 1
-    return counts
 
 
 def test_verify_and_restore_ask_about_no_file_the_listing_shows(
@@ -43,18 +28,18 @@ def test_verify_and_restore_ask_about_no_file_the_listing_shows(
     offload(*config, "update", "30d")
     offload(*config, "upload", "--delete")
 
-    offset = len(moto.log_path.read_text())
+    offset = log_offset(moto)
     verified = json.loads(offload("--json", *config, "verify").stdout)
     assert verified["files_verified"] == len(dataset.old) and verified["files_failed"] == 0
-    counts = requests_since(moto, bucket, offset)
+    counts = requests_to(moto, bucket, since=offset)
     # the 11 MiB original went up in parts: its ETag is no MD5, its sha256 metadata is asked for
     assert counts["HEAD object"] <= 1 + 2, counts  # + the owner marker, + the preflight
 
-    offset = len(moto.log_path.read_text())
+    offset = log_offset(moto)
     restored = json.loads(offload("--json", *config, "restore").stdout)
     assert restored["files_restored"] == len(dataset.old) and restored["files_failed"] == 0
     assert all((synapse.media_store / p).read_bytes() == synapse.files[p] for p in dataset.old)
-    counts = requests_since(moto, bucket, offset)
+    counts = requests_to(moto, bucket, since=offset)
     assert counts["GET object"] == len(dataset.old), counts
     assert counts["HEAD object"] <= 1, counts
     assert counts["GET bucket"] <= 2, counts  # the listing (one page), and the preflight's
@@ -91,10 +76,10 @@ def test_migrate_asks_neither_store_about_each_object(
     client.create_bucket(Bucket=target)
     (workdir / "target.yaml").write_text(yaml.safe_dump(store_block(moto, target)))
 
-    offset = len(moto.log_path.read_text())
+    offset = log_offset(moto)
     copied = json.loads(offload("--json", *config, "migrate", "--to", "target.yaml").stdout)
     assert copied["files_copied"] == copied["files_verified"] == len(dataset.old) and copied["files_failed"] == 0
-    source, copies = requests_since(moto, bucket, offset), requests_since(moto, target, offset)
+    source, copies = requests_to(moto, bucket, since=offset), requests_to(moto, target, since=offset)
     assert source["HEAD object"] <= 2, source  # the owner marker, the preflight
     assert copies["HEAD object"] <= 3, copies  # the owner marker, the preflight, the multipart original
     for path in dataset.old:

@@ -7,36 +7,16 @@ verified by the ETag of the upload's reply, not by asking again or reading it ba
 from __future__ import annotations
 
 import json
-import re
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from servers.moto import MotoServer
 from servers.synapse_media import SynapseMedia
-from synapse_objstore.owner_marker import OWNER_MARKER
+from tests.support.moto_log import requests_to
 from tests.support.offload import Dataset, Offload
 
 pytestmark = pytest.mark.parametrize("engine", ["sqlite"])
-REQUEST = re.compile(r'"(?:\x1b\[\d+m)?(?P<method>[A-Z]+) /(?P<bucket>[^/? ]+)(?P<rest>[^ ]*) '
-                     r'HTTP/1.1(?:\x1b\[0m)?" (?P<status>\d+)')
-
-
-def requests_to(moto: MotoServer, bucket: str) -> Counter[str]:
-    """Requests moto served for `bucket`: 'HEAD object', 'PUT object', 'GET listing', ...; those
-    about the owner marker as 'HEAD marker', 'PUT marker', ..."""
-    counts: Counter[str] = Counter()
-    for match in REQUEST.finditer(moto.log_path.read_text()):
-        if match["bucket"] == bucket:
-            rest = match["rest"]
-            target = "object" if rest.startswith("/") and len(rest) > 1 and "uploads" not in rest else "bucket"
-            if rest.endswith(OWNER_MARKER):
-                target = "marker"
-            if "uploadId=" in rest or rest.endswith("?uploads"):
-                target = "multipart"
-            counts[f"{match['method']} {target}"] += 1
-    return counts
 
 
 def test_a_new_media_costs_one_request_per_file(
