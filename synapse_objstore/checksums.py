@@ -31,16 +31,21 @@ MULTIPART_ETAG = re.compile(r"^([0-9a-f]{32})-([0-9]+)$")
 
 
 class FileIdentity(NamedTuple):
-    """What changes when a file is replaced, written to or truncated."""
+    """What changes when a file is replaced, written to or truncated.
+
+    The change time too: a write of the same size whose mtime is then put back (`cp -p`,
+    `rsync -t --inplace`, `touch -r`) keeps device, inode, size and mtime, but no one can set
+    the ctime back."""
 
     device: int
     inode: int
     size: int
     modified_ns: int
+    changed_ns: int
 
     @classmethod
     def of(cls, stat: os.stat_result) -> FileIdentity:
-        return cls(stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        return cls(stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
 @dataclass(frozen=True)

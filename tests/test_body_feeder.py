@@ -197,3 +197,31 @@ async def reads_shrink_back_with_the_size_the_stream_is_read_in() -> None:
         assert response.content.get_read_buffer_limits() == aiohttps
         body, _ = await read_all(response)
     assert body == BODY
+
+
+def test_bytes_past_the_body_sent_later_never_answer_the_next_request() -> None:
+    asyncio.run(bytes_past_the_body_sent_later_never_answer_the_next_request())
+
+
+async def bytes_past_the_body_sent_later_never_answer_the_next_request() -> None:
+    """A store that sends more than it announced after a pause (the feeder has handed the
+    connection back by then): the extra bytes, even a whole forged reply, must not be taken for
+    the reply to the next request on that pooled connection."""
+    forged = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged"
+
+    async def then_more(writer: asyncio.StreamWriter) -> None:
+        await reply(BODY)(writer)
+        await writer.drain()
+        await asyncio.sleep(0.3)
+        writer.write(b"x" * len(BODY) + forged)  # what aiohttp's parser, left mid-body, still expects
+
+    async with serving(then_more, reply(b"second")) as (_, url), \
+            aiohttp.ClientSession(auto_decompress=False) as session:
+        async with session.get(url) as response:
+            feeder = feed_body_unparsed(response)
+            assert feeder is not None
+            body, _ = await read_all(response)
+            assert body == BODY
+        await asyncio.sleep(0.6)
+        async with session.get(url) as response:
+            assert await response.read() == b"second"

@@ -147,3 +147,36 @@ def test_file_written_to_after_its_verified_upload_is_kept(
     assert [f["path"] for f in again["failed"]] == [growing]
     assert "differs from the remote copy" in again["failed"][0]["error"]
     assert (synapse.media_store / growing).read_bytes().endswith(b"more bytes, in no copy")
+
+
+def test_file_rewritten_same_size_with_its_mtime_put_back_is_kept(
+    offload: Offload, homeserver_yaml: Path, synapse: SynapseMedia, dataset: Dataset, moto: MotoServer, bucket: str,
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, engine: str,
+) -> None:
+    """Other bytes of the same size written in place after the verified upload, the mtime then
+    put back as it was (`cp -p`, `rsync -t --inplace`, `touch -r` by an admin restoring files):
+    device, inode, size and mtime are as read, but the file's new bytes are in no copy. The
+    inode's change time (which no one can set back) tells."""
+    offload("--config", str(homeserver_yaml), "update", "30d")
+    rewritten = "local_thumbnails/Ab/Cd/EfGhIjKlMnOp/32-32-image-png-crop"
+    check_upload = RemoteChecker.check_upload
+
+    async def check_then_rewrite(self: RemoteChecker, media_path: str, *args: Any) -> Any:
+        check = await check_upload(self, media_path, *args)
+        if media_path == rewritten:
+            path = synapse.media_store / rewritten
+            before = path.stat()
+            with open(path, "r+b") as file:  # noqa: ASYNC230 - a test's one small write
+                inverted = bytes(255 - b for b in file.read())
+                file.seek(0)
+                file.write(inverted)
+            assert path.stat().st_size == before.st_size
+            os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        return check
+
+    monkeypatch.setattr(RemoteChecker, "check_upload", check_then_rewrite)
+    result = offload("--json", "--config", str(homeserver_yaml), "upload", "--delete", expect=1)
+    summary: dict[str, Any] = json.loads(result.stdout)
+    assert [f["path"] for f in summary["failed"]] == [rewritten]
+    assert "changed since its upload was verified" in summary["failed"][0]["error"]
+    assert (synapse.media_store / rewritten).exists()

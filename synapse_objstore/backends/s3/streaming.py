@@ -87,6 +87,13 @@ class S3BodyStream(ObjectStream):
                 if isinstance(error, (FileNotFoundError, UnknownKeyError)) or _status(error) == 412:
                     raise changed_error(f"{self._bucket}/{self._key}", error) from error
                 raise
+            expected = f"bytes {self._offset}-{self.size - 1}/{self.size}"
+            if reply.get("ContentRange") != expected:
+                # A store (or a cache in front of it) that ignores Range answers 200 with the
+                # whole object: taken as the rest, its start would follow the bytes already read.
+                reply["Body"].close()
+                raise OSError(f"{self._bucket}/{self._key}: the store answered the read of {expected} "
+                              f"with {reply.get('ContentRange') or 'the whole object'}")
             self._open(reply)
         data = await self._next_piece(max_bytes)
         self._offset += len(data)
