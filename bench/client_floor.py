@@ -1,6 +1,6 @@
 """The floor under our per-file CPU (issue 15): what the S3 client stack the project must use
-(s3fs's aiobotocore over aiohttp) costs per PutObject, with none of our code around it, beside
-`rclone copy` of the same files to the same moto server.
+(s3fs's aiobotocore over aiohttp) costs per PutObject and per GetObject, with none of our code
+around it, beside `rclone copy` of the same files to and from the same moto server.
 
     bench/run floor                 # 4,000 files, 16 at a time
     bench/run floor --files 1000
@@ -8,7 +8,8 @@
 Each lane is a fresh process timed from outside (bench/offload_measure.py: CPU user + system
 from os.wait4, peak RSS). The aiobotocore lane is the least a Python client on this stack does
 per file: read the file, compute its Content-MD5, `put_object` with 16 in flight on one warm
-client, nothing else (no hashing for metadata, no verification, no journal, no delete). Its
+client, nothing else (no hashing for metadata, no verification, no journal, no delete); and
+back: list the bucket, `get_object` each key, read the body whole and write the file. Its
 CPU per file, less its start-up (imports and the client, reported apart), is the floor that
 `objstore-offload upload` cannot go under while it uses s3fs; the gap between that and rclone's
 is what Python and botocore cost, not our code.
@@ -17,6 +18,7 @@ is what Python and botocore cost, not our code.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shutil
 import sys
@@ -33,28 +35,41 @@ from servers.moto import MotoServer
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bench-key", "AWS_SECRET_ACCESS_KEY": "bench-secret",
                "AWS_DEFAULT_REGION": "us-east-1"}
 
-# The lane run in its own process: argv = endpoint, bucket, directory, concurrency.
+# The lane run in its own process: argv = put|get, endpoint, bucket, directory, concurrency.
 AIOBOTOCORE_LANE = r"""
 import asyncio, base64, hashlib, os, sys, time
 started = time.process_time()
 from aiobotocore.session import get_session
-endpoint, bucket, root, jobs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-paths = sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs)
+mode, endpoint, bucket, root, jobs = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 
 async def main() -> None:
     async with get_session().create_client("s3", endpoint_url=endpoint) as s3:
         ready = time.process_time()
-        queue = list(paths)
+        if mode == "put":
+            queue = sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
+        else:
+            queue = [o["Key"] async for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+                     for o in page.get("Contents", [])]
+        count = len(queue)
+        async def put(key: str) -> None:
+            with open(os.path.join(root, key), "rb") as f:
+                body = f.read()
+            md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+            await s3.put_object(Bucket=bucket, Key=key, Body=body, ContentMD5=md5)
+        async def get(key: str) -> None:
+            reply = await s3.get_object(Bucket=bucket, Key=key)
+            async with reply["Body"] as body:
+                data = await body.read()
+            path = os.path.join(root, key)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(data)
         async def worker() -> None:
             while queue:
-                path = queue.pop()
-                with open(path, "rb") as f:
-                    body = f.read()
-                md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
-                await s3.put_object(Bucket=bucket, Key=os.path.relpath(path, root), Body=body, ContentMD5=md5)
+                await (put if mode == "put" else get)(queue.pop())
         await asyncio.gather(*(worker() for _ in range(jobs)))
         done = time.process_time()
-        print(f"startup_cpu_s={ready - started:.3f} per_file_cpu_ms={(done - ready) / len(paths) * 1000:.3f}")
+        print(f"startup_cpu_s={ready - started:.3f} per_file_cpu_ms={(done - ready) / count * 1000:.3f}")
 
 asyncio.run(main())
 """
@@ -103,20 +118,26 @@ def main() -> None:
                 for lane in ("aiobotocore", "rclone"):
                     bucket = f"floor-{lane}-{round_}-{int(time.time())}"
                     s3.create_bucket(Bucket=bucket)
-                    argv = ([sys.executable, "-c", AIOBOTOCORE_LANE, moto.endpoint_url, bucket, str(files),
-                             str(args.jobs)] if lane == "aiobotocore" else
-                            ["rclone", "--config", "/dev/null", "copy", "--transfers", str(args.jobs),
-                             "--s3-no-check-bucket", str(files), f"floor:{bucket}"])
-                    measured = run_measured(argv, work, env, work / "lanes.log", timeout=3600.0)
-                    extra = measured.stdout_tail.strip().splitlines()[-1] if lane == "aiobotocore" else ""
-                    cpu_ms = measured.cpu_s / args.files * 1000
-                    print(f"round {round_ + 1} {lane:12s} exit {measured.returncode}  "
-                          f"{args.files / measured.seconds:7.1f} files/s  CPU {cpu_ms:6.3f} ms/file"
-                          f"  peak RSS {measured.peak_rss_mib:6.1f} MiB  {extra}", flush=True)
+                    back = work / f"back-{lane}-{round_}"
+                    for mode, source, target in (("put", str(files), f"floor:{bucket}"),
+                                                 ("get", f"floor:{bucket}", str(back))):
+                        argv = ([sys.executable, "-c", AIOBOTOCORE_LANE, mode, moto.endpoint_url, bucket,
+                                 str(files if mode == "put" else back), str(args.jobs)] if lane == "aiobotocore" else
+                                ["rclone", "--config", "/dev/null", "copy", "--transfers", str(args.jobs),
+                                 "--s3-no-check-bucket", source, target])
+                        measured = run_measured(argv, work, env, work / "lanes.log", timeout=3600.0)
+                        extra = measured.stdout_tail.strip().splitlines()[-1] if lane == "aiobotocore" else ""
+                        cpu_ms = measured.cpu_s / args.files * 1000
+                        print(f"round {round_ + 1} {mode} {lane:12s} exit {measured.returncode}  "
+                              f"{args.files / measured.seconds:7.1f} files/s  CPU {cpu_ms:6.3f} ms/file"
+                              f"  peak RSS {measured.peak_rss_mib:6.1f} MiB  {extra}", flush=True)
                     keys = sum(page.get("KeyCount", 0) for page in
                                s3.get_paginator("list_objects_v2").paginate(Bucket=bucket))
-                    if keys != args.files:
-                        print(f"  {lane}: {keys} of {args.files} objects in the bucket: FAILED", flush=True)
+                    got = sum(len(names) for _, _, names in os.walk(back))
+                    if keys != args.files or got != args.files:
+                        print(f"  {lane}: {keys} objects in the bucket, {got} files back, of {args.files}: FAILED",
+                              flush=True)
+                    shutil.rmtree(back, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
