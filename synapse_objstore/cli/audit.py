@@ -116,11 +116,10 @@ class Auditor:
 
     def _judged_by_listing(self, listed: ObjectInfo | None, size: int | None, sha256: str | None,
                            md5: str | None) -> str | None:
-        """What the listing alone proves of a file: "verified" (listed, its size, and its
-        content proved by an MD5 ETag equal to the recorded MD5, or no sha256 to compare), or
-        why its content is not the file offloaded; READ_BACK: the object's content is to decide
-        (an ETag other than the MD5: other content, or an ETag that is no MD5, as SSE-KMS
-        gives, look alike); None: a HEAD is to decide."""
+        """What the listing alone proves of a file: VERIFIED (listed, its size, and its content
+        proved by an MD5 ETag equal to the recorded MD5, or no sha256 to compare); READ_BACK: the
+        object's content is to decide (an ETag other than the MD5: other content, or an ETag that
+        is no MD5, as SSE-KMS gives, look alike); None: a HEAD is to decide."""
         if listed is None or (size is not None and listed.size != size):
             return None
         etag = (listed.etag or "").lower()
@@ -143,17 +142,13 @@ class Auditor:
                 assert md5 is not None and found is not None
                 await self._read_back(media_path, md5, found.size)
                 continue
-            if judged is not None:
-                self.summary.fail(media_path, judged)
-                continue
             try:
                 info = await self.store.info(media_path)
             except (OSError, MediaPathError) as error:
                 self.summary.fail(media_path, error)
                 continue
             if info is None:
-                self.summary.add(files_missing=1)
-                self.summary.fail(media_path, f"missing from {self.store.backend.describe()}")
+                self._missing(media_path)
             elif size is not None and info.size != size:
                 self.summary.fail(media_path, f"remote size {info.size} != expected {size}")
             elif sha256 is not None and info.sha256 is not None and info.sha256 != sha256:
@@ -170,10 +165,13 @@ class Auditor:
             self.summary.fail(media_path, error)
             return
         if remote is None:
-            self.summary.add(files_missing=1)
-            self.summary.fail(media_path, f"missing from {self.store.backend.describe()}")
+            self._missing(media_path)
         elif remote != md5.lower():
             self.summary.fail(media_path, f"corrupted copy: the MD5 of the object's content, {remote}, is not the MD5 "
                                           f"of the file offloaded, {md5.lower()}")
         else:
             self.summary.add(files_verified=1, bytes_verified=size)
+
+    def _missing(self, media_path: str) -> None:
+        self.summary.add(files_missing=1)
+        self.summary.fail(media_path, f"missing from {self.store.backend.describe()}")

@@ -165,19 +165,17 @@ class Restorer:
             await self.journal.call(self.journal.cache.set_deleted, back, False)
 
     async def _remote_files(self, media: Media) -> list[ObjectInfo]:
+        original: ObjectInfo | None = None
         if self.index is not None:
             index = self.index
             original, thumbnails = await asyncio.to_thread(
                 lambda: (index.get(media.file_path), index.under(media.thumbnail_dir + "/")))
-            if original is None:  # not listed: written since, or really missing
-                original = await self.store.info(media.file_path)
-            if original is None:
-                raise FileNotFoundError(f"not in {self.store.backend.describe()}")
-            return [original, *thumbnails]
-        original = await self.store.info(media.file_path)
+        if original is None:  # not listed (written since, or really missing), or no listing
+            original = await self.store.info(media.file_path)
         if original is None:
             raise FileNotFoundError(f"not in {self.store.backend.describe()}")
-        thumbnails = [info async for info in self.store.list(media.thumbnail_dir + "/")]
+        if self.index is None:
+            thumbnails = [info async for info in self.store.list(media.thumbnail_dir + "/")]
         return [original, *thumbnails]
 
     async def _media(self, media: Media) -> None:

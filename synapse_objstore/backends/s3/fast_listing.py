@@ -53,7 +53,8 @@ def parse_contents(response_dict: dict[str, Any], customized_response_dict: dict
             elif name == "StorageClass":
                 item["StorageClass"] = text
         contents.append(item)
-        root.remove(entry)
+    # one pass (Element.remove searches the children each time: quadratic in a page's entries)
+    root[:] = [child for child in root if _local(child.tag) != "Contents"]
     customized_response_dict["Contents"] = contents
     response_dict["body"] = ET.tostring(root)
 
