@@ -18,9 +18,13 @@ import fcntl
 import os
 import shutil
 import tempfile
+import time
 
-NEW = "new-"  # a run's directory before it holds its lock: never taken for an abandoned one
+NEW = "new-"  # a run's directory before it holds its lock: abandoned only once it is old
 RUN = "run-"
+# A run holds its directory's lock microseconds after making it; a "new-" directory whose lock
+# is free and which is older than this was left by a run killed in between.
+NEW_ABANDONED_AFTER = 60.0
 
 
 class ScratchDir:
@@ -42,11 +46,13 @@ class ScratchDir:
 
 
 def remove_abandoned(parent: str) -> None:
-    """Remove the directories of runs that ended without cleaning up (their lock is free), and
-    the files earlier versions' runs left in `parent` itself."""
+    """Remove the directories of runs that ended without cleaning up (their lock is free; for
+    a "new-" one, also older than NEW_ABANDONED_AFTER), and the files earlier versions' runs
+    left in `parent` itself."""
+    now = time.time()
     for entry in os.scandir(parent):
-        if entry.name.startswith(NEW):
-            continue
+        if entry.name.startswith(NEW) and now - entry.stat(follow_symlinks=False).st_mtime < NEW_ABANDONED_AFTER:
+            continue  # maybe a run starting now, between making it and locking it
         if not entry.is_dir(follow_symlinks=False):
             os.remove(entry.path)
             continue

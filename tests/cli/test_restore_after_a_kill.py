@@ -4,6 +4,8 @@ are in the media store's .objstore-offload-tmp; the next run restores every file
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -47,3 +49,19 @@ def test_a_running_restore_keeps_its_scratch_directory(tmp_path: Path) -> None:
     assert (Path(running.path) / "partial").exists()
     running.close()
     assert not Path(parent).exists()
+
+
+def test_a_run_killed_before_locking_its_scratch_directory_leaves_nothing_for_long(tmp_path: Path) -> None:
+    """A run killed between making its directory and locking it leaves a "new-" directory: one
+    old enough is removed by the next run; one just made (a run starting now) is left alone."""
+    parent = tmp_path / TMP_DIR_NAME
+    parent.mkdir()
+    killed = parent / "new-killed"
+    killed.mkdir()
+    (killed / "partial").write_bytes(b"half")
+    os.utime(killed, (time.time() - 3600, time.time() - 3600))
+    starting = parent / "new-starting"
+    starting.mkdir()
+    run = ScratchDir(str(parent))
+    assert not killed.exists() and starting.exists()
+    run.close()
