@@ -28,7 +28,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.python.failure import Failure
 
 from synapse_objstore.errors import FailureKind, StoreDownError
-from synapse_objstore.failures import classify
+from synapse_objstore.failures import classify, is_outage
 from synapse_objstore.redaction import redact
 
 logger = logging.getLogger(__name__)
@@ -37,8 +37,6 @@ logger = logging.getLogger(__name__)
 FAILURES_TO_OPEN = 3
 # Seconds between the store going down (or a failed probe ending) and the next probe.
 PROBE_INTERVAL = 5.0
-
-_OUTAGES = (FailureKind.TIMEOUT, FailureKind.CONNECTION)
 
 
 class DelayedCall(Protocol):
@@ -51,11 +49,6 @@ class Clock(Protocol):
 
     def seconds(self) -> float: ...
     def callLater(self, delay: float, callable: Callable[[], object]) -> DelayedCall: ...
-
-
-def is_outage(error: BaseException) -> bool:
-    """Whether `error` says the store did not answer at all (rather than answered no)."""
-    return classify(error) in _OUTAGES
 
 
 class StoreBreaker:

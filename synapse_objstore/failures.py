@@ -53,6 +53,15 @@ def classify(error: BaseException) -> FailureKind:
     return _kind_of_chain(error)
 
 
+# The kinds that say the store did not answer at all (rather than answered no).
+OUTAGES = (FailureKind.TIMEOUT, FailureKind.CONNECTION)
+
+
+def is_outage(error: BaseException) -> bool:
+    """Whether `error` says the store did not answer at all (rather than answered no)."""
+    return classify(error) in OUTAGES
+
+
 def store_error(message: str, cause: BaseException) -> ObjectStoreError:
     """The store error, with `message`, for `cause` that a store call failed with: of the class
     of `cause`'s kind, a BucketMissingError where what it wraps is a missing file (s3fs and local

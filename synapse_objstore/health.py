@@ -28,6 +28,7 @@ from synapse_objstore.errors import (
     FailureKind,
     ObjectStoreError,
     OwnershipError,
+    StoreUnusableError,
 )
 from synapse_objstore.failures import classify
 from synapse_objstore.media import printable
@@ -97,3 +98,13 @@ async def _ask_for_root(store: ObjectStore) -> None:
     except FileNotFoundError:
         if not store.backend.creates_root:
             raise
+
+
+async def preflight(store: ObjectStore) -> None:
+    """Fail once, naming the store and the reason, when the bucket (or root directory) is
+    missing, the credentials are refused or the store is unreachable, instead of once per file.
+    The provider's startup check, asked before a batch run."""
+    try:
+        await check_store(store)
+    except ObjectStoreError as error:
+        raise StoreUnusableError(str(error)) from error

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,7 +31,7 @@ from synapse_objstore.backends.base import (
     RewriteResult,
 )
 from synapse_objstore.errors import BucketMissingError, LocalFileChangedError, MediaPathError, UnknownKeyError
-from synapse_objstore.failures import store_error
+from synapse_objstore.failures import is_outage, store_error
 from synapse_objstore.io_loop import io_loop
 from synapse_objstore.redaction import redact, register_secrets
 
@@ -77,6 +78,10 @@ class ObjectStore:
         self.backend = backend
         self.prefix = backend.settings.prefix
         self._fs: AsyncFs | None = None
+        # When the store last answered a call (time.monotonic()): a result, a missing object,
+        # an error status; not a timeout or a connection that failed. A batch run watches it
+        # to tell a store gone silent from one that is only slow (cli/store_watch.py).
+        self.last_answer = time.monotonic()
         register_secrets(backend.settings.secret_values())
 
     def __repr__(self) -> str:
@@ -237,16 +242,23 @@ class ObjectStore:
         store error of its kind (synapse_objstore.errors) that names the action, the object and
         the store, with any secret redacted: where what the client libraries raise crosses into
         the store."""
+        answers: tuple[type[Exception], ...] = (FileNotFoundError, FileExistsError, *passed)
         try:
-            return await operation()
-        except (FileNotFoundError, FileExistsError, MediaPathError, LocalFileChangedError):
+            result = await operation()
+        except answers:
+            self.last_answer = time.monotonic()
             raise
-        except passed:
+        except (MediaPathError, LocalFileChangedError):
             raise
         except Exception as error:
             detail = redact(f"{type(error).__name__}: {error}")
             message = f"could not {action} {media_path!r} on {self.backend.describe()}: {detail}"
-            raise store_error(message, error) from error
+            failure = store_error(message, error)
+            if not is_outage(failure):
+                self.last_answer = time.monotonic()
+            raise failure from error
+        self.last_answer = time.monotonic()
+        return result
 
     def _object_info(self, media_path: str, raw: dict[str, Any]) -> ObjectInfo:
         modified = raw.get("LastModified") or raw.get("last_modified") or raw.get("mtime") or raw.get("created")

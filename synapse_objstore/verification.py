@@ -1,4 +1,4 @@
-"""Is the remote object the same as the local file? And is the store there at all?
+"""Is the remote object the same as the local file?
 
 A copy counts as verified when the sizes match and, where the store gives a checksum (what
 the backend's `checksum_scheme` says: for S3 without SSE-C, the ETag), the checksum matches.
@@ -26,10 +26,6 @@ wire would pass; it is a test double, not a store. A HEAD cannot prove the store
 intact bytes today (a read-back, or the store's own scrubbing, does), and S3 cannot change an
 object's body without a PUT that replaces its metadata. A sha256 that differs from the local
 file's makes the copy "differs".
-
-During a run, `StoreWatch` tells a failure of the whole store (the bucket is gone, the
-credentials are refused) from one object's, and `is_retryable` says which failures deserve
-another try before the run ends.
 """
 
 from __future__ import annotations
@@ -37,20 +33,10 @@ from __future__ import annotations
 import asyncio
 import enum
 import hashlib
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from synapse_objstore.backends.base import LocalContent
 from synapse_objstore.checksums import LocalDigest, digest_file, read_and_digest
-from synapse_objstore.errors import (
-    BucketMissingError,
-    FailureKind,
-    ObjectStoreError,
-    StoreDeniedError,
-    StoreUnusableError,
-)
-from synapse_objstore.failures import classify
-from synapse_objstore.health import check_store
 from synapse_objstore.store import ObjectInfo, ObjectStore
 
 READ_BACK_CHUNK = 1024 * 1024
@@ -159,60 +145,3 @@ class RemoteChecker:
 
 def _bare_etag(etag: str) -> str:
     return etag.strip('"').lower()
-
-
-async def preflight(store: ObjectStore) -> None:
-    """Fail once, naming the store and the reason, when the bucket (or root directory) is
-    missing, the credentials are refused or the store is unreachable, instead of once per file.
-    It is the provider's startup check (health.py), asked before a run."""
-    try:
-        await check_store(store)
-    except ObjectStoreError as error:
-        raise StoreUnusableError(str(error)) from error
-
-
-def is_retryable(error: BaseException) -> bool:
-    """Whether a file that failed with `error` may succeed when tried again later in the run:
-    the store failed (no answer in time, a dropped connection, an error status such as 503
-    after the client's own retries) rather than refused us. Failures of the local file, of
-    verification and denials are final for the run."""
-    return isinstance(error, ObjectStoreError) and classify(error) is not FailureKind.DENIED
-
-
-def _store_wide_suspect(error: BaseException) -> bool:
-    """A failure that may be the whole store's: a denial, or a missing bucket."""
-    return isinstance(error, (StoreDeniedError, BucketMissingError))
-
-
-class StoreWatch:
-    """Tells a failure of the whole store from one object's, during a run.
-
-    A single denied object proves nothing (a bucket policy may deny that key alone), and a
-    count of denials in a row would stop a run over a policy on one prefix, or miss a store
-    gone while some uploads still succeed. So a failure that may be store-wide (a denial, a
-    missing bucket) is put to the startup check (`preflight`'s question about the bucket
-    itself): when the store answers that the bucket does not exist or refuses the
-    credentials, the run stops (StoreUnusableError); when it answers, or cannot be reached,
-    the failure stays that file's. Concurrent suspicions share one check.
-    """
-
-    def __init__(self, store: ObjectStore) -> None:
-        self.store = store
-        self._check: asyncio.Future[None] | None = None
-
-    async def failed(self, errors: Iterable[BaseException]) -> None:
-        """Look at the errors a media failed with; raises StoreUnusableError if the store is unusable."""
-        if not any(_store_wide_suspect(error) for error in errors):
-            return
-        check = self._check
-        if check is None or (check.done() and (check.cancelled() or check.exception() is None)):
-            check = self._check = asyncio.ensure_future(self._ask())
-        await asyncio.shield(check)
-
-    async def _ask(self) -> None:
-        try:
-            await check_store(self.store)
-        except (StoreDeniedError, BucketMissingError) as error:
-            raise StoreUnusableError(f"{error}. Stopped the run") from error
-        except ObjectStoreError:
-            pass  # the store answered otherwise, or could not be reached: the failure stays the file's

@@ -30,9 +30,10 @@ from synapse_objstore.cli.listing_index import ListingIndex
 from synapse_objstore.cli.report import Summary
 from synapse_objstore.cli.synapse_db import SynapseDb
 from synapse_objstore.errors import MediaPathError
+from synapse_objstore.health import preflight
 from synapse_objstore.media import Media
 from synapse_objstore.store import ObjectInfo, ObjectStore
-from synapse_objstore.verification import RemoteChecker, preflight
+from synapse_objstore.verification import RemoteChecker
 
 # (media path, size, sha256, MD5) of a file of a media, as far as they are known
 Expected = tuple[str, int | None, str | None, str | None]

@@ -676,7 +676,7 @@ async def _claimed_then(store: ObjectStore, synapse_db: SynapseDb | None, comman
                         job: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """`job`, once the store is known not to be another homeserver's (when the database is known)."""
     from synapse_objstore.cli.ownership import claim_store
-    from synapse_objstore.verification import preflight
+    from synapse_objstore.health import preflight
 
     if synapse_db is not None:
         await preflight(store)  # an unusable store is reported as such, before its marker is asked for

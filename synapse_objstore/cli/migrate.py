@@ -33,8 +33,9 @@ from synapse_objstore.cli.ownership import OWNER_MARKER, check_same_owner
 from synapse_objstore.cli.report import Summary
 from synapse_objstore.cli.restore import download
 from synapse_objstore.errors import MediaPathError
+from synapse_objstore.health import preflight
 from synapse_objstore.store import ObjectInfo, ObjectStore
-from synapse_objstore.verification import Check, RemoteChecker, State, preflight
+from synapse_objstore.verification import Check, RemoteChecker, State
 
 
 class Migrator:

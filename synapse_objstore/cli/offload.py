@@ -23,7 +23,8 @@ A storm (503 SlowDown, dropped connections) is ridden out first by the client's 
 each media that failed that way, once every other media has had its turn. A failure of the
 whole store (the bucket gone, the credentials refused: see `StoreWatch`) stops the run at
 once: the media under way are abandoned (nothing unverified is deleted; what was verified
-is committed to cache.db) and `run` raises StoreUnusableError.
+is committed to cache.db) and `run` raises StoreUnusableError. So does a store that goes
+silent: one that has answered no request for a minute, nor the question then asked of it.
 """
 
 from __future__ import annotations
@@ -42,17 +43,12 @@ from synapse_objstore.cli.cache_db import CacheDb, FileRecord, MediaInfo
 from synapse_objstore.cli.journal import Journal
 from synapse_objstore.cli.localfs import remove_media_files
 from synapse_objstore.cli.report import Summary
+from synapse_objstore.cli.store_watch import StoreWatch, is_retryable
 from synapse_objstore.errors import LocalFileChangedError, MediaPathError, StoreUnusableError
+from synapse_objstore.health import preflight
 from synapse_objstore.media import Media, parse_media_path
 from synapse_objstore.store import ObjectStore
-from synapse_objstore.verification import (
-    Check,
-    RemoteChecker,
-    State,
-    StoreWatch,
-    is_retryable,
-    preflight,
-)
+from synapse_objstore.verification import Check, RemoteChecker, State
 
 
 @dataclass(frozen=True)
@@ -122,12 +118,14 @@ class Offloader:
 
     async def run(self) -> None:
         await preflight(self.store)
+        silence = asyncio.ensure_future(self._stop_when_silent())
         again: list[tuple[Media, MediaOutcome]] = []
         try:
             await self._pass(self._cached_media(), again)
             if again:
                 await self._pass(_each(again), None)
         finally:
+            silence.cancel()
             await self.journal.close()
             for error in self.journal.errors:
                 self.run_summary.fail(self.journal.cache.path, error)
@@ -180,14 +178,7 @@ class Offloader:
         try:
             await self.watch.failed(error for error in outcome.errors if error is not None)
         except StoreUnusableError as error:
-            if self._stopped is None:
-                self._stopped = StoreUnusableError(
-                    f"{error}; every media done so far is recorded in {self.journal.cache.path}. "
-                    "Run the same command again once the store can be used"
-                )
-                self._stopped.__cause__ = error
-                for task in self._running - {asyncio.current_task()}:
-                    task.cancel()
+            self._stop(error)
             return
         if again is not None and outcome.retryable:
             again.append((media, outcome))
@@ -195,6 +186,23 @@ class Offloader:
         if earlier is not None:
             self.run_summary.merge(self._carried_over(earlier, outcome))
         self.run_summary.merge(outcome)
+
+    async def _stop_when_silent(self) -> None:
+        try:
+            await self.watch.silence()
+        except StoreUnusableError as error:
+            self._stop(error)
+
+    def _stop(self, error: StoreUnusableError) -> None:
+        """Stop the run: no media is started any more, and those under way are abandoned."""
+        if self._stopped is None:
+            self._stopped = StoreUnusableError(
+                f"{error}; every media done so far is recorded in {self.journal.cache.path}. "
+                "Run the same command again once the store can be used"
+            )
+            self._stopped.__cause__ = error
+            for task in self._running - {asyncio.current_task()}:
+                task.cancel()
 
     def _carried_over(self, earlier: MediaOutcome, again: MediaOutcome) -> Summary:
         """What a media's first attempt did that its second does not see again, to be

@@ -69,6 +69,7 @@ from synapse_objstore.errors import (
     EmptyDatabaseError,
     StoreUnusableError,
 )
+from synapse_objstore.health import preflight
 from synapse_objstore.media import Media, MediaOwner, parse_media_path
 from synapse_objstore.owner_marker import (
     OWNER_MARKER,
@@ -78,7 +79,6 @@ from synapse_objstore.owner_marker import (
     record_owner,
 )
 from synapse_objstore.store import ObjectInfo, ObjectStore
-from synapse_objstore.verification import preflight
 
 # Objects looked up in Synapse's database at once.
 T = TypeVar("T")

@@ -44,9 +44,9 @@ from typing import Any, TypeVar
 from synapse_objstore.backends.base import CURRENT, UNENCRYPTED, Backend, KeyedObject, KeyLabel, RewriteResult
 from synapse_objstore.cli.report import Summary, human_size
 from synapse_objstore.errors import CommandError, MediaPathError, StoreUnusableError, UnknownKeyError
+from synapse_objstore.health import preflight
 from synapse_objstore.redaction import redact
 from synapse_objstore.store import ObjectInfo, ObjectStore
-from synapse_objstore.verification import preflight
 
 T = TypeVar("T")
 

@@ -30,9 +30,10 @@ from synapse_objstore.cli.localfs import file_size
 from synapse_objstore.cli.report import Summary
 from synapse_objstore.cli.scratch_dir import ScratchDir
 from synapse_objstore.errors import MediaPathError
+from synapse_objstore.health import preflight
 from synapse_objstore.media import Media
 from synapse_objstore.store import ObjectInfo, ObjectStore
-from synapse_objstore.verification import RemoteChecker, preflight
+from synapse_objstore.verification import RemoteChecker
 
 CHUNK = 1024 * 1024
 TMP_DIR_NAME = ".objstore-offload-tmp"

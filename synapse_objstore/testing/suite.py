@@ -25,9 +25,10 @@ from synapse_objstore import io_loop
 from synapse_objstore.backends.base import ObjectMetadata
 from synapse_objstore.config import parse_store_config
 from synapse_objstore.errors import ConfigError, ObjectChangedError, ObjectStoreError, StoreUnusableError
+from synapse_objstore.health import preflight
 from synapse_objstore.store import ObjectInfo, ObjectStore
 from synapse_objstore.testing.memory import peak_memory
-from synapse_objstore.verification import RemoteChecker, State, preflight
+from synapse_objstore.verification import RemoteChecker, State
 
 T = TypeVar("T")
 

@@ -4,7 +4,8 @@
   policy (more retries than the provider's) and by one more try, at the end of the run, of
   the media that still failed because of the store.
 - A store that fails as a whole mid-run (credentials revoked, bucket gone) stops the run at
-  once with exit code 2; one object that is denied fails alone.
+  once with exit code 2; one object that is denied fails alone. So does a store that goes
+  silent, once it has been quiet for a while.
 - A copy that arrives wrong (a byte flipped on the way, or an upload acknowledged with a
   wrong ETag) is never taken for verified: the local file stays, the failure is reported.
 
@@ -29,6 +30,8 @@ from botocore.config import Config
 
 from servers.moto import MotoServer
 from servers.synapse_media import SynapseMedia, Thumb
+from synapse_objstore import health
+from synapse_objstore.cli import store_watch
 from synapse_objstore.cli.main import Context
 from synapse_objstore.config import parse_store_config
 from synapse_objstore.testing.fault_proxy import FaultProxy, Faults
@@ -212,6 +215,35 @@ def test_store_failing_as_a_whole_stops_the_run_at_once(
     assert 0 < assert_nothing_lost(synapse, moto, bucket, workdir / "cache.db") <= 40
     # and once the store is back, a rerun finishes the job
     proxy.set(deny=None, no_bucket=False)
+    upload(offload, homeserver_yaml, proxy)
+    assert_all_offloaded(synapse, moto, bucket, workdir)
+
+
+@pytest.mark.parametrize("engine", ["sqlite"])
+def test_store_going_silent_stops_the_run(
+    offload: Offload, homeserver_yaml: Path, synapse: SynapseMedia, moto: MotoServer, bucket: str, workdir: Path,
+    proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A store that stops answering mid-run (every request read, none answered) stops the run
+    once it has been quiet for QUIET_BEFORE_CHECK and the check then asked gets no answer
+    (here 2 s each, a minute and 30 s by default), with exit code 2, instead of each request
+    waiting out its 60 s read timeout once per retry (9 minutes a request, days for a large
+    media store); what was verified before is kept, and a rerun finishes the job."""
+    monkeypatch.setattr(store_watch, "QUIET_BEFORE_CHECK", 2.0)
+    monkeypatch.setattr(health, "CHECK_TIMEOUT", 2.0)
+    add_media(synapse, 40)
+    offload("--config", str(homeserver_yaml), "update", "30d")
+    proxy.schedule(30, silent=True)
+    started = time.monotonic()
+    result = offload("--config", str(homeserver_yaml), "upload", "--delete", "--jobs", "4",
+                     "--endpoint-url", proxy.endpoint_url, expect=2)
+    assert time.monotonic() - started < 20
+    message = " ".join(result.output.split())
+    assert f"cannot use s3://{bucket}/media/ at {proxy.endpoint_url}: the store did not answer in time" in message
+    assert "answered none of this run's requests for" in message and "Stopped the run" in message
+    assert proxy.stats()["silenced"] <= 4 + 1  # the uploads under way, and the check
+    assert 0 < assert_nothing_lost(synapse, moto, bucket, workdir / "cache.db") < 40
+    proxy.set(silent=False)
     upload(offload, homeserver_yaml, proxy)
     assert_all_offloaded(synapse, moto, bucket, workdir)
 

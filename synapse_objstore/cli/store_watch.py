@@ -1,0 +1,103 @@
+"""Is the store still there? Watched during a batch run (health.py's `preflight` asks before it).
+
+`StoreWatch` tells a failure of the whole store from one object's, and a store gone
+silent from one that is only slow; `is_retryable` says which failures deserve another try
+before the run ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from typing import NoReturn
+
+from synapse_objstore.errors import (
+    BucketMissingError,
+    FailureKind,
+    ObjectStoreError,
+    StoreDeniedError,
+    StoreUnusableError,
+)
+from synapse_objstore.failures import classify, is_outage
+from synapse_objstore.health import check_store
+from synapse_objstore.store import ObjectStore
+
+# How long the store may answer none of a run's calls before the run asks it whether it is
+# still there. A healthy store answers something every few seconds while a run sends it work;
+# a call that takes longer (a multipart upload of gigabytes) only costs one question a minute.
+QUIET_BEFORE_CHECK = 60.0
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether a file that failed with `error` may succeed when tried again later in the run:
+    the store failed (no answer in time, a dropped connection, an error status such as 503
+    after the client's own retries) rather than refused us. Failures of the local file, of
+    verification and denials are final for the run."""
+    return isinstance(error, ObjectStoreError) and classify(error) is not FailureKind.DENIED
+
+
+def _store_wide_suspect(error: BaseException) -> bool:
+    """A failure that may be the whole store's: a denial, or a missing bucket."""
+    return isinstance(error, (StoreDeniedError, BucketMissingError))
+
+
+class StoreWatch:
+    """Tells a failure of the whole store from one object's, and a silent store from a slow
+    one, during a run.
+
+    A single denied object proves nothing (a bucket policy may deny that key alone), and a
+    count of denials in a row would stop a run over a policy on one prefix, or miss a store
+    gone while some uploads still succeed. So a failure that may be store-wide (a denial, a
+    missing bucket) is put to the startup check (`preflight`'s question about the bucket
+    itself): when the store answers that the bucket does not exist or refuses the
+    credentials, the run stops (StoreUnusableError); when it answers, or cannot be reached,
+    the failure stays that file's. Concurrent suspicions share one check.
+
+    A store that stops answering mid-run fails no call quickly: each waits out its read
+    timeout once per retry (a batch run gives the store 8 retries of 60 s: 9 minutes a call),
+    and a run of thousands of media would go on for days. So `silence` watches when the store
+    last answered anything (`ObjectStore.last_answer`) and asks the same question once it has
+    been quiet for QUIET_BEFORE_CHECK; no answer to that either stops the run.
+    """
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+        self._check: asyncio.Future[None] | None = None
+
+    async def failed(self, errors: Iterable[BaseException]) -> None:
+        """Look at the errors a media failed with; raises StoreUnusableError if the store is unusable."""
+        if not any(_store_wide_suspect(error) for error in errors):
+            return
+        check = self._check
+        if check is None or (check.done() and (check.cancelled() or check.exception() is None)):
+            check = self._check = asyncio.ensure_future(self._ask())
+        await asyncio.shield(check)
+
+    async def _ask(self) -> None:
+        try:
+            await check_store(self.store)
+        except (StoreDeniedError, BucketMissingError) as error:
+            raise StoreUnusableError(f"{error}. Stopped the run") from error
+        except ObjectStoreError:
+            pass  # the store answered otherwise, or could not be reached: the failure stays the file's
+
+    async def silence(self) -> NoReturn:
+        """Run beside a run's work until cancelled. Each time the store has answered none of
+        its calls for QUIET_BEFORE_CHECK seconds, ask it the startup check's question; raise
+        StoreUnusableError when that is not answered either (a timeout, a connection that
+        fails), or is answered with a missing bucket or refused credentials."""
+        while True:
+            quiet = time.monotonic() - self.store.last_answer
+            if quiet < QUIET_BEFORE_CHECK:
+                await asyncio.sleep(QUIET_BEFORE_CHECK - quiet)
+                continue
+            try:
+                await check_store(self.store)
+            except ObjectStoreError as error:
+                if is_outage(error) or _store_wide_suspect(error):
+                    raise StoreUnusableError(
+                        f"{error}, and it had answered none of this run's requests for {quiet:.0f} s. Stopped the run"
+                    ) from error
+            # it answered (the check's own request set last_answer; an owner check may not have)
+            self.store.last_answer = max(self.store.last_answer, time.monotonic())
