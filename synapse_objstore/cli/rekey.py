@@ -23,7 +23,9 @@ Two runs at once are harmless: each object is rewritten from what the store hold
 configured key to the same bytes under the current key, and a rewrite that fails because the
 other run got there first is checked again and counted as done. A listing that fails (the store
 down, or answering errors, after the client's retries) stops the run once the objects under way
-are done: StoreUnusableError (exit code 2), after the summary of what was done so far.
+are done: StoreUnusableError (exit code 2), after the summary of what was done so far. So does
+a store that goes silent (cli/store_watch.py), at once: the rewrites under way are abandoned,
+each whole or not at all, as when the run is killed.
 
 Every object under the prefix is rekeyed, markers too (the owner marker, ownership.py): the
 provider and the CLI read them through the same keys, and one left under an old key would be
@@ -43,6 +45,7 @@ from typing import Any, TypeVar
 
 from synapse_objstore.backends.base import CURRENT, UNENCRYPTED, Backend, KeyedObject, KeyLabel, RewriteResult
 from synapse_objstore.cli.report import Summary, human_size
+from synapse_objstore.cli.store_watch import watched
 from synapse_objstore.errors import CommandError, MediaPathError, StoreUnusableError, UnknownKeyError
 from synapse_objstore.health import preflight
 from synapse_objstore.redaction import redact
@@ -162,6 +165,13 @@ class Rekeyer:
 
     async def run(self) -> None:
         await preflight(self.store)
+        try:
+            await watched(self.store, self._rekey_listed())
+        except StoreUnusableError:
+            self.summary.stopped = self.summary.stopped or f"{self.store.backend.describe()} stopped answering"
+            raise
+
+    async def _rekey_listed(self) -> None:
         slots = asyncio.Semaphore(self.jobs)
         running: set[asyncio.Task[None]] = set()
 
@@ -190,6 +200,11 @@ class Rekeyer:
                 f"{'found to need rewriting' if self.summary.dry_run else 'rewritten under the current key'}; "
                 "run the same command again once the store can be used: it finds only what is left"
             ) from error
+        except asyncio.CancelledError:  # stopped (the store went silent): so is each rewrite under way
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            raise
         await asyncio.gather(*running)
 
     async def _object(self, info: ObjectInfo) -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
-from typing import NoReturn
+from collections.abc import Coroutine, Iterable
+from typing import Any, NoReturn, TypeVar
 
 from synapse_objstore.errors import (
     BucketMissingError,
@@ -22,6 +22,8 @@ from synapse_objstore.errors import (
 from synapse_objstore.failures import classify, is_outage
 from synapse_objstore.health import check_store
 from synapse_objstore.store import ObjectStore
+
+T = TypeVar("T")
 
 # How long the store may answer none of a run's calls before the run asks it whether it is
 # still there. A healthy store answers something every few seconds while a run sends it work;
@@ -101,3 +103,22 @@ class StoreWatch:
                     ) from error
             # it answered (the check's own request set last_answer; an owner check may not have)
             self.store.last_answer = max(self.store.last_answer, time.monotonic())
+
+
+async def watched(store: ObjectStore, work: Coroutine[Any, Any, T]) -> T:
+    """Run `work`, a command's run over `store`, and `StoreWatch(store).silence()` beside it:
+    when the store goes silent, `work` is cancelled (it must cancel what it started: a batch
+    command is safe to stop anywhere, as it is to kill) and StoreUnusableError is raised."""
+    task = asyncio.ensure_future(work)
+    silence = asyncio.ensure_future(StoreWatch(store).silence())
+    try:
+        await asyncio.wait({task, silence}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        silence.cancel()
+    stopped = silence.exception() if silence.done() and not silence.cancelled() else None
+    if stopped is not None and task.cancelled():
+        raise stopped
+    return task.result()

@@ -1,13 +1,15 @@
 """`rekey` against a store that fails mid-run (the fault proxy in front of Ceph RGW, which
 enforces SSE-C): the listing's later pages answered 503 or reset after some objects were
-rekeyed. The run ends as the other commands do when the store becomes unusable: the error
-named, exit code 2, the summary of what it did, the --metrics-file written; a rerun finishes."""
+rekeyed, or never answered. The run ends as the other commands do when the store becomes
+unusable: the error named, exit code 2, the summary of what it did, the --metrics-file written;
+a rerun finishes."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import time
 from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,9 @@ import pytest
 import yaml
 
 from servers.ceph_rgw import CephRGW
+from synapse_objstore import health
 from synapse_objstore.backends.s3.backend import S3Backend
+from synapse_objstore.cli import store_watch
 from synapse_objstore.testing.fault_proxy import FaultProxy
 from tests.support.offload import Offload
 from tests.support.s3 import OTHER_KEY, SSE_KEY, rgw_client
@@ -107,4 +111,36 @@ def test_a_listing_that_fails_mid_run_stops_with_exit_2_its_summary_and_metrics(
     again = json.loads(offload("--json", "rekey", "--apply", "--store-config", "proxied.yaml").stdout)
     assert again["objects_current"] == PAGE and again["objects_rekeyed"] == len(NAMES) - PAGE
     assert not again["stopped"]
+    assert [under(s3, rgw_bucket, name) for name in NAMES] == ["current"] * len(NAMES)
+
+
+def test_a_store_going_silent_mid_run_stops_it_with_exit_2(
+    offload: Offload, rgw: CephRGW, rgw_bucket: str, workdir: Path, proxy: FaultProxy,
+    listing_fails_after_its_first_page: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The listing's next page, and the check then asked about the bucket, never answered: the
+    run stops once the store has been quiet for QUIET_BEFORE_CHECK and the check got no answer
+    (2 s each here), not after the read timeout once per retry (9 minutes a request)."""
+    monkeypatch.setattr(store_watch, "QUIET_BEFORE_CHECK", 2.0)
+    monkeypatch.setattr(health, "CHECK_TIMEOUT", 2.0)
+    s3 = rgw_client(rgw)
+    for name in NAMES:
+        s3.put_object(Bucket=rgw_bucket, Key=PREFIX + name, Body=os.urandom(2000),
+                      SSECustomerAlgorithm="AES256", SSECustomerKey=OTHER_KEY)
+    (workdir / "proxied.yaml").write_text(yaml.safe_dump(config(rgw, rgw_bucket, proxy.endpoint_url)))
+    listing_fails_after_its_first_page.update(silent=True)
+
+    started = time.monotonic()
+    result = offload("--json", "rekey", "--apply", "--jobs", "2", "--store-config", "proxied.yaml", expect=2)
+    assert time.monotonic() - started < 20
+    message = " ".join(result.stderr.split())
+    assert f"cannot use s3://{rgw_bucket}/{PREFIX} at {proxy.endpoint_url}: the store did not answer in time" in message
+    assert "Stopped the run" in message and "Traceback" not in result.output
+    summary = json.loads(result.stdout)
+    assert summary["objects_listed"] == PAGE and summary["objects_rekeyed"] == PAGE and summary["stopped"]
+
+    listing_fails_after_its_first_page.clear()
+    proxy.set(silent=False, match=None)
+    again = json.loads(offload("--json", "rekey", "--apply", "--store-config", "proxied.yaml").stdout)
+    assert again["objects_current"] == PAGE and again["objects_rekeyed"] == len(NAMES) - PAGE
     assert [under(s3, rgw_bucket, name) for name in NAMES] == ["current"] * len(NAMES)
