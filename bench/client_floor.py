@@ -13,14 +13,30 @@ back: list the bucket, `get_object` each key, read the body whole and write the 
 CPU per file, less its start-up (imports and the client, reported apart), is the floor that
 `objstore-offload upload` cannot go under while it uses s3fs; the gap between that and rclone's
 is what Python and botocore cost, not our code.
+
+    bench/run floor --stream        # the provider stream's floor instead (issue 15): 7 runs
+    bench/run floor --stream --runs 9 --stream-mib 256
+
+The stream lanes read one 256 MiB object with each client of the required stack alone, with
+boto3 as the reference, and with our S3 backend's ObjectStream without the reactor, with only
+the thread hop to a Twisted reactor, and through our whole responder (bench/stream_floor_worker.py
+lists the lanes); three of them again under jemalloc, the allocator Synapse's Docker image
+preloads. Each run starts every lane in a fresh process, in a shuffled order, and each process
+warms up with one read, then times --reads more; CPU is the process's own (getrusage, all
+threads) per read, so imports and the start-up never count. The table gives medians over all
+reads, in ms per 256 MiB and as a ratio to boto3's, with the minor page faults per read and
+the context switches per read and each thread's CPU per read.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -91,15 +107,104 @@ def make_files(root: Path, count: int, seed: int) -> int:
     return total
 
 
+STREAM_LANES = ("boto3", "aiobotocore", "aiohttp", "aiohttp-any", "ours", "ours-hop", "responder")
+# A lane named "<lane>@jemalloc" runs under jemalloc (LD_PRELOAD, as Synapse's Docker image runs it):
+# glibc's malloc gives back and faults in again the heap the two-thread stream's buffers churn.
+JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"  # Debian's libjemalloc2
+DEFAULT_LANES = STREAM_LANES + tuple(f"{lane}@jemalloc" for lane in ("boto3", "ours", "responder"))
+
+
+def stream_floor(args: argparse.Namespace, work: Path) -> None:
+    """The stream lanes (see the module's docstring), on one moto server."""
+    import boto3
+
+    size = args.stream_mib * 1024 * 1024
+    if not os.path.exists(JEMALLOC):
+        print(f"{JEMALLOC} missing (Debian's libjemalloc2): its lanes are left out", file=sys.stderr)
+        args.lanes = [lane for lane in args.lanes if not lane.endswith("@jemalloc")]
+    blob = work / "big"
+    with blob.open("wb") as out:
+        out.writelines(os.urandom(1024 * 1024) for _ in range(args.stream_mib))
+    with MotoServer(work / "logs") as moto:
+        client = {"endpoint_url": moto.endpoint_url, "region_name": CREDENTIALS["AWS_DEFAULT_REGION"],
+                  "aws_access_key_id": CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                  "aws_secret_access_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"]}
+        s3 = boto3.client("s3", **client)
+        bucket, key = "stream-floor", "stream/big"
+        s3.create_bucket(Bucket=bucket)
+        s3.upload_file(str(blob), bucket, key)
+        blob.unlink()
+        url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=24 * 3600)
+        env = clean_environment({**CREDENTIALS, "PYTHONPATH": str(HERE.parent)})
+        worker = str(HERE / "stream_floor_worker.py")
+        cpu_ms: dict[str, list[float]] = {lane: [] for lane in args.lanes}
+        faults: dict[str, list[float]] = {lane: [] for lane in args.lanes}
+        switches: dict[str, list[float]] = {lane: [] for lane in args.lanes}
+        threads: dict[str, dict[str, list[float]]] = {lane: {} for lane in args.lanes}
+        rng = random.Random(args.seed)
+        for run in range(args.runs):
+            order = list(args.lanes)
+            rng.shuffle(order)
+            load = os.getloadavg()[0]
+            for lane in order:
+                name, _, allocator = lane.partition("@")
+                lane_env = {**env, "LD_PRELOAD": JEMALLOC} if allocator == "jemalloc" else env
+                spec = {"lane": name, "client": client, "bucket": bucket, "key": key, "media_path": key,
+                        "url": url, "size": size, "reads": args.reads}
+                done = subprocess.run([sys.executable, worker, json.dumps(spec)], env=lane_env, cwd=work,
+                                      capture_output=True, text=True, timeout=900)
+                lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT: ")]
+                if done.returncode or not lines:
+                    print(f"run {run + 1} {lane}: FAILED (exit {done.returncode})\n{done.stderr[-2000:]}", flush=True)
+                    continue
+                result = json.loads(lines[-1][len("RESULT: "):])
+                reads = result["reads"]
+                cpu_ms[lane] += [r["cpu_s"] * 1000 for r in reads]
+                faults[lane] += [r["page_faults"] for r in reads]
+                switches[lane] += [r["context_switches"] for r in reads]
+                for name, cpu_s in result["thread_cpu_s"].items():
+                    threads[lane].setdefault(name, []).append(cpu_s * 1000)
+                print(f"run {run + 1} (load {load:.1f}) {lane:21s} CPU ms per read: "
+                      + " ".join(f"{r['cpu_s'] * 1000:.1f}" for r in reads)
+                      + "  page faults: " + " ".join(str(r["page_faults"]) for r in reads)
+                      + f"  ({size / min(r['seconds'] for r in reads) / 1e6:.0f} MB/s best)", flush=True)
+    reference = statistics.median(cpu_ms["boto3"]) if cpu_ms.get("boto3") else None
+    print(f"\n{args.stream_mib} MiB stream, medians of {args.runs} runs x {args.reads} reads, CPU ms per stream:")
+    print("| lane | CPU ms | x boto3 | spread (min-max) | page faults | context switches | CPU ms by thread |\n"
+          "|---|---|---|---|---|---|---|")
+    for lane in args.lanes:
+        if cpu_ms[lane]:
+            median = statistics.median(cpu_ms[lane])
+            ratio = f"{median / reference:.2f}x" if reference else "-"
+            by_thread = ", ".join(f"{name} {statistics.median(values):.0f}"
+                                  for name, values in sorted(threads[lane].items(), key=lambda item: -sum(item[1])))
+            print(f"| {lane} | {median:.1f} | {ratio} | {min(cpu_ms[lane]):.1f}-{max(cpu_ms[lane]):.1f} "
+                  f"| {statistics.median(faults[lane]):.0f} | {statistics.median(switches[lane]):.0f} | {by_thread} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=4000)
     parser.add_argument("--jobs", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seed", type=int, default=15)
+    parser.add_argument("--stream", action="store_true", help="the provider stream's floor instead of the files")
+    parser.add_argument("--runs", type=int, default=7, help="--stream: runs, each lane once per run")
+    parser.add_argument("--reads", type=int, default=3, help="--stream: timed reads per lane and run")
+    parser.add_argument("--stream-mib", type=int, default=256, help="--stream: the object's size")
+    parser.add_argument("--lanes", type=lambda text: text.split(","), default=list(DEFAULT_LANES),
+                        help="--stream: the lanes, comma-separated (boto3 is the reference; '<lane>@jemalloc' runs "
+                        f"one under jemalloc); by default {','.join(DEFAULT_LANES)}")
     args = parser.parse_args()
     import boto3  # the bench venv's; used only to make and drop buckets
     work = Path(tempfile.mkdtemp(prefix="objstore-floor-"))
+    if args.stream:
+        try:
+            (work / "logs").mkdir()
+            stream_floor(args, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return
     try:
         files = work / "files"
         (work / "logs").mkdir()
