@@ -18,8 +18,8 @@ Lanes (spec["lane"]):
   ours-hop     the same, each chunk handed to a Twisted reactor in another thread with
                callFromThread (the responder's hop alone, without its flow control)
   responder    our ObjectResponder streaming the object into a byte-counting consumer on that
-               reactor: the provider's whole path, less Synapse (its HTTP, logging contexts,
-               reactor metrics and LoopingCalls)
+               reactor: the provider's whole path, less Synapse's HTTP request, logging contexts
+               and LoopingCalls (importing Synapse installs its reactor's poll metrics)
 """
 
 from __future__ import annotations
