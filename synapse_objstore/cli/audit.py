@@ -17,16 +17,23 @@ An equal ETag proves the content, which the size and sha256
 metadata of a HEAD only vouch for. A file the listing lacks, or lists with another size, and
 one whose ETag proves nothing (SSE-C, multipart) while a sha256 is known, are asked about with
 a HEAD, and judged on it as before.
+
+A file found good is counted only once a second listing, at the end of the run, shows it still
+there, with the same size (and the same ETag, where a listing was what found it good): an
+object deleted or replaced while the run went on is not called verified. A file that second
+listing lacks or shows changed is asked about with a HEAD, and judged on it, as one the first
+listing lacked.
 """
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 from synapse_objstore.cli.cache_db import CacheDb
+from synapse_objstore.cli.each import each
 from synapse_objstore.cli.journal import Journal
-from synapse_objstore.cli.listing_index import ListingIndex
+from synapse_objstore.cli.listing_index import Counted, ListingIndex
 from synapse_objstore.cli.report import Summary
 from synapse_objstore.cli.synapse_db import SynapseDb
 from synapse_objstore.errors import MediaPathError
@@ -61,32 +68,27 @@ class Auditor:
         await preflight(self.store)
         self.index = await ListingIndex.of(self.store)
         try:
-            await self._audit()
+            # one media's (or file's) bug must not end the audit
+            await each(self._offloaded(), self._media, self.jobs, (Exception,),
+                       lambda row, error: self._bug(row[1].describe(), error), lambda: self.progress.update(1))
+            await self.index.relist(self.store)
+            files, size = self.index.confirmed()
+            self.summary.add(files_verified=files, bytes_verified=size)
+            await each(self.index.unconfirmed(), self._check_again, self.jobs, (Exception,),
+                       lambda counted, error: self._bug(counted.path, error))
         finally:
             self.index.close()
 
-    async def _audit(self) -> None:
-        slots = asyncio.Semaphore(self.jobs)
-        running: set[asyncio.Task[None]] = set()
+    def _bug(self, path: str, error: Exception) -> None:
+        self.summary.fail(path, f"{type(error).__name__}: {error}")
 
-        async def one(media: Media) -> None:
-            try:
-                await self._media(media)
-            except Exception as error:  # one media's bug must not end the audit
-                self.summary.fail(media.describe(), f"{type(error).__name__}: {error}")
-            finally:
-                slots.release()
-                self.progress.update(1)
-
+    async def _offloaded(self) -> AsyncIterator[tuple[int, Media]]:
+        """Each offloaded media, with its rowid in cache.db."""
         after = -1
         while page := await self.journal.call(self.journal.cache.media_page, True, after):
             after = page[-1][0]
-            for _, media in page:
-                await slots.acquire()
-                task = asyncio.create_task(one(media))
-                running.add(task)
-                task.add_done_callback(running.discard)
-        await asyncio.gather(*running)
+            for row in page:
+                yield row
 
     def _lookups(self, media: Media) -> tuple[list[Expected], list[ObjectInfo | None]]:
         """Each file of the media, with what is known of it, and the listing's entry for each.
@@ -130,48 +132,86 @@ class Auditor:
             return None
         return VERIFIED if sha256 is None or not self.store.backend.keeps_metadata else None
 
-    async def _media(self, media: Media) -> None:
+    async def _media(self, row: tuple[int, Media]) -> None:
+        rowid, media = row
         self.summary.add(media=1)
         expected, listed = await self.journal.call(self._lookups, media)
-        for (media_path, size, sha256, md5), found in zip(expected, listed, strict=True):
-            judged = self._judged_by_listing(found, size, sha256, md5)
-            if judged == VERIFIED:
-                assert found is not None
-                self.summary.add(files_verified=1, bytes_verified=found.size)
-                continue
-            if judged == READ_BACK:
-                assert md5 is not None and found is not None
-                await self._read_back(media_path, md5, found.size)
-                continue
+        assert self.index is not None
+        for file, found in zip(expected, listed, strict=True):
+            good = await self._check(file, found, str(rowid))
+            if good is not None:
+                await self.index.counted(good)
+
+    async def _check_again(self, counted: Counted) -> None:
+        """Judge a file the second listing did not confirm on a HEAD's answer; count it if it is good."""
+        file = await self.journal.call(self._expected_file, int(counted.note), counted.path)
+        if file is None:  # cache.db changed under the run (verify holds its lock: by hand)
+            self.summary.fail(counted.path, "no longer offloaded in cache.db")
+            return
+        try:
+            info = await self.store.info(counted.path)
+        except (OSError, MediaPathError) as error:
+            self.summary.fail(counted.path, error)
+            return
+        good = await self._check(file, info, counted.note, asked=True)
+        if good is not None:
+            self.summary.add(files_verified=1, bytes_verified=good.size)
+
+    def _expected_file(self, rowid: int, media_path: str) -> Expected | None:
+        """What is known of the file at `media_path` of the offloaded media at `rowid` of cache.db. Blocking."""
+        page = self.journal.cache.media_page(True, rowid - 1, 1)
+        if not page or page[0][0] != rowid:
+            return None
+        return next((file for file in self._expected(page[0][1]) if file[0] == media_path), None)
+
+    async def _check(self, file: Expected, found: ObjectInfo | None, note: str, asked: bool = False) -> Counted | None:
+        """Judge a file on `found`: its entry in the listing (None: not listed), or, `asked`, a
+        HEAD's answer; what that does not prove is read back, or asked about with a HEAD (unless
+        `found` is one). A failure goes to the summary; a file found good is returned, as it
+        was found, for the second listing to confirm (`note`: its media's rowid in cache.db,
+        to look it up again)."""
+        media_path, size, sha256, md5 = file
+        judged = self._judged_by_listing(found, size, sha256, md5)
+        if judged == VERIFIED:
+            assert found is not None
+            return Counted(media_path, found.size, None if asked else found.etag, note)
+        if judged == READ_BACK:
+            assert md5 is not None and found is not None
+            good = await self._read_back(media_path, md5)
+            return Counted(media_path, found.size, None if asked else found.etag, note) if good else None
+        info = found
+        if not asked:
             try:
                 info = await self.store.info(media_path)
             except (OSError, MediaPathError) as error:
                 self.summary.fail(media_path, error)
-                continue
-            if info is None:
-                self._missing(media_path)
-            elif size is not None and info.size != size:
-                self.summary.fail(media_path, f"remote size {info.size} != expected {size}")
-            elif sha256 is not None and info.sha256 is not None and info.sha256 != sha256:
-                self.summary.fail(media_path, f"corrupted copy: the object's sha256 metadata {info.sha256} is not "
-                                              f"the content's sha256 {sha256}")
-            else:
-                self.summary.add(files_verified=1, bytes_verified=info.size)
+                return None
+        if info is None:
+            self._missing(media_path)
+        elif size is not None and info.size != size:
+            self.summary.fail(media_path, f"remote size {info.size} != expected {size}")
+        elif sha256 is not None and info.sha256 is not None and info.sha256 != sha256:
+            self.summary.fail(media_path, f"corrupted copy: the object's sha256 metadata {info.sha256} is not "
+                                          f"the content's sha256 {sha256}")
+        else:
+            return Counted(media_path, info.size, None, note)
+        return None
 
-    async def _read_back(self, media_path: str, md5: str, size: int) -> None:
-        """Judge a file by the MD5 of its object's content, read back."""
+    async def _read_back(self, media_path: str, md5: str) -> bool:
+        """Judge a file by the MD5 of its object's content, read back: True if it is the file's."""
         try:
             remote = await self.checker.remote_md5(media_path)
         except (OSError, MediaPathError) as error:
             self.summary.fail(media_path, error)
-            return
+            return False
         if remote is None:
             self._missing(media_path)
         elif remote != md5.lower():
             self.summary.fail(media_path, f"corrupted copy: the MD5 of the object's content, {remote}, is not the MD5 "
                                           f"of the file offloaded, {md5.lower()}")
         else:
-            self.summary.add(files_verified=1, bytes_verified=size)
+            return True
+        return False
 
     def _missing(self, media_path: str) -> None:
         self.summary.add(files_missing=1)

@@ -17,6 +17,11 @@ an object the listing lacks is copied (as one a HEAD found missing would be), on
 compared as before. A copy is checked against the ETag of the upload's reply where the target
 gives MD5 ETags (as `upload` checks its copies), else with a HEAD. The scratch copy is not
 flushed to disk: it is read back at once and deleted.
+
+An object is counted migrated only once a second listing of the target, at the end of the run,
+shows it still there with the same size (and the same ETag, where the first listing was what
+showed the copy good): one deleted or replaced in the target while the run went on is looked at
+with a HEAD, copied again where it is not the source's, and checked, as at its first turn.
 """
 
 from __future__ import annotations
@@ -24,11 +29,13 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+from collections.abc import AsyncIterator
 from typing import Any
 
 from synapse_objstore.backends.base import ObjectMetadata
 from synapse_objstore.checksums import LocalDigest
-from synapse_objstore.cli.listing_index import ListingIndex
+from synapse_objstore.cli.each import each
+from synapse_objstore.cli.listing_index import Counted, ListingIndex
 from synapse_objstore.cli.ownership import OWNER_MARKER, check_same_owner
 from synapse_objstore.cli.report import Summary
 from synapse_objstore.cli.restore import download
@@ -57,32 +64,39 @@ class Migrator:
         await check_same_owner(self.source, self.target)
         self.index = await ListingIndex.of(self.target)
         try:
-            await self._copy_all()
+            with tempfile.TemporaryDirectory(prefix="objstore-migrate-") as tmp_dir:
+                await each(self._source_objects(), lambda info: self._first_copy(info, tmp_dir), self.jobs,
+                           (OSError, MediaPathError), lambda info, error: self.summary.fail(info.media_path, error),
+                           lambda: self.progress.update(1))
+                await self.index.relist(self.target)
+                files, size = self.index.confirmed()
+                self.summary.add(files_verified=files, bytes_verified=size)
+                await each(self.index.unconfirmed(), lambda counted: self._copy_again(counted, tmp_dir), self.jobs,
+                           (OSError, MediaPathError), lambda counted, error: self.summary.fail(counted.path, error))
         finally:
             self.index.close()
 
-    async def _copy_all(self) -> None:
-        slots = asyncio.Semaphore(self.jobs)
-        running: set[asyncio.Task[None]] = set()
-        with tempfile.TemporaryDirectory(prefix="objstore-migrate-") as tmp_dir:
+    async def _source_objects(self) -> AsyncIterator[ObjectInfo]:
+        async for info in self.source.list():
+            if info.media_path != OWNER_MARKER:
+                yield info
 
-            async def one(info: ObjectInfo) -> None:
-                try:
-                    await self._object(info, tmp_dir)
-                except (OSError, MediaPathError) as error:
-                    self.summary.fail(info.media_path, error)
-                finally:
-                    slots.release()
-                    self.progress.update(1)
+    async def _first_copy(self, info: ObjectInfo, tmp_dir: str) -> None:
+        """Copy an object unless the first listing of the target shows a verified copy; what
+        is found good is handed to the index, for the second listing to confirm."""
+        assert self.index is not None
+        existing = await asyncio.to_thread(self.index.get, info.media_path)
+        good = await self._object(info, tmp_dir, existing)
+        if good is not None:
+            await self.index.counted(good)
 
-            async for info in self.source.list():
-                if info.media_path == OWNER_MARKER:
-                    continue
-                await slots.acquire()
-                task = asyncio.create_task(one(info))
-                running.add(task)
-                task.add_done_callback(running.discard)
-            await asyncio.gather(*running)
+    async def _copy_again(self, counted: Counted, tmp_dir: str) -> None:
+        """An object the second listing did not confirm: judged on a HEAD of the target, copied
+        again unless that shows a verified copy, and counted once its copy is verified."""
+        source = ObjectInfo(counted.path, counted.size, counted.note or None)
+        good = await self._object(source, tmp_dir, await self.target.info(counted.path))
+        if good is not None:
+            self.summary.add(files_verified=1, bytes_verified=good.size)
 
     async def _source_metadata(self, media_path: str) -> ObjectMetadata:
         """The source object's metadata, from a HEAD: a listing has none, nor every GET."""
@@ -95,10 +109,14 @@ class Migrator:
         rather than the object read back."""
         return await self.checker.check(media_path, digest, listed if self.checker.scheme.gives_checksums else None)
 
-    async def _object(self, info: ObjectInfo, tmp_dir: str) -> None:
+    async def _object(self, info: ObjectInfo, tmp_dir: str, existing: ObjectInfo | None) -> Counted | None:
+        """Copy an object of the source unless `existing`, the target's (its entry in the
+        listing, or a HEAD's answer; None: not there), is a verified copy of it. A failure goes
+        to the summary; a copy found good is returned, as found: with the ETag of `existing`
+        where that was what showed it good, else with its size alone (the note: the source's
+        ETag, to copy it again)."""
         media_path = info.media_path
-        assert self.index is not None
-        existing = await asyncio.to_thread(self.index.get, media_path)
+        found = Counted(media_path, info.size, existing.etag if existing is not None else None, info.etag or "")
         if (
             existing is not None
             and existing.size == info.size
@@ -107,12 +125,11 @@ class Migrator:
             and existing.etag is not None
             and existing.etag == info.etag
         ):
-            self.summary.add(files_verified=1, bytes_verified=info.size)
-            return
+            return found
         if self.dry_run:
             if existing is None or existing.size != info.size:
                 self.summary.add(files_copied=1, bytes_copied=info.size)
-            return
+            return None
         local_path = os.path.join(tmp_dir, media_path.replace("/", "_"))
         try:
             got = await download(self.source, info, local_path, tmp_dir, self.source_etag_is_md5, durable=False)
@@ -125,16 +142,17 @@ class Migrator:
                 if kept.sha256 is not None and kept.sha256 != digest.sha256:
                     self.summary.fail(media_path, f"the source object's sha256 metadata {kept.sha256} is not the "
                                                   f"sha256 of its content, {digest.sha256}: corrupted, not copied")
-                    return
+                    return None
                 metadata = ObjectMetadata(kept.content_type, digest.sha256)
                 checksum = await self.target.put_file(local_path, media_path, metadata=metadata)
                 self.summary.add(files_copied=1, bytes_copied=info.size)
                 check = await self.checker.check_upload(media_path, digest, checksum)
+                found = Counted(media_path, info.size, None, info.etag or "")
         finally:
             # a stat and an unlink, in line so that they run even while the task is cancelled
             if os.path.exists(local_path):  # noqa: ASYNC240
                 os.remove(local_path)
         if check.state is not State.VERIFIED:
             self.summary.fail(media_path, check.after_upload("copy in the target"))
-            return
-        self.summary.add(files_verified=1, bytes_verified=info.size)
+            return None
+        return found

@@ -1,7 +1,8 @@
 """restore, verify and migrate read one flat listing of the store rather than asking about each
 file: no HEAD per file (and no LIST per media) where the listing tells what they need. What
 the listing proves is checked as a HEAD's answer was: an object that holds other content than
-the file offloaded is caught by its ETag."""
+the file offloaded is caught by its ETag. verify and migrate list once more at the end, to
+confirm that what they count is still there: one more LIST per 1,000 objects, no HEAD."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ def test_verify_and_restore_ask_about_no_file_the_listing_shows(
     counts = requests_to(moto, bucket, since=offset)
     # the 11 MiB original went up in parts: its ETag is no MD5, its sha256 metadata is asked for
     assert counts["HEAD object"] <= 1 + 2, counts  # + the owner marker, + the preflight
+    assert counts["GET bucket"] == 2, counts  # the listing (one page), and the second one at the end
 
     offset = log_offset(moto)
     restored = json.loads(offload("--json", *config, "restore").stdout)
@@ -82,6 +84,8 @@ def test_migrate_asks_neither_store_about_each_object(
     source, copies = requests_to(moto, bucket, since=offset), requests_to(moto, target, since=offset)
     assert source["HEAD object"] <= 2, source  # the owner marker, the preflight
     assert copies["HEAD object"] <= 3, copies  # the owner marker, the preflight, the multipart original
+    # the source is listed once, to copy it; the target twice (one page each), at the start and at the end
+    assert (source["GET bucket"], copies["GET bucket"]) == (1, 2), (source, copies)
     for path in dataset.old:
         was = client.head_object(Bucket=bucket, Key=f"media/{path}")
         now = client.head_object(Bucket=target, Key=f"media/{path}")
