@@ -31,12 +31,13 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import enum
+import functools
 import os
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from synapse_objstore.backends.base import SHA256_HEX, LocalContent, ObjectMetadata
+from synapse_objstore.backends.base import SHA256_HEX, ObjectMetadata
 from synapse_objstore.checksums import LocalDigest
 from synapse_objstore.cli.cache_db import CacheDb, FileRecord, MediaInfo
 from synapse_objstore.cli.journal import Journal
@@ -47,6 +48,7 @@ from synapse_objstore.media import Media, parse_media_path
 from synapse_objstore.store import ObjectStore
 from synapse_objstore.verification import (
     Check,
+    LocalRead,
     RemoteChecker,
     State,
     StoreWatch,
@@ -224,10 +226,11 @@ class Offloader:
         self.summary.add(media=1)
         known = self._infos.pop((media.origin, media.media_id), _UNKNOWN)
         try:
-            files = await asyncio.to_thread(media.local_files, self.options.base_path)
+            local = await asyncio.to_thread(self._read_media, media)
         except ValueError as error:
             self.summary.fail(media.describe(), error)
             return
+        files = list(local)
         if not files:
             if not self.options.dry_run:
                 self.journal.mark_deleted(media)
@@ -242,9 +245,11 @@ class Offloader:
         # where the store can do that. When it was absent, the thumbnails are taken as absent
         # too (both tools upload the original first) and put without a lookup each: one that
         # was there after all is only put again. Else each is looked up and compared.
-        first = await self.upload_file(files[0], Upload.CREATE, *expected[files[0]], media)
+        first = await self.upload_file(files[0], Upload.CREATE, *expected[files[0]], media, local.pop(files[0]))
         rest_mode = Upload.PUT if first is not None and first[1] else Upload.LOOK
-        rest = await asyncio.gather(*(self.upload_file(path, rest_mode, *expected[path], media) for path in files[1:]))
+        rest = await asyncio.gather(*(self.upload_file(path, rest_mode, *expected[path], media, read)
+                                      for path, read in local.items()))
+        del local  # the bytes kept for the uploads
         for media_path, result in zip(files, [first, *rest], strict=True):
             if result is not None:
                 digests[media_path], was_uploaded = result
@@ -260,36 +265,44 @@ class Offloader:
         describe = self.store.backend.describe()
         records = [FileRecord(p, media.origin, media.media_id, d.size, d.md5, describe, d.sha256)
                    for p, d in digests.items()]
+        # With --delete, the local files go in the commit's own worker-thread turn, right after
+        # it (with the other media of that commit), never before it succeeded.
+        remove = functools.partial(self._remove_local, digests) if self.options.delete else None
         try:
-            await self.journal.record_files(records)
+            removed = await self.journal.record_files(records, remove)
         except Exception as error:  # whatever sqlite raised, nothing is deleted
             for media_path in digests:
                 self.summary.fail(media_path, f"verified, but not deleted: could not record it in cache.db: {error}")
             return
-        if self.options.delete:
-            await self._delete(media, files, digests)
+        if removed is not None:
+            self._count_deleted(media, files, digests, removed)
 
     async def upload_file(self, media_path: str, mode: Upload = Upload.LOOK, sha256: str | None = None,
                           content_type: str | None = None, media: Media | None = None,
-                          ) -> tuple[LocalDigest, bool] | None:
+                          read: LocalRead | OSError | None = None) -> tuple[LocalDigest, bool] | None:
         """Make sure the remote copy of one file is verified. Returns its digest and whether
         it was (or, in a dry run, would be) uploaded; None, after recording the failure, if not.
 
         `sha256`: what Synapse recorded for the file's content; a local file with another is
-        corrupted, and neither uploaded nor counted verified. `content_type`: the object's."""
+        corrupted, and neither uploaded nor counted verified. `content_type`: the object's.
+        `read`: the file already read (`_read_media`), or the error reading it gave; else it
+        is read here."""
         local_path = os.path.join(self.options.base_path, media_path)
-        content: LocalContent | None = None
-        try:
-            if mode is Upload.LOOK or self.options.dry_run:
-                digest = await self.checker.digest(local_path)
-            else:  # about to be uploaded: the bytes read for the digest are the ones sent
-                digest, content = await self.checker.digest_for_upload(local_path)
-        except FileNotFoundError:
+        if read is None:
+            try:
+                if mode is Upload.LOOK or self.options.dry_run:
+                    read = await self.checker.digest(local_path), None
+                else:  # about to be uploaded: the bytes read for the digest are the ones sent
+                    read = await self.checker.digest_for_upload(local_path)
+            except OSError as error:
+                read = error
+        if isinstance(read, FileNotFoundError):
             self.summary.fail(media_path, f"local file {local_path} vanished during the run")
             return None
-        except OSError as error:
-            self.summary.fail(media_path, f"cannot read local file {local_path}: {error.strerror or error}")
+        if isinstance(read, OSError):
+            self.summary.fail(media_path, f"cannot read local file {local_path}: {read.strerror or read}")
             return None
+        digest, content = read
         if sha256 is not None and digest.sha256 != sha256.lower():
             of = f" of media {media.describe()}" if media is not None else ""
             self.summary.fail(media_path, (
@@ -325,6 +338,20 @@ class Offloader:
             self.summary.fail(media_path, error)
             return None
 
+    def _read_media(self, media: Media) -> dict[str, LocalRead | OSError]:
+        """Blocking: the media's local files (`Media.local_files`, in its order), each read
+        and digested, its bytes kept for its upload (not in a dry run), or the error reading
+        it gave. One worker thread's turn for the whole media, rather than one per file and
+        per step: the hand-over to a thread costs more than reading a thumbnail."""
+        read: dict[str, LocalRead | OSError] = {}
+        for media_path in media.local_files(self.options.base_path):
+            local_path = os.path.join(self.options.base_path, media_path)
+            try:
+                read[media_path] = self.checker.read_local(local_path, not self.options.dry_run)
+            except OSError as error:  # fails that file alone (upload_file says how)
+                read[media_path] = error
+        return read
+
     async def _remote_is_reference(self, media_path: str, digest: LocalDigest) -> str | None:
         """Why the remote copy, not the differing local file, holds the right content; None if nothing does.
 
@@ -359,10 +386,22 @@ class Offloader:
         self.summary.add(files_verified=1, bytes_verified=digest.size)
         return digest, True
 
-    async def _delete(self, media: Media, files: list[str], digests: dict[str, LocalDigest]) -> None:
+    def _remove_local(self, digests: dict[str, LocalDigest]) -> list[OSError | None] | Exception:
+        """Blocking: `remove_media_files` for the verified files, each only if it is still the
+        file that was read (its identity). What it raised is returned, not raised: it must not
+        be taken for a failed commit of cache.db."""
+        try:
+            return remove_media_files(self.options.base_path,
+                                      [(media_path, digest.identity) for media_path, digest in digests.items()])
+        except Exception as error:  # fails this media only (see _count_deleted)
+            return error
+
+    def _count_deleted(self, media: Media, files: list[str], digests: dict[str, LocalDigest],
+                       errors: list[OSError | None] | Exception) -> None:
+        """Count what `_remove_local` deleted; mark the media deleted once none of its files is left."""
+        if isinstance(errors, Exception):
+            raise errors
         deleted = 0
-        errors = await asyncio.to_thread(remove_media_files, self.options.base_path,
-                                         [(media_path, digest.identity) for media_path, digest in digests.items()])
         for (media_path, digest), error in zip(digests.items(), errors, strict=True):
             if isinstance(error, LocalFileChangedError):
                 self.summary.fail(media_path, str(error))
