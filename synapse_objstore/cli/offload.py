@@ -99,6 +99,29 @@ _UNKNOWN = _Unknown()
 # The outcome of the media whose attempt runs in this task (and the tasks it starts).
 _attempt: contextvars.ContextVar[MediaOutcome | None] = contextvars.ContextVar("attempt", default=None)
 
+# How long a media's verified files may wait for others to share their commit to cache.db
+# (and the worker-thread turn of the deletes after it). The media gives its place among the
+# `jobs` back first (see _Slot), so the wait holds no upload back.
+COMMIT_DELAY = 0.1
+
+
+class _Slot:
+    """A media's place among the `jobs` under way, given back once: as soon as its files are
+    verified (what is left, the commit and the deletes, waits for cache.db, not for the
+    store), or when its attempt ends."""
+
+    def __init__(self, slots: asyncio.Semaphore) -> None:
+        self._slots: asyncio.Semaphore | None = slots
+
+    def release(self) -> None:
+        if self._slots is not None:
+            self._slots.release()
+            self._slots = None
+
+
+# The place of the media whose attempt runs in this task.
+_slot: contextvars.ContextVar[_Slot | None] = contextvars.ContextVar("slot", default=None)
+
 
 class Offloader:
     def __init__(self, store: ObjectStore, cache: CacheDb, options: UploadOptions, summary: Summary,
@@ -108,7 +131,7 @@ class Offloader:
         self.run_summary = summary
         self.progress = progress
         self.checker = RemoteChecker(store, read_back=options.read_back)
-        self.journal = Journal(cache)
+        self.journal = Journal(cache, max_delay=COMMIT_DELAY)
         self.watch = StoreWatch(store)
         self._running: set[asyncio.Task[None]] = set()
         self._stopped: StoreUnusableError | None = None
@@ -149,9 +172,9 @@ class Offloader:
         outcome of its first attempt."""
         slots = asyncio.Semaphore(self.options.jobs)
 
-        def finished(task: asyncio.Task[None]) -> None:
+        def finished(task: asyncio.Task[None], slot: _Slot) -> None:
             self._running.discard(task)
-            slots.release()
+            slot.release()
             if again is not None:
                 self.progress.update(1)
 
@@ -160,24 +183,27 @@ class Offloader:
                 await slots.acquire()
                 if self._stopped is not None:
                     break
-                task = asyncio.create_task(self._attempt(item, again, earlier))
+                slot = _Slot(slots)
+                task = asyncio.create_task(self._attempt(item, again, earlier, slot))
                 self._running.add(task)
-                task.add_done_callback(finished)
+                task.add_done_callback(functools.partial(finished, slot=slot))
         finally:
             await asyncio.gather(*self._running, return_exceptions=True)
         if self._stopped is not None:
             raise self._stopped
 
     async def _attempt(self, media: Media, again: list[tuple[Media, MediaOutcome]] | None,
-                       earlier: MediaOutcome | None) -> None:
+                       earlier: MediaOutcome | None, slot: _Slot) -> None:
         """One attempt at one media. Its outcome goes to the run's summary, or to `again`;
         when the whole store failed, nowhere: the run stops, and the attempts under way are
         cancelled (safe anywhere: see the module's docstring)."""
         outcome = MediaOutcome(self.run_summary.command, dry_run=self.run_summary.dry_run)
         token = _attempt.set(outcome)
+        slot_token = _slot.set(slot)
         try:
             await self._guarded(media)
         finally:
+            _slot.reset(slot_token)
             _attempt.reset(token)
         try:
             await self.watch.failed(error for error in outcome.errors if error is not None)
@@ -268,6 +294,8 @@ class Offloader:
         # With --delete, the local files go in the commit's own worker-thread turn, right after
         # it (with the other media of that commit), never before it succeeded.
         remove = functools.partial(self._remove_local, digests) if self.options.delete else None
+        if (slot := _slot.get()) is not None:
+            slot.release()
         try:
             removed = await self.journal.record_files(records, remove)
         except Exception as error:  # whatever sqlite raised, nothing is deleted
