@@ -3,20 +3,23 @@
 For each media of cache.db not yet known deleted, each of its local files (original and
 thumbnails) goes through:
 
-1. digest the local file (size, MD5, multipart ETags, sha256) in a worker thread; an original
-   whose sha256 is not the one Synapse's database recorded (cache.db's objstore_media_info) is
-   locally corrupted: reported, neither uploaded (over what may be the only good copy) nor
-   deleted;
+1. digest the local file (size, MD5, multipart ETags, sha256) in a worker thread (one turn
+   for the listing and every file of the media, a small file's bytes kept for its upload);
+   an original whose sha256 is not the one Synapse's database recorded (cache.db's
+   objstore_media_info) is locally corrupted: reported, neither uploaded (over what may be
+   the only good copy) nor deleted;
 2. look at the remote object: verified already -> nothing to upload; missing, or present
    but different -> upload it (with its Content-Type: the media type Synapse recorded for an
    original, the one in a thumbnail's file name; and its sha256 as metadata), then check
    again; still different -> a failure, kept locally;
 3. record the verified files in cache.db and wait for the commit;
-4. only then delete the local files, and mark the media deleted once none is left.
+4. only then delete the local files (in the commit's worker-thread turn, right after it), and
+   mark the media deleted once none is left.
 
 A run killed anywhere in there leaves each file either on disk, or deleted with its
-verification committed; a rerun picks up what is left. Media run concurrently, at most
-`jobs` at a time, as coroutines on the I/O loop.
+verification committed; a rerun picks up what is left. Media run concurrently as coroutines
+on the I/O loop, at most `jobs` at a time up to step 2; a media waiting for its commit takes
+no place among them.
 
 A storm (503 SlowDown, dropped connections) is ridden out first by the client's own retries
 (the CLI gives the store more of them than Synapse's provider has), then by one more try of
