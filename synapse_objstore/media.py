@@ -170,10 +170,19 @@ def open_media_dir(base_path: str, directory: str) -> Iterator[int | None]:
     not there. The top-level directory (local_content, ...) may be a symlink, as an admin may
     put it on another disk; below it, every component must be a real directory (O_NOFOLLOW):
     anything else raises MediaFileError, so no caller ever reads or deletes through a link."""
+    with open_media_dirs(base_path, directory) as fds:
+        yield fds[-1] if fds is not None else None
+
+
+@contextlib.contextmanager
+def open_media_dirs(base_path: str, directory: str) -> Iterator[list[int] | None]:
+    """`open_media_dir`, with the descriptors of every directory on the way: one per component
+    of `directory`, the top-level one first. A caller removing the directories it empties
+    (rmdir of each in its parent, bottom up) needs no second walk down from the media store."""
     top, *below = directory.split("/")
     where = top
     try:
-        fd = os.open(os.path.join(base_path, top), os.O_RDONLY | os.O_DIRECTORY)
+        fds = [os.open(os.path.join(base_path, top), os.O_RDONLY | os.O_DIRECTORY)]
     except FileNotFoundError:
         yield None
         return
@@ -183,17 +192,16 @@ def open_media_dir(base_path: str, directory: str) -> Iterator[int | None]:
         for name in below:
             where = f"{where}/{name}"
             try:
-                child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                fds.append(os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fds[-1]))
             except FileNotFoundError:
                 yield None
                 return
             except OSError as error:
                 raise _dir_error(base_path, where, error) from None
-            os.close(fd)
-            fd = child
-        yield fd
+        yield fds
     finally:
-        os.close(fd)
+        for fd in fds:
+            os.close(fd)
 
 
 def _dir_error(base_path: str, where: str, error: OSError) -> MediaFileError:

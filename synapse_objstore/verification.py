@@ -41,6 +41,9 @@ from synapse_objstore.store import ObjectInfo, ObjectStore
 
 READ_BACK_CHUNK = 1024 * 1024
 
+# A local file's digest, and its bytes when they were kept for its upload.
+LocalRead = tuple[LocalDigest, LocalContent | None]
+
 
 class State(enum.Enum):
     MISSING = "missing"
@@ -72,10 +75,16 @@ class RemoteChecker:
         """Size and checksums of a local file, read in a worker thread (never on the I/O loop)."""
         return await asyncio.to_thread(digest_file, local_path, self.part_sizes)
 
-    async def digest_for_upload(self, local_path: str) -> tuple[LocalDigest, LocalContent | None]:
+    async def digest_for_upload(self, local_path: str) -> LocalRead:
         """`digest`, with the file's bytes when it is small enough to come in one read: to be
         uploaded as they were hashed, without reading the file again."""
-        digest, data = await asyncio.to_thread(read_and_digest, local_path, self.part_sizes, True)
+        return await asyncio.to_thread(self.read_local, local_path, True)
+
+    def read_local(self, local_path: str, keep: bool) -> LocalRead:
+        """Blocking (run it in a worker thread, with whatever else that turn does): `digest`,
+        and with `keep` the bytes of a file small enough to come in one read (see
+        `digest_for_upload`)."""
+        digest, data = read_and_digest(local_path, self.part_sizes, keep)
         return digest, (LocalContent(data, digest.md5) if data is not None else None)
 
     async def check(self, media_path: str, digest: LocalDigest, info: ObjectInfo | None = None) -> Check:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from synapse_objstore.checksums import FileIdentity
 from synapse_objstore.errors import LocalFileChangedError
-from synapse_objstore.media import open_media_dir
+from synapse_objstore.media import open_media_dirs
 
 
 def remove_media_file(base_path: str, media_path: str, verified: FileIdentity | None = None) -> None:
@@ -30,56 +30,57 @@ def remove_media_file(base_path: str, media_path: str, verified: FileIdentity | 
 def remove_media_files(base_path: str, files: list[tuple[str, FileIdentity | None]]) -> list[OSError | None]:
     """`remove_media_file` for each (media path, verified identity), in one go (one worker
     thread's turn for a media's files): the error of each file, None where it was deleted.
-    Each directory is pruned once, after the last of its files, rather than tried after
-    each one while the others still fill it."""
-    errors: list[OSError | None] = []
-    emptied: dict[str, None] = {}  # the directories files were deleted from, in order
-    try:
-        for media_path, verified in files:
-            directory, _, name = media_path.rpartition("/")
-            try:
-                _unlink(base_path, directory, name, verified)
-            except OSError as error:  # LocalFileChangedError too; a MediaFileError goes on
-                errors.append(error)
+    Each directory is walked down to once for all its files, and the directories they leave
+    empty are removed with the descriptors of that walk (rmdir in the parent, bottom up),
+    rather than walked down to again for each file and each level."""
+    errors: list[OSError | None] = [None] * len(files)
+    by_directory: dict[str, list[int]] = {}
+    for index, (media_path, _) in enumerate(files):
+        by_directory.setdefault(media_path.rpartition("/")[0], []).append(index)
+    for directory, indexes in by_directory.items():
+        with open_media_dirs(base_path, directory) as fds:
+            if fds is None:  # already gone, with its files
                 continue
-            errors.append(None)
-            emptied[directory] = None
-    finally:
-        for directory in emptied:
-            _remove_empty_directories(base_path, directory)
+            deleted = False
+            try:
+                for index in indexes:
+                    media_path, verified = files[index]
+                    try:
+                        _unlink(fds[-1], media_path.rpartition("/")[2], verified)
+                    except OSError as error:  # LocalFileChangedError too
+                        errors[index] = error
+                    else:
+                        deleted = True
+            finally:
+                if deleted:
+                    _remove_empty_directories(base_path, directory.split("/"), fds)
     return errors
 
 
-def _unlink(base_path: str, directory: str, name: str, verified: FileIdentity | None) -> None:
-    with open_media_dir(base_path, directory) as fd:
-        if fd is None:
-            return
+def _unlink(directory_fd: int, name: str, verified: FileIdentity | None) -> None:
+    try:
+        if verified is not None:
+            now = FileIdentity.of(os.stat(name, dir_fd=directory_fd, follow_symlinks=False))
+            if now != verified:
+                raise LocalFileChangedError(
+                    f"the local file changed since its upload was verified ({verified.size} bytes then, "
+                    f"{now.size} now): kept. The store holds the file as it was verified; which copy is "
+                    f"right (was it still being written?) is for an admin to decide")
+        os.unlink(name, dir_fd=directory_fd)
+    except FileNotFoundError:
+        pass
+
+
+def _remove_empty_directories(base_path: str, names: list[str], fds: list[int]) -> None:
+    """rmdir the directory `names` (its components, as `open_media_dirs` opened them into
+    `fds`) and its parents while they are empty (rmdir never follows a symlink)."""
+    for level in range(len(names) - 1, 0, -1):
         try:
-            if verified is not None:
-                now = FileIdentity.of(os.stat(name, dir_fd=fd, follow_symlinks=False))
-                if now != verified:
-                    raise LocalFileChangedError(
-                        f"the local file changed since its upload was verified ({verified.size} bytes then, "
-                        f"{now.size} now): kept. The store holds the file as it was verified; which copy is "
-                        f"right (was it still being written?) is for an admin to decide")
-            os.unlink(name, dir_fd=fd)
-        except FileNotFoundError:
-            pass
-
-
-def _remove_empty_directories(base_path: str, directory: str) -> None:
-    """rmdir `directory` and its parents while they are empty (rmdir never follows a symlink)."""
-    parts = directory.split("/")
-    while parts:
-        *parent, name = parts
-        with open_media_dir(base_path, "/".join(parent)) if parent else _base_dir(base_path) as fd:
-            if fd is None:
-                return
-            try:
-                os.rmdir(name, dir_fd=fd)
-            except OSError:  # not empty, or not ours to remove: either way, stop here
-                return
-        parts = parent
+            os.rmdir(names[level], dir_fd=fds[level - 1])
+        except OSError:  # not empty, or not ours to remove: either way, stop here
+            return
+    with _base_dir(base_path) as fd, contextlib.suppress(OSError):
+        os.rmdir(names[0], dir_fd=fd)
 
 
 @contextlib.contextmanager

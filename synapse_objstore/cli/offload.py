@@ -3,20 +3,23 @@
 For each media of cache.db not yet known deleted, each of its local files (original and
 thumbnails) goes through:
 
-1. digest the local file (size, MD5, multipart ETags, sha256) in a worker thread; an original
-   whose sha256 is not the one Synapse's database recorded (cache.db's objstore_media_info) is
-   locally corrupted: reported, neither uploaded (over what may be the only good copy) nor
-   deleted;
+1. digest the local file (size, MD5, multipart ETags, sha256) in a worker thread (one turn
+   for the listing and every file of the media, a small file's bytes kept for its upload);
+   an original whose sha256 is not the one Synapse's database recorded (cache.db's
+   objstore_media_info) is locally corrupted: reported, neither uploaded (over what may be
+   the only good copy) nor deleted;
 2. look at the remote object: verified already -> nothing to upload; missing, or present
    but different -> upload it (with its Content-Type: the media type Synapse recorded for an
    original, the one in a thumbnail's file name; and its sha256 as metadata), then check
    again; still different -> a failure, kept locally;
 3. record the verified files in cache.db and wait for the commit;
-4. only then delete the local files, and mark the media deleted once none is left.
+4. only then delete the local files (in the commit's worker-thread turn, right after it), and
+   mark the media deleted once none is left.
 
 A run killed anywhere in there leaves each file either on disk, or deleted with its
-verification committed; a rerun picks up what is left. Media run concurrently, at most
-`jobs` at a time, as coroutines on the I/O loop.
+verification committed; a rerun picks up what is left. Media run concurrently as coroutines
+on the I/O loop, at most `jobs` at a time up to step 2; a media waiting for its commit takes
+no place among them.
 
 A storm (503 SlowDown, dropped connections) is ridden out first by the client's own retries
 (the CLI gives the store more of them than Synapse's provider has), then by one more try of
@@ -32,12 +35,13 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import enum
+import functools
 import os
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from synapse_objstore.backends.base import SHA256_HEX, LocalContent, ObjectMetadata
+from synapse_objstore.backends.base import SHA256_HEX, ObjectMetadata
 from synapse_objstore.checksums import LocalDigest
 from synapse_objstore.cli.cache_db import CacheDb, FileRecord, MediaInfo
 from synapse_objstore.cli.journal import Journal
@@ -48,7 +52,7 @@ from synapse_objstore.errors import LocalFileChangedError, MediaPathError, Store
 from synapse_objstore.health import preflight
 from synapse_objstore.media import Media, parse_media_path
 from synapse_objstore.store import ObjectStore
-from synapse_objstore.verification import Check, RemoteChecker, State
+from synapse_objstore.verification import Check, LocalRead, RemoteChecker, State
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,29 @@ _UNKNOWN = _Unknown()
 # The outcome of the media whose attempt runs in this task (and the tasks it starts).
 _attempt: contextvars.ContextVar[MediaOutcome | None] = contextvars.ContextVar("attempt", default=None)
 
+# How long a media's verified files may wait for others to share their commit to cache.db
+# (and the worker-thread turn of the deletes after it). The media gives its place among the
+# `jobs` back first (see _Slot), so the wait holds no upload back.
+COMMIT_DELAY = 0.1
+
+
+class _Slot:
+    """A media's place among the `jobs` under way, given back once: as soon as its files are
+    verified (what is left, the commit and the deletes, waits for cache.db, not for the
+    store), or when its attempt ends."""
+
+    def __init__(self, slots: asyncio.Semaphore) -> None:
+        self._slots: asyncio.Semaphore | None = slots
+
+    def release(self) -> None:
+        if self._slots is not None:
+            self._slots.release()
+            self._slots = None
+
+
+# The place of the media whose attempt runs in this task.
+_slot: contextvars.ContextVar[_Slot | None] = contextvars.ContextVar("slot", default=None)
+
 
 class Offloader:
     def __init__(self, store: ObjectStore, cache: CacheDb, options: UploadOptions, summary: Summary,
@@ -102,7 +129,7 @@ class Offloader:
         self.run_summary = summary
         self.progress = progress
         self.checker = RemoteChecker(store, read_back=options.read_back)
-        self.journal = Journal(cache)
+        self.journal = Journal(cache, max_delay=COMMIT_DELAY)
         self.watch = StoreWatch(store)
         self._running: set[asyncio.Task[None]] = set()
         self._stopped: StoreUnusableError | None = None
@@ -145,9 +172,9 @@ class Offloader:
         outcome of its first attempt."""
         slots = asyncio.Semaphore(self.options.jobs)
 
-        def finished(task: asyncio.Task[None]) -> None:
+        def finished(task: asyncio.Task[None], slot: _Slot) -> None:
             self._running.discard(task)
-            slots.release()
+            slot.release()
             if again is not None:
                 self.progress.update(1)
 
@@ -156,24 +183,27 @@ class Offloader:
                 await slots.acquire()
                 if self._stopped is not None:
                     break
-                task = asyncio.create_task(self._attempt(item, again, earlier))
+                slot = _Slot(slots)
+                task = asyncio.create_task(self._attempt(item, again, earlier, slot))
                 self._running.add(task)
-                task.add_done_callback(finished)
+                task.add_done_callback(functools.partial(finished, slot=slot))
         finally:
             await asyncio.gather(*self._running, return_exceptions=True)
         if self._stopped is not None:
             raise self._stopped
 
     async def _attempt(self, media: Media, again: list[tuple[Media, MediaOutcome]] | None,
-                       earlier: MediaOutcome | None) -> None:
+                       earlier: MediaOutcome | None, slot: _Slot) -> None:
         """One attempt at one media. Its outcome goes to the run's summary, or to `again`;
         when the whole store failed, nowhere: the run stops, and the attempts under way are
         cancelled (safe anywhere: see the module's docstring)."""
         outcome = MediaOutcome(self.run_summary.command, dry_run=self.run_summary.dry_run)
         token = _attempt.set(outcome)
+        slot_token = _slot.set(slot)
         try:
             await self._guarded(media)
         finally:
+            _slot.reset(slot_token)
             _attempt.reset(token)
         try:
             await self.watch.failed(error for error in outcome.errors if error is not None)
@@ -232,10 +262,11 @@ class Offloader:
         self.summary.add(media=1)
         known = self._infos.pop((media.origin, media.media_id), _UNKNOWN)
         try:
-            files = await asyncio.to_thread(media.local_files, self.options.base_path)
+            local = await asyncio.to_thread(self._read_media, media)
         except ValueError as error:
             self.summary.fail(media.describe(), error)
             return
+        files = list(local)
         if not files:
             if not self.options.dry_run:
                 self.journal.mark_deleted(media)
@@ -250,9 +281,11 @@ class Offloader:
         # where the store can do that. When it was absent, the thumbnails are taken as absent
         # too (both tools upload the original first) and put without a lookup each: one that
         # was there after all is only put again. Else each is looked up and compared.
-        first = await self.upload_file(files[0], Upload.CREATE, *expected[files[0]], media)
+        first = await self.upload_file(files[0], Upload.CREATE, *expected[files[0]], media, local.pop(files[0]))
         rest_mode = Upload.PUT if first is not None and first[1] else Upload.LOOK
-        rest = await asyncio.gather(*(self.upload_file(path, rest_mode, *expected[path], media) for path in files[1:]))
+        rest = await asyncio.gather(*(self.upload_file(path, rest_mode, *expected[path], media, read)
+                                      for path, read in local.items()))
+        del local  # the bytes kept for the uploads
         for media_path, result in zip(files, [first, *rest], strict=True):
             if result is not None:
                 digests[media_path], was_uploaded = result
@@ -268,36 +301,46 @@ class Offloader:
         describe = self.store.backend.describe()
         records = [FileRecord(p, media.origin, media.media_id, d.size, d.md5, describe, d.sha256)
                    for p, d in digests.items()]
+        # With --delete, the local files go in the commit's own worker-thread turn, right after
+        # it (with the other media of that commit), never before it succeeded.
+        remove = functools.partial(self._remove_local, digests) if self.options.delete else None
+        if (slot := _slot.get()) is not None:
+            slot.release()
         try:
-            await self.journal.record_files(records)
+            removed = await self.journal.record_files(records, remove)
         except Exception as error:  # whatever sqlite raised, nothing is deleted
             for media_path in digests:
                 self.summary.fail(media_path, f"verified, but not deleted: could not record it in cache.db: {error}")
             return
-        if self.options.delete:
-            await self._delete(media, files, digests)
+        if removed is not None:
+            self._count_deleted(media, files, digests, removed)
 
     async def upload_file(self, media_path: str, mode: Upload = Upload.LOOK, sha256: str | None = None,
                           content_type: str | None = None, media: Media | None = None,
-                          ) -> tuple[LocalDigest, bool] | None:
+                          read: LocalRead | OSError | None = None) -> tuple[LocalDigest, bool] | None:
         """Make sure the remote copy of one file is verified. Returns its digest and whether
         it was (or, in a dry run, would be) uploaded; None, after recording the failure, if not.
 
         `sha256`: what Synapse recorded for the file's content; a local file with another is
-        corrupted, and neither uploaded nor counted verified. `content_type`: the object's."""
+        corrupted, and neither uploaded nor counted verified. `content_type`: the object's.
+        `read`: the file already read (`_read_media`), or the error reading it gave; else it
+        is read here."""
         local_path = os.path.join(self.options.base_path, media_path)
-        content: LocalContent | None = None
-        try:
-            if mode is Upload.LOOK or self.options.dry_run:
-                digest = await self.checker.digest(local_path)
-            else:  # about to be uploaded: the bytes read for the digest are the ones sent
-                digest, content = await self.checker.digest_for_upload(local_path)
-        except FileNotFoundError:
+        if read is None:
+            try:
+                if mode is Upload.LOOK or self.options.dry_run:
+                    read = await self.checker.digest(local_path), None
+                else:  # about to be uploaded: the bytes read for the digest are the ones sent
+                    read = await self.checker.digest_for_upload(local_path)
+            except OSError as error:
+                read = error
+        if isinstance(read, FileNotFoundError):
             self.summary.fail(media_path, f"local file {local_path} vanished during the run")
             return None
-        except OSError as error:
-            self.summary.fail(media_path, f"cannot read local file {local_path}: {error.strerror or error}")
+        if isinstance(read, OSError):
+            self.summary.fail(media_path, f"cannot read local file {local_path}: {read.strerror or read}")
             return None
+        digest, content = read
         if sha256 is not None and digest.sha256 != sha256.lower():
             of = f" of media {media.describe()}" if media is not None else ""
             self.summary.fail(media_path, (
@@ -333,6 +376,20 @@ class Offloader:
             self.summary.fail(media_path, error)
             return None
 
+    def _read_media(self, media: Media) -> dict[str, LocalRead | OSError]:
+        """Blocking: the media's local files (`Media.local_files`, in its order), each read
+        and digested, its bytes kept for its upload (not in a dry run), or the error reading
+        it gave. One worker thread's turn for the whole media, rather than one per file and
+        per step: the hand-over to a thread costs more than reading a thumbnail."""
+        read: dict[str, LocalRead | OSError] = {}
+        for media_path in media.local_files(self.options.base_path):
+            local_path = os.path.join(self.options.base_path, media_path)
+            try:
+                read[media_path] = self.checker.read_local(local_path, not self.options.dry_run)
+            except OSError as error:  # fails that file alone (upload_file says how)
+                read[media_path] = error
+        return read
+
     async def _remote_is_reference(self, media_path: str, digest: LocalDigest) -> str | None:
         """Why the remote copy, not the differing local file, holds the right content; None if nothing does.
 
@@ -367,10 +424,22 @@ class Offloader:
         self.summary.add(files_verified=1, bytes_verified=digest.size)
         return digest, True
 
-    async def _delete(self, media: Media, files: list[str], digests: dict[str, LocalDigest]) -> None:
+    def _remove_local(self, digests: dict[str, LocalDigest]) -> list[OSError | None] | Exception:
+        """Blocking: `remove_media_files` for the verified files, each only if it is still the
+        file that was read (its identity). What it raised is returned, not raised: it must not
+        be taken for a failed commit of cache.db."""
+        try:
+            return remove_media_files(self.options.base_path,
+                                      [(media_path, digest.identity) for media_path, digest in digests.items()])
+        except Exception as error:  # fails this media only (see _count_deleted)
+            return error
+
+    def _count_deleted(self, media: Media, files: list[str], digests: dict[str, LocalDigest],
+                       errors: list[OSError | None] | Exception) -> None:
+        """Count what `_remove_local` deleted; mark the media deleted once none of its files is left."""
+        if isinstance(errors, Exception):
+            raise errors
         deleted = 0
-        errors = await asyncio.to_thread(remove_media_files, self.options.base_path,
-                                         [(media_path, digest.identity) for media_path, digest in digests.items()])
         for (media_path, digest), error in zip(digests.items(), errors, strict=True):
             if isinstance(error, LocalFileChangedError):
                 self.summary.fail(media_path, str(error))

@@ -13,9 +13,7 @@ import yaml
 
 from servers.moto import MotoServer
 from servers.synapse_media import SynapseMedia
-from synapse_objstore.backends.base import LocalContent
-from synapse_objstore.checksums import LocalDigest
-from synapse_objstore.verification import RemoteChecker
+from synapse_objstore.verification import LocalRead, RemoteChecker
 from tests.support.offload import Dataset, Offload
 from tests.support.s3 import bucket_objects
 
@@ -84,24 +82,14 @@ def test_file_vanishing_mid_run_fails_alone(
 ) -> None:
     offload("--config", str(homeserver_yaml), "update", "30d")
     vanishing = "local_thumbnails/Ab/Cd/EfGhIjKlMnOp/32-32-image-png-crop"
-    digest, digest_for_upload = RemoteChecker.digest, RemoteChecker.digest_for_upload
+    read_local = RemoteChecker.read_local
 
-    def vanish(local_path: str) -> None:
+    def read_after_vanishing(self: RemoteChecker, local_path: str, keep: bool) -> LocalRead:
         if local_path.endswith(vanishing):  # Synapse (or an admin) removes it after the run listed it
             os.remove(local_path)
+        return read_local(self, local_path, keep)
 
-    async def digest_after_vanishing(self: RemoteChecker, local_path: str) -> LocalDigest:
-        vanish(local_path)
-        return await digest(self, local_path)
-
-    async def digest_for_upload_after_vanishing(
-        self: RemoteChecker, local_path: str
-    ) -> tuple[LocalDigest, LocalContent | None]:
-        vanish(local_path)
-        return await digest_for_upload(self, local_path)
-
-    monkeypatch.setattr(RemoteChecker, "digest", digest_after_vanishing)
-    monkeypatch.setattr(RemoteChecker, "digest_for_upload", digest_for_upload_after_vanishing)
+    monkeypatch.setattr(RemoteChecker, "read_local", read_after_vanishing)
     result = offload("--json", "--config", str(homeserver_yaml), "upload", "--delete", expect=1)
     summary: dict[str, Any] = json.loads(result.stdout)
     assert [f["path"] for f in summary["failed"]] == [vanishing]
@@ -112,8 +100,7 @@ def test_file_vanishing_mid_run_fails_alone(
     with sqlite3.connect(workdir / "cache.db") as conn:
         # that media is not called deleted: the next run looks at it again
         assert conn.execute("SELECT known_deleted FROM media WHERE media_id = 'AbCdEfGhIjKlMnOp'").fetchone() == (0,)
-    monkeypatch.setattr(RemoteChecker, "digest", digest)
-    monkeypatch.setattr(RemoteChecker, "digest_for_upload", digest_for_upload)
+    monkeypatch.setattr(RemoteChecker, "read_local", read_local)
     assert json.loads(offload("--json", "--config", str(homeserver_yaml), "upload", "--delete").stdout)["media"] == 1
 
 

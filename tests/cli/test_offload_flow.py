@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+import pytest
 
 from servers.moto import MotoServer
 from servers.synapse_media import SynapseMedia
 from tests.support.offload import Dataset, Offload, cache_rows
 from tests.support.s3 import bucket_objects, s3_client
+
+T = TypeVar("T")
 
 
 def test_offload_verify_restore_from_homeserver_config(
@@ -83,3 +91,28 @@ def test_dry_run_changes_nothing(
     assert set(cache_rows(workdir).values()) == {0}
     human = offload(*config, "upload", "--dry-run").stdout
     assert f"Would have Uploaded {len(dataset.old)} files" in human
+
+
+def test_upload_delete_takes_one_worker_thread_turn_per_media_to_read_it(
+    offload: Offload, homeserver_yaml: Path, synapse: SynapseMedia, dataset: Dataset, workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Listing, reading and digesting a media's files is one turn of a worker thread, and its
+    deletes ride in the turn of the commit that recorded them: a hand-over to a thread costs
+    more than reading a thumbnail (issue 15)."""
+    config = ["--config", str(homeserver_yaml)]
+    offload(*config, "update", "30d")
+    turns: Counter[str] = Counter()
+    to_thread = asyncio.to_thread
+
+    async def counted(function: Callable[..., T], *args: object, **kwargs: object) -> T:
+        turns[getattr(function, "__qualname__", "")] += 1
+        return await to_thread(function, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", counted)
+    summary = json.loads(offload("--json", *config, "upload", "--delete").stdout)
+    assert summary["files_deleted"] == len(dataset.old) and summary["media_deleted"] == 5
+    assert synapse.local_files() == set(dataset.recent + dataset.url_cache)
+    assert turns["Offloader._read_media"] == 5  # one per media, whatever its number of files
+    assert 1 <= turns["Journal._commit_then"] <= 5  # commits (with their deletes) shared where they can be
+    assert not {"Media.local_files", "read_and_digest", "remove_media_files"} & set(turns)
