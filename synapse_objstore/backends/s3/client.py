@@ -44,7 +44,8 @@ USER_AGENT = f"synapse-objstore Botocore/{botocore.__version__} Python/{platform
 
 def signs_payloads(endpoint_url: str | None) -> bool:
     """Whether SigV4 should sign each request's body (its SHA-256 in x-amz-content-sha256, one
-    more pass over every byte sent), as botocore does over
+    more pass over every byte sent: 0.15 ms of the 0.65 ms of CPU botocore spends on a PUT
+    of 50-300 KB, measured with the reply canned), as botocore does over
     plain http. Not to a loopback address: no one sits between us and the store there to
     change a body (and every PUT and part carries its Content-MD5, which SigV4 still signs and
     the store checks, against accidents). Over https botocore already leaves the bodies that
