@@ -16,7 +16,7 @@ import botocore
 import s3fs
 from aiobotocore.session import AioSession
 
-from synapse_objstore.backends.s3.s3fs_private import disable_s3fs_retries
+from synapse_objstore.backends.s3.s3fs_private import disable_s3fs_retries, send_bytes_bodies_as_is
 from synapse_objstore.backends.s3.settings import S3Settings
 
 
@@ -40,10 +40,18 @@ def load_botocore_session() -> AioSession:
 USER_AGENT = f"synapse-objstore Botocore/{botocore.__version__} Python/{platform.python_version()}"
 
 
+# The calls whose bytes Body aiohttp would copy whole before sending it (see `SentAsIsBody`).
+BODY_OPERATIONS = ("PutObject", "UploadPart")
+
+
 def create_s3_filesystem(
     settings: S3Settings, session: AioSession | None, loop: asyncio.AbstractEventLoop
 ) -> s3fs.S3FileSystem:
     s = settings
+    session = session or AioSession()
+    for operation in BODY_OPERATIONS:  # registered once per session, whatever the filesystems made from it
+        session.register(f"before-parameter-build.s3.{operation}", send_bytes_bodies_as_is,
+                         unique_id=f"synapse-objstore-body-{operation}")
     client_kwargs = {k: v for k, v in {"region_name": s.region_name}.items() if v is not None}
     config_kwargs: dict[str, Any] = {
         "connect_timeout": s.connect_timeout,
