@@ -12,11 +12,10 @@ import contextlib
 import json
 import os
 import sqlite3
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
-
-import psycopg2
 
 from synapse_objstore.cli.homeserver import Homeserver, load_yaml
 from synapse_objstore.errors import ConfigFileError, SynapseDbError
@@ -91,6 +90,19 @@ MEDIA_COUNTS_SQL = """
 
 
 T = TypeVar("T")
+
+
+def _postgres_errors() -> tuple[type[Exception], ...]:
+    """psycopg2's base error class, once psycopg2 is loaded. It is imported only to connect to
+    PostgreSQL (it costs 4-5 MiB of RSS, which a run on SQLite or without Synapse's database
+    does without); before that, no error of it can arise."""
+    psycopg2 = sys.modules.get("psycopg2")
+    return (psycopg2.Error,) if psycopg2 is not None else ()
+
+
+def _read_errors() -> tuple[type[Exception], ...]:
+    """What a failed read of Synapse's database raises (ValueError: psycopg2 refuses a NUL)."""
+    return (sqlite3.Error, ValueError, *_postgres_errors())
 
 
 def _like_escaped(text: str) -> str:
@@ -168,6 +180,8 @@ class SynapseDb:
         args = {k: v for k, v in args.items() if not str(k).startswith("cp_")}
         port = f":{args['port']}" if args.get("port") else ""
         where = f"{args.get('dbname') or args.get('database') or '?'} on {args.get('host') or 'localhost'}{port}"
+        import psycopg2  # see _postgres_errors
+
         try:
             conn = psycopg2.connect(**args)
             with conn.cursor() as cursor:
@@ -306,8 +320,8 @@ class SynapseDb:
                 while batch := cursor.fetchmany(BATCH_SIZE):
                     yield batch
             self._conn.rollback()  # end the read transaction
-        except (sqlite3.Error, psycopg2.Error, ValueError) as error:  # ValueError: psycopg2 refuses a NUL
+        except _read_errors() as error:
             if not self.is_sqlite:  # else every later query on the connection fails: "transaction is aborted"
-                with contextlib.suppress(psycopg2.Error):
+                with contextlib.suppress(*_postgres_errors()):
                     self._conn.rollback()
             raise SynapseDbError(f"Could not read media from {self.description}: {str(error).strip()}") from None

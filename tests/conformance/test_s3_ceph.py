@@ -23,8 +23,8 @@ def rgw_config(rgw: CephRGW, bucket: str, **extra: Any) -> dict[str, Any]:
 
 
 class TestS3OnCeph(BackendConformance):
-    # as on moto (tests/conformance/test_s3.py): 4 parts of 8 MiB in flight, each held twice
-    upload_memory_limit: ClassVar[int] = 2 * 4 * 8 * MiB + 16 * MiB
+    # as on moto (tests/conformance/test_s3.py): 4 parts of 8 MiB in flight, each held once
+    upload_memory_limit: ClassVar[int] = 4 * 8 * MiB + 20 * MiB
 
     @pytest.fixture
     def store_config(self, rgw: CephRGW, rgw_bucket: str) -> dict[str, Any]:

@@ -18,7 +18,11 @@ import botocore
 import s3fs
 from aiobotocore.session import AioSession
 
-from synapse_objstore.backends.s3.s3fs_private import disable_s3fs_retries, expect_continue_for_large_bodies_only
+from synapse_objstore.backends.s3.s3fs_private import (
+    disable_s3fs_retries,
+    expect_continue_for_large_bodies_only,
+    send_bytes_bodies_as_is,
+)
 from synapse_objstore.backends.s3.settings import S3Settings
 
 
@@ -40,6 +44,10 @@ def load_botocore_session() -> AioSession:
 # character by character: about 4% of the client's CPU per small upload) unless the config
 # gives one, which it then sends as it is.
 USER_AGENT = f"synapse-objstore Botocore/{botocore.__version__} Python/{platform.python_version()}"
+
+
+# The calls whose bytes Body aiohttp would copy whole before sending it (see `SentAsIsBody`).
+BODY_OPERATIONS = ("PutObject", "UploadPart")
 
 
 def signs_payloads(endpoint_url: str | None) -> bool:
@@ -70,6 +78,9 @@ def create_s3_filesystem(
 ) -> s3fs.S3FileSystem:
     s = settings
     session = session or AioSession()
+    for operation in BODY_OPERATIONS:  # registered once per session, whatever the filesystems made from it
+        session.register(f"before-parameter-build.s3.{operation}", send_bytes_bodies_as_is,
+                         unique_id=f"synapse-objstore-body-{operation}")
     expect_continue_for_large_bodies_only(session)
     s3_config: dict[str, Any] = {"addressing_style": s.addressing_style}
     if not signs_payloads(s.endpoint_url):

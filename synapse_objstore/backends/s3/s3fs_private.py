@@ -11,6 +11,7 @@ of the s3 backend, the SSE-C tests and tests/test_read_watchdog.py exercise all 
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import aiohttp
@@ -212,3 +213,26 @@ class BodyFeeder:
     def _done(self) -> None:
         if isinstance(self._socket_read_size, int):  # the connection's next request reads as usual
             self._transport.max_size = self._socket_read_size
+
+
+class SentAsIsBody(io.BytesIO):
+    """A request body of bytes that aiohttp sends without copying them whole first.
+
+    botocore turns a bytes Body of PutObject and UploadPart into a BytesIO
+    (`convert_body_to_file_like_object`), and aiohttp's `BytesIOPayload` takes the body's size
+    from `getbuffer()`; on a BytesIO made from bytes, which shares them, that call copies them
+    all (a writable view must not write into the bytes): a second copy of every body in flight,
+    up to the whole upload memory limit, held until the reply. This view is read-only, over the
+    same bytes (`getvalue` returns the shared bytes object itself); aiohttp only measures it, and
+    then sends the body a chunk at a time with `read`, as before."""
+
+    def getbuffer(self) -> memoryview:
+        return memoryview(self.getvalue())
+
+
+def send_bytes_bodies_as_is(params: dict[str, Any], **_: Any) -> None:
+    """botocore's `before-parameter-build` handler for the calls with a Body: a bytes Body becomes
+    a `SentAsIsBody` (botocore's own conversion, registered last, then leaves it alone)."""
+    body = params.get("Body")
+    if isinstance(body, bytes):
+        params["Body"] = SentAsIsBody(body)

@@ -48,8 +48,8 @@ class S3Settings(BackendSettings):
     multipart_threshold: ByteSize = Field(ByteSize(16 * MiB), ge=MIN_PART_SIZE)
     multipart_chunksize: ByteSize = Field(ByteSize(8 * MiB), ge=MIN_PART_SIZE, le=5 * 1024 * MiB)
     multipart_concurrency: int = Field(4, ge=1, le=64)
-    # File content all uploads of this store hold in memory at once (the HTTP client copies
-    # it once more); an upload waits for room.
+    # File content all uploads of this store hold in memory at once (the HTTP client sends it
+    # as it is, 256 KiB at a time: see s3fs_private.SentAsIsBody); an upload waits for room.
     upload_memory_limit: ByteSize = Field(ByteSize(32 * MiB), ge=MIN_PART_SIZE)
 
     @field_validator("bucket")

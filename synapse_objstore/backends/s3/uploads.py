@@ -39,7 +39,7 @@ class S3Uploader:
     async def upload(self, fs: AsyncFs, local_path: str, remote_path: str, if_absent: bool,
                      metadata: ObjectMetadata | None = None, content: LocalContent | None = None) -> str | None:
         """One PUT below multipart_threshold, else a multipart upload that holds at most
-        multipart_concurrency parts (each copied once more by the HTTP client); a failed or
+        multipart_concurrency parts (sent without a copy: s3fs_private.SentAsIsBody); a failed or
         cancelled upload is aborted, not left behind (a process killed meanwhile leaves it for
         `objstore-offload reconcile`, which aborts it). `if_absent`: a conditional PUT (If-None-Match: *;
         a store that answers it with 501 gets a HEAD first from then on), or a HEAD before a
