@@ -43,7 +43,8 @@ class ListingIndex:
     """Every object of a store under its prefix, as one listing found it."""
 
     def __init__(self) -> None:
-        # Used from worker threads, one at a time (the caller awaits each call).
+        # Used one call at a time, from worker threads or in line on the I/O loop (a lookup is
+        # one indexed query, which costs less than a thread hop).
         self._conn = sqlite3.connect("", check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode = OFF")
         self._conn.execute("PRAGMA synchronous = OFF")

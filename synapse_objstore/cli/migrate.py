@@ -2,9 +2,12 @@
 
 Objects whose copy in the target is already verified are skipped, so an interrupted
 migration resumes where it stopped. When both stores give MD5 ETags, matching sizes and
-ETags prove the copy without a download; otherwise the object is downloaded to a temporary
-file (checked against the source's size and ETag), and the target is compared with that
-file, uploaded from it if it differs, and checked again. A copy keeps the source object's
+ETags prove the copy without a download; otherwise the object is downloaded (checked against
+the source's size and ETag), and the target is compared with what arrived, uploaded from it if
+it differs, and checked again. Each object is read once: its MD5, SHA-256 (and multipart ETags,
+for a large one) are computed as it arrives, and a small one (IN_MEMORY) is held in memory and
+sent as it is, so its copy costs one GET and one PUT with its Content-MD5; a larger one is
+written to a temporary file and uploaded from there. A copy keeps the source object's
 metadata (its Content-Type and sha256; between backends too, where both keep metadata), and
 gets the sha256 of the content it holds where the source had none; a source whose sha256
 metadata is not its content's is not copied. The metadata comes from the source's GET reply
@@ -15,7 +18,7 @@ where it has it (S3), else from a HEAD. A target whose owner marker
 The target is listed once (listing_index.py) rather than asked about each object with a HEAD:
 an object the listing lacks is copied (as one a HEAD found missing would be), one it has is
 compared as before. A copy is checked against the ETag of the upload's reply where the target
-gives MD5 ETags (as `upload` checks its copies), else with a HEAD. The scratch copy is not
+gives MD5 ETags (as `upload` checks its copies), else with a HEAD. A scratch copy is not
 flushed to disk: it is read back at once and deleted.
 """
 
@@ -26,15 +29,20 @@ import os
 import tempfile
 from typing import Any
 
-from synapse_objstore.backends.base import ObjectMetadata
-from synapse_objstore.checksums import LocalDigest
+from synapse_objstore.backends.base import LocalContent, ObjectMetadata
+from synapse_objstore.checksums import MIN_PART_SIZE, READ_BLOCK, ContentDigest, LocalDigest
 from synapse_objstore.cli.listing_index import ListingIndex
 from synapse_objstore.cli.ownership import OWNER_MARKER, check_same_owner
 from synapse_objstore.cli.report import Summary
-from synapse_objstore.cli.restore import download
+from synapse_objstore.cli.restore import download, fetch
 from synapse_objstore.errors import MediaPathError
 from synapse_objstore.store import ObjectInfo, ObjectStore
 from synapse_objstore.verification import Check, RemoteChecker, State, preflight
+
+# An object of at most this many bytes is copied through memory (one GET, one PUT of the bytes
+# read), where the target's backend takes content: at most one per job, as `upload` holds a
+# small file's bytes. A larger one goes through a scratch file.
+IN_MEMORY = READ_BLOCK
 
 
 class Migrator:
@@ -97,7 +105,7 @@ class Migrator:
     async def _object(self, info: ObjectInfo, tmp_dir: str) -> None:
         media_path = info.media_path
         assert self.index is not None
-        existing = await asyncio.to_thread(self.index.get, media_path)
+        existing = self.index.get(media_path)  # one indexed query: in line, cheaper than a thread hop
         if (
             existing is not None
             and existing.size == info.size
@@ -112,28 +120,46 @@ class Migrator:
             if existing is None or existing.size != info.size:
                 self.summary.add(files_copied=1, bytes_copied=info.size)
             return
-        local_path = os.path.join(tmp_dir, media_path.replace("/", "_"))
-        try:
-            got = await download(self.source, info, local_path, tmp_dir, self.source_etag_is_md5, durable=False)
-            digest = await self.checker.digest(local_path)
-            check = Check(State.MISSING)
-            if existing is not None:
-                check = await self._check_existing(media_path, digest, existing)
-            if check.state is not State.VERIFIED:
-                kept = got if got is not None else await self._source_metadata(media_path)
-                if kept.sha256 is not None and kept.sha256 != digest.sha256:
-                    self.summary.fail(media_path, f"the source object's sha256 metadata {kept.sha256} is not the "
-                                                  f"sha256 of its content, {digest.sha256}: corrupted, not copied")
-                    return
-                metadata = ObjectMetadata(kept.content_type, digest.sha256)
-                checksum = await self.target.put_file(local_path, media_path, metadata=metadata)
-                self.summary.add(files_copied=1, bytes_copied=info.size)
-                check = await self.checker.check_upload(media_path, digest, checksum)
-        finally:
-            # a stat and an unlink, in line so that they run even while the task is cancelled
-            if os.path.exists(local_path):  # noqa: ASYNC240
-                os.remove(local_path)
+        digest = ContentDigest(self.checker.part_sizes if info.size >= MIN_PART_SIZE else ())
+        if info.size <= IN_MEMORY and self.target.backend.takes_content:
+            data, got = await fetch(self.source, info, self.source_etag_is_md5, digest)
+            local = digest.result()
+            check = await self._copy(info, existing, local, got, "", LocalContent(data, local.md5))
+        else:
+            local_path = os.path.join(tmp_dir, media_path.replace("/", "_"))
+            try:
+                got = await download(self.source, info, local_path, tmp_dir, self.source_etag_is_md5, durable=False,
+                                     digest=digest)
+                check = await self._copy(info, existing, digest.result(), got, local_path)
+            finally:
+                # a stat and an unlink, in line so that they run even while the task is cancelled
+                if os.path.exists(local_path):  # noqa: ASYNC240
+                    os.remove(local_path)
+        if check is None:
+            return
         if check.state is not State.VERIFIED:
             self.summary.fail(media_path, check.after_upload("copy in the target"))
             return
         self.summary.add(files_verified=1, bytes_verified=info.size)
+
+    async def _copy(self, info: ObjectInfo, existing: ObjectInfo | None, digest: LocalDigest,
+                    got: ObjectMetadata | None, local_path: str, content: LocalContent | None = None) -> Check | None:
+        """Compare the source's content (its `digest`, and the metadata its GET gave) with the
+        target's listed object, and upload it where that differs: from `content` where it was
+        read into memory, else from the scratch copy at `local_path`. The check of the target's
+        copy; None where the source is found corrupted (a failure, counted here)."""
+        media_path = info.media_path
+        check = Check(State.MISSING)
+        if existing is not None:
+            check = await self._check_existing(media_path, digest, existing)
+        if check.state is State.VERIFIED:
+            return check
+        kept = got if got is not None else await self._source_metadata(media_path)
+        if kept.sha256 is not None and kept.sha256 != digest.sha256:
+            self.summary.fail(media_path, f"the source object's sha256 metadata {kept.sha256} is not the "
+                                          f"sha256 of its content, {digest.sha256}: corrupted, not copied")
+            return None
+        metadata = ObjectMetadata(kept.content_type, digest.sha256)
+        checksum = await self.target.put_file(local_path, media_path, metadata=metadata, content=content)
+        self.summary.add(files_copied=1, bytes_copied=info.size)
+        return await self.checker.check_upload(media_path, digest, checksum)
