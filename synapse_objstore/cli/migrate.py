@@ -30,19 +30,23 @@ import tempfile
 from typing import Any
 
 from synapse_objstore.backends.base import LocalContent, ObjectMetadata
-from synapse_objstore.checksums import MIN_PART_SIZE, READ_BLOCK, ContentDigest, LocalDigest
+from synapse_objstore.checksums import MIN_PART_SIZE, ContentDigest, LocalDigest, MiB
 from synapse_objstore.cli.listing_index import ListingIndex
 from synapse_objstore.cli.ownership import OWNER_MARKER, check_same_owner
 from synapse_objstore.cli.report import Summary
 from synapse_objstore.cli.restore import download, fetch
 from synapse_objstore.errors import MediaPathError
 from synapse_objstore.store import ObjectInfo, ObjectStore
+from synapse_objstore.upload_memory import UploadMemory
 from synapse_objstore.verification import Check, RemoteChecker, State, preflight
 
 # An object of at most this many bytes is copied through memory (one GET, one PUT of the bytes
-# read), where the target's backend takes content: at most one per job, as `upload` holds a
-# small file's bytes. A larger one goes through a scratch file.
-IN_MEMORY = READ_BLOCK
+# read), where the target's backend takes content; a larger one goes through a scratch file.
+# Below MIN_PART_SIZE, so below any multipart threshold: always one PUT.
+IN_MEMORY = 4 * MiB
+# The most that the jobs hold in memory at once of the objects they copy that way (most media
+# are far smaller: a job waits for room only among several objects of megabytes).
+IN_MEMORY_LIMIT = 16 * MiB
 
 
 class Migrator:
@@ -57,11 +61,13 @@ class Migrator:
         self.source_etag_is_md5 = RemoteChecker(source).etag_is_md5
         self.checker = RemoteChecker(target, read_back=read_back)
         self.index: ListingIndex | None = None
+        self.memory: UploadMemory | None = None  # made on the I/O loop, in `run` (its waits are there)
 
     async def run(self) -> None:
         await preflight(self.source)
         await preflight(self.target)
         await check_same_owner(self.source, self.target)
+        self.memory = UploadMemory(IN_MEMORY_LIMIT)
         self.index = await ListingIndex.of(self.target)
         try:
             await self._copy_all()
@@ -122,9 +128,12 @@ class Migrator:
             return
         digest = ContentDigest(self.checker.part_sizes if info.size >= MIN_PART_SIZE else ())
         if info.size <= IN_MEMORY and self.target.backend.takes_content:
-            data, got = await fetch(self.source, info, self.source_etag_is_md5, digest)
-            local = digest.result()
-            check = await self._copy(info, existing, local, got, "", LocalContent(data, local.md5))
+            assert self.memory is not None
+            async with self.memory.hold(info.size):
+                data, got = await fetch(self.source, info, self.source_etag_is_md5, digest)
+                local = digest.result()
+                check = await self._copy(info, existing, local, got, "", LocalContent(data, local.md5))
+                del data  # let go of before its room is
         else:
             local_path = os.path.join(tmp_dir, media_path.replace("/", "_"))
             try:

@@ -134,3 +134,29 @@ def test_a_source_whose_sha256_metadata_is_not_its_content_is_not_copied(
     assert "corrupted, not copied" in report["failed"][0]["error"]
     assert "Contents" not in client.list_objects_v2(Bucket=target, Prefix=f"media/{small}")
     assert report["files_verified"] == len(dataset.old) - 1
+
+
+def test_the_objects_copied_through_memory_hold_at_most_the_limit_at_once(
+    offload: Offload, homeserver_yaml: Path, synapse: SynapseMedia, dataset: Dataset, moto: MotoServer, bucket: str,
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, engine: str,
+) -> None:
+    """With room for one object at a time, the jobs copy one at a time through memory: at most
+    the largest small object's bytes are held at once."""
+    config = _offloaded(offload, homeserver_yaml)
+    _target(moto, bucket, workdir)
+    fetch, held, most = migrate.fetch, [0], [0]
+
+    async def counted_fetch(*args: Any) -> Any:
+        size = args[1].size  # an empty object holds no room
+        held[0] += size
+        most[0] = max(most[0], held[0])
+        try:
+            return await fetch(*args)
+        finally:
+            held[0] -= size
+
+    monkeypatch.setattr(migrate, "fetch", counted_fetch)
+    monkeypatch.setattr(migrate, "IN_MEMORY_LIMIT", 1)
+    copied = json.loads(offload("--json", *config, "migrate", "--to", "target.yaml", "--jobs", "8").stdout)
+    assert copied["files_verified"] == len(dataset.old) and copied["files_failed"] == 0
+    assert most[0] == max(len(synapse.files[p]) for p in dataset.old if len(synapse.files[p]) <= migrate.IN_MEMORY)
