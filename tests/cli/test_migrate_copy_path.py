@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -21,6 +22,7 @@ from servers.moto import MotoServer
 from servers.synapse_media import SynapseMedia
 from synapse_objstore import checksums
 from synapse_objstore.cli import migrate
+from synapse_objstore.cli.restore import HASH_IN_LINE
 from synapse_objstore.owner_marker import OWNER_MARKER
 from synapse_objstore.store import ObjectStore
 from tests.support.moto_log import log_offset, requests_to
@@ -53,6 +55,12 @@ def test_each_object_is_read_once_and_a_small_one_never_touches_the_disk(
 ) -> None:
     config = _offloaded(offload, homeserver_yaml)
     target = _target(moto, bucket, workdir)
+    # one of the megabytes most originals weigh: digested in a worker thread, still in memory
+    middle, body = "local_content/Mi/dd/leSizedMedia01", os.urandom(3 * 1024 * 1024 // 2)
+    assert HASH_IN_LINE < len(body) <= migrate.IN_MEMORY
+    s3_client(moto.endpoint_url).put_object(Bucket=bucket, Key=f"media/{middle}", Body=body, ContentType="image/png",
+                                            Metadata={"sha256": hashlib.sha256(body).hexdigest()})
+    files = {**{path: synapse.files[path] for path in dataset.old}, middle: body}
     opened: Counter[str] = Counter()
     scratch_files: list[str] = []
     open_read, mkstemp, read_and_digest = ObjectStore.open_read, tempfile.mkstemp, checksums.read_and_digest
@@ -76,24 +84,23 @@ def test_each_object_is_read_once_and_a_small_one_never_touches_the_disk(
     copied = json.loads(offload("--json", *config, "migrate", "--to", "target.yaml").stdout)
     monkeypatch.setattr(checksums, "read_and_digest", read_and_digest)
 
-    assert copied["files_copied"] == copied["files_verified"] == len(dataset.old) and copied["files_failed"] == 0
+    assert copied["files_copied"] == copied["files_verified"] == len(files) and copied["files_failed"] == 0
     opened.pop(OWNER_MARKER)  # read by the ownership check
-    assert opened == Counter(dataset.old), opened
-    large = [p for p in dataset.old if len(synapse.files[p]) > migrate.IN_MEMORY]
+    assert opened == Counter(list(files)), opened
+    large = [p for p in files if len(files[p]) > migrate.IN_MEMORY]
     assert large and len(scratch_files) == len(large), scratch_files
     source, copies = requests_to(moto, bucket, since=offset), requests_to(moto, target, since=offset)
-    small = len(dataset.old) - len(large)
-    assert source["GET object"] == len(dataset.old), source
-    assert copies["PUT object"] == small, copies  # the large one went up in parts
+    assert source["GET object"] == len(files), source
+    assert copies["PUT object"] == len(files) - len(large), copies  # the large one went up in parts
     client = s3_client(moto.endpoint_url)
-    for path in dataset.old:
+    for path in files:
         copy = client.get_object(Bucket=target, Key=f"media/{path}")
         was = client.head_object(Bucket=bucket, Key=f"media/{path}")
-        assert copy["Body"].read() == synapse.files[path], path
+        assert copy["Body"].read() == files[path], path
         assert (copy["ContentType"], copy["Metadata"]) == (was["ContentType"], was["Metadata"]), path
 
     again = json.loads(offload("--json", *config, "migrate", "--to", "target.yaml").stdout)
-    assert again["files_copied"] == 0 and again["files_verified"] == len(dataset.old), again
+    assert again["files_copied"] == 0 and again["files_verified"] == len(files), again
 
 
 def test_sse_c_on_both_sides_copies_verified_by_sha256(
