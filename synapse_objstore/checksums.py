@@ -112,28 +112,49 @@ def read_and_digest(path: str, part_sizes: Iterable[int] = (), keep: bool = Fals
     (a file of at most READ_BLOCK bytes, as most media are): the very bytes the digest was
     computed from, so an upload of them needs no second read of the file and no second MD5,
     and sends what the digest says it holds."""
-    whole = hashlib.md5()
-    sha256 = hashlib.sha256()
-    size = 0
     with open(path, "rb") as file:
         before = FileIdentity.of(os.fstat(file.fileno()))
         first = file.read(READ_BLOCK)
         # Small files cannot have been uploaded in parts: skip the per-part hashing.
-        multipart = [] if len(first) < READ_BLOCK else [_PartHasher(s) for s in sorted(set(part_sizes))]
+        digest = ContentDigest(part_sizes if len(first) >= READ_BLOCK else ())
         data = first
         while data:
-            whole.update(data)
-            sha256.update(data)
-            for hasher in multipart:
-                hasher.update(data)
-            size += len(data)
+            digest.update(data)
             data = file.read(READ_BLOCK)
         after = FileIdentity.of(os.fstat(file.fileno()))
-    if after != before or size != after.size:
-        raise LocalFileChangedError(f"local file {path} changed while it was read ({size} bytes read)")
-    etags = {h.part_size: h.etag() for h in multipart} if size >= MIN_PART_SIZE else {}
-    digest = LocalDigest(size=size, md5=whole.hexdigest(), multipart=etags, identity=after, sha256=sha256.hexdigest())
-    return digest, (first if keep and size == len(first) else None)
+    if after != before or digest.size != after.size:
+        raise LocalFileChangedError(f"local file {path} changed while it was read ({digest.size} bytes read)")
+    return digest.result(after), (first if keep and digest.size == len(first) else None)
+
+
+class ContentDigest:
+    """What `read_and_digest` computes, of content fed a piece at a time as it arrives (a
+    download): its size, MD5, SHA-256 (unless `sha256` is False) and the multipart ETags it
+    would have for each of `part_sizes` (pass none for content below MIN_PART_SIZE)."""
+
+    def __init__(self, part_sizes: Iterable[int] = (), sha256: bool = True) -> None:
+        self.size = 0
+        self._md5 = hashlib.md5()
+        self._sha256 = hashlib.sha256() if sha256 else None
+        self._parts = [_PartHasher(size) for size in sorted(set(part_sizes))]
+
+    def update(self, data: bytes) -> None:
+        self.size += len(data)
+        self._md5.update(data)
+        if self._sha256 is not None:
+            self._sha256.update(data)
+        for hasher in self._parts:
+            hasher.update(data)
+
+    def md5(self) -> str:
+        """The hex MD5 of the content so far."""
+        return self._md5.hexdigest()
+
+    def result(self, identity: FileIdentity | None = None) -> LocalDigest:
+        """The digest of all the content fed; `identity`: the file it was read from, if any."""
+        etags = {h.part_size: h.etag() for h in self._parts} if self.size >= MIN_PART_SIZE else {}
+        sha256 = self._sha256.hexdigest() if self._sha256 is not None else ""
+        return LocalDigest(size=self.size, md5=self.md5(), multipart=etags, identity=identity, sha256=sha256)
 
 
 # The bytes a content type is told from (filetype reads at most 8 KiB).

@@ -130,7 +130,8 @@ class ObjectStore:
                 lambda: self.backend.upload(self.filesystem(), local_path, remote_path, if_absent, **extra),
             )
         except FileNotFoundError as error:
-            if not os.path.exists(local_path):  # noqa: ASYNC240 - a stat, on this error path only
+            # (with `content`, the file was not read)
+            if content is None and not os.path.exists(local_path):  # noqa: ASYNC240 - a stat, on this error path only
                 raise FileNotFoundError(f"local file {local_path} (media {media_path!r}) does not exist") from None
             # s3fs reports a missing bucket as a missing file
             raise BucketMissingError(

@@ -77,8 +77,9 @@ class ListingIndex:
     """Every object of a store under its prefix, as one listing found it."""
 
     def __init__(self) -> None:
-        # Used from worker threads (lookups of several jobs, and writes of what they counted):
-        # one at a time, under the lock.
+        # Used from worker threads (writes of what jobs counted, the second listing) and in
+        # line on the I/O loop (a lookup is one indexed query, which costs less than a thread
+        # hop): one call at a time, under the lock.
         self._conn = sqlite3.connect("", check_same_thread=False)
         self._lock = threading.Lock()
         self._conn.execute("PRAGMA journal_mode = OFF")

@@ -2,9 +2,12 @@
 
 Objects whose copy in the target is already verified are skipped, so an interrupted
 migration resumes where it stopped. When both stores give MD5 ETags, matching sizes and
-ETags prove the copy without a download; otherwise the object is downloaded to a temporary
-file (checked against the source's size and ETag), and the target is compared with that
-file, uploaded from it if it differs, and checked again. A copy keeps the source object's
+ETags prove the copy without a download; otherwise the object is downloaded (checked against
+the source's size and ETag), and the target is compared with what arrived, uploaded from it if
+it differs, and checked again. Each object is read once: its MD5, SHA-256 (and multipart ETags,
+for a large one) are computed as it arrives, and a small one (IN_MEMORY) is held in memory and
+sent as it is, so its copy costs one GET and one PUT with its Content-MD5; a larger one is
+written to a temporary file and uploaded from there. A copy keeps the source object's
 metadata (its Content-Type and sha256; between backends too, where both keep metadata), and
 gets the sha256 of the content it holds where the source had none; a source whose sha256
 metadata is not its content's is not copied. The metadata comes from the source's GET reply
@@ -12,11 +15,11 @@ where it has it (S3), else from a HEAD. A target whose owner marker
 (ownership.py) names another homeserver is refused; the marker itself is not copied: the first
 `upload` or `reconcile --apply` on the target records the owner there.
 
-The target is listed once (listing_index.py) rather than asked about each object with a HEAD:
+The target is listed (listing_index.py) rather than asked about each object with a HEAD:
 an object the listing lacks is copied (as one a HEAD found missing would be), one it has is
 compared as before. A copy is checked against the ETag of the upload's reply where the target
-gives MD5 ETags (as `upload` checks its copies), else with a HEAD. The scratch copy is not
-flushed to disk: it is read back at once and deleted.
+gives MD5 ETags (as `upload` checks its copies), else with a HEAD. A scratch copy is not
+flushed to disk: it is uploaded at once and deleted.
 
 An object is counted migrated only once a second listing of the target, at the end of the run,
 shows it still there with the same size (and the same ETag, where the first listing was what
@@ -26,23 +29,31 @@ with a HEAD, copied again where it is not the source's, and checked, as at its f
 
 from __future__ import annotations
 
-import asyncio
 import os
 import tempfile
 from collections.abc import AsyncIterator
 from typing import Any
 
-from synapse_objstore.backends.base import ObjectMetadata
-from synapse_objstore.checksums import LocalDigest
+from synapse_objstore.backends.base import LocalContent, ObjectMetadata
+from synapse_objstore.checksums import MIN_PART_SIZE, ContentDigest, LocalDigest, MiB
 from synapse_objstore.cli.each import each
 from synapse_objstore.cli.listing_index import Counted, ListingIndex
 from synapse_objstore.cli.ownership import OWNER_MARKER, check_same_owner
 from synapse_objstore.cli.report import Summary
-from synapse_objstore.cli.restore import download
+from synapse_objstore.cli.restore import download, fetch
 from synapse_objstore.errors import MediaPathError
 from synapse_objstore.health import preflight
 from synapse_objstore.store import ObjectInfo, ObjectStore
+from synapse_objstore.upload_memory import UploadMemory
 from synapse_objstore.verification import Check, RemoteChecker, State
+
+# An object of at most this many bytes is copied through memory (one GET, one PUT of the bytes
+# read), where the target's backend takes content; a larger one goes through a scratch file.
+# Below MIN_PART_SIZE, so below any multipart threshold: always one PUT.
+IN_MEMORY = 4 * MiB
+# The most that the jobs hold in memory at once of the objects they copy that way (most media
+# are far smaller: a job waits for room only among several objects of megabytes).
+IN_MEMORY_LIMIT = 16 * MiB
 
 
 class Migrator:
@@ -57,11 +68,13 @@ class Migrator:
         self.source_etag_is_md5 = RemoteChecker(source).etag_is_md5
         self.checker = RemoteChecker(target, read_back=read_back)
         self.index: ListingIndex | None = None
+        self.memory: UploadMemory | None = None  # made on the I/O loop, in `run` (its waits are there)
 
     async def run(self) -> None:
         await preflight(self.source)
         await preflight(self.target)
         await check_same_owner(self.source, self.target)
+        self.memory = UploadMemory(IN_MEMORY_LIMIT)
         self.index = await ListingIndex.of(self.target)
         try:
             with tempfile.TemporaryDirectory(prefix="objstore-migrate-") as tmp_dir:
@@ -85,7 +98,7 @@ class Migrator:
         """Copy an object unless the first listing of the target shows a verified copy; what
         is found good is handed to the index, for the second listing to confirm."""
         assert self.index is not None
-        existing = await asyncio.to_thread(self.index.get, info.media_path)
+        existing = self.index.get(info.media_path)  # one indexed query: in line, cheaper than a thread hop
         good = await self._object(info, tmp_dir, existing)
         if good is not None:
             await self.index.counted(good)
@@ -130,29 +143,51 @@ class Migrator:
             if existing is None or existing.size != info.size:
                 self.summary.add(files_copied=1, bytes_copied=info.size)
             return None
-        local_path = os.path.join(tmp_dir, media_path.replace("/", "_"))
-        try:
-            got = await download(self.source, info, local_path, tmp_dir, self.source_etag_is_md5, durable=False)
-            digest = await self.checker.digest(local_path)
-            check = Check(State.MISSING)
-            if existing is not None:
-                check = await self._check_existing(media_path, digest, existing)
-            if check.state is not State.VERIFIED:
-                kept = got if got is not None else await self._source_metadata(media_path)
-                if kept.sha256 is not None and kept.sha256 != digest.sha256:
-                    self.summary.fail(media_path, f"the source object's sha256 metadata {kept.sha256} is not the "
-                                                  f"sha256 of its content, {digest.sha256}: corrupted, not copied")
-                    return None
-                metadata = ObjectMetadata(kept.content_type, digest.sha256)
-                checksum = await self.target.put_file(local_path, media_path, metadata=metadata)
-                self.summary.add(files_copied=1, bytes_copied=info.size)
-                check = await self.checker.check_upload(media_path, digest, checksum)
-                found = Counted(media_path, info.size, None, info.etag or "")
-        finally:
-            # a stat and an unlink, in line so that they run even while the task is cancelled
-            if os.path.exists(local_path):  # noqa: ASYNC240
-                os.remove(local_path)
+        digest = ContentDigest(self.checker.part_sizes if info.size >= MIN_PART_SIZE else ())
+        if info.size <= IN_MEMORY and self.target.backend.takes_content:
+            assert self.memory is not None
+            async with self.memory.hold(info.size):
+                data, got = await fetch(self.source, info, self.source_etag_is_md5, digest)
+                local = digest.result()
+                copied = await self._copy(info, existing, local, got, "", LocalContent(data, local.md5))
+                del data  # let go of before its room is
+        else:
+            local_path = os.path.join(tmp_dir, media_path.replace("/", "_"))
+            try:
+                got = await download(self.source, info, local_path, tmp_dir, self.source_etag_is_md5, durable=False,
+                                     digest=digest)
+                copied = await self._copy(info, existing, digest.result(), got, local_path)
+            finally:
+                # a stat and an unlink, in line so that they run even while the task is cancelled
+                if os.path.exists(local_path):  # noqa: ASYNC240
+                    os.remove(local_path)
+        if copied is None:
+            return None
+        check, uploaded = copied
         if check.state is not State.VERIFIED:
             self.summary.fail(media_path, check.after_upload("copy in the target"))
             return None
-        return found
+        return Counted(media_path, info.size, None, info.etag or "") if uploaded else found
+
+    async def _copy(self, info: ObjectInfo, existing: ObjectInfo | None, digest: LocalDigest,
+                    got: ObjectMetadata | None, local_path: str,
+                    content: LocalContent | None = None) -> tuple[Check, bool] | None:
+        """Compare the source's content (its `digest`, and the metadata its GET gave) with the
+        target's object `existing`, and upload it where that differs: from `content` where it
+        was read into memory, else from the scratch copy at `local_path`. The check of the
+        target's copy, and whether it was uploaded; None where the source is found corrupted
+        (a failure, counted here)."""
+        media_path = info.media_path
+        if existing is not None:
+            check = await self._check_existing(media_path, digest, existing)
+            if check.state is State.VERIFIED:
+                return check, False
+        kept = got if got is not None else await self._source_metadata(media_path)
+        if kept.sha256 is not None and kept.sha256 != digest.sha256:
+            self.summary.fail(media_path, f"the source object's sha256 metadata {kept.sha256} is not the "
+                                          f"sha256 of its content, {digest.sha256}: corrupted, not copied")
+            return None
+        metadata = ObjectMetadata(kept.content_type, digest.sha256)
+        checksum = await self.target.put_file(local_path, media_path, metadata=metadata, content=content)
+        self.summary.add(files_copied=1, bytes_copied=info.size)
+        return await self.checker.check_upload(media_path, digest, checksum), True

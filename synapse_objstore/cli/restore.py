@@ -15,14 +15,14 @@ media is asked for on its own.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import tempfile
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from synapse_objstore.backends.base import ObjectMetadata
+from synapse_objstore.backends.base import ObjectMetadata, ObjectStream
+from synapse_objstore.checksums import ContentDigest
 from synapse_objstore.cli.cache_db import CacheDb
 from synapse_objstore.cli.journal import Journal
 from synapse_objstore.cli.listing_index import ListingIndex
@@ -36,6 +36,9 @@ from synapse_objstore.store import ObjectInfo, ObjectStore
 from synapse_objstore.verification import RemoteChecker
 
 CHUNK = 1024 * 1024
+# The most bytes of an object that `fetch` digests on the I/O loop (MD5 and SHA-256: about
+# half a millisecond), rather than in a worker thread.
+HASH_IN_LINE = 256 * 1024
 TMP_DIR_NAME = ".objstore-offload-tmp"
 
 
@@ -47,31 +50,31 @@ class RestoreOptions:
 
 
 async def download(store: ObjectStore, info: ObjectInfo, target: str, tmp_dir: str, etag_is_md5: bool,
-                   durable: bool = True) -> ObjectMetadata | None:
+                   durable: bool = True, digest: ContentDigest | None = None) -> ObjectMetadata | None:
     """Download an object to `target` through a checked temporary file; never leaves a partial `target`.
     `durable`: flushed to disk before it is renamed into place (not for a scratch copy). Returns
-    the metadata stored with the object, where the GET's reply gave it.
+    the metadata stored with the object, where the GET's reply gave it. `digest`: fed every
+    byte, as written (by default one of the MD5 alone, which the check needs).
 
     The body is written a CHUNK at a time, each in one worker thread: the pieces a stream
     returns (as the HTTP client received them, often 16-64 KiB) are gathered first, so a
     small file costs one thread hop, which also checks it and renames it into place."""
+    digest = digest if digest is not None else ContentDigest(sha256=False)
     fd, tmp_path = tempfile.mkstemp(dir=tmp_dir)
     try:
         with os.fdopen(fd, "wb") as file:
-            stream = await store.open_read(info.media_path)
-            if stream is None:
-                raise FileNotFoundError(f"{info.media_path} is not in {store.backend.describe()}")
-            md5, pending, pending_size = hashlib.md5(), [], 0
+            stream = await _open(store, info)
+            pending, pending_size = [], 0
             try:
                 while data := await stream.read(CHUNK):
                     pending.append(data)
                     pending_size += len(data)
                     if pending_size >= CHUNK:
-                        await asyncio.to_thread(_write_and_hash, file, md5, pending)
+                        await asyncio.to_thread(_write_and_hash, file, digest, pending)
                         pending, pending_size = [], 0
             finally:
                 await stream.close()
-            await asyncio.to_thread(_finish, file, md5, pending, info, etag_is_md5, durable, tmp_path, target)
+            await asyncio.to_thread(_finish, file, digest, pending, info, etag_is_md5, durable, tmp_path, target)
             return stream.metadata
     finally:
         # a stat and an unlink, in line so that they run even while the task is cancelled
@@ -79,27 +82,70 @@ async def download(store: ObjectStore, info: ObjectInfo, target: str, tmp_dir: s
             os.remove(tmp_path)
 
 
-def _write_and_hash(file: BinaryIO, md5: Any, pieces: list[bytes]) -> None:
+async def fetch(store: ObjectStore, info: ObjectInfo, etag_is_md5: bool,
+                digest: ContentDigest) -> tuple[bytes, ObjectMetadata | None]:
+    """The content of a small object, read into memory and fed to `digest`, checked as
+    `download` checks its file; and the metadata the GET's reply gave, if any. Up to
+    HASH_IN_LINE bytes are digested as they arrive, on the I/O loop (no thread hop); a larger
+    object in one worker thread once read, so that the loop is not held for milliseconds. An
+    object that turns out larger than `info` says fails as soon as it does, before more of
+    it is held."""
+    stream = await _open(store, info)
+    in_line = info.size <= HASH_IN_LINE
+    pieces, size = [], 0
+    try:
+        while data := await stream.read(CHUNK):
+            size += len(data)
+            if size > info.size:
+                raise OSError(f"{info.media_path} holds more than the {info.size} bytes listed")
+            if in_line:
+                digest.update(data)
+            pieces.append(data)
+    finally:
+        await stream.close()
+    if not in_line:
+        await asyncio.to_thread(_hash, digest, pieces)
+    _check(digest, info, etag_is_md5)
+    return b"".join(pieces), stream.metadata
+
+
+async def _open(store: ObjectStore, info: ObjectInfo) -> ObjectStream:
+    stream = await store.open_read(info.media_path)
+    if stream is None:
+        raise FileNotFoundError(f"{info.media_path} is not in {store.backend.describe()}")
+    return stream
+
+
+def _hash(digest: ContentDigest, pieces: list[bytes]) -> None:
+    for piece in pieces:
+        digest.update(piece)
+
+
+def _write_and_hash(file: BinaryIO, digest: ContentDigest, pieces: list[bytes]) -> None:
     for piece in pieces:
         file.write(piece)
-        md5.update(piece)
+        digest.update(piece)
 
 
-def _finish(file: BinaryIO, md5: Any, pieces: list[bytes], info: ObjectInfo, etag_is_md5: bool, durable: bool,
-            tmp_path: str, target: str) -> None:
+def _finish(file: BinaryIO, digest: ContentDigest, pieces: list[bytes], info: ObjectInfo, etag_is_md5: bool,
+            durable: bool, tmp_path: str, target: str) -> None:
     """Write the last pieces, check size and MD5, flush (if `durable`) and rename into place. Blocking."""
-    _write_and_hash(file, md5, pieces)
+    _write_and_hash(file, digest, pieces)
     file.flush()
-    size = file.tell()
-    if size != info.size:
-        raise OSError(f"downloaded {size} bytes of {info.media_path}, expected {info.size}")
-    etag, digest = (info.etag or "").lower(), md5.hexdigest()
-    if etag_is_md5 and len(etag) == 32 and etag != digest:
-        raise OSError(f"downloaded content of {info.media_path} has MD5 {digest}, the store says {etag}")
+    _check(digest, info, etag_is_md5)
     if durable:
         os.fsync(file.fileno())
     os.makedirs(os.path.dirname(target), exist_ok=True)
     os.replace(tmp_path, target)
+
+
+def _check(digest: ContentDigest, info: ObjectInfo, etag_is_md5: bool) -> None:
+    """OSError unless the content downloaded has the size, and the MD5 (where its ETag is one), listed."""
+    if digest.size != info.size:
+        raise OSError(f"downloaded {digest.size} bytes of {info.media_path}, expected {info.size}")
+    etag, md5 = (info.etag or "").lower(), digest.md5()
+    if etag_is_md5 and len(etag) == 32 and etag != md5:
+        raise OSError(f"downloaded content of {info.media_path} has MD5 {md5}, the store says {etag}")
 
 
 class Restorer:
@@ -167,10 +213,8 @@ class Restorer:
 
     async def _remote_files(self, media: Media) -> list[ObjectInfo]:
         original: ObjectInfo | None = None
-        if self.index is not None:
-            index = self.index
-            original, thumbnails = await asyncio.to_thread(
-                lambda: (index.get(media.file_path), index.under(media.thumbnail_dir + "/")))
+        if self.index is not None:  # indexed queries: in line, cheaper than a thread hop
+            original, thumbnails = self.index.get(media.file_path), self.index.under(media.thumbnail_dir + "/")
         if original is None:  # not listed (written since, or really missing), or no listing
             original = await self.store.info(media.file_path)
         if original is None:
