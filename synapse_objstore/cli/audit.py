@@ -35,6 +35,7 @@ from synapse_objstore.cli.each import each
 from synapse_objstore.cli.journal import Journal
 from synapse_objstore.cli.listing_index import Counted, ListingIndex
 from synapse_objstore.cli.report import Summary
+from synapse_objstore.cli.store_watch import watched
 from synapse_objstore.cli.synapse_db import SynapseDb
 from synapse_objstore.errors import MediaPathError
 from synapse_objstore.health import preflight
@@ -66,6 +67,9 @@ class Auditor:
 
     async def run(self) -> None:
         await preflight(self.store)
+        await watched(self._audit(), self.store)
+
+    async def _audit(self) -> None:
         self.index = await ListingIndex.of(self.store)
         try:
             # one media's (or file's) bug must not end the audit

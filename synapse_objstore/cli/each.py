@@ -14,7 +14,8 @@ async def each(items: AsyncIterator[T], job: Callable[[T], Awaitable[None]], job
                catch: tuple[type[Exception], ...], failed: Callable[[T, Exception], None],
                done: Callable[[], object] = lambda: None) -> None:
     """`job` for each of `items`, at most `jobs` at a time; returns once every one has ended.
-    An error in `catch` fails that item only (`failed`); `done` is called after each item."""
+    An error in `catch` fails that item only (`failed`); `done` is called after each item.
+    Cancelled, it cancels the jobs under way (a `gather` of them is, if it was waiting there)."""
     slots = asyncio.Semaphore(jobs)
     running: set[asyncio.Task[None]] = set()
 
@@ -27,9 +28,15 @@ async def each(items: AsyncIterator[T], job: Callable[[T], Awaitable[None]], job
             slots.release()
             done()
 
-    async for item in items:
-        await slots.acquire()
-        task = asyncio.create_task(one(item))
-        running.add(task)
-        task.add_done_callback(running.discard)
+    try:
+        async for item in items:
+            await slots.acquire()
+            task = asyncio.create_task(one(item))
+            running.add(task)
+            task.add_done_callback(running.discard)
+    except asyncio.CancelledError:  # the run is stopped (cli/store_watch.py): so is every job under way
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        raise
     await asyncio.gather(*running)

@@ -41,6 +41,7 @@ from synapse_objstore.cli.listing_index import Counted, ListingIndex
 from synapse_objstore.cli.ownership import OWNER_MARKER, check_same_owner
 from synapse_objstore.cli.report import Summary
 from synapse_objstore.cli.restore import download, fetch
+from synapse_objstore.cli.store_watch import watched
 from synapse_objstore.errors import MediaPathError
 from synapse_objstore.health import preflight
 from synapse_objstore.store import ObjectInfo, ObjectStore
@@ -75,6 +76,9 @@ class Migrator:
         await preflight(self.target)
         await check_same_owner(self.source, self.target)
         self.memory = UploadMemory(IN_MEMORY_LIMIT)
+        await watched(self._migrate(), self.source, self.target)
+
+    async def _migrate(self) -> None:
         self.index = await ListingIndex.of(self.target)
         try:
             with tempfile.TemporaryDirectory(prefix="objstore-migrate-") as tmp_dir:

@@ -166,7 +166,7 @@ class Rekeyer:
     async def run(self) -> None:
         await preflight(self.store)
         try:
-            await watched(self.store, self._rekey_listed())
+            await watched(self._rekey_listed(), self.store)
         except StoreUnusableError:
             self.summary.stopped = self.summary.stopped or f"{self.store.backend.describe()} stopped answering"
             raise

@@ -29,6 +29,7 @@ from synapse_objstore.cli.listing_index import ListingIndex
 from synapse_objstore.cli.localfs import file_size
 from synapse_objstore.cli.report import Summary
 from synapse_objstore.cli.scratch_dir import ScratchDir
+from synapse_objstore.cli.store_watch import watched
 from synapse_objstore.errors import MediaPathError
 from synapse_objstore.health import preflight
 from synapse_objstore.media import Media
@@ -176,18 +177,27 @@ class Restorer:
                     self.summary.fail(media.describe(), f"{type(error).__name__}: {error}")
                 self.progress.update(1)
 
-        try:
+        async def restore_all() -> None:
             if selected is None:
                 self.index = await ListingIndex.of(self.store)
             batch: list[asyncio.Task[None]] = []
-            async for media in self._media_to_restore(selected):
-                batch.append(asyncio.create_task(one(media)))
-                if len(batch) >= 4 * self.options.jobs:
-                    await asyncio.gather(*batch)
-                    batch = []
-                    await self._mark_back()
+            try:
+                async for media in self._media_to_restore(selected):
+                    batch.append(asyncio.create_task(one(media)))
+                    if len(batch) >= 4 * self.options.jobs:
+                        await asyncio.gather(*batch)
+                        batch = []
+                        await self._mark_back()
+            except asyncio.CancelledError:  # the store went silent: so is each download under way
+                for task in batch:
+                    task.cancel()
+                await asyncio.gather(*batch, return_exceptions=True)
+                raise
             await asyncio.gather(*batch)
             await self._mark_back()
+
+        try:
+            await watched(restore_all(), self.store)
         finally:
             await self.journal.close()
             if self.index is not None:

@@ -105,20 +105,21 @@ class StoreWatch:
             self.store.last_answer = max(self.store.last_answer, time.monotonic())
 
 
-async def watched(store: ObjectStore, work: Coroutine[Any, Any, T]) -> T:
-    """Run `work`, a command's run over `store`, and `StoreWatch(store).silence()` beside it:
-    when the store goes silent, `work` is cancelled (it must cancel what it started: a batch
-    command is safe to stop anywhere, as it is to kill) and StoreUnusableError is raised."""
+async def watched(work: Coroutine[Any, Any, T], *stores: ObjectStore) -> T:
+    """Run `work`, a command's run over `stores`, with `StoreWatch(store).silence()` beside it
+    for each: when one goes silent, `work` is cancelled (it must cancel what it started: a
+    batch command is safe to stop anywhere, as it is to kill) and StoreUnusableError is raised."""
     task = asyncio.ensure_future(work)
-    silence = asyncio.ensure_future(StoreWatch(store).silence())
+    silences = {asyncio.ensure_future(StoreWatch(store).silence()) for store in stores}
     try:
-        await asyncio.wait({task, silence}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, *silences}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         if not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        silence.cancel()
-    stopped = silence.exception() if silence.done() and not silence.cancelled() else None
-    if stopped is not None and task.cancelled():
-        raise stopped
+        for silence in silences:
+            silence.cancel()
+    stopped = [silence.exception() for silence in silences if silence.done() and not silence.cancelled()]
+    if stopped and stopped[0] is not None and task.cancelled():
+        raise stopped[0]
     return task.result()
