@@ -15,12 +15,21 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import logging
 import os
 from typing import Any, Generic, Protocol, TypeVar
 
 from synapse_objstore.asyncfs import AsyncFs
 from synapse_objstore.errors import LocalFileChangedError
 from synapse_objstore.upload_memory import UploadMemory
+
+logger = logging.getLogger(__name__)
+
+# The longest a failed or stopped multipart upload waits for its abort. A silent store would
+# hold it for the read timeout once per retry (9 minutes with a batch command's retries), and
+# keep a run that must stop from stopping; an upload left unaborted costs only storage until
+# `reconcile --apply` (or a lifecycle rule) aborts it.
+ABANDON_DEADLINE = 30.0
 
 Receipt = TypeVar("Receipt")  # what the store answers to one part
 Result = TypeVar("Result")  # what the finished upload returns
@@ -93,7 +102,11 @@ class PartUpload(abc.ABC, Generic[Receipt, Result]):
         except BaseException:
             for task in sending:
                 task.cancel()
-            await asyncio.shield(self._abandon_after(sending))
+            try:
+                await asyncio.shield(asyncio.wait_for(self._abandon_after(sending), ABANDON_DEADLINE))
+            except asyncio.TimeoutError:  # the built-in TimeoutError from Python 3.11
+                logger.warning("gave up aborting a multipart upload after %.0f s (the store does not answer); "
+                               "`objstore-offload reconcile --apply` aborts what is left", ABANDON_DEADLINE)
             raise
 
     async def _part(self, slots: asyncio.Semaphore, number: int, offset: int, read: asyncio.Future[None]) -> Receipt:

@@ -132,6 +132,7 @@ class Offloader:
         self.journal = Journal(cache, max_delay=COMMIT_DELAY)
         self.watch = StoreWatch(store)
         self._running: set[asyncio.Task[None]] = set()
+        self._committing: set[asyncio.Task[Any]] = set()  # media waiting for their commit: never cancelled
         self._stopped: StoreUnusableError | None = None
         # The MediaInfo of the media of the pages under way, read with their page (one query,
         # not one worker-thread call per media); each taken as its media's attempt begins.
@@ -153,6 +154,7 @@ class Offloader:
                 await self._pass(_each(again), None)
         finally:
             silence.cancel()
+            await asyncio.gather(silence, return_exceptions=True)
             await self.journal.close()
             for error in self.journal.errors:
                 self.run_summary.fail(self.journal.cache.path, error)
@@ -231,7 +233,7 @@ class Offloader:
                 "Run the same command again once the store can be used"
             )
             self._stopped.__cause__ = error
-            for task in self._running - {asyncio.current_task()}:
+            for task in self._running - self._committing - {asyncio.current_task()}:
                 task.cancel()
 
     def _carried_over(self, earlier: MediaOutcome, again: MediaOutcome) -> Summary:
@@ -306,12 +308,19 @@ class Offloader:
         remove = functools.partial(self._remove_local, digests) if self.options.delete else None
         if (slot := _slot.get()) is not None:
             slot.release()
+        # Past the store: a run that stops lets it finish (its commit is local, and its files
+        # are verified), so that what was verified before the store failed is offloaded.
+        committing = asyncio.current_task()
+        if committing is not None:
+            self._committing.add(committing)
         try:
             removed = await self.journal.record_files(records, remove)
         except Exception as error:  # whatever sqlite raised, nothing is deleted
             for media_path in digests:
                 self.summary.fail(media_path, f"verified, but not deleted: could not record it in cache.db: {error}")
             return
+        finally:
+            self._committing.discard(committing)
         if removed is not None:
             self._count_deleted(media, files, digests, removed)
 

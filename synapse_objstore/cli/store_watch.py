@@ -88,21 +88,35 @@ class StoreWatch:
         """Run beside a run's work until cancelled. Each time the store has answered none of
         its calls for QUIET_BEFORE_CHECK seconds, ask it the startup check's question; raise
         StoreUnusableError when that is not answered either (a timeout, a connection that
-        fails), or is answered with a missing bucket or refused credentials."""
-        while True:
-            quiet = time.monotonic() - self.store.last_answer
-            if quiet < QUIET_BEFORE_CHECK:
-                await asyncio.sleep(QUIET_BEFORE_CHECK - quiet)
-                continue
-            try:
-                await check_store(self.store)
-            except ObjectStoreError as error:
-                if is_outage(error) or _store_wide_suspect(error):
-                    raise StoreUnusableError(
-                        f"{error}, and it had answered none of this run's requests for {quiet:.0f} s. Stopped the run"
-                    ) from error
-            # it answered (the check's own request set last_answer; an owner check may not have)
-            self.store.last_answer = max(self.store.last_answer, time.monotonic())
+        fails), or is answered with a missing bucket or refused credentials.
+
+        The question goes through a client of its own (another ObjectStore on the same
+        backend, made the first time it is needed): through the run's, it could wait for a
+        connection behind slow uploads holding all of a small pool (`max_pool_connections`),
+        and a store that is only slow would be taken for silent."""
+        probe: ObjectStore | None = None
+        try:
+            while True:
+                quiet = time.monotonic() - self.store.last_answer
+                if quiet < QUIET_BEFORE_CHECK:
+                    await asyncio.sleep(QUIET_BEFORE_CHECK - quiet)
+                    continue
+                probe = probe or ObjectStore(self.store.backend)
+                asked = time.monotonic()
+                try:
+                    await check_store(probe)
+                except ObjectStoreError as error:
+                    answered_meanwhile = self.store.last_answer >= asked
+                    if (is_outage(error) or _store_wide_suspect(error)) and not answered_meanwhile:
+                        raise StoreUnusableError(
+                            f"{error}, and it had answered none of this run's requests for {quiet:.0f} s. "
+                            "Stopped the run"
+                        ) from error
+                # it answered (the check, or one of the run's requests meanwhile)
+                self.store.last_answer = max(self.store.last_answer, time.monotonic())
+        finally:
+            if probe is not None:
+                await probe.close()
 
 
 async def watched(work: Coroutine[Any, Any, T], *stores: ObjectStore) -> T:
@@ -119,6 +133,7 @@ async def watched(work: Coroutine[Any, Any, T], *stores: ObjectStore) -> T:
             await asyncio.gather(task, return_exceptions=True)
         for silence in silences:
             silence.cancel()
+        await asyncio.gather(*silences, return_exceptions=True)  # each closes its own client
     stopped = [silence.exception() for silence in silences if silence.done() and not silence.cancelled()]
     if stopped and stopped[0] is not None and task.cancelled():
         raise stopped[0]

@@ -8,6 +8,7 @@ media store). Nothing is lost: a rerun once the store answers again finishes the
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -17,9 +18,10 @@ import yaml
 from servers.moto import MotoServer
 from servers.synapse_media import SynapseMedia
 from synapse_objstore import health
+from synapse_objstore.backends import part_upload
 from synapse_objstore.cli import store_watch
 from synapse_objstore.testing.fault_proxy import FaultProxy
-from tests.support.offload import Dataset, Offload, store_block
+from tests.support.offload import Dataset, MiB, Offload, store_block
 from tests.support.s3 import s3_client
 
 pytestmark = pytest.mark.parametrize("engine", ["sqlite"])
@@ -65,3 +67,33 @@ def test_a_store_going_silent_stops_the_run(
         assert all((synapse.media_store / p).read_bytes() == synapse.files[p] for p in dataset.old)
     else:
         assert again["files_verified"] == len(dataset.old)
+
+
+def test_a_store_going_silent_amid_a_multipart_upload_stops_the_run_without_waiting_for_the_abort(
+    offload: Offload, homeserver_yaml: Path, synapse: SynapseMedia, moto: MotoServer, bucket: str, workdir: Path,
+    monkeypatch: pytest.MonkeyPatch, engine: str,
+) -> None:
+    """The upload of a large original is abandoned when the run stops; its abort, unanswered
+    too, is given ABANDON_DEADLINE (here 2 s, 30 s by default), not the read timeout once per
+    retry (9 tries here: 45 s; 9 minutes by default). The local file stays; a rerun uploads it."""
+    monkeypatch.setattr(store_watch, "QUIET_BEFORE_CHECK", 2.0)
+    monkeypatch.setattr(health, "CHECK_TIMEOUT", 2.0)
+    monkeypatch.setattr(part_upload, "ABANDON_DEADLINE", 2.0)
+    config = ["--config", str(homeserver_yaml)]
+    content = os.urandom(16 * MiB + 5)
+    (path,) = synapse.add_local("BigMediaAbCdEfGh", content, 90)
+    offload(*config, "update", "30d")
+    with FaultProxy(moto.endpoint_url) as proxy:
+        proxied = store_block(moto, bucket, endpoint_url=proxy.endpoint_url, read_timeout=5)
+        (workdir / "proxied.yaml").write_text(yaml.safe_dump(proxied))
+        proxy.schedule(9, silent=True)  # the preflight, the owner marker and the upload's start answered
+        started = time.monotonic()
+        result = offload(*config, "upload", "--delete", "--store-config", "proxied.yaml", expect=2)
+        assert time.monotonic() - started < 20, result.output
+        assert "answered none of this run's requests for" in " ".join(result.output.split())
+        assert (synapse.media_store / path).read_bytes() == content
+        proxy.set(silent=False)
+        offload(*config, "upload", "--delete", "--store-config", "proxied.yaml")
+    assert not (synapse.media_store / path).exists()
+    assert s3_client(moto.endpoint_url).get_object(Bucket=bucket, Key=f"media/{path}")["Body"].read() == content
+
