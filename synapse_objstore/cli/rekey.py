@@ -39,11 +39,12 @@ refused on every run, or name another object.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from synapse_objstore.backends.base import CURRENT, UNENCRYPTED, Backend, KeyedObject, KeyLabel, RewriteResult
+from synapse_objstore.cli.each import each
 from synapse_objstore.cli.report import Summary, human_size
 from synapse_objstore.cli.store_watch import watched
 from synapse_objstore.errors import CommandError, MediaPathError, StoreUnusableError, UnknownKeyError
@@ -172,27 +173,10 @@ class Rekeyer:
             raise
 
     async def _rekey_listed(self) -> None:
-        slots = asyncio.Semaphore(self.jobs)
-        running: set[asyncio.Task[None]] = set()
-
-        async def one(info: ObjectInfo) -> None:
-            try:
-                await self._object(info)
-            except (OSError, MediaPathError) as error:  # store errors are OSErrors
-                self.summary.fail(info.media_path, error)
-            finally:
-                slots.release()
-                self.progress.update(1)
-
         try:
-            async for info in self.store.list():
-                self.summary.add(objects_listed=1, bytes_listed=info.size)
-                await slots.acquire()
-                task = asyncio.create_task(one(info))
-                running.add(task)
-                task.add_done_callback(running.discard)
-        except OSError as error:  # a store error, or a bucket gone (which s3fs calls a missing file)
-            await asyncio.gather(*running)  # at most `jobs` objects, each rewritten whole or not at all
+            await each(self._listed(), self._object, self.jobs, (OSError, MediaPathError),  # store errors are OSErrors
+                       lambda info, error: self.summary.fail(info.media_path, error), lambda: self.progress.update(1))
+        except OSError as error:  # the listing's: a store error, or a bucket gone (which s3fs calls a missing file)
             self.summary.stopped = f"listing {self.store.backend.describe()} failed"
             raise StoreUnusableError(
                 f"rekey stopped: listing {self.store.backend.describe()} failed ({type(error).__name__}: {error}). "
@@ -200,12 +184,11 @@ class Rekeyer:
                 f"{'found to need rewriting' if self.summary.dry_run else 'rewritten under the current key'}; "
                 "run the same command again once the store can be used: it finds only what is left"
             ) from error
-        except asyncio.CancelledError:  # stopped (the store went silent): so is each rewrite under way
-            for task in running:
-                task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
-            raise
-        await asyncio.gather(*running)
+
+    async def _listed(self) -> AsyncIterator[ObjectInfo]:
+        async for info in self.store.list():
+            self.summary.add(objects_listed=1, bytes_listed=info.size)
+            yield info
 
     async def _object(self, info: ObjectInfo) -> None:
         media_path = info.media_path
