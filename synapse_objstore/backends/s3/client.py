@@ -24,6 +24,7 @@ from synapse_objstore.backends.s3.s3fs_private import (
     send_bytes_bodies_as_is,
 )
 from synapse_objstore.backends.s3.settings import S3Settings
+from synapse_objstore.backends.s3.timestamps import parse_timestamp
 
 
 def load_botocore_session() -> AioSession:
@@ -82,6 +83,7 @@ def create_s3_filesystem(
         session.register(f"before-parameter-build.s3.{operation}", send_bytes_bodies_as_is,
                          unique_id=f"synapse-objstore-body-{operation}")
     expect_continue_for_large_bodies_only(session)
+    session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=parse_timestamp)
     s3_config: dict[str, Any] = {"addressing_style": s.addressing_style}
     if not signs_payloads(s.endpoint_url):
         s3_config["payload_signing_enabled"] = False

@@ -14,10 +14,9 @@ body that is not well-formed XML is left whole to botocore, which reports it.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from datetime import datetime, timezone
 from typing import Any
 
-from botocore.utils import parse_timestamp
+from synapse_objstore.backends.s3.timestamps import parse_timestamp
 
 EVENT = "before-parse.s3.ListObjectsV2"
 UNIQUE_ID = "synapse-objstore-fast-listing"
@@ -49,7 +48,7 @@ def parse_contents(response_dict: dict[str, Any], customized_response_dict: dict
             elif name == "ETag":
                 item["ETag"] = text
             elif name == "LastModified":
-                item["LastModified"] = _timestamp(text)
+                item["LastModified"] = parse_timestamp(text)
             elif name == "StorageClass":
                 item["StorageClass"] = text
         contents.append(item)
@@ -64,12 +63,3 @@ def _local(tag: str) -> str:
     by the root's namespace, entries in another one (or in none, under a prefixed root) were
     not found, and the page went back empty."""
     return tag.rpartition("}")[2]
-
-
-def _timestamp(text: str) -> datetime:
-    """As botocore gives it (timezone-aware), without dateutil for the usual ISO 8601 form."""
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return parse_timestamp(text)  # type: ignore[no-any-return]
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
