@@ -211,6 +211,16 @@ class Bench:
         self.eligible = store.files_of_first(args.media)
         self.files_from = base / "eligible.txt"
         self.files_from.write_text("".join(f"{path}\n" for path in sorted(self.eligible)))
+        for checkout in (ROOT, args.candidate):
+            if checkout:
+                self.compile(Path(checkout) / "synapse_objstore")
+
+    def compile(self, package: Path) -> None:
+        """Compile ours' modules to bytecode (their __pycache__, git-ignored) once here, as pip
+        does for an installed package: the measured runs (PYTHONDONTWRITEBYTECODE) would
+        otherwise compile every module from source each time, about 0.1 s of CPU a run."""
+        subprocess.run([str(self.tools.python), "-m", "compileall", "-q", str(package)], check=True,
+                       env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""})
 
     # ------------------------------------------------------------ lanes
 
