@@ -126,7 +126,7 @@ class RemoteChecker:
         another checksum for it than the one it acknowledged is not believed (the upload
         fails, the local file stays); one that repeats it is checked as `check` does (read
         back, unless size only). Without a checksum in the reply, `check` alone decides."""
-        if checksum is None or not self.scheme.gives_checksums:
+        if not checksum or not self.scheme.gives_checksums:  # none, or an empty one: names no content
             return await self.check(media_path, digest)
         if digest.matches_etag(checksum):
             return Check(State.VERIFIED, "size+etag of the upload reply")

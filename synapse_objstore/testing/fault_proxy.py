@@ -12,7 +12,8 @@ flow (`set`, or `schedule` to switch after a number of requests):
 - `flip_byte`: one byte of every PutObject / UploadPart body is flipped on its way to the
   store, which stores the wrong bytes and answers with their ETag.
 - `wrong_etag`: PutObject and CompleteMultipartUpload are answered with a wrong ETag; the
-  store keeps the right bytes. `opaque_etags`: every ETag of an object (in the replies to
+  store keeps the right bytes. `blank_etag`: they are answered with an empty ETag (Ceph RGW
+  has answered a CompleteMultipartUpload so, under load). `opaque_etags`: every ETag of an object (in the replies to
   uploads, HEAD, GET and listings) is one that is not its MD5, the same each time, as a store
   encrypting with SSE-KMS gives.
 - `deny="AccessDenied"` (or `InvalidAccessKeyId`, ...): every request is answered 403 with
@@ -61,7 +62,7 @@ import sys
 import threading
 import urllib.request
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -89,6 +90,7 @@ class Faults:
     fail_first: int = 0
     flip_byte: bool = False
     wrong_etag: bool = False
+    blank_etag: bool = False
     opaque_etags: bool = False
     deny: str | None = None
     no_bucket: bool = False
@@ -362,8 +364,9 @@ class ProxyServer:
         if resetting:
             engine.count("reset before reply", request)
             raise Reset
-        if (faults.wrong_etag or faults.opaque_etags) and 200 <= reply.status < 300:
-            self._falsify_etag(request, reply, everywhere=faults.opaque_etags)
+        if (faults.wrong_etag or faults.blank_etag or faults.opaque_etags) and 200 <= reply.status < 300:
+            self._falsify_etag(request, reply, everywhere=faults.opaque_etags,
+                               replace=(lambda _: '""') if faults.blank_etag else wrong_etag)
         if faults.stall and reply.body and request.method != "HEAD":
             engine.count("stalled")
             write_reply(writer, reply, body_part=len(reply.body) // 2)
@@ -401,16 +404,16 @@ class ProxyServer:
         self.engine.count("generation mismatch", request)
         return _json_reply(412, "Precondition Failed", "At least one of the pre-conditions you specified did not hold.")
 
-    def _falsify_etag(self, request: Request, reply: Reply, everywhere: bool) -> None:
+    def _falsify_etag(self, request: Request, reply: Reply, everywhere: bool, replace: Callable[[str], str]) -> None:
         """Replace the ETags of an upload's reply (and, `everywhere`, of any reply but an
-        UploadPart's, whose ETags the client sends back) by others, the same for the same."""
+        UploadPart's, whose ETags the client sends back) by `replace`'s, the same for the same."""
         if request.is_put_body and not request.is_put_object:
             return
         if reply.header("etag") and (everywhere or request.is_put_object):
-            reply.replace_header("ETag", wrong_etag(reply.header("etag") or ""))
+            reply.replace_header("ETag", replace(reply.header("etag") or ""))
             self.engine.count("wrong etag")
         elif (everywhere or request.is_complete_multipart) and _ETAG_IN_XML.search(reply.body):
-            reply.body = _ETAG_IN_XML.sub(lambda m: b"<ETag>" + wrong_etag(m.group(1).decode()).encode() + b"</ETag>",
+            reply.body = _ETAG_IN_XML.sub(lambda m: b"<ETag>" + replace(m.group(1).decode()).encode() + b"</ETag>",
                                           reply.body)
             self.engine.count("wrong etag")
 

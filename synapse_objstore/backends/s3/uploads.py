@@ -180,5 +180,7 @@ def _read_with_md5(path: str, offset: int, length: int) -> tuple[bytes, str]:
 
 
 def _etag(reply: dict[str, Any]) -> str | None:
+    """The ETag an upload was acknowledged with; None for none, or an empty one (Ceph RGW has
+    answered a CompleteMultipartUpload with `<ETag></ETag>` under load), which names no content."""
     etag = reply.get("ETag")
-    return etag.strip('"') if isinstance(etag, str) else None
+    return (etag.strip('"') or None) if isinstance(etag, str) else None
