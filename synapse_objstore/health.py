@@ -69,11 +69,17 @@ async def check_store(store: ObjectStore, server_name: str | None = None) -> Non
             f"cannot use {where}: the bucket or directory {store.backend.root!r} does not exist"
         ) from error
     except Exception as error:
-        kind = classify(error)
-        # what the store said: the client library's error that the store error wraps
-        said = error.__cause__ if isinstance(error, ObjectStoreError) and error.__cause__ is not None else error
-        detail = redact(f"{type(said).__name__}: {said}".rstrip(": "))
-        raise KIND_ERRORS[kind](f"cannot use {where}: {_REASONS[kind]} ({detail})") from error
+        raise store_failure(store, error) from error
+
+
+def store_failure(store: ObjectStore, error: Exception) -> ObjectStoreError:
+    """A store error of `error`'s kind whose message names the store, the reason and what the
+    store said: "cannot use <store>: <reason> (<what it said>)", secrets redacted."""
+    kind = classify(error)
+    # what the store said: the client library's error that the store error wraps
+    said = error.__cause__ if isinstance(error, ObjectStoreError) and error.__cause__ is not None else error
+    detail = redact(f"{type(said).__name__}: {said}".rstrip(": "))
+    return KIND_ERRORS[kind](f"cannot use {store.backend.describe()}: {_REASONS[kind]} ({detail})")
 
 
 async def _check_owner(store: ObjectStore, server_name: str) -> None:

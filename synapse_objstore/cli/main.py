@@ -676,11 +676,12 @@ async def _claimed_then(store: ObjectStore, synapse_db: SynapseDb | None, comman
                         job: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """`job`, once the store is known not to be another homeserver's (when the database is known)."""
     from synapse_objstore.cli.ownership import claim_store
+    from synapse_objstore.cli.store_watch import watched
     from synapse_objstore.health import preflight
 
     if synapse_db is not None:
         await preflight(store)  # an unusable store is reported as such, before its marker is asked for
-        if (warning := await claim_store(store, synapse_db, command, dry_run)) is not None:
+        if (warning := await watched(claim_store(store, synapse_db, command, dry_run), store)) is not None:
             click.echo(warning, err=True)
     return await job()
 

@@ -74,7 +74,7 @@ class Migrator:
     async def run(self) -> None:
         await preflight(self.source)
         await preflight(self.target)
-        await check_same_owner(self.source, self.target)
+        await watched(check_same_owner(self.source, self.target), self.source, self.target)
         self.memory = UploadMemory(IN_MEMORY_LIMIT)
         await watched(self._migrate(), self.source, self.target)
 

@@ -32,7 +32,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from synapse_objstore.cli.synapse_db import SynapseDb
-from synapse_objstore.errors import MarkerUnavailableError, OwnershipError, SynapseDbError
+from synapse_objstore.errors import (
+    MarkerUnavailableError,
+    ObjectStoreError,
+    OwnershipError,
+    StoreUnusableError,
+    SynapseDbError,
+)
 from synapse_objstore.owner_marker import (
     OWNER_MARKER,
     HomeserverIdentity,
@@ -79,7 +85,11 @@ async def claim_store(store: ObjectStore, db: SynapseDb, command: str, dry_run: 
 
     Offloading deletes nothing remote, so what only costs the check does not stop it: a
     database whose users cannot be read (a role without SELECT on `users`), a store that does
-    not give or take the marker this time (the returned warning says so; the next run checks)."""
+    not give or take the marker this time (the returned warning says so; the next run checks).
+    A store that fails the listing made before a claim (does it already hold objects?) stops
+    the run as a failed `preflight` does (StoreUnusableError): nothing is claimed, so the next
+    run claims it, and tells. Nothing here bounds the store's calls: run this `watched`
+    (cli/store_watch.py), as the rest of a run, so that a silent store stops it."""
     try:
         identity = await asyncio.to_thread(identify, db)
         recorded = await read_owner(store)
@@ -92,8 +102,9 @@ async def claim_store(store: ObjectStore, db: SynapseDb, command: str, dry_run: 
             )
         if recorded is None and not dry_run:
             _, _, newest_media_ts = await asyncio.to_thread(db.media_counts)
+            held = await _holds_objects(store)
             await record_owner(store, identity, newest_media_ts, command)
-            if await _holds_objects(store):
+            if held:
                 return (f"note: recorded {identity.describe()} as the owner of {store.backend.describe()}, which "
                         "already holds objects. If another homeserver writes to this bucket and prefix, separate "
                         "them now: once this claim is older than its grace period, reconcile takes the other's "
@@ -105,11 +116,17 @@ async def claim_store(store: ObjectStore, db: SynapseDb, command: str, dry_run: 
 
 async def _holds_objects(store: ObjectStore) -> bool:
     """Whether the store holds anything besides the owner marker (one short listing)."""
+    from synapse_objstore.health import store_failure  # imports the store: not at the CLI's start
+
     objects = store.list(page_size=2)
-    async with contextlib.aclosing(objects):  # type: ignore[type-var]  # an async generator, typed as an iterator
-        async for info in objects:
-            if info.media_path != OWNER_MARKER:
-                return True
+    try:
+        async with contextlib.aclosing(objects):  # type: ignore[type-var]  # an async generator, typed as an iterator
+            async for info in objects:
+                if info.media_path != OWNER_MARKER:
+                    return True
+    except ObjectStoreError as error:
+        raise StoreUnusableError(f"{store_failure(store, error)}, listing it before recording this homeserver as "
+                                 "its owner. Nothing was changed") from error
     return False
 
 

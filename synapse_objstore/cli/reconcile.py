@@ -63,6 +63,7 @@ from synapse_objstore.cli.ownership import (
 from synapse_objstore.cli.path_set import PathSet
 from synapse_objstore.cli.report import Summary, human_size
 from synapse_objstore.cli.shard import WHOLE, Shard
+from synapse_objstore.cli.store_watch import watched
 from synapse_objstore.cli.synapse_db import SynapseDb
 from synapse_objstore.errors import (
     DeleteShareError,
@@ -218,7 +219,7 @@ class Reconciler:
             )
         identity = await asyncio.to_thread(identify, self.db)
         local, remote, newest_media_ts = await asyncio.to_thread(self.db.media_counts)
-        recorded = await read_owner(self.store)
+        recorded = await watched(read_owner(self.store), self.store)  # a silent store stops the run here too
         check_owner(recorded, identity, newest_media_ts, self.store, self.options.owner_check)
         self._describe_comparison(identity, recorded, local, remote)
         listed = PathSet()
