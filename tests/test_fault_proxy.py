@@ -97,6 +97,25 @@ def test_silent_and_stalled_store(moto: MotoServer, bucket: str, proxy: FaultPro
     assert proxy.stats()["silenced"] == 1 and proxy.stats()["stalled"] == 1
 
 
+def test_throttled_store_is_slow_each_way_and_answers(moto: MotoServer, bucket: str, proxy: FaultProxy) -> None:
+    """1 MiB/s per connection: a 1.5 MiB upload and its download take about 1.5 s each, intact;
+    a HEAD (no body) is not held back."""
+    s3 = client(proxy.endpoint_url)
+    content = os.urandom(3 * 512 * 1024)
+    proxy.set(throttle=1024 * 1024)
+    started = time.monotonic()
+    s3.put_object(Bucket=bucket, Key="slow", Body=content)
+    put = time.monotonic() - started
+    started = time.monotonic()
+    assert s3.get_object(Bucket=bucket, Key="slow")["Body"].read() == content
+    get = time.monotonic() - started
+    started = time.monotonic()
+    s3.head_object(Bucket=bucket, Key="slow")
+    assert time.monotonic() - started < 1
+    assert 1.4 < put < 1.5 + 5 and 1.4 < get < 1.5 + 5, (put, get)  # a loaded machine's margin above
+    assert proxy.stats()["throttled"] == 2
+
+
 def test_stopping_resets_held_connections(moto: MotoServer) -> None:
     proxy = FaultProxy(moto.endpoint_url, Faults(silent=True)).start()
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as held:

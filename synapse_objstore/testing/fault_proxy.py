@@ -20,6 +20,10 @@ flow (`set`, or `schedule` to switch after a number of requests):
   that code (credentials revoked); `no_bucket`: every request gets 404 NoSuchBucket.
 - `silent`: requests are read and never answered; `stall`: each reply sends half its body,
   then nothing. Held connections are reset when the fault is switched off or the proxy stops.
+- `throttle=N`: a slow store, not a silent one: each request body is taken from the client,
+  and each reply body sent to it, at N bytes/s (per connection), so that an upload holds its
+  connection for its size over N. Every request is answered in the end; a latency alone does
+  not do that (bench/latency_proxy.py delays bytes, it does not limit their rate).
 - `gcs_generation_match`: not a fault but what GCS does and gcp-storage-emulator does not
   (it ignores the condition on downloads): a GET carrying `ifGenerationMatch` is answered
   412 when the object's generation is another (the proxy asks the store for its metadata
@@ -60,6 +64,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -75,6 +80,7 @@ if TYPE_CHECKING:
 CONTROL_PREFIX = "/_fault_proxy/"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 MAX_HEAD = 64 * 1024
+PACE_CHUNK = 64 * 1024  # the step in which a throttled body moves
 # Headers that describe one hop, not the message: never forwarded as they came.
 HOP_HEADERS = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
                          "upgrade", "expect", "content-length"})
@@ -97,6 +103,7 @@ class Faults:
     silent: bool = False
     stall: bool = False
     gcs_generation_match: bool = False
+    throttle: int = 0  # bytes/s of each body, each way; 0: as fast as they come
     match: str | None = None
 
     def __post_init__(self) -> None:
@@ -105,6 +112,8 @@ class Faults:
                 raise ValueError(f"{name} must be between 0 and 1")
         if self.fail_first < 0:
             raise ValueError("fail_first must not be negative")
+        if self.throttle < 0:
+            raise ValueError("throttle must not be negative")
         if self.match is not None:
             re.compile(self.match)
 
@@ -343,7 +352,7 @@ class ProxyServer:
             if length and int(length) > 1:
                 await reader.readexactly(int(length) // 2)
             raise Reset
-        request.body = await read_body(reader, length, chunked)
+        request.body = await read_body(reader, length, chunked, rate=faults.throttle)
         if faults.silent:
             engine.count("silenced")
             await self._hold(lambda: engine.faults.silent)
@@ -373,7 +382,12 @@ class ProxyServer:
             await writer.drain()
             await self._hold(lambda: engine.faults.stall)
             raise Reset
-        write_reply(writer, reply, head_only=request.method == "HEAD")
+        if faults.throttle and (request.body or reply.body):
+            engine.count("throttled")
+        if faults.throttle and reply.body and request.method != "HEAD":
+            await write_paced_reply(writer, reply, faults.throttle)
+        else:
+            write_reply(writer, reply, head_only=request.method == "HEAD")
         engine.answered(request)
 
     def _refusal(self, request: Request, faults: Faults, nth: int) -> Reply | None:
@@ -500,8 +514,10 @@ def _headers(lines: list[str]) -> list[tuple[str, str]]:
 
 
 async def read_body(reader: asyncio.StreamReader, length: str | None, transfer_encoding: str | None,
-                    until_eof: bool = False) -> bytes:
-    """A message body by its Content-Length, chunked encoding, or (a reply) the end of the connection."""
+                    until_eof: bool = False, rate: int = 0) -> bytes:
+    """A message body by its Content-Length, chunked encoding, or (a reply) the end of the
+    connection; with `rate`, a request body read no faster than that many bytes/s."""
+    pace = Pace(rate)
     if transfer_encoding and "chunked" in transfer_encoding.lower():
         chunks: list[bytes] = []
         while True:
@@ -510,11 +526,39 @@ async def read_body(reader: asyncio.StreamReader, length: str | None, transfer_e
                 while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers
                     pass
                 return b"".join(chunks)
-            chunks.append(await reader.readexactly(size))
+            chunks.append(await pace.read(reader, size))
             await reader.readexactly(2)
     if length is not None:
-        return await reader.readexactly(int(length))
+        return await pace.read(reader, int(length))
     return await reader.read() if until_eof else b""
+
+
+class Pace:
+    """Bytes moved no faster than `rate` bytes/s (0: unlimited), counted from its creation, in
+    PACE_CHUNK steps: the socket's buffers fill and TCP holds the sender back, as on a slow link."""
+
+    def __init__(self, rate: int) -> None:
+        self._rate = rate
+        self._start = time.monotonic()
+        self._moved = 0
+
+    async def read(self, reader: asyncio.StreamReader, size: int) -> bytes:
+        if not self._rate:
+            return await reader.readexactly(size)
+        parts = []
+        while size:
+            part = await reader.readexactly(min(size, PACE_CHUNK))
+            parts.append(part)
+            size -= len(part)
+            await self.moved(len(part))
+        return b"".join(parts)
+
+    async def moved(self, count: int) -> None:
+        """Count `count` bytes moved; wait until the rate allows them."""
+        self._moved += count
+        wait = self._start + self._moved / self._rate - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
 
 
 def write_reply(writer: asyncio.StreamWriter, reply: Reply, head_only: bool = False,
@@ -530,6 +574,17 @@ def write_reply(writer: asyncio.StreamWriter, reply: Reply, head_only: bool = Fa
     writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
     if not head_only:
         writer.write(reply.body if body_part is None else reply.body[:body_part])
+
+
+async def write_paced_reply(writer: asyncio.StreamWriter, reply: Reply, rate: int) -> None:
+    """Write a reply whose body goes out at `rate` bytes/s."""
+    write_reply(writer, reply, body_part=0)
+    pace = Pace(rate)
+    for start in range(0, len(reply.body), PACE_CHUNK):
+        part = reply.body[start:start + PACE_CHUNK]
+        writer.write(part)
+        await writer.drain()
+        await pace.moved(len(part))
 
 
 def reset(writer: asyncio.StreamWriter) -> None:
@@ -636,8 +691,9 @@ class FaultProxy:
     def stats(self) -> dict[str, int]:
         """Counts: `requests`, `requests PUT`..., `forwarded`, one per fault injected (`slowdown`,
         `reset mid-request`, `reset before reply`, `flipped`, `wrong etag`, `denied`, `no bucket`,
-        `silenced`, `stalled`), and `most faults in a row`: the longest run of 503s and resets
-        that requests about one object met (a client with fewer retries gives up on it)."""
+        `silenced`, `stalled`, `throttled`: a body either way), and `most faults in a row`: the
+        longest run of 503s and resets that requests about one object met (a client with fewer
+        retries gives up on it)."""
         return self._engine.stats()
 
     def _wake(self) -> None:
@@ -753,6 +809,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stall", action="store_true", help="send half of each reply body, then nothing")
     parser.add_argument("--gcs-generation-match", action="store_true",
                         help="answer a GET whose ifGenerationMatch is not the object's generation 412, as GCS does")
+    parser.add_argument("--throttle", type=int, default=0, metavar="BYTES_PER_S",
+                        help="carry each request and reply body at that many bytes/s")
     parser.add_argument("--match", metavar="REGEX", help="apply the faults only to request paths matching REGEX")
     args = parser.parse_args(argv)
     try:
@@ -761,7 +819,8 @@ def main(argv: list[str] | None = None) -> None:
                         flip_byte=args.flip_byte, wrong_etag=args.wrong_etag, opaque_etags=args.opaque_etags,
                         deny=args.deny,
                         no_bucket=args.no_bucket, silent=args.silent, stall=args.stall,
-                        gcs_generation_match=args.gcs_generation_match, match=args.match)
+                        gcs_generation_match=args.gcs_generation_match, throttle=args.throttle,
+                        match=args.match)
     except (ValueError, re.error) as error:
         parser.error(str(error))
     asyncio.run(_serve(target, faults, args.seed, args.port))
