@@ -104,7 +104,7 @@ class ObjectStore:
         """Build the filesystem and, where it has one, its client session."""
         fs = self.filesystem().fs
         if hasattr(fs, "set_session"):
-            await self._guard("connect to", "/", fs.set_session)
+            await self._guard("connect to", "/", fs.set_session, asks_the_store=False)
 
     async def ask_about_root(self) -> None:
         """Ask the store about the root (for S3, a HEAD of the bucket), which touches no object:
@@ -238,16 +238,18 @@ class ObjectStore:
         return f"{self.backend.root}/{self.prefix}{listed.media_path}"
 
     async def _guard(self, action: str, media_path: str, operation: Callable[[], Awaitable[T]],
-                     passed: tuple[type[Exception], ...] = ()) -> T:
+                     passed: tuple[type[Exception], ...] = (), asks_the_store: bool = True) -> T:
         """Run `operation`; a failure other than a missing object (or one of `passed`) becomes a
         store error of its kind (synapse_objstore.errors) that names the action, the object and
         the store, with any secret redacted: where what the client libraries raise crosses into
-        the store."""
+        the store. Unless the operation `asks_the_store` nothing (building a client), its outcome
+        other than an outage is an answer of the store (`last_answer`, which the silent-store
+        watch reads: counting a client built without a request would hide a silent store)."""
         answers: tuple[type[Exception], ...] = (FileNotFoundError, FileExistsError, *passed)
         try:
             result = await operation()
         except answers:
-            self.last_answer = time.monotonic()
+            self._answered(asks_the_store)
             raise
         except (MediaPathError, LocalFileChangedError):
             raise
@@ -256,10 +258,14 @@ class ObjectStore:
             message = f"could not {action} {media_path!r} on {self.backend.describe()}: {detail}"
             failure = store_error(message, error)
             if not is_outage(failure):
-                self.last_answer = time.monotonic()
+                self._answered(asks_the_store)
             raise failure from error
-        self.last_answer = time.monotonic()
+        self._answered(asks_the_store)
         return result
+
+    def _answered(self, asks_the_store: bool) -> None:
+        if asks_the_store:
+            self.last_answer = time.monotonic()
 
     def _object_info(self, media_path: str, raw: dict[str, Any]) -> ObjectInfo:
         modified = raw.get("LastModified") or raw.get("last_modified") or raw.get("mtime") or raw.get("created")

@@ -200,3 +200,15 @@ def test_many_uploads_at_once_hold_no_more_than_the_upload_memory_limit(
         assert peak.bytes < most_mib * MiB, f"{peak.bytes / MiB:.0f} MiB"
     else:
         assert peak.bytes > 48 * MiB, f"{peak.bytes / MiB:.0f} MiB: the measurement misses the bodies"
+
+
+def test_building_the_client_is_no_answer_of_the_store(moto: MotoServer, bucket: str) -> None:
+    """The silent-store watch (cli/store_watch.py) takes `last_answer` for the last time the
+    store answered: building a client sends nothing, so it must not count, or a check that only
+    connected would vouch for a store that answers nothing."""
+    store = make_store(moto.endpoint_url, bucket)
+    before = store.last_answer
+    run(store.connect())
+    assert store.last_answer == before
+    run(store.exists("local_content/ab/cd/ef"))
+    assert store.last_answer > before
