@@ -5,6 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from synapse_objstore.cli.main import Context
+from synapse_objstore.config import parse_store_config
+
+MiB = 1024 * 1024
 
 
 def fresh(code: str, env: dict[str, str] | None = None) -> str:
@@ -64,3 +74,21 @@ def test_psycopg2_is_loaded_only_to_connect_to_postgres() -> None:
                 "synapse_objstore.cli.audit, synapse_objstore.cli.migrate, synapse_objstore.cli.reconcile; "
                 "print('psycopg2' in sys.modules)")
     assert out == "False"
+
+
+@pytest.mark.parametrize(("block", "expected"), [
+    ({"bucket": "media"}, 16 * MiB),  # two 8 MiB parts in flight
+    ({"bucket": "media", "upload_memory_limit": "48MiB"}, 48 * MiB),  # a config's own stays
+    ({"backend": "fsspec", "url": "file:///srv/media"}, None),  # no such setting
+], ids=["s3", "s3-config", "fsspec"])
+def test_batch_commands_hold_less_file_content_than_the_provider(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: dict[str, Any], expected: int | None,
+) -> None:
+    """The parts an upload holds are the peak of a batch run's memory: the batch commands'
+    store holds 16 MiB of them, the provider's (Synapse's) default stays 32 MiB."""
+    if "upload_memory_limit" not in block and expected is not None:
+        assert parse_store_config(block).settings.upload_memory_limit == 32 * MiB  # type: ignore[attr-defined]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "store.yaml").write_text(yaml.safe_dump(block))
+    context = Context(cache_db_path="cache.db", progress=False, as_json=False, config_paths=())
+    assert getattr(context.store("store.yaml").backend.settings, "upload_memory_limit", None) == expected
