@@ -80,7 +80,7 @@ class _PartHasher:
         self._current = hashlib.md5()
         self._filled = 0
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
         while view:
             take = min(len(view), self.part_size - self._filled)
@@ -114,13 +114,18 @@ def read_and_digest(path: str, part_sizes: Iterable[int] = (), keep: bool = Fals
     and sends what the digest says it holds."""
     with open(path, "rb") as file:
         before = FileIdentity.of(os.fstat(file.fileno()))
-        first = file.read(READ_BLOCK)
+        # A read allocates all it asks for: a small file's size (and a byte more) rather than a
+        # whole block, most of it unused, for each of the many small files. One that grew
+        # meanwhile is not read further: its identity below no longer matches.
+        first = file.read(min(READ_BLOCK, before.size + 1))
         # Small files cannot have been uploaded in parts: skip the per-part hashing.
         digest = ContentDigest(part_sizes if len(first) >= READ_BLOCK else ())
-        data = first
-        while data:
-            digest.update(data)
-            data = file.read(READ_BLOCK)
+        digest.update(first)
+        if len(first) == READ_BLOCK:  # the rest, through one buffer rather than a new one per block
+            block = bytearray(READ_BLOCK)
+            view = memoryview(block)
+            while read := file.readinto(block):
+                digest.update(view[:read])
         after = FileIdentity.of(os.fstat(file.fileno()))
     if after != before or digest.size != after.size:
         raise LocalFileChangedError(f"local file {path} changed while it was read ({digest.size} bytes read)")
@@ -138,7 +143,7 @@ class ContentDigest:
         self._sha256 = hashlib.sha256() if sha256 else None
         self._parts = [_PartHasher(size) for size in sorted(set(part_sizes))]
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: bytes | memoryview) -> None:
         self.size += len(data)
         self._md5.update(data)
         if self._sha256 is not None:

@@ -5,6 +5,13 @@
   files, that is tens of MiB of peak RSS holding nothing. Two arenas serve a run that
   spends its time in the I/O loop and a few hashing threads (MALLOC_ARENA_MAX, set before
   the first thread starts; an admin's own MALLOC_ARENA_MAX is left alone).
+- glibc serves a large allocation (a file's bytes read for its digest, a multipart part)
+  with its own mmap only above a threshold that it raises to the size of each such block
+  freed, up to 32 MiB: after the first 8 MiB part, every part and file buffer is carved
+  from the heap, whose freed room is then kept (and fragmented) rather than given back.
+  A fixed threshold (MALLOC_MMAP_THRESHOLD, which also stops the raising) gives each one
+  back as it is freed: `upload --delete` of 400 media (1,384 files up to 21 MB) peaked at
+  about 125 MiB of RSS before, 107 MiB after, at the same CPU.
 - botocore's httpsession imports urllib3.contrib.pyopenssl only to reach the SSLContext
   class urllib3 had before pyOpenSSL patched it, and falls back to that same class
   (urllib3.util.ssl_.SSLContext, the standard library's) when the import fails; that import
@@ -21,14 +28,18 @@ import ctypes
 import os
 import sys
 
-M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
+M_ARENA_MAX = -8  # glibc's mallopt parameters (malloc.h)
+M_MMAP_THRESHOLD = -3
 ARENAS = 2
+MMAP_THRESHOLD = 256 * 1024
 
 
 def lean_process() -> None:
-    if "MALLOC_ARENA_MAX" not in os.environ:
-        # not glibc (musl has no mallopt): its allocator has no such arenas to limit
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None).mallopt(M_ARENA_MAX, ARENAS)
+    for variable, parameter, value in (("MALLOC_ARENA_MAX", M_ARENA_MAX, ARENAS),
+                                       ("MALLOC_MMAP_THRESHOLD_", M_MMAP_THRESHOLD, MMAP_THRESHOLD)):
+        if variable not in os.environ:
+            # not glibc (musl has no mallopt): its allocator has no such arenas or threshold
+            with contextlib.suppress(OSError, AttributeError):
+                ctypes.CDLL(None).mallopt(parameter, value)
     if "botocore.httpsession" not in sys.modules:
         sys.modules.setdefault("urllib3.contrib.pyopenssl", None)  # type: ignore[arg-type]
