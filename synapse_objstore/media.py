@@ -175,13 +175,16 @@ def open_media_dir(base_path: str, directory: str) -> Iterator[int | None]:
 
 
 @contextlib.contextmanager
-def open_media_dirs(base_path: str, directory: str) -> Iterator[list[int] | None]:
+def open_media_dirs(base_path: str, directory: str, make: bool = False) -> Iterator[list[int] | None]:
     """`open_media_dir`, with the descriptors of every directory on the way: one per component
     of `directory`, the top-level one first. A caller removing the directories it empties
-    (rmdir of each in its parent, bottom up) needs no second walk down from the media store."""
+    (rmdir of each in its parent, bottom up) needs no second walk down from the media store.
+    `make`: a directory not there is made (each in its parent's descriptor), never None."""
     top, *below = directory.split("/")
     where = top
     try:
+        if make:
+            os.makedirs(os.path.join(base_path, top), exist_ok=True)
         fds = [os.open(os.path.join(base_path, top), os.O_RDONLY | os.O_DIRECTORY)]
     except FileNotFoundError:
         yield None
@@ -192,7 +195,7 @@ def open_media_dirs(base_path: str, directory: str) -> Iterator[list[int] | None
         for name in below:
             where = f"{where}/{name}"
             try:
-                fds.append(os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fds[-1]))
+                fds.append(_open_below(fds[-1], name, make))
             except FileNotFoundError:
                 yield None
                 return
@@ -202,6 +205,14 @@ def open_media_dirs(base_path: str, directory: str) -> Iterator[list[int] | None
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def _open_below(parent_fd: int, name: str, make: bool) -> int:
+    """The directory `name` in `parent_fd`, never through a symlink; made first if `make`."""
+    if make:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, dir_fd=parent_fd)
+    return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent_fd)
 
 
 def _dir_error(base_path: str, where: str, error: OSError) -> MediaFileError:

@@ -92,6 +92,26 @@ def _base_dir(base_path: str) -> Iterator[int]:
         os.close(fd)
 
 
+def place_media_file(base_path: str, media_path: str, source: str) -> None:
+    """Rename `source` (a file on the media store's filesystem) to `media_path` in the media
+    store, making its directories as needed: through real directories only, as upload reads
+    and deletes (`open_media_dirs`), so that a restore never writes through a symlink to
+    somewhere else. Blocking."""
+    directory, _, name = media_path.rpartition("/")
+    with open_media_dirs(base_path, directory, make=True) as fds:
+        if fds is None:  # removed again as it was made
+            raise FileNotFoundError(f"{directory} vanished from the media store as it was made")
+        os.replace(source, name, dst_dir_fd=fds[-1])
+
+
+def new_file_mode() -> int:
+    """The permissions a file created now gets (0666 less the umask), as Synapse's media files
+    get them. Reading the umask sets it: call this before other threads create files."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def file_size(path: str) -> int | None:
     try:
         return os.stat(path).st_size

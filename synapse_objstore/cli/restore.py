@@ -15,9 +15,11 @@ media is asked for on its own.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import os
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -26,11 +28,11 @@ from synapse_objstore.checksums import ContentDigest
 from synapse_objstore.cli.cache_db import CacheDb
 from synapse_objstore.cli.journal import Journal
 from synapse_objstore.cli.listing_index import ListingIndex
-from synapse_objstore.cli.localfs import file_size
+from synapse_objstore.cli.localfs import file_size, new_file_mode, place_media_file
 from synapse_objstore.cli.report import Summary
 from synapse_objstore.cli.scratch_dir import ScratchDir
 from synapse_objstore.cli.store_watch import watched
-from synapse_objstore.errors import MediaPathError
+from synapse_objstore.errors import MediaFileError, MediaPathError
 from synapse_objstore.health import preflight
 from synapse_objstore.media import Media
 from synapse_objstore.store import ObjectInfo, ObjectStore
@@ -44,6 +46,18 @@ TMP_DIR_NAME = ".objstore-offload-tmp"
 
 
 @dataclass(frozen=True)
+class Expected:
+    """What a restored file must hash to besides the size listed: the MD5 of the file as it was
+    offloaded (cache.db, where this cache.db offloaded it), else a SHA-256 (cache.db's, or the
+    one stored with the object). The store's ETag only says that the bytes arrived as the store
+    holds them; these say that they are the media's bytes (an object overwritten with other
+    bytes of the same size passes the first, not these)."""
+
+    md5: str | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
 class RestoreOptions:
     base_path: str
     dry_run: bool = False
@@ -51,20 +65,27 @@ class RestoreOptions:
 
 
 async def download(store: ObjectStore, info: ObjectInfo, target: str, tmp_dir: str, etag_is_md5: bool,
-                   durable: bool = True, digest: ContentDigest | None = None) -> ObjectMetadata | None:
+                   durable: bool = True, digest: ContentDigest | None = None,
+                   expected: Expected | None = None, place: Callable[[str], None] | None = None,
+                   mode: int | None = None) -> ObjectMetadata | None:
     """Download an object to `target` through a checked temporary file; never leaves a partial `target`.
     `durable`: flushed to disk before it is renamed into place (not for a scratch copy). Returns
     the metadata stored with the object, where the GET's reply gave it. `digest`: fed every
-    byte, as written (by default one of the MD5 alone, which the check needs).
+    byte, as written (by default one of what the check needs). `expected`: what the content
+    must hash to (see Expected; a sha256 stored with the object counts too). `place`: renames
+    the checked temporary file (its path) into place, instead of to `target`. `mode`: the
+    file's permissions (a temporary file is made readable by its owner only).
 
     The body is written a CHUNK at a time, each in one worker thread: the pieces a stream
     returns (as the HTTP client received them, often 16-64 KiB) are gathered first, so a
     small file costs one thread hop, which also checks it and renames it into place."""
-    digest = digest if digest is not None else ContentDigest(sha256=False)
     fd, tmp_path = tempfile.mkstemp(dir=tmp_dir)
     try:
         with os.fdopen(fd, "wb") as file:
             stream = await _open(store, info)
+            expected = _with_stored_sha256(expected, stream.metadata)
+            if digest is None:
+                digest = ContentDigest(sha256=expected.md5 is None and expected.sha256 is not None)
             pending, pending_size = [], 0
             try:
                 while data := await stream.read(CHUNK):
@@ -75,7 +96,8 @@ async def download(store: ObjectStore, info: ObjectInfo, target: str, tmp_dir: s
                         pending, pending_size = [], 0
             finally:
                 await stream.close()
-            await asyncio.to_thread(_finish, file, digest, pending, info, etag_is_md5, durable, tmp_path, target)
+            await asyncio.to_thread(_finish, file, digest, pending, _Checks(info, etag_is_md5, expected), durable,
+                                    mode, tmp_path, place or functools.partial(_rename, target=target))
             return stream.metadata
     finally:
         # a stat and an unlink, in line so that they run even while the task is cancelled
@@ -128,23 +150,58 @@ def _write_and_hash(file: BinaryIO, digest: ContentDigest, pieces: list[bytes]) 
         digest.update(piece)
 
 
-def _finish(file: BinaryIO, digest: ContentDigest, pieces: list[bytes], info: ObjectInfo, etag_is_md5: bool,
-            durable: bool, tmp_path: str, target: str) -> None:
-    """Write the last pieces, check size and MD5, flush (if `durable`) and rename into place. Blocking."""
+def _finish(file: BinaryIO, digest: ContentDigest, pieces: list[bytes], checks: _Checks, durable: bool,
+            mode: int | None, tmp_path: str, place: Callable[[str], None]) -> None:
+    """Write the last pieces, check the content, flush (if `durable`) and `place` it. Blocking."""
     _write_and_hash(file, digest, pieces)
     file.flush()
-    _check(digest, info, etag_is_md5)
+    _check(digest, checks.info, checks.etag_is_md5, checks.expected)
+    if mode is not None:
+        os.fchmod(file.fileno(), mode)
     if durable:
         os.fsync(file.fileno())
+    place(tmp_path)
+
+
+def _rename(tmp_path: str, target: str) -> None:
     os.makedirs(os.path.dirname(target), exist_ok=True)
     os.replace(tmp_path, target)
 
 
-def _check(digest: ContentDigest, info: ObjectInfo, etag_is_md5: bool) -> None:
-    """OSError unless the content downloaded has the size, and the MD5 (where its ETag is one), listed."""
+@dataclass(frozen=True)
+class _Checks:
+    info: ObjectInfo
+    etag_is_md5: bool
+    expected: Expected
+
+
+def _with_stored_sha256(expected: Expected | None, metadata: ObjectMetadata | None) -> Expected:
+    expected = expected or Expected()
+    if expected.sha256 is None and metadata is not None and metadata.sha256:
+        return dataclasses.replace(expected, sha256=metadata.sha256)
+    return expected
+
+
+def _check(digest: ContentDigest, info: ObjectInfo, etag_is_md5: bool, expected: Expected = Expected()) -> None:
+    """OSError unless the content downloaded has the size listed and hashes to what is
+    `expected` of it; and, where nothing is expected of it, to the MD5 its ETag says (where the
+    ETag is one). A store whose ETags are no MD5s though they look like ones (SSE-KMS) passes
+    when the content is what was offloaded."""
     if digest.size != info.size:
         raise OSError(f"downloaded {digest.size} bytes of {info.media_path}, expected {info.size}")
-    etag, md5 = (info.etag or "").lower(), digest.md5()
+    md5 = digest.md5()
+    if expected.md5 is not None:
+        if md5 != expected.md5.lower():
+            raise OSError(f"downloaded content of {info.media_path} has MD5 {md5}, not that of the file offloaded "
+                          f"({expected.md5}, cache.db): the store holds other bytes; left in the store")
+        return
+    sha256 = digest.result().sha256 if expected.sha256 is not None else ""
+    if expected.sha256 is not None and sha256:  # "": the digest took no SHA-256 (migrate's may not)
+        if sha256 != expected.sha256.lower():
+            raise OSError(f"downloaded content of {info.media_path} has SHA-256 {sha256}, not the one recorded "
+                          f"for it ({expected.sha256}): the store holds other bytes; left in the store")
+        return
+    etag = (info.etag or "").lower()
     if etag_is_md5 and len(etag) == 32 and etag != md5:
         raise OSError(f"downloaded content of {info.media_path} has MD5 {md5}, the store says {etag}")
 
@@ -157,6 +214,7 @@ class Restorer:
         self.summary = summary
         self.progress = progress
         self.etag_is_md5 = RemoteChecker(store).etag_is_md5
+        self.mode = new_file_mode()  # as Synapse's own files get (a temporary file's is 0600)
         self.journal = Journal(cache)
         self.tmp_dir = ""  # this run's scratch directory (scratch_dir.py), once it is made
         self.index: ListingIndex | None = None
@@ -241,6 +299,7 @@ class Restorer:
             self.summary.fail(media.describe(), error)
             return
         complete = True
+        offloaded = {record.path: record for record in await self.journal.call(self.journal.cache.files_of, media)}
         targets = [os.path.join(self.options.base_path, info.media_path) for info in remote]
         local_sizes = await asyncio.to_thread(lambda: [file_size(target) for target in targets])
         for info, target, local_size in zip(remote, targets, local_sizes, strict=True):
@@ -254,9 +313,13 @@ class Restorer:
             if self.options.dry_run:
                 self.summary.add(files_restored=1, bytes_restored=info.size)
                 continue
+            record = offloaded.get(info.media_path)
+            expected = Expected(record.md5, record.sha256) if record is not None else None
+            place = functools.partial(place_media_file, self.options.base_path, info.media_path)
             try:
-                await download(self.store, info, target, self.tmp_dir, self.etag_is_md5)
-            except (OSError, MediaPathError) as error:
+                await download(self.store, info, target, self.tmp_dir, self.etag_is_md5, expected=expected,
+                               place=place, mode=self.mode)
+            except (OSError, MediaPathError, MediaFileError) as error:
                 self.summary.fail(info.media_path, error)
                 complete = False
                 continue
