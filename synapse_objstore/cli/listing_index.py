@@ -89,13 +89,13 @@ class ListingIndex:
         self._counted: list[Counted] = []  # not yet written
 
     @classmethod
-    async def of(cls, store: ObjectStore) -> ListingIndex:
+    async def of(cls, store: ObjectStore, check: Callable[[ObjectInfo], None] = lambda info: None) -> ListingIndex:
         """List `store` (every page) into a new index. A listing that fails (after the client's
         retries) stops the run (StoreUnusableError, exit 2): without all of it, nothing can be
-        looked up."""
+        looked up. `check` sees each object as it is listed; what it raises stops the listing."""
         index = cls()
         try:
-            await _list(store, index._add)
+            await _list(store, index._add, check)
         except BaseException:
             index.close()
             raise
@@ -124,6 +124,20 @@ class ListingIndex:
         with self._lock:
             row = self._conn.execute(f"SELECT {_COLUMNS} FROM listed WHERE path = ?", (media_path,)).fetchone()
         return _info(row) if row is not None else None
+
+    async def listed(self) -> AsyncIterator[ObjectInfo]:
+        """Every listed object, in key order, a page at a time."""
+        after = None
+        while page := await asyncio.to_thread(self._listed_page, after):
+            after = page[-1].media_path
+            for info in page:
+                yield info
+
+    def _listed_page(self, after: str | None) -> list[ObjectInfo]:
+        with self._lock:
+            rows = self._conn.execute(f"SELECT {_COLUMNS} FROM listed WHERE ?1 IS NULL OR path > ?1 ORDER BY path "
+                                      "LIMIT ?2", (after, PAGE)).fetchall()
+        return [_info(row) for row in rows]
 
     def under(self, media_dir: str) -> list[ObjectInfo]:
         """The listed objects under `media_dir` (ending in '/'), in key order."""
@@ -184,13 +198,15 @@ class ListingIndex:
         self._conn.close()
 
 
-async def _list(store: ObjectStore, write: Callable[[list[ObjectInfo]], None]) -> None:
-    """List `store`, handing `write` (in a worker thread) a page at a time. A listing that
-    fails (after the client's retries) is a StoreUnusableError."""
+async def _list(store: ObjectStore, write: Callable[[list[ObjectInfo]], None],
+                check: Callable[[ObjectInfo], None] = lambda info: None) -> None:
+    """List `store`, handing `write` (in a worker thread) a page at a time, `check` each object.
+    A listing that fails (after the client's retries) is a StoreUnusableError."""
     seen = 0
     page: list[ObjectInfo] = []
     try:
         async for info in store.list():
+            check(info)
             page.append(info)
             if len(page) >= PAGE:
                 await asyncio.to_thread(write, page)

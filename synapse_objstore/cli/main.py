@@ -854,9 +854,12 @@ def rekey(obj: Context, apply: bool, decrypt: bool, store_config: str | None, jo
     current key reads it, with its size, Content-Type and metadata. Also encrypts a bucket
     written without SSE-C (previously_unencrypted: true), or decrypts one (no sse_customer_key,
     the old key in previous_sse_customer_keys). A rerun after any interruption finds only what
-    is left. S3 stores only. Once it reports every object under the current key, the previous
-    keys can leave the config. Decrypting needs --decrypt besides --apply, so that a config that
-    lost its sse_customer_key line does not decrypt the bucket.
+    is left. The whole prefix is listed before anything is rewritten: one holding objects that
+    are neither Synapse media nor its owner marker (another homeserver's, under a wrong prefix)
+    is refused (exit code 2), nothing rewritten. S3 stores only. Once it reports every object
+    under the current key, the previous keys can leave the config. Decrypting needs --decrypt
+    besides --apply, so that a config that lost its sse_customer_key line does not decrypt the
+    bucket.
     """
     from synapse_objstore.cli.rekey import Rekeyer, RekeySummary, check_rekeyable
 

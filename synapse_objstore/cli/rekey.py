@@ -21,38 +21,51 @@ object whole, under its old key or the current one; the next run finds only what
 interrupted multipart rewrite may leave an incomplete upload, which `reconcile --apply` aborts).
 Two runs at once are harmless: each object is rewritten from what the store holds under a
 configured key to the same bytes under the current key, and a rewrite that fails because the
-other run got there first is checked again and counted as done. A listing that fails (the store
-down, or answering errors, after the client's retries) stops the run once the objects under way
-are done: StoreUnusableError (exit code 2), after the summary of what was done so far. So does
-a store that goes silent (cli/store_watch.py), at once: the rewrites under way are abandoned,
-each whole or not at all, as when the run is killed.
+other run got there first is checked again and counted as done.
 
-Every object under the prefix is rekeyed, markers too (the owner marker, ownership.py): the
-provider and the CLI read them through the same keys, and one left under an old key would be
-unreadable once that key leaves the config. An object that no configured key reads is named,
-counted as failed and left as it is. Each object is read and rewritten under the name the listing
-gives, exactly (`ObjectStore.key_of` takes the listed object): a name another tool wrote with a
-'..', '.' or empty segment is no media path, and checked or normalised as one it would be
-refused on every run, or name another object.
+The whole prefix is listed first, into a temporary index on disk (cli/listing_index.py, about
+150 bytes an object), and nothing is rewritten before that listing has ended: rekey rewrites
+only Synapse's media paths (media.parse_media_path) and this store's owner marker (the provider
+and the CLI read it through the same keys, and one left under an old key would be unreadable
+once that key leaves the config). Any other object under the prefix (another homeserver's
+`hs2/local_content/...` or `hs2/synapse-objstore-owner.json` under a prefix "" meant to be
+"hs1/", a name another tool wrote with a '..', '.' or empty segment) says the prefix may be
+wrong: the run refuses (CommandError, exit 2; the dry run too) before rewriting anything,
+naming the first few, and stops listing at the FOREIGN_NAMED-th. Checked as the listing comes,
+that would be too late for one listed after the first rewrites. A listing that fails (the store
+down, or answering errors, after the client's retries) so rewrites nothing: StoreUnusableError
+(exit code 2). A store that goes silent while the objects are rewritten (cli/store_watch.py)
+stops the run at once: the rewrites under way are abandoned, each whole or not at all, as when
+the run is killed; the summary says what was done.
+
+An object that no configured key reads is named, counted as failed and left as it is. Each
+object is read and rewritten under the name the listing gives, exactly (`ObjectStore.key_of`
+takes the listed object).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from synapse_objstore.backends.base import CURRENT, UNENCRYPTED, Backend, KeyedObject, KeyLabel, RewriteResult
 from synapse_objstore.cli.each import each
+from synapse_objstore.cli.listing_index import ListingIndex
 from synapse_objstore.cli.report import Summary, human_size
 from synapse_objstore.cli.store_watch import watched
 from synapse_objstore.errors import CommandError, MediaPathError, StoreUnusableError, UnknownKeyError
 from synapse_objstore.health import preflight
+from synapse_objstore.media import parse_media_path, printable
+from synapse_objstore.owner_marker import OWNER_MARKER
 from synapse_objstore.redaction import redact
 from synapse_objstore.store import ObjectInfo, ObjectStore
 
 T = TypeVar("T")
+
+# A listing stops at the FOREIGN_NAMED-th object that is neither media nor the owner marker; the refusal names them.
+FOREIGN_NAMED = 3
 
 
 @dataclass
@@ -107,8 +120,8 @@ class RekeySummary(Summary):
         elif not self.stopped and not self.failures and not (self.dry_run and self.objects_old):
             lines.append("Every object is under the current key" + ("" if self.objects_rekeyed else " already"))
         if self.stopped:
-            lines.append(f"Stopped after {self.objects_listed} objects listed: {self.stopped}; those not listed "
-                         "yet were not looked at (run again)")
+            lines.append(f"Stopped after {self.objects_listed} objects listed: {self.stopped}; the objects not "
+                         "looked at yet were left as they are (run again)")
         return lines + self.failure_lines("objects")
 
 
@@ -173,22 +186,48 @@ class Rekeyer:
             raise
 
     async def _rekey_listed(self) -> None:
+        index = await self._listing()
         try:
-            await each(self._listed(), self._object, self.jobs, (OSError, MediaPathError),  # store errors are OSErrors
+            await each(index.listed(), self._object, self.jobs, (OSError, MediaPathError),  # store errors are OSErrors
                        lambda info, error: self.summary.fail(info.media_path, error), lambda: self.progress.update(1))
-        except OSError as error:  # the listing's: a store error, or a bucket gone (which s3fs calls a missing file)
+        finally:
+            index.close()
+
+    async def _listing(self) -> ListingIndex:
+        """Every object under the prefix, listed before any is rewritten; a CommandError if any is not ours."""
+        foreign: list[str] = []
+
+        def check(info: ObjectInfo) -> None:
+            self.summary.add(objects_listed=1, bytes_listed=info.size)
+            if info.media_path != OWNER_MARKER and parse_media_path(info.media_path) is None:
+                foreign.append(info.media_path)
+                if len(foreign) >= FOREIGN_NAMED:
+                    raise self._foreign(foreign, more=True)
+
+        try:
+            index = await ListingIndex.of(self.store, check)
+        except (OSError, StoreUnusableError) as error:  # a store error, or a bucket gone (a missing file, to s3fs)
+            cause = error.__cause__ if isinstance(error, StoreUnusableError) and error.__cause__ else error
             self.summary.stopped = f"listing {self.store.backend.describe()} failed"
             raise StoreUnusableError(
-                f"rekey stopped: listing {self.store.backend.describe()} failed ({type(error).__name__}: {error}). "
-                f"{self.summary.objects_rekeyed} of the {self.summary.objects_listed} objects listed before were "
-                f"{'found to need rewriting' if self.summary.dry_run else 'rewritten under the current key'}; "
-                "run the same command again once the store can be used: it finds only what is left"
+                f"rekey stopped: listing {self.store.backend.describe()} failed ({type(cause).__name__}: {cause}) "
+                f"after {self.summary.objects_listed} objects. Nothing was rewritten (rekey lists every object "
+                "before it rewrites any); run the same command again once the store can be used"
             ) from error
+        if foreign:
+            index.close()
+            raise self._foreign(foreign, more=False)
+        return index
 
-    async def _listed(self) -> AsyncIterator[ObjectInfo]:
-        async for info in self.store.list():
-            self.summary.add(objects_listed=1, bytes_listed=info.size)
-            yield info
+    def _foreign(self, names: list[str], more: bool) -> CommandError:
+        keys = ", ".join(printable(self.store.prefix + name) for name in names)
+        return CommandError(
+            f"refusing to rekey {self.store.backend.describe()}: its prefix {self.store.prefix!r} holds "
+            f"objects that are neither Synapse media nor this store's owner marker: {keys}"
+            f"{', and maybe more' if more else ''}. Is the prefix right? They may be another homeserver's, which "
+            "a rekey would make unreadable to it. Nothing was rewritten; fix the prefix (or move those objects out "
+            "of it) and run again"
+        )
 
     async def _object(self, info: ObjectInfo) -> None:
         media_path = info.media_path

@@ -1,8 +1,8 @@
 """`rekey` against a store that fails mid-run (the fault proxy in front of Ceph RGW, which
-enforces SSE-C): the listing's later pages answered 503 or reset after some objects were
-rekeyed, or never answered. The run ends as the other commands do when the store becomes
-unusable: the error named, exit code 2, the summary of what it did, the --metrics-file written;
-a rerun finishes."""
+enforces SSE-C): the listing's later pages answered 503 or reset, or never answered. The run
+ends as the other commands do when the store becomes unusable: the error named, exit code 2, the
+summary, the --metrics-file written; nothing was rewritten, since rekey lists every object
+before it rewrites any; a rerun finishes."""
 
 from __future__ import annotations
 
@@ -92,15 +92,14 @@ def test_a_listing_that_fails_mid_run_stops_with_exit_2_its_summary_and_metrics(
     result = offload("--json", "--retries", "0", "--metrics-file", "rekey.prom", "rekey", "--apply", "--jobs", "2",
                      "--store-config", "proxied.yaml", expect=2)
     assert f"rekey stopped: listing s3://{rgw_bucket}/{PREFIX} at {proxy.endpoint_url} failed" in result.stderr
-    assert "4 of the 4 objects listed before were rewritten under the current key" in result.stderr
+    assert "after 4 objects. Nothing was rewritten" in " ".join(result.stderr.split())
     assert "Traceback" not in result.output
     summary = json.loads(result.stdout)  # what the run did before it stopped
-    assert summary["objects_listed"] == PAGE and summary["objects_rekeyed"] == PAGE
+    assert summary["objects_listed"] == PAGE and summary["objects_rekeyed"] == 0
     assert summary["files_failed"] == 0 and summary["stopped"]
     prom = (workdir / "rekey.prom").read_text()
     assert 'objstore_offload_last_run_exit_code{command="rekey",shard="0/1"} 2.0' in prom
-    assert f'objstore_offload_last_run_objects{{action="rekeyed",command="rekey",shard="0/1"}} {PAGE}.0' in prom
-    assert [under(s3, rgw_bucket, name) for name in NAMES] == ["current"] * PAGE + ["previous"] * (len(NAMES) - PAGE)
+    assert [under(s3, rgw_bucket, name) for name in NAMES] == ["previous"] * len(NAMES)
 
     proxy.set(rate_503=0.0, rate_reset=0.0, match=None)  # the dry run's first page passes, as the first run's
     human = offload("--retries", "0", "rekey", "--store-config", "proxied.yaml", expect=2).stdout
@@ -109,7 +108,7 @@ def test_a_listing_that_fails_mid_run_stops_with_exit_2_its_summary_and_metrics(
     listing_fails_after_its_first_page.clear()
     proxy.set(rate_503=0.0, rate_reset=0.0, match=None)
     again = json.loads(offload("--json", "rekey", "--apply", "--store-config", "proxied.yaml").stdout)
-    assert again["objects_current"] == PAGE and again["objects_rekeyed"] == len(NAMES) - PAGE
+    assert again["objects_current"] == 0 and again["objects_rekeyed"] == len(NAMES)
     assert not again["stopped"]
     assert [under(s3, rgw_bucket, name) for name in NAMES] == ["current"] * len(NAMES)
 
@@ -137,10 +136,11 @@ def test_a_store_going_silent_mid_run_stops_it_with_exit_2(
     assert f"cannot use s3://{rgw_bucket}/{PREFIX} at {proxy.endpoint_url}: the store did not answer in time" in message
     assert "Stopped the run" in message and "Traceback" not in result.output
     summary = json.loads(result.stdout)
-    assert summary["objects_listed"] == PAGE and summary["objects_rekeyed"] == PAGE and summary["stopped"]
+    assert summary["objects_listed"] == PAGE and summary["objects_rekeyed"] == 0 and summary["stopped"]
+    assert [under(s3, rgw_bucket, name) for name in NAMES] == ["previous"] * len(NAMES)
 
     listing_fails_after_its_first_page.clear()
     proxy.set(silent=False, match=None)
     again = json.loads(offload("--json", "rekey", "--apply", "--store-config", "proxied.yaml").stdout)
-    assert again["objects_current"] == PAGE and again["objects_rekeyed"] == len(NAMES) - PAGE
+    assert again["objects_current"] == 0 and again["objects_rekeyed"] == len(NAMES)
     assert [under(s3, rgw_bucket, name) for name in NAMES] == ["current"] * len(NAMES)
