@@ -144,3 +144,43 @@ def test_a_store_going_silent_mid_run_stops_it_with_exit_2(
     again = json.loads(offload("--json", "rekey", "--apply", "--store-config", "proxied.yaml").stdout)
     assert again["objects_current"] == 0 and again["objects_rekeyed"] == len(NAMES)
     assert [under(s3, rgw_bucket, name) for name in NAMES] == ["current"] * len(NAMES)
+
+
+def test_a_store_going_silent_during_the_rewrites_stops_the_run_with_exit_2(
+    offload: Offload, rgw: CephRGW, rgw_bucket: str, workdir: Path, proxy: FaultProxy,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The whole listing answered, then nothing did (the rewrites, and the check asked about
+    the bucket): the run stops as above, rather than wait out each rewrite's read timeout."""
+    monkeypatch.setattr(store_watch, "QUIET_BEFORE_CHECK", 2.0)
+    monkeypatch.setattr(health, "CHECK_TIMEOUT", 2.0)
+    original = S3Backend.list_pages
+
+    async def list_pages(self: S3Backend, fs: Any, path: str, page_size: int = PAGE) -> AsyncGenerator[Any, None]:
+        pages = original(self, fs, path, PAGE)
+        async with contextlib.aclosing(pages):
+            async for page in pages:
+                yield page
+        proxy.set(silent=True)  # the listing is over: from here on the store answers nothing
+
+    monkeypatch.setattr(S3Backend, "list_pages", list_pages)
+    s3 = rgw_client(rgw)
+    for name in NAMES:
+        s3.put_object(Bucket=rgw_bucket, Key=PREFIX + name, Body=os.urandom(2000),
+                      SSECustomerAlgorithm="AES256", SSECustomerKey=OTHER_KEY)
+    (workdir / "proxied.yaml").write_text(yaml.safe_dump(config(rgw, rgw_bucket, proxy.endpoint_url)))
+
+    started = time.monotonic()
+    result = offload("--json", "rekey", "--apply", "--jobs", "2", "--store-config", "proxied.yaml", expect=2)
+    assert time.monotonic() - started < 20
+    message = " ".join(result.stderr.split())
+    assert "the store did not answer in time" in message and "Stopped the run" in message
+    summary = json.loads(result.stdout)
+    assert summary["objects_listed"] == len(NAMES) and summary["objects_rekeyed"] == 0 and summary["stopped"]
+    assert [under(s3, rgw_bucket, name) for name in NAMES] == ["previous"] * len(NAMES)
+
+    monkeypatch.setattr(S3Backend, "list_pages", original)
+    proxy.set(silent=False)
+    again = json.loads(offload("--json", "rekey", "--apply", "--store-config", "proxied.yaml").stdout)
+    assert again["objects_rekeyed"] == len(NAMES)
+    assert [under(s3, rgw_bucket, name) for name in NAMES] == ["current"] * len(NAMES)
