@@ -4,17 +4,15 @@ becomes unusable ends the other commands: the failure named, exit code 2, no tra
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
 from servers.moto import MotoServer
-from synapse_objstore.backends.s3.backend import S3Backend
 from synapse_objstore.testing.fault_proxy import FaultProxy
+from tests.support.listing import on_listing_pages
 from tests.support.offload import Dataset, Offload, store_block
 from tests.support.s3 import s3_client
 
@@ -43,16 +41,8 @@ def test_a_listing_that_fails_midway_ends_the_run_with_exit_2(
     for n in range(6):  # enough objects in the target too for pages
         s3_client(moto.endpoint_url).put_object(Bucket=target, Key=f"media/local_content/xx/yy/pad{n}", Body=b"p")
 
-    original = S3Backend.list_pages
-
-    async def list_pages(self: S3Backend, fs: Any, path: str, page_size: int = PAGE) -> AsyncGenerator[Any, None]:
-        pages = original(self, fs, path, PAGE)
-        async with contextlib.aclosing(pages):
-            async for page in pages:
-                yield page
-                proxy.set(rate_503=1.0, match=r"^/[^/]+/?$")  # the listing's later pages
-
-    monkeypatch.setattr(S3Backend, "list_pages", list_pages)
+    # the listing's later pages: every request about a bucket itself fails
+    on_listing_pages(monkeypatch, PAGE, after_page=lambda _: proxy.set(rate_503=1.0, match=r"^/[^/]+/?$"))
     result = offload("--json", "--retries", "0", *config, *command, "--store-config", "proxied.yaml", expect=None)
     assert "Traceback" not in result.output, result.output
     assert result.exit_code == 2, result.output

@@ -10,7 +10,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,9 @@ import yaml
 
 from servers.ceph_rgw import CephRGW
 from synapse_objstore import health
-from synapse_objstore.backends.s3.backend import S3Backend
 from synapse_objstore.cli import store_watch
 from synapse_objstore.testing.fault_proxy import FaultProxy
+from tests.support.listing import on_listing_pages
 from tests.support.offload import Offload
 from tests.support.s3 import OTHER_KEY, SSE_KEY, rgw_client
 
@@ -60,20 +60,13 @@ def listing_fails_after_its_first_page(
 ) -> Any:
     """Pages of PAGE objects; once the first is handed out, the proxy applies `fault` to every
     later request about the bucket itself (the listing's), not to those about its objects."""
-    original = S3Backend.list_pages
     faults: dict[str, Any] = {}
 
-    async def list_pages(self: S3Backend, fs: Any, path: str, page_size: int = PAGE) -> AsyncGenerator[Any, None]:
-        pages = original(self, fs, path, PAGE)
-        async with contextlib.aclosing(pages):
-            first = True
-            async for page in pages:
-                yield page
-                if first:
-                    proxy.set(**faults, match=f"^/{rgw_bucket}/?$")
-                    first = False
+    def after_page(number: int) -> None:
+        if number == 1:
+            proxy.set(**faults, match=f"^/{rgw_bucket}/?$")
 
-    monkeypatch.setattr(S3Backend, "list_pages", list_pages)
+    on_listing_pages(monkeypatch, PAGE, after_page=after_page)
     return faults
 
 
@@ -154,16 +147,8 @@ def test_a_store_going_silent_during_the_rewrites_stops_the_run_with_exit_2(
     the bucket): the run stops as above, rather than wait out each rewrite's read timeout."""
     monkeypatch.setattr(store_watch, "QUIET_BEFORE_CHECK", 2.0)
     monkeypatch.setattr(health, "CHECK_TIMEOUT", 2.0)
-    original = S3Backend.list_pages
-
-    async def list_pages(self: S3Backend, fs: Any, path: str, page_size: int = PAGE) -> AsyncGenerator[Any, None]:
-        pages = original(self, fs, path, PAGE)
-        async with contextlib.aclosing(pages):
-            async for page in pages:
-                yield page
-        proxy.set(silent=True)  # the listing is over: from here on the store answers nothing
-
-    monkeypatch.setattr(S3Backend, "list_pages", list_pages)
+    # the listing is over: from here on the store answers nothing
+    as_before = on_listing_pages(monkeypatch, PAGE, after_listing=lambda: proxy.set(silent=True))
     s3 = rgw_client(rgw)
     for name in NAMES:
         s3.put_object(Bucket=rgw_bucket, Key=PREFIX + name, Body=os.urandom(2000),
@@ -179,7 +164,7 @@ def test_a_store_going_silent_during_the_rewrites_stops_the_run_with_exit_2(
     assert summary["objects_listed"] == len(NAMES) and summary["objects_rekeyed"] == 0 and summary["stopped"]
     assert [under(s3, rgw_bucket, name) for name in NAMES] == ["previous"] * len(NAMES)
 
-    monkeypatch.setattr(S3Backend, "list_pages", original)
+    as_before()
     proxy.set(silent=False)
     again = json.loads(offload("--json", "rekey", "--apply", "--store-config", "proxied.yaml").stdout)
     assert again["objects_rekeyed"] == len(NAMES)
