@@ -183,9 +183,7 @@ def open_media_dirs(base_path: str, directory: str, make: bool = False) -> Itera
     top, *below = directory.split("/")
     where = top
     try:
-        if make:
-            os.makedirs(os.path.join(base_path, top), exist_ok=True)
-        fds = [os.open(os.path.join(base_path, top), os.O_RDONLY | os.O_DIRECTORY)]
+        fds = [_open_top(os.path.join(base_path, top), make)]
     except FileNotFoundError:
         yield None
         return
@@ -207,12 +205,29 @@ def open_media_dirs(base_path: str, directory: str, make: bool = False) -> Itera
             os.close(fd)
 
 
+def _open_top(path: str, make: bool) -> int:
+    """The top-level directory (it may be a symlink); made if absent and `make`."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        if not make:
+            raise
+    os.makedirs(path, exist_ok=True)
+    return os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+
+
 def _open_below(parent_fd: int, name: str, make: bool) -> int:
-    """The directory `name` in `parent_fd`, never through a symlink; made first if `make`."""
-    if make:
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(name, dir_fd=parent_fd)
-    return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent_fd)
+    """The directory `name` in `parent_fd`, never through a symlink; made if absent and `make`
+    (tried first as there: most are, and a failed mkdir costs a raised exception)."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    try:
+        return os.open(name, flags, dir_fd=parent_fd)
+    except FileNotFoundError:
+        if not make:
+            raise
+    with contextlib.suppress(FileExistsError):  # made meanwhile by another job
+        os.mkdir(name, dir_fd=parent_fd)
+    return os.open(name, flags, dir_fd=parent_fd)
 
 
 def _dir_error(base_path: str, where: str, error: OSError) -> MediaFileError:

@@ -556,6 +556,21 @@ class CacheDb:
             )
 
     @_sqlite_errors
+    def files_of_many(self, media: list[Media]) -> dict[tuple[str, str], list[FileRecord]]:
+        """`files_of` each of `media` by (origin, media_id), in a query per INFO_CHUNK."""
+        files: dict[tuple[str, str], list[FileRecord]] = {(m.origin, m.media_id): [] for m in media}
+        keys = list(files)
+        for start in range(0, len(keys), INFO_CHUNK):
+            chunk = keys[start:start + INFO_CHUNK]
+            rows = self._conn.execute(
+                "SELECT path, origin, media_id, size, md5, store, sha256 FROM objstore_files WHERE (origin, media_id) "
+                f"IN (VALUES {', '.join(['(?, ?)'] * len(chunk))}) ORDER BY path",
+                [value for key in chunk for value in key],
+            ).fetchall()
+            for row in rows:
+                files[(row[1], row[2])].append(FileRecord(*row))
+        return files
+
     def files_of(self, media: Media) -> list[FileRecord]:
         rows = self._conn.execute(
             """

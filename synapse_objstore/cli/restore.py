@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 
 from synapse_objstore.backends.base import ObjectMetadata, ObjectStream
 from synapse_objstore.checksums import ContentDigest
-from synapse_objstore.cli.cache_db import CacheDb
+from synapse_objstore.cli.cache_db import CacheDb, FileRecord
 from synapse_objstore.cli.journal import Journal
 from synapse_objstore.cli.listing_index import ListingIndex
 from synapse_objstore.cli.localfs import file_size, new_file_mode, place_media_file
@@ -219,6 +219,8 @@ class Restorer:
         self.tmp_dir = ""  # this run's scratch directory (scratch_dir.py), once it is made
         self.index: ListingIndex | None = None
         self._back: list[Media] = []  # media whose files are all back, to mark not deleted
+        # cache.db's records of the files of the media to restore, a page of media at a time
+        self._offloaded: dict[tuple[str, str], list[FileRecord]] = {}
 
     async def run(self, selected: Sequence[Media] | None) -> None:
         await preflight(self.store)
@@ -271,6 +273,7 @@ class Restorer:
         after = -1
         while page := await self.journal.call(self.journal.cache.media_page, True, after):
             after = page[-1][0]
+            self._offloaded.update(await self.journal.call(self.journal.cache.files_of_many, [m for _, m in page]))
             for _, media in page:
                 yield media
 
@@ -299,7 +302,10 @@ class Restorer:
             self.summary.fail(media.describe(), error)
             return
         complete = True
-        offloaded = {record.path: record for record in await self.journal.call(self.journal.cache.files_of, media)}
+        records = self._offloaded.pop((media.origin, media.media_id), None)
+        if records is None:  # named with --media: asked on its own
+            records = await self.journal.call(self.journal.cache.files_of, media)
+        offloaded = {record.path: record for record in records}
         targets = [os.path.join(self.options.base_path, info.media_path) for info in remote]
         local_sizes = await asyncio.to_thread(lambda: [file_size(target) for target in targets])
         for info, target, local_size in zip(remote, targets, local_sizes, strict=True):
