@@ -20,7 +20,7 @@ from aiobotocore.session import AioSession
 
 from synapse_objstore.backends.s3.s3fs_private import (
     disable_s3fs_retries,
-    expect_continue_for_large_bodies_only,
+    no_expect_continue,
     send_bytes_bodies_as_is,
 )
 from synapse_objstore.backends.s3.settings import S3Settings
@@ -82,7 +82,7 @@ def create_s3_filesystem(
     for operation in BODY_OPERATIONS:  # registered once per session, whatever the filesystems made from it
         session.register(f"before-parameter-build.s3.{operation}", send_bytes_bodies_as_is,
                          unique_id=f"synapse-objstore-body-{operation}")
-    expect_continue_for_large_bodies_only(session)
+    no_expect_continue(session)
     session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=parse_timestamp)
     s3_config: dict[str, Any] = {"addressing_style": s.addressing_style}
     if not signs_payloads(s.endpoint_url):

@@ -20,12 +20,7 @@ from aiobotocore.response import AioStreamingBody
 from aiobotocore.session import AioSession
 from botocore import handlers
 from botocore.exceptions import ClientError
-from botocore.utils import determine_content_length
 from s3fs.errors import translate_boto_error
-
-# From this body size up, a PUT or UploadPart asks for `Expect: 100-continue`: the AWS SDK for
-# Go v2's default threshold (`ContinueHeaderThresholdBytes`, 2 MiB).
-EXPECT_CONTINUE_MIN_BODY = 2 * 1024 * 1024
 
 
 async def call_s3(s3: s3fs.S3FileSystem, method: str, **kwargs: Any) -> dict[str, Any]:
@@ -49,32 +44,22 @@ def translate_error(error: ClientError) -> OSError:
     return translated
 
 
-def expect_continue_for_large_bodies_only(session: AioSession) -> None:
-    """Replace botocore's `handlers.add_expect_header` (a built-in handler that each session
-    registers and each client copies at its creation; no option turns it off) with one that
-    asks for `Expect: 100-continue` only for a body of EXPECT_CONTINUE_MIN_BODY or more.
+def no_expect_continue(session: AioSession) -> None:
+    """Unregister botocore's `handlers.add_expect_header` (a built-in handler that each session
+    registers and each client copies at its creation; no option turns it off), so that no
+    request asks for `Expect: 100-continue`.
 
-    botocore asks for it on every request whose body is a file object, which a PutObject of
-    bytes is too (botocore wraps them in a BytesIO); aiohttp then sends the headers alone and
-    waits for the store's "100 Continue" before it sends the body: a round trip more per PUT
-    (at 20 ms from the store, more than the PUT of a thumbnail takes otherwise), one more
-    reply to parse, and twice the turns of the I/O loop (300 PUTs of 50-300 KB, 16 at a
-    time on moto: 609 pieces received and 421 loop turns with it, 300 and 212 without). What it saves is sending a
-    body the store refuses anyway (a refused signature, an If-None-Match: * that finds the
-    object): below 2 MiB, that costs less than the round trip it takes on every PUT.
-    Idempotent (a session may serve more than one filesystem)."""
+    botocore asks for it on every PUT and UploadPart of more than 1 MB. aiohttp then sends the
+    headers alone and waits for the store's "100 Continue" before the body, with no timeout:
+    the read timeout starts only once the body is sent, so a store or a proxy on the way that
+    never answers the headers (a hostile review's fault proxy did) held the upload, and the run
+    with it, for good (10 minutes and counting, no retry). Without it a request that gets no
+    answer fails within the read timeout and is retried. And every PUT costs a round trip less
+    (at 20 ms from the store, more than the PUT of a thumbnail takes otherwise) and one reply
+    and half the loop turns fewer. What it gave up: a body the store refuses anyway (a refused
+    signature, an If-None-Match: * that finds the object) is sent whole first, at most a part
+    (8 MiB by default). Idempotent (a session may serve more than one filesystem)."""
     session.unregister("before-call.s3", handlers.add_expect_header)
-    session.register("before-call.s3", _add_expect_header_to_large_bodies,
-                     unique_id="synapse-objstore-expect-continue")
-
-
-def _add_expect_header_to_large_bodies(model: Any, params: dict[str, Any], **kwargs: Any) -> None:
-    body = params.get("body")
-    if hasattr(body, "read"):
-        length = determine_content_length(body)
-        if length is not None and length < EXPECT_CONTINUE_MIN_BODY:
-            return
-    handlers.add_expect_header(model, params, **kwargs)
 
 
 def disable_s3fs_retries(s3: s3fs.S3FileSystem) -> None:
