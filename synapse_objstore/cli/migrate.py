@@ -34,7 +34,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from typing import Any
 
-from synapse_objstore.backends.base import LocalContent, ObjectMetadata
+from synapse_objstore.backends.base import Backend, LocalContent, ObjectMetadata
 from synapse_objstore.checksums import MIN_PART_SIZE, ContentDigest, LocalDigest, MiB
 from synapse_objstore.cli.each import each
 from synapse_objstore.cli.listing_index import Counted, ListingIndex
@@ -42,7 +42,7 @@ from synapse_objstore.cli.ownership import OWNER_MARKER, check_same_owner
 from synapse_objstore.cli.report import Summary
 from synapse_objstore.cli.restore import download, fetch
 from synapse_objstore.cli.store_watch import watched
-from synapse_objstore.errors import MediaPathError
+from synapse_objstore.errors import CommandError, MediaPathError
 from synapse_objstore.health import preflight
 from synapse_objstore.store import ObjectInfo, ObjectStore
 from synapse_objstore.upload_memory import UploadMemory
@@ -72,6 +72,7 @@ class Migrator:
         self.memory: UploadMemory | None = None  # made on the I/O loop, in `run` (its waits are there)
 
     async def run(self) -> None:
+        check_apart(self.source, self.target)
         await preflight(self.source)
         await preflight(self.target)
         await watched(check_same_owner(self.source, self.target), self.source, self.target)
@@ -195,3 +196,28 @@ class Migrator:
         checksum = await self.target.put_file(local_path, media_path, metadata=metadata, content=content)
         self.summary.add(files_copied=1, bytes_copied=info.size)
         return await self.checker.check_upload(media_path, digest, checksum), True
+
+
+def check_apart(source: ObjectStore, target: ObjectStore) -> None:
+    """CommandError when the two are one store whose prefixes overlap (the same, or one inside
+    the other): the listing of the source would find the copies the run writes and copy them
+    again, without end (a hostile review's run under prefix zz/ of its own bucket made 19,734
+    objects out of 2,500 in 5 minutes, zz/ eight deep)."""
+    src, dst = source.backend, target.backend
+    if _location(src) != _location(dst):
+        return
+    prefixes = (src.settings.prefix, dst.settings.prefix)
+    if prefixes[0].startswith(prefixes[1]) or prefixes[1].startswith(prefixes[0]):
+        raise CommandError(
+            f"refusing to migrate {src.describe()} to {dst.describe()}: one store, whose prefixes "
+            f"{prefixes[0]!r} and {prefixes[1]!r} overlap, so the run would copy its own copies. "
+            "Choose a target prefix outside the source's (or another bucket)")
+
+
+def _location(backend: Backend) -> tuple[object, ...]:
+    """What tells a store apart but its prefix: its kind, its root (bucket, container,
+    directory) and where it is served from, as far as its settings say."""
+    s = backend.settings
+    return (type(backend), backend.root, *(getattr(s, name, None) for name in (
+        "endpoint_url", "account_name", "account_url")))
+
