@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import logging
 import os
 import tempfile
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -34,9 +35,11 @@ from synapse_objstore.cli.scratch_dir import ScratchDir
 from synapse_objstore.cli.store_watch import watched
 from synapse_objstore.errors import MediaFileError, MediaPathError
 from synapse_objstore.health import preflight
-from synapse_objstore.media import Media
+from synapse_objstore.media import Media, parse_media_path, printable
 from synapse_objstore.store import ObjectInfo, ObjectStore
 from synapse_objstore.verification import RemoteChecker
+
+logger = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
 # The most bytes of an object that `fetch` digests on the I/O loop (MD5 and SHA-256: about
@@ -182,6 +185,16 @@ def _with_stored_sha256(expected: Expected | None, metadata: ObjectMetadata | No
     return expected
 
 
+def _is_file_of(media: Media, media_path: str) -> bool:
+    """Whether a listed path is one Synapse writes for `media`: its original, or a thumbnail
+    named as Synapse names them right in its thumbnail directory (not deeper, nor anything
+    else a listing of that directory may hold)."""
+    if media_path == media.file_path:
+        return True
+    directory, _, _ = media_path.rpartition("/")
+    return directory == media.thumbnail_dir and parse_media_path(media_path) is not None
+
+
 def _check(digest: ContentDigest, info: ObjectInfo, etag_is_md5: bool, expected: Expected = Expected()) -> None:
     """OSError unless the content downloaded has the size listed and hashes to what is
     `expected` of it; and, where nothing is expected of it, to the MD5 its ETag says (where the
@@ -306,9 +319,19 @@ class Restorer:
         if records is None:  # named with --media: asked on its own
             records = await self.journal.call(self.journal.cache.files_of, media)
         offloaded = {record.path: record for record in records}
-        targets = [os.path.join(self.options.base_path, info.media_path) for info in remote]
+        for info in [info for info in remote if not _is_file_of(media, info.media_path)]:
+            remote.remove(info)
+            logger.warning("%s: not a file Synapse writes for %s; left in the store, not restored",
+                           printable(info.media_path), media.describe())
+        listed = {info.media_path for info in remote}
+        unlisted = [path for path in offloaded if path not in listed]  # offloaded, and gone from the store
+        targets = [os.path.join(self.options.base_path, path) for path in [*(i.media_path for i in remote), *unlisted]]
         local_sizes = await asyncio.to_thread(lambda: [file_size(target) for target in targets])
-        for info, target, local_size in zip(remote, targets, local_sizes, strict=True):
+        for path, local_size in zip(unlisted, local_sizes[len(remote):], strict=True):
+            if local_size is None:
+                self.summary.fail(path, f"offloaded (cache.db records it) but not in {self.store.backend.describe()}")
+                complete = False
+        for info, target, local_size in zip(remote, targets, local_sizes, strict=False):
             if local_size == info.size:
                 continue  # already back (an earlier, interrupted restore)
             if local_size is not None:

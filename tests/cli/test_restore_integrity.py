@@ -115,3 +115,37 @@ def test_files_are_placed_through_real_directories_with_synapse_s_permissions(
     restored = [p for p in dataset.old if p != ORIGINAL]
     assert all((synapse.media_store / p).read_bytes() == synapse.files[p] for p in restored)
     assert {oct((synapse.media_store / p).stat().st_mode & 0o777) for p in restored} == {"0o644"}
+
+
+def test_a_file_offloaded_but_gone_from_the_store_fails_its_media(
+    offload: Offload, homeserver_yaml: Path, synapse: SynapseMedia, dataset: Dataset, moto: MotoServer, bucket: str,
+) -> None:
+    """A thumbnail cache.db recorded as offloaded, deleted from the store since: restore reports
+    it and leaves its media marked offloaded (the listing alone would not know it was there)."""
+    config = offload_all(offload, homeserver_yaml)
+    thumbnail = next(p for p in dataset.old if p.startswith("local_thumbnails/"))
+    s3_client(moto.endpoint_url).delete_object(Bucket=bucket, Key=PREFIX + thumbnail)
+
+    summary = json.loads(offload("--json", *config, "restore", expect=1).stdout)
+    assert [(f["path"], "not in" in f["error"]) for f in summary["failed"]] == [(thumbnail, True)]
+    assert summary["files_restored"] == len(dataset.old) - 1
+    again = json.loads(offload("--json", *config, "restore", expect=1).stdout)  # still offloaded: asked again
+    assert [f["path"] for f in again["failed"]] == [thumbnail]
+
+
+def test_objects_that_are_no_files_of_the_media_are_left_in_the_store(
+    offload: Offload, homeserver_yaml: Path, synapse: SynapseMedia, dataset: Dataset, moto: MotoServer, bucket: str,
+) -> None:
+    """What a listing of a thumbnail directory may hold besides Synapse's thumbnails (deeper
+    paths, names Synapse does not write) is not written into the media store, nor counted."""
+    config = offload_all(offload, homeserver_yaml)
+    thumbnail = next(p for p in dataset.old if p.startswith("local_thumbnails/"))
+    directory = thumbnail.rpartition("/")[0]
+    s3 = s3_client(moto.endpoint_url)
+    for odd in (f"{directory}/sub/deeper-1-1-image-png", f"{directory}/../escape"):
+        s3.put_object(Bucket=bucket, Key=PREFIX + odd, Body=b"not media")
+
+    summary = json.loads(offload("--json", *config, "restore").stdout)
+    assert summary["files_restored"] == len(dataset.old) and summary["files_failed"] == 0
+    assert not (synapse.media_store / directory / "sub").exists()
+    assert all((synapse.media_store / p).read_bytes() == synapse.files[p] for p in dataset.old)
