@@ -660,6 +660,8 @@ def upload(obj: Context, base_path: str | None, bucket: str | None, prefix: str 
         obj.finish(Summary("upload", dry_run=dry_run))
         return
     store = obj.store(store_config, bucket, overrides)
+    if delete and store_config is None:  # a store config file names its store on purpose
+        _check_synapse_reads(obj, store)
     options = UploadOptions(obj.base_path(base_path), delete=delete, dry_run=dry_run, jobs=jobs,
                             read_back=not size_only)
     cache = obj.cache()
@@ -683,6 +685,30 @@ def upload(obj: Context, base_path: str | None, bucket: str | None, prefix: str 
         if delete and not dry_run:
             obj.left = total - summary.media_deleted  # also when the run stopped half-way
     obj.finish(summary)
+
+
+def _check_synapse_reads(obj: Context, store: ObjectStore) -> None:
+    """CommandError when --config's homeserver reads its media through our provider from
+    another bucket or prefix than `store`, which BUCKET or --prefix made of its provider block:
+    deleting the local copies of what this run offloads would leave Synapse without them (a
+    mistyped BUCKET, or s3_media_upload's habit of naming one). The endpoint may differ (a
+    proxy, another address of the same store)."""
+    if obj.homeserver is None:
+        return
+    from synapse_objstore.config import parse_store_config
+
+    try:
+        reads = parse_store_config(dict(obj.homeserver.provider_config())).settings
+    except (ConfigFileError, ConfigError):  # no provider block of ours: nothing to compare with
+        return
+    given = store.backend.settings
+    if (type(reads), getattr(reads, "bucket", None), reads.prefix) != (
+            type(given), getattr(given, "bucket", None), given.prefix):
+        raise CommandError(
+            f"refusing to upload --delete to {store.backend.describe()}: Synapse ({obj.homeserver.source}) reads "
+            f"media through {reads.prefix!r} of {getattr(reads, 'bucket', None) or type(reads).__name__}, so the "
+            "media deleted here would be lost to it. Check BUCKET and --prefix (or leave them out), or change "
+            "homeserver.yaml first (without --delete, nothing local is deleted)")
 
 
 async def _claimed_then(store: ObjectStore, synapse_db: SynapseDb | None, command: str, dry_run: bool,
