@@ -30,7 +30,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from synapse_objstore.cli.shard import WHOLE, Shard
 from synapse_objstore.errors import CacheDbError, OtherMediaStoreError
@@ -356,16 +356,19 @@ class CacheDb:
     def media_infos(self, media: list[Media]) -> dict[tuple[str, str], MediaInfo | None]:
         """`media_info` of each of `media` by (origin, media_id), in a query per INFO_CHUNK."""
         infos: dict[tuple[str, str], MediaInfo | None] = dict.fromkeys(((m.origin, m.media_id) for m in media), None)
-        keys = list(infos)
+        rows = self._rows_of("SELECT origin, media_id, media_type, sha256 FROM objstore_media_info", list(infos))
+        infos.update(((origin, media_id), MediaInfo(mtype, sha256)) for origin, media_id, mtype, sha256 in rows)
+        return infos
+
+    def _rows_of(self, select: str, keys: list[tuple[str, str]], then: str = "") -> Iterator[tuple[Any, ...]]:
+        """The rows of `select` about the media `keys` ((origin, media_id) pairs), a query per
+        INFO_CHUNK of them; `then`: what follows the WHERE clause (an ORDER BY)."""
         for start in range(0, len(keys), INFO_CHUNK):
             chunk = keys[start:start + INFO_CHUNK]
-            rows = self._conn.execute(
-                "SELECT origin, media_id, media_type, sha256 FROM objstore_media_info WHERE (origin, media_id) IN "
-                f"(VALUES {', '.join(['(?, ?)'] * len(chunk))})",
+            yield from self._conn.execute(
+                f"{select} WHERE (origin, media_id) IN (VALUES {', '.join(['(?, ?)'] * len(chunk))}) {then}",
                 [value for key in chunk for value in key],
             ).fetchall()
-            infos.update(((origin, media_id), MediaInfo(mtype, sha256)) for origin, media_id, mtype, sha256 in rows)
-        return infos
 
     def iter_media(self, deleted: bool) -> Iterator[Media]:
         """Every media with that `known_deleted`, page by page."""
@@ -559,18 +562,12 @@ class CacheDb:
     def files_of_many(self, media: list[Media]) -> dict[tuple[str, str], list[FileRecord]]:
         """`files_of` each of `media` by (origin, media_id), in a query per INFO_CHUNK."""
         files: dict[tuple[str, str], list[FileRecord]] = {(m.origin, m.media_id): [] for m in media}
-        keys = list(files)
-        for start in range(0, len(keys), INFO_CHUNK):
-            chunk = keys[start:start + INFO_CHUNK]
-            rows = self._conn.execute(
-                "SELECT path, origin, media_id, size, md5, store, sha256 FROM objstore_files WHERE (origin, media_id) "
-                f"IN (VALUES {', '.join(['(?, ?)'] * len(chunk))}) ORDER BY path",
-                [value for key in chunk for value in key],
-            ).fetchall()
-            for row in rows:
-                files[(row[1], row[2])].append(FileRecord(*row))
+        for row in self._rows_of("SELECT path, origin, media_id, size, md5, store, sha256 FROM objstore_files",
+                                 list(files), then="ORDER BY path"):
+            files[(row[1], row[2])].append(FileRecord(*row))
         return files
 
+    @_sqlite_errors
     def files_of(self, media: Media) -> list[FileRecord]:
         rows = self._conn.execute(
             """
