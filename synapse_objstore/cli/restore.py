@@ -99,8 +99,9 @@ async def download(store: ObjectStore, info: ObjectInfo, target: str, tmp_dir: s
                         pending, pending_size = [], 0
             finally:
                 await stream.close()
-            await asyncio.to_thread(_finish, file, digest, pending, _Checks(info, etag_is_md5, expected), durable,
-                                    mode, tmp_path, place or functools.partial(_rename, target=target))
+            check = functools.partial(_check, info=info, etag_is_md5=etag_is_md5, expected=expected)
+            await asyncio.to_thread(_finish, file, digest, pending, check, durable, mode, tmp_path,
+                                    place or functools.partial(_rename, target=target))
             return stream.metadata
     finally:
         # a stat and an unlink, in line so that they run even while the task is cancelled
@@ -153,12 +154,12 @@ def _write_and_hash(file: BinaryIO, digest: ContentDigest, pieces: list[bytes]) 
         digest.update(piece)
 
 
-def _finish(file: BinaryIO, digest: ContentDigest, pieces: list[bytes], checks: _Checks, durable: bool,
-            mode: int | None, tmp_path: str, place: Callable[[str], None]) -> None:
-    """Write the last pieces, check the content, flush (if `durable`) and `place` it. Blocking."""
+def _finish(file: BinaryIO, digest: ContentDigest, pieces: list[bytes], check: Callable[[ContentDigest], None],
+            durable: bool, mode: int | None, tmp_path: str, place: Callable[[str], None]) -> None:
+    """Write the last pieces, `check` the content, flush (if `durable`) and `place` it. Blocking."""
     _write_and_hash(file, digest, pieces)
     file.flush()
-    _check(digest, checks.info, checks.etag_is_md5, checks.expected)
+    check(digest)
     if mode is not None:
         os.fchmod(file.fileno(), mode)
     if durable:
@@ -169,13 +170,6 @@ def _finish(file: BinaryIO, digest: ContentDigest, pieces: list[bytes], checks: 
 def _rename(tmp_path: str, target: str) -> None:
     os.makedirs(os.path.dirname(target), exist_ok=True)
     os.replace(tmp_path, target)
-
-
-@dataclass(frozen=True)
-class _Checks:
-    info: ObjectInfo
-    etag_is_md5: bool
-    expected: Expected
 
 
 def _with_stored_sha256(expected: Expected | None, metadata: ObjectMetadata | None) -> Expected:
@@ -208,8 +202,8 @@ def _check(digest: ContentDigest, info: ObjectInfo, etag_is_md5: bool, expected:
             raise OSError(f"downloaded content of {info.media_path} has MD5 {md5}, not that of the file offloaded "
                           f"({expected.md5}, cache.db): the store holds other bytes; left in the store")
         return
-    sha256 = digest.result().sha256 if expected.sha256 is not None else ""
-    if expected.sha256 is not None and sha256:  # "": the digest took no SHA-256 (migrate's may not)
+    # (a digest that took no SHA-256, as migrate's may not, gives "")
+    if expected.sha256 is not None and (sha256 := digest.result().sha256):
         if sha256 != expected.sha256.lower():
             raise OSError(f"downloaded content of {info.media_path} has SHA-256 {sha256}, not the one recorded "
                           f"for it ({expected.sha256}): the store holds other bytes; left in the store")
@@ -319,19 +313,25 @@ class Restorer:
         if records is None:  # named with --media: asked on its own
             records = await self.journal.call(self.journal.cache.files_of, media)
         offloaded = {record.path: record for record in records}
-        for info in [info for info in remote if not _is_file_of(media, info.media_path)]:
-            remote.remove(info)
-            logger.warning("%s: not a file Synapse writes for %s; left in the store, not restored",
-                           printable(info.media_path), media.describe())
+        files: list[ObjectInfo] = []
+        for info in remote:
+            if _is_file_of(media, info.media_path):
+                files.append(info)
+            else:
+                logger.warning("%s: not a file Synapse writes for %s; left in the store, not restored",
+                               printable(info.media_path), media.describe())
+        remote = files
         listed = {info.media_path for info in remote}
         unlisted = [path for path in offloaded if path not in listed]  # offloaded, and gone from the store
-        targets = [os.path.join(self.options.base_path, path) for path in [*(i.media_path for i in remote), *unlisted]]
-        local_sizes = await asyncio.to_thread(lambda: [file_size(target) for target in targets])
-        for path, local_size in zip(unlisted, local_sizes[len(remote):], strict=True):
+        targets = [os.path.join(self.options.base_path, info.media_path) for info in remote]
+        gone = [os.path.join(self.options.base_path, path) for path in unlisted]
+        sizes = await asyncio.to_thread(lambda: [file_size(path) for path in [*targets, *gone]])
+        local_sizes, unlisted_sizes = sizes[:len(remote)], sizes[len(remote):]
+        for path, local_size in zip(unlisted, unlisted_sizes, strict=True):
             if local_size is None:
                 self.summary.fail(path, f"offloaded (cache.db records it) but not in {self.store.backend.describe()}")
                 complete = False
-        for info, target, local_size in zip(remote, targets, local_sizes, strict=False):
+        for info, target, local_size in zip(remote, targets, local_sizes, strict=True):
             if local_size == info.size:
                 continue  # already back (an earlier, interrupted restore)
             if local_size is not None:
