@@ -2,9 +2,9 @@
 
 `objstore-offload` writes it (see cli/ownership.py for when, and what it guards); the provider
 reads it at startup to warn of a store that another homeserver claimed. It holds the server
-name, a fingerprint of the homeserver's database, where that database was, and the creation
-time of the newest media it had, as JSON. It is not a media path Synapse writes, so reconcile
-never takes it for an orphan.
+name, a fingerprint of the homeserver's database, where that database was, the creation time
+of the newest media it had and the ids of its newest local media (its witnesses), as JSON. It
+is not a media path Synapse writes, so reconcile never takes it for an orphan.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ if TYPE_CHECKING:  # the CLI imports this module at start; the store's modules t
 OWNER_MARKER = "synapse-objstore-owner.json"
 MARKER_FORMAT = 1
 MARKER_MAX_SIZE = 64 * 1024
+# The most witnesses a marker holds (cli/ownership.py records WITNESS_COUNT of them).
+MAX_WITNESSES = 256
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,9 @@ class OwnerRecord:
     # when this owner first claimed the store (ISO 8601): reconcile deletes nothing until the claim
     # is older than its grace period, so that another homeserver writing there is told first
     claimed_at: str
+    # the ids of the owner's newest local media when it was recorded: a copy of its database
+    # that lacks them went its own way since (see cli/ownership.py); none in older markers
+    witnesses: tuple[str, ...] = ()
 
     def describe(self) -> str:
         return (f"{self.owner.describe()}, claimed {printable(self.claimed_at)}, recorded "
@@ -111,21 +116,25 @@ def _parse_marker(data: bytes) -> OwnerRecord:
     owner = raw["owner"]
     fields = (owner["server_name"], owner["fingerprint"], owner["database"], raw["recorded_at"], raw["recorded_by"],
               raw["claimed_at"])
-    if not all(isinstance(field, str) for field in fields) or type(raw["newest_media_ts"]) is not int:
+    witnesses = raw.get("witnesses", [])
+    if (not all(isinstance(field, str) for field in fields) or type(raw["newest_media_ts"]) is not int
+            or not isinstance(witnesses, list) or not all(isinstance(witness, str) for witness in witnesses)):
         raise ValueError("a field has the wrong type")
-    return OwnerRecord(HomeserverIdentity(*fields[:3]), raw["newest_media_ts"], *fields[3:])
+    if len(witnesses) > MAX_WITNESSES:
+        raise ValueError(f"{len(witnesses)} witnesses, more than this tool writes")
+    return OwnerRecord(HomeserverIdentity(*fields[:3]), raw["newest_media_ts"], *fields[3:], tuple(witnesses))
 
 
 async def record_owner(store: ObjectStore, identity: HomeserverIdentity, newest_media_ts: int,
-                       command: str, claimed_at: str | None = None) -> OwnerRecord:
+                       witnesses: tuple[str, ...], command: str, claimed_at: str | None = None) -> OwnerRecord:
     """Write the marker naming `identity` as the store's owner; `claimed_at` that of the record
     it renews (a new claim starts now)."""
     now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
     record = OwnerRecord(identity, newest_media_ts, now, f"objstore-offload {command} on {socket.gethostname()}",
-                         claimed_at or now)
+                         claimed_at or now, witnesses)
     body: dict[str, Any] = {"format": MARKER_FORMAT, "owner": asdict(identity), "newest_media_ts": newest_media_ts,
                             "recorded_at": record.recorded_at, "recorded_by": record.recorded_by,
-                            "claimed_at": record.claimed_at}
+                            "claimed_at": record.claimed_at, "witnesses": list(witnesses)}
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as file:
         json.dump(body, file, indent=2)
     try:

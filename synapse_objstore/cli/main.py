@@ -638,6 +638,8 @@ def _holds_media_files(media_store: str) -> bool:
               help="Algorithm for SSE-C, only used if sse-customer-key is also specified (default AES256)")
 @click.option("--delete", is_flag=True, help="Deletes local copy from media store on successful (verified) upload")
 @click.option("--endpoint-url", default=None, help="S3 endpoint url to use")
+@click.option("--database-changed", is_flag=True,
+              help="Accept a database that lacks media the store's owner recorded (deleted since; see the README).")
 @store_config_option
 @jobs_option
 @size_only_option
@@ -645,7 +647,7 @@ def _holds_media_files(media_store: str) -> bool:
 @pass_context
 def upload(obj: Context, base_path: str | None, bucket: str | None, prefix: str | None, storage_class: str | None,
            sse_customer_key: str | None, sse_customer_algo: str | None, delete: bool, endpoint_url: str | None,
-           store_config: str | None, jobs: int, size_only: bool, dry_run: bool) -> None:
+           database_changed: bool, store_config: str | None, jobs: int, size_only: bool, dry_run: bool) -> None:
     """Uploads media to the store based on local cache (BASE_PATH BUCKET, or both from --config)."""
     from synapse_objstore.cli.offload import Offloader, UploadOptions
 
@@ -678,7 +680,8 @@ def upload(obj: Context, base_path: str | None, bucket: str | None, prefix: str 
 
     try:
         with progress_bar(obj.progress, total) as bar:
-            run_store_job(store, lambda: _claimed_then(store, synapse_db, "upload", dry_run, lambda: offload(bar)))
+            run_store_job(store, lambda: _claimed_then(store, synapse_db, dry_run, database_changed,
+                                                       lambda: offload(bar)))
     finally:
         if synapse_db is not None:
             synapse_db.close()
@@ -711,7 +714,7 @@ def _check_synapse_reads(obj: Context, store: ObjectStore) -> None:
             "homeserver.yaml first (without --delete, nothing local is deleted)")
 
 
-async def _claimed_then(store: ObjectStore, synapse_db: SynapseDb | None, command: str, dry_run: bool,
+async def _claimed_then(store: ObjectStore, synapse_db: SynapseDb | None, dry_run: bool, database_changed: bool,
                         job: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """`job`, once the store is known not to be another homeserver's (when the database is known)."""
     from synapse_objstore.cli.ownership import claim_store
@@ -720,7 +723,8 @@ async def _claimed_then(store: ObjectStore, synapse_db: SynapseDb | None, comman
 
     if synapse_db is not None:
         await preflight(store)  # an unusable store is reported as such, before its marker is asked for
-        if (warning := await watched(claim_store(store, synapse_db, command, dry_run), store)) is not None:
+        claim = claim_store(store, synapse_db, "upload", dry_run, database_changed)
+        if (warning := await watched(claim, store)) is not None:
             click.echo(warning, err=True)
     return await job()
 

@@ -13,7 +13,23 @@ that database was, and the creation time of the newest media it had. The first `
   never share a prefix: the first to offload there claims it);
 - a `reconcile` with the owner's database in another place (a copy on a staging server, a clone),
   or with one whose newest media is older than the recorded one (restored from a backup), is
-  refused until the admin says the database changed (`--database-changed`).
+  refused until the admin says the database changed (`--database-changed`);
+- an `upload` or `reconcile` with a database that lacks the owner's witnesses is refused the
+  same way, wherever that database is (below).
+
+Witnesses: a copy of the owner's database in the same place as far as its settings tell (a
+staging server cloned whole from production, `localhost:5432` on both) and with media of its
+own since (so not older) passes the checks above; its reconcile would take the media the owner
+added after the copy for orphans. So every `upload` and `reconcile --apply` of the owner
+records the ids of its WITNESS_COUNT newest local media in the marker, newest first, and a run
+whose database lacks all of the NEWEST_WITNESSES_MISSING newest of them is refused: it is not
+the database that recorded them, but a copy that went its own way since (a copy has every
+media up to the moment it was made, and none of the other's after). Media deleted here and
+there since are orphans as ever; a homeserver that deleted its newest media since (an admin's
+delete, a spam clean-up) says so once with `--database-changed`, and the run records the
+witnesses anew. A copy that
+records first (it offloads before the owner runs again) makes the owner's runs refuse until
+the admin looks, which is the point: two databases write to one store.
 
 The fingerprint is that of the homeserver's first user (name and creation time, which Synapse
 never changes or deletes: deactivated users keep their row). It stays the same when the
@@ -39,6 +55,7 @@ from synapse_objstore.errors import (
     StoreUnusableError,
     SynapseDbError,
 )
+from synapse_objstore.media import printable
 from synapse_objstore.owner_marker import (
     OWNER_MARKER,
     HomeserverIdentity,
@@ -54,6 +71,55 @@ __all__ = ["OWNER_MARKER", "OwnershipError", "check_owner", "check_same_owner", 
 # The most a reconcile run deletes, in percent of the media objects listed, unless told otherwise.
 # A wrong database makes nearly every object look orphaned; a nightly run deletes a sliver.
 DEFAULT_MAX_DELETE_SHARE = 10.0
+# How many of its newest local media a run records as witnesses of the owner's database; a
+# database that lacks all of the NEWEST_WITNESSES_MISSING newest of them is refused.
+WITNESS_COUNT = 32
+NEWEST_WITNESSES_MISSING = 3
+
+
+@dataclass(frozen=True)
+class DatabaseState:
+    """What a run's database shows of the homeserver, next to what the store's marker recorded."""
+
+    identity: HomeserverIdentity
+    local_media: int
+    remote_media: int
+    newest_media_ts: int  # when its newest media was created (ms)
+    witnesses: tuple[str, ...]  # its newest local media, to record
+    missing_witnesses: tuple[str, ...]  # of the witnesses recorded in the marker, those it lacks
+
+    def renews(self, recorded: OwnerRecord) -> bool:
+        """Whether recording this state would change the marker."""
+        return (recorded.owner, recorded.newest_media_ts, recorded.witnesses) != (
+            self.identity, self.newest_media_ts, self.witnesses)
+
+
+def read_state(db: SynapseDb, identity: HomeserverIdentity, recorded: OwnerRecord | None) -> DatabaseState:
+    """The state of `db`, whose homeserver is `identity` (blocking: run it in a thread)."""
+    local, remote, newest_media_ts = db.media_counts()
+    witnesses = tuple(db.newest_local_media(WITNESS_COUNT))
+    missing: tuple[str, ...] = ()
+    if recorded is not None and recorded.witnesses and recorded.owner.same_homeserver(identity):
+        missing = tuple(sorted(set(recorded.witnesses) - db.existing_local_media(list(recorded.witnesses))))
+    return DatabaseState(identity, local, remote, newest_media_ts, witnesses, missing)
+
+
+def check_witnesses(recorded: OwnerRecord, state: DatabaseState, store: ObjectStore) -> None:
+    """Refuse a database that lacks the newest witnesses the owner recorded (see above)."""
+    newest = recorded.witnesses[:NEWEST_WITNESSES_MISSING]
+    missing = state.missing_witnesses
+    if not newest or not set(newest) <= set(missing):
+        return  # none recorded (a marker of an earlier version), or deleted here and there since
+    raise OwnershipError(
+        f"{store.backend.describe()} belongs to homeserver {recorded.describe()}; the {len(newest)} newest local "
+        f"media its database had then are not in this run's database ({state.identity.describe()}), "
+        f"{len(missing)} of the {len(recorded.witnesses)} recorded in all "
+        f"({', '.join(printable(media_id) for media_id in missing[:3])}{', ...' if len(missing) > 3 else ''}). "
+        "So it is not that database but a copy that went its own way since: a staging server cloned from "
+        "production, or a restored backup. Its reconcile would delete the media the other copy added: refusing. Give "
+        "a copy a bucket or prefix of its own. Only if these media were deleted in Synapse since (an admin's "
+        "delete, a spam clean-up), run again with --database-changed."
+    )
 
 
 def identify(db: SynapseDb) -> HomeserverIdentity:
@@ -79,17 +145,22 @@ def identify(db: SynapseDb) -> HomeserverIdentity:
     return HomeserverIdentity(server_name, fingerprint, db.description)
 
 
-async def claim_store(store: ObjectStore, db: SynapseDb, command: str, dry_run: bool) -> str | None:
-    """Before offloading into a store: refuse one recorded as another homeserver's, and record
-    this homeserver in one that has no owner yet (the first to offload there claims it).
+async def claim_store(store: ObjectStore, db: SynapseDb, command: str, dry_run: bool,
+                      database_changed: bool = False) -> str | None:
+    """Before offloading into a store: refuse one recorded as another homeserver's, or as this
+    one's by a database that `db` is a copy of gone its own way since (the witnesses; unless
+    `database_changed`); record this homeserver in one that has no owner yet (the first to
+    offload there claims it), and renew its record (the witnesses) otherwise. A database in
+    another place than recorded, or older, renews nothing until reconcile is told
+    `--database-changed`: offloading deletes nothing remote, so it goes on.
 
-    Offloading deletes nothing remote, so what only costs the check does not stop it: a
-    database whose users cannot be read (a role without SELECT on `users`), a store that does
-    not give or take the marker this time (the returned warning says so; the next run checks).
-    A store that fails the listing made before a claim (does it already hold objects?) stops
-    the run as a failed `preflight` does (StoreUnusableError): nothing is claimed, so the next
-    run claims it, and tells. Nothing here bounds the store's calls: run this `watched`
-    (cli/store_watch.py), as the rest of a run, so that a silent store stops it."""
+    What only costs the check does not stop the run either: a database whose users or media
+    cannot be read (a role without SELECT on `users`), a store that does not give or take the
+    marker this time (the returned warning says so; the next run checks). A store that fails
+    the listing made before a claim (does it already hold objects?) stops the run as a failed
+    `preflight` does (StoreUnusableError): nothing is claimed, so the next run claims it, and
+    tells. Nothing here bounds the store's calls: run this `watched` (cli/store_watch.py), as
+    the rest of a run, so that a silent store stops it."""
     try:
         identity = await asyncio.to_thread(identify, db)
         recorded = await read_owner(store)
@@ -100,15 +171,26 @@ async def claim_store(store: ObjectStore, db: SynapseDb, command: str, dry_run: 
                 f"would delete the other's media. Refusing to {command} into it; check --config, database.yaml "
                 "and the provider block."
             )
-        if recorded is None and not dry_run:
-            _, _, newest_media_ts = await asyncio.to_thread(db.media_counts)
+        state = await asyncio.to_thread(read_state, db, identity, recorded)
+        if recorded is not None and not database_changed:
+            check_witnesses(recorded, state, store)
+        if dry_run:
+            return None
+        if recorded is None:
             held = await _holds_objects(store)
-            await record_owner(store, identity, newest_media_ts, command)
+            await record_owner(store, identity, state.newest_media_ts, state.witnesses, command)
             if held:
                 return (f"note: recorded {identity.describe()} as the owner of {store.backend.describe()}, which "
                         "already holds objects. If another homeserver writes to this bucket and prefix, separate "
                         "them now: once this claim is older than its grace period, reconcile takes the other's "
                         "media for this one's orphans.")
+        elif not database_changed and (recorded.owner.database != identity.database
+                                       or state.newest_media_ts < recorded.newest_media_ts):
+            return (f"note: the owner record of {store.backend.describe()} is not renewed: it names the database "
+                    f"{printable(recorded.owner.database)}, with newer media than this run's "
+                    f"({printable(identity.database)}) or elsewhere; reconcile refuses until told --database-changed")
+        elif state.renews(recorded):
+            await record_owner(store, identity, state.newest_media_ts, state.witnesses, command, recorded.claimed_at)
     except (SynapseDbError, MarkerUnavailableError) as error:
         return f"warning: the store's owner is neither checked nor recorded: {error}"
     return None
@@ -149,11 +231,11 @@ class OwnerCheck:
     database_changed: bool = False  # accept the same homeserver's database moved or restored
 
 
-def check_owner(recorded: OwnerRecord | None, current: HomeserverIdentity, newest_media_ts: int,
-                store: ObjectStore, told: OwnerCheck) -> None:
+def check_owner(recorded: OwnerRecord | None, state: DatabaseState, store: ObjectStore, told: OwnerCheck) -> None:
     """Refuse to reconcile a store recorded as another homeserver's, or with a database that is
-    a copy of the owner's: elsewhere than recorded (staging, a clone) or older (a backup)."""
-    where = store.backend.describe()
+    a copy of the owner's: elsewhere than recorded (staging, a clone), older (a backup), or
+    lacking the witnesses the owner recorded (a copy gone its own way)."""
+    where, current, newest_media_ts = store.backend.describe(), state.identity, state.newest_media_ts
     if recorded is None:
         if told.replace_owner is not None:
             raise OwnershipError(f"--replace-owner: {where} has no recorded owner to replace; leave the option out")
@@ -189,6 +271,7 @@ def check_owner(recorded: OwnerRecord | None, current: HomeserverIdentity, newes
             "older copy (restored from a backup?), and reconciling would delete the media added since. Refusing. "
             "If you know why, run again with --database-changed."
         )
+    check_witnesses(recorded, state, store)
 
 
 def _iso(ts_ms: int) -> str:

@@ -59,6 +59,7 @@ from synapse_objstore.cli.ownership import (
     OwnerCheck,
     check_owner,
     identify,
+    read_state,
 )
 from synapse_objstore.cli.path_set import PathSet
 from synapse_objstore.cli.report import Summary, human_size
@@ -218,10 +219,10 @@ class Reconciler:
                 f"would delete every object of {self.store.backend.describe()}. Is it the right database?"
             )
         identity = await asyncio.to_thread(identify, self.db)
-        local, remote, newest_media_ts = await asyncio.to_thread(self.db.media_counts)
         recorded = await watched(read_owner(self.store), self.store)  # a silent store stops the run here too
-        check_owner(recorded, identity, newest_media_ts, self.store, self.options.owner_check)
-        self._describe_comparison(identity, recorded, local, remote)
+        state = await asyncio.to_thread(read_state, self.db, identity, recorded)
+        check_owner(recorded, state, self.store, self.options.owner_check)
+        self._describe_comparison(identity, recorded, state.local_media, state.remote_media)
         listed = PathSet()
         await self._sweep(listed, delete=not self.options.apply)  # a dry run names what it would delete
         self._check_delete_share(vouched=recorded is not None and self.options.owner_check == OwnerCheck())
@@ -232,9 +233,9 @@ class Reconciler:
                                  f"{self.options.shard.count} records it: run that shard first")
         self._check_claim_age(recorded if claimed_at is not None else None)
         if self.options.apply:
-            if records_owner and (recorded is None or recorded.owner != identity
-                                  or recorded.newest_media_ts != newest_media_ts):
-                await record_owner(self.store, identity, newest_media_ts, "reconcile", claimed_at)
+            if records_owner and (recorded is None or state.renews(recorded)):
+                await record_owner(self.store, identity, state.newest_media_ts, state.witnesses, "reconcile",
+                                   claimed_at)
                 if claimed_at is None:
                     self.echo(f"Recorded {identity.describe()} as the owner of {self.summary.store}")
             if self.summary.objects_orphaned and not self.summary.deletion_deferred:

@@ -67,6 +67,13 @@ HAS_MEDIA_SQL = """
 """
 # `%s` stands for a list of ids: an array on PostgreSQL, a JSON list on SQLite (see `_any`).
 EXISTING_LOCAL_SQL = "SELECT media_id FROM local_media_repository WHERE media_id {any}"
+# The newest local media that stay (uploads with content; not URL previews, which Synapse expires):
+# the owner marker's witnesses of a database's history (see cli/ownership.py).
+NEWEST_LOCAL_SQL = """
+    SELECT media_id FROM local_media_repository
+    WHERE url_cache IS NULL AND media_length IS NOT NULL
+    ORDER BY created_ts DESC, media_id COLLATE "C" DESC LIMIT %s
+"""
 # remote_media_cache has no index on filesystem_id, so a lookup by it is a scan of the table:
 # read the pairs once instead.
 REMOTE_FILES_SQL = "SELECT media_origin, filesystem_id FROM remote_media_cache"
@@ -287,6 +294,10 @@ class SynapseDb:
         """Those of `media_ids` that local_media_repository has (URL previews included)."""
         rows = self._stream(EXISTING_LOCAL_SQL.format(any=self._any()), (self._ids(media_ids),), None)
         return {media_id for (media_id,) in rows}
+
+    def newest_local_media(self, count: int) -> list[str]:
+        """The ids of the `count` newest local media with content, URL previews left out."""
+        return [str(media_id) for (media_id,) in self._stream(NEWEST_LOCAL_SQL, (count,), None)]
 
     def remote_files(self) -> Iterator[tuple[str, str]]:
         """(origin, filesystem_id) of every remote media, streamed in one scan of the table."""

@@ -302,7 +302,8 @@ def test_runs_of_one_homeserver_recording_the_owner_at_once_all_succeed(
     identity = HomeserverIdentity("test", "0123456789abcdef", "postgres synapse on 127.0.0.1:5432")
 
     async def claims() -> list[OwnerRecord]:
-        return await asyncio.gather(*(record_owner(store, identity, 1000, f"upload --shard {i}/8") for i in range(8)))
+        return await asyncio.gather(*(record_owner(store, identity, 1000, (), f"upload --shard {i}/8")
+                                      for i in range(8)))
 
     records = run(claims(), timeout=120)
     assert {record.owner for record in records} == {identity}
