@@ -82,10 +82,27 @@ class ObjectStore:
         # an error status; not a timeout or a connection that failed. A batch run watches it
         # to tell a store gone silent from one that is only slow (cli/store_watch.py).
         self.last_answer = time.monotonic()
+        # Calls (and stream reads) waiting for the store now, and since when the store has had
+        # calls of ours waiting without a break: with last_heard, how long it has held them all
+        # unanswered (`unanswered_for`).
+        self.in_flight = 0
+        self._busy_since = time.monotonic()
         register_secrets(backend.settings.secret_values())
 
     def __repr__(self) -> str:
         return f"<ObjectStore {self.backend.describe()}>"
+
+    @property
+    def last_heard(self) -> float:
+        """When the store last answered anything: a call, or one step of a longer call (a part)."""
+        return max(self.last_answer, self._fs.step_answered if self._fs is not None else 0.0)
+
+    def unanswered_for(self) -> float:
+        """How long (s) the store has held calls of ours with no answer to any of them: 0 when
+        none waits."""
+        if not self.in_flight:
+            return 0.0
+        return time.monotonic() - max(self.last_heard, self._busy_since)
 
     def key(self, media_path: str) -> str:
         """The object key of a media path: exactly `prefix + media path`."""
@@ -143,11 +160,12 @@ class ObjectStore:
         """The object opened for streaming, or None when it does not exist."""
         remote_path = self.remote_path(media_path)
         try:
-            return await self._guard(
+            stream = await self._guard(
                 "fetch", media_path, lambda: self.backend.open_read(self.filesystem(), remote_path)
             )
         except FileNotFoundError:
             return None
+        return _HeardStream(stream, self)
 
     async def info(self, media_path: str) -> ObjectInfo | None:
         """Size and checksum of the object, or None when it does not exist."""
@@ -246,6 +264,7 @@ class ObjectStore:
         other than an outage is an answer of the store (`last_answer`, which the silent-store
         watch reads: counting a client built without a request would hide a silent store)."""
         answers: tuple[type[Exception], ...] = (FileNotFoundError, FileExistsError, *passed)
+        self._waits(asks_the_store)
         try:
             result = await operation()
         except answers:
@@ -260,8 +279,20 @@ class ObjectStore:
             if not is_outage(failure):
                 self._answered(asks_the_store)
             raise failure from error
+        finally:
+            self._waited(asks_the_store)
         self._answered(asks_the_store)
         return result
+
+    def _waits(self, asks_the_store: bool) -> None:
+        if asks_the_store:
+            if not self.in_flight:
+                self._busy_since = time.monotonic()
+            self.in_flight += 1
+
+    def _waited(self, asks_the_store: bool) -> None:
+        if asks_the_store:
+            self.in_flight -= 1
 
     def _answered(self, asks_the_store: bool) -> None:
         if asks_the_store:
@@ -279,3 +310,27 @@ class ObjectStore:
             last_modified=modified if isinstance(modified, datetime) else None,
             metadata=self.backend.object_metadata(raw),
         )
+
+
+class _HeardStream(ObjectStream):
+    """A store's stream whose reads count as calls waiting for the store, and whose bytes as its
+    answers: a body that stops coming is a store holding a call unanswered (store_watch.py)."""
+
+    def __init__(self, stream: ObjectStream, store: ObjectStore) -> None:
+        self._stream, self._store = stream, store
+        self.size, self.metadata = stream.size, stream.metadata
+
+    async def read(self, max_bytes: int) -> bytes:
+        self._store._waits(True)
+        try:
+            data = await self._stream.read(max_bytes)
+        finally:
+            self._store._waited(True)
+        self._store._answered(True)
+        return data
+
+    async def close(self) -> None:
+        await self._stream.close()
+
+    async def suspend(self) -> None:
+        await self._stream.suspend()

@@ -120,7 +120,9 @@ class PartUpload(abc.ABC, Generic[Receipt, Result]):
                 if offset + length == self.size:  # before the last part: on GCS, sending it commits
                     await self.check_unchanged()
                 read.set_result(None)
-                return await self.send_part(number, offset, data)
+                receipt = await self.send_part(number, offset, data)
+                self.fs.step_answers()  # a long upload answered part by part is no silent store
+                return receipt
         finally:
             if not read.done():
                 read.cancel()

@@ -29,6 +29,12 @@ T = TypeVar("T")
 # still there. A healthy store answers something every few seconds while a run sends it work;
 # a call that takes longer (a multipart upload of gigabytes) only costs one question a minute.
 QUIET_BEFORE_CHECK = 60.0
+# How long the store may hold every call of a run unanswered while it still answers the check:
+# a store that takes requests and never finishes them (storage nodes down behind a gateway that
+# still answers about the bucket, a proxy holding bodies). Longer than any one healthy call: a
+# part, a page, a chunk of a body each count as an answer, and a single PUT of the largest
+# file below the multipart threshold has ten minutes.
+STUCK_AFTER = 600.0
 
 
 def is_retryable(error: BaseException) -> bool:
@@ -59,8 +65,9 @@ class StoreWatch:
     A store that stops answering mid-run fails no call quickly: each waits out its read
     timeout once per retry (a batch run gives the store 8 retries of 60 s: 9 minutes a call),
     and a run of thousands of media would go on for days. So `silence` watches when the store
-    last answered anything (`ObjectStore.last_answer`) and asks the same question once it has
-    been quiet for QUIET_BEFORE_CHECK; no answer to that either stops the run.
+    last answered anything (`ObjectStore.last_heard`) and asks the same question once it has
+    been quiet for QUIET_BEFORE_CHECK; no answer to that either stops the run. A store that
+    answers the question but has held all of the run's calls for STUCK_AFTER stops it too.
     """
 
     def __init__(self, store: ObjectStore) -> None:
@@ -86,34 +93,44 @@ class StoreWatch:
 
     async def silence(self) -> NoReturn:
         """Run beside a run's work until cancelled. Each time the store has answered none of
-        its calls for QUIET_BEFORE_CHECK seconds, ask it the startup check's question; raise
-        StoreUnusableError when that is not answered either (a timeout, a connection that
-        fails), or is answered with a missing bucket or refused credentials.
+        its calls (nor the last check) for QUIET_BEFORE_CHECK seconds, ask it the startup
+        check's question; raise StoreUnusableError when that is not answered either (a
+        timeout, a connection that fails), or is answered with a missing bucket or refused
+        credentials, or when it is answered while the store has held every call of the run
+        unanswered for STUCK_AFTER.
 
         The question goes through a client of its own (another ObjectStore on the same
         backend, made the first time it is needed): through the run's, it could wait for a
         connection behind slow uploads holding all of a small pool (`max_pool_connections`),
         and a store that is only slow would be taken for silent."""
         probe: ObjectStore | None = None
+        checked = 0.0  # when the store last answered the question
         try:
             while True:
-                quiet = time.monotonic() - self.store.last_answer
+                quiet = time.monotonic() - max(self.store.last_heard, checked)
                 if quiet < QUIET_BEFORE_CHECK:
                     await asyncio.sleep(QUIET_BEFORE_CHECK - quiet)
                     continue
+                quiet = time.monotonic() - self.store.last_heard
                 probe = probe or ObjectStore(self.store.backend)
                 asked = time.monotonic()
                 try:
                     await check_store(probe)
                 except ObjectStoreError as error:
-                    answered_meanwhile = self.store.last_answer >= asked
+                    answered_meanwhile = self.store.last_heard >= asked
                     if (is_outage(error) or _store_wide_suspect(error)) and not answered_meanwhile:
                         raise StoreUnusableError(
                             f"{error}, and it had answered none of this run's requests for {quiet:.0f} s. "
                             "Stopped the run"
                         ) from error
-                # it answered (the check, or one of the run's requests meanwhile)
-                self.store.last_answer = max(self.store.last_answer, time.monotonic())
+                checked = time.monotonic()  # it answered (the check, or one of the run's requests meanwhile)
+                if (held := self.store.unanswered_for()) >= STUCK_AFTER:
+                    raise StoreUnusableError(
+                        f"{self.store.backend.describe()} answers about its bucket, but has held all of this run's "
+                        f"{self.store.in_flight} requests unanswered for {held:.0f} s: it takes requests and does "
+                        "not finish them (storage nodes down behind a gateway that still answers? a proxy holding "
+                        "bodies?). Stopped the run; a rerun goes on from where it stopped"
+                    )
         finally:
             if probe is not None:
                 await probe.close()
