@@ -99,6 +99,19 @@ def test_which_endpoints_get_signed_payloads(endpoint: str | None, signs: bool) 
     assert signs_payloads(endpoint) is signs
 
 
+@pytest.mark.parametrize(("no_proxy", "signs"), [("", True), ("127.0.0.1", False)])
+def test_through_a_proxy_of_the_environment_a_loopback_endpoint_gets_signed_payloads(
+    monkeypatch: pytest.MonkeyPatch, no_proxy: str, signs: bool,
+) -> None:
+    """HTTP_PROXY routes even a loopback endpoint through the proxy (botocore honours it unless
+    NO_PROXY names the host): someone then sits between us and the store."""
+    for lowercase in ("http_proxy", "no_proxy"):  # urllib prefers these to the uppercase ones
+        monkeypatch.delenv(lowercase, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://192.0.2.10:3128")
+    monkeypatch.setenv("NO_PROXY", no_proxy)
+    assert signs_payloads("http://127.0.0.1:9") is signs
+
+
 def test_the_store_still_checks_the_body_against_its_content_md5(rgw: CephRGW, rgw_bucket: str) -> None:
     """An unsigned payload is covered by its Content-MD5 alone: a body that does not match it is
     refused (400 BadDigest), not stored. (Ceph RGW checks it; moto does not.)"""

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import botocore
 import s3fs
 from aiobotocore.session import AioSession
+from botocore.utils import get_environ_proxies
 
 from synapse_objstore.backends.s3.s3fs_private import (
     disable_s3fs_retries,
@@ -55,9 +56,10 @@ def signs_payloads(endpoint_url: str | None) -> bool:
     """Whether SigV4 should sign each request's body (its SHA-256 in x-amz-content-sha256, one
     more pass over every byte sent: 0.15 ms of the 0.65 ms of CPU botocore spends on a PUT
     of 50-300 KB, measured with the reply canned), as botocore does over
-    plain http. Not to a loopback address: no one sits between us and the store there to
-    change a body (and every PUT and part carries its Content-MD5, which SigV4 still signs and
-    the store checks, against accidents). Over https botocore already leaves the bodies that
+    plain http. Not to a loopback address reached directly (no HTTP_PROXY of the environment
+    applies to it, as botocore reads it): no one sits between us and the store there to change
+    a body (and every PUT and part carries its Content-MD5, which SigV4 still signs and the
+    store checks, against accidents). Over https botocore already leaves the bodies that
     carry a Content-MD5 unsigned; elsewhere over http it signs them, and so do we: there, only
     the signed SHA-256 keeps someone on the path from swapping a body for one of the same MD5
     (media are what users send, and MD5 collisions can be made)."""
@@ -65,6 +67,8 @@ def signs_payloads(endpoint_url: str | None) -> bool:
         return True
     parts = urlsplit(endpoint_url)
     if parts.scheme != "http" or parts.hostname is None:
+        return True
+    if get_environ_proxies(endpoint_url):  # a proxy between us and the store: botocore sends through it
         return True
     if parts.hostname == "localhost":
         return False
