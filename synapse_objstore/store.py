@@ -273,7 +273,7 @@ class ObjectStore:
         except (MediaPathError, LocalFileChangedError):
             raise
         except Exception as error:
-            detail = redact(f"{type(error).__name__}: {error}")
+            detail = redact(f"{type(error).__name__}: {error}{self.backend.failure_hint(error)}")
             message = f"could not {action} {media_path!r} on {self.backend.describe()}: {detail}"
             failure = store_error(message, error)
             if not is_outage(failure):

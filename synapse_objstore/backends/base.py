@@ -297,6 +297,11 @@ class Backend(abc.ABC):
         show); never the key. The default has none."""
         return {}
 
+    def failure_hint(self, error: BaseException) -> str:
+        """What an admin should check about a failed call to the store (" (is ... ?)"), added to
+        its error where the client's own words say too little; "" (the default) when nothing."""
+        return ""
+
     def watch_key_reads(self, listener: Callable[[KeyLabel], None]) -> None:
         """Have `listener` called (on the I/O loop) with the label of each read that only a key
         other than the current one could make: the provider counts them in a metric."""

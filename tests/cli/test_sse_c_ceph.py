@@ -72,6 +72,7 @@ def test_offload_with_sse_c_verifies_with_the_key_and_the_key_is_required_to_rea
     assert wrong.exit_code != 0
     assert json.loads(wrong.stdout)["files_verified"] == 0
     assert OTHER_KEY not in wrong.output and SSE_KEY not in wrong.output
+    assert "is sse_customer_key the key these objects were written with?" in wrong.output  # not "Bad Request" alone
 
     failed = offload("--json", *config, "restore", "--store-config", "wrong.yaml", expect=None)
     assert failed.exit_code != 0 and json.loads(failed.stdout)["files_restored"] == 0

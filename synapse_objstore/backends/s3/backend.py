@@ -7,6 +7,7 @@ synapse-s3-storage-provider keeps working.
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
@@ -39,6 +40,7 @@ from synapse_objstore.backends.s3.s3fs_private import call_s3, close_client, tra
 from synapse_objstore.backends.s3.settings import BOTO3_PART_SIZE, S3Settings
 from synapse_objstore.backends.s3.streaming import S3BodyStream
 from synapse_objstore.backends.s3.uploads import S3Uploader
+from synapse_objstore.errors import exception_chain
 
 
 class S3Backend(Backend):
@@ -96,6 +98,16 @@ class S3Backend(Backend):
         """"key md5 1a2b3c4d": the start of the MD5 that S3 itself sends and stores with each
         SSE-C object (`keys.fingerprint`)."""
         return {key.label: fingerprint(key.key) for key in self._keys if key.key is not None}
+
+    def failure_hint(self, error: BaseException) -> str:
+        """With SSE-C, a 400 to a read: the store's answer to a key other than the object's
+        (a HEAD's has no body, so botocore and s3fs say only "Bad Request")."""
+        if not any(key.key is not None for key in self._keys):
+            return ""
+        if not any(_is_bad_request(link) for link in exception_chain(error)):
+            return ""
+        return (" (with SSE-C, a 400 is the store's answer to a key other than the object's: is "
+                "sse_customer_key the key these objects were written with?)")
 
     async def object_info(self, fs: AsyncFs, remote_path: str) -> dict[str, Any]:
         """One HEAD (SSE-C added by the filesystem), and one more per earlier key tried
@@ -185,3 +197,10 @@ class S3Backend(Backend):
     async def abort_incomplete_upload(self, fs: AsyncFs, upload: IncompleteUpload) -> None:
         bucket, _, key = upload.path.partition("/")
         await call_s3(fs.fs, "abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload.upload_id)
+
+
+def _is_bad_request(error: BaseException) -> bool:
+    """A 400 from S3, as botocore raises it or as s3fs translates it (an OSError, EINVAL)."""
+    if isinstance(error, ClientError):
+        return bool(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 400)
+    return isinstance(error, OSError) and error.errno == errno.EINVAL
