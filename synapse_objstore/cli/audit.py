@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+from synapse_objstore.checksums import MULTIPART_ETAG
 from synapse_objstore.cli.cache_db import CacheDb
 from synapse_objstore.cli.each import each
 from synapse_objstore.cli.journal import Journal
@@ -43,8 +44,9 @@ from synapse_objstore.media import Media
 from synapse_objstore.store import ObjectInfo, ObjectStore
 from synapse_objstore.verification import RemoteChecker
 
-# (media path, size, sha256, MD5) of a file of a media, as far as they are known
-Expected = tuple[str, int | None, str | None, str | None]
+# (media path, size, sha256, MD5, the ETags it has as a multipart object) of a file of a media,
+# as far as they are known
+Expected = tuple[str, int | None, str | None, str | None, frozenset[str]]
 VERIFIED = "verified"
 READ_BACK = "read back"
 
@@ -106,12 +108,12 @@ class Auditor:
         records = cache.files_of(media)
         synapse_sha256 = self._synapse_sha256(media)
         if records:
-            return [(r.path, r.size, synapse_sha256 if r.path == media.file_path else r.sha256, r.md5)
-                    for r in records]
+            return [(r.path, r.size, synapse_sha256 if r.path == media.file_path else r.sha256, r.md5,
+                     frozenset((r.multipart_etags or "").split())) for r in records]
         size = None
         if self.synapse_db is not None:
             size = self.synapse_db.media_length(media.origin, media.media_id)
-        return [(media.file_path, size, synapse_sha256, None)]
+        return [(media.file_path, size, synapse_sha256, None, frozenset())]
 
     def _synapse_sha256(self, media: Media) -> str | None:
         """The sha256 Synapse recorded for the original: as update-db copied it, else from its database."""
@@ -122,16 +124,20 @@ class Auditor:
         return info.sha256.lower() if info is not None and info.sha256 else None
 
     def _judged_by_listing(self, listed: ObjectInfo | None, size: int | None, sha256: str | None,
-                           md5: str | None) -> str | None:
+                           md5: str | None, multipart: frozenset[str]) -> str | None:
         """What the listing alone proves of a file: VERIFIED (listed, its size, and its content
-        proved by an MD5 ETag equal to the recorded MD5, or no sha256 to compare); READ_BACK: the
-        object's content is to decide (an ETag other than the MD5: other content, or an ETag that
-        is no MD5, as SSE-KMS gives, look alike); None: a HEAD is to decide."""
+        proved by an MD5 ETag equal to the recorded MD5, or a multipart ETag the file has, or no
+        sha256 to compare); READ_BACK: the object's content is to decide (an ETag other than the
+        file's: other content, or an ETag that is no MD5, as SSE-KMS gives, look alike); None: a
+        HEAD is to decide."""
         if listed is None or (size is not None and listed.size != size):
             return None
-        etag = (listed.etag or "").lower()
+        etag = (listed.etag or "").strip('"').lower()
         if self.etag_is_md5 and md5 is not None and len(etag) == 32:
             return VERIFIED if etag == md5.lower() else READ_BACK
+        if self.etag_is_md5 and md5 is not None and multipart and MULTIPART_ETAG.match(etag):
+            # sha256 metadata travels with a copy of other content; the multipart ETag does not
+            return VERIFIED if etag in multipart else READ_BACK
         if not self.listing_may_verify:
             return None
         return VERIFIED if sha256 is None or not self.store.backend.keeps_metadata else None
@@ -174,8 +180,8 @@ class Auditor:
         `found` is one). A failure goes to the summary; a file found good is returned, as it
         was found, for the second listing to confirm (`note`: its media's rowid in cache.db,
         to look it up again)."""
-        media_path, size, sha256, md5 = file
-        judged = self._judged_by_listing(found, size, sha256, md5)
+        media_path, size, sha256, md5, multipart = file
+        judged = self._judged_by_listing(found, size, sha256, md5, multipart)
         if judged == VERIFIED:
             assert found is not None
             return Counted(media_path, found.size, None if asked else found.etag, note)

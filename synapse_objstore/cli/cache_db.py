@@ -14,9 +14,11 @@ the shard of the media it holds (see shard.py), so that it is never used for ano
 `objstore_media_info`, the media type and sha256 Synapse's database has for each original
 (filled by update-db; `upload` sets the Content-Type from it and checks the local file against
 the sha256), and `objstore_files.sha256`, the sha256 of each verified file.
+`objstore_files.multipart_etags`, the ETags the file has as an S3 multipart object (our part
+size's and boto3's), so that `verify` tells a multipart object's content from its ETag.
 
 The schema's version is SQLite's `user_version` (0 for s3_media_upload's files and ours before
-version 1); `_migrate` brings an older file up to date when it is opened.
+version 1 and 2); `_migrate` brings an older file up to date when it is opened.
 
 Every sqlite error becomes a CacheDbError naming the file (a damaged one: what to do).
 """
@@ -118,8 +120,10 @@ OBJSTORE_SCHEMA = """
 """
 # Media looked up per query by `media_infos` (two SQL variables each; SQLite before 3.32 takes 999).
 INFO_CHUNK = 400
+# The columns of objstore_files a FileRecord holds, in its order.
+FILE_COLUMNS = "path, origin, media_id, size, md5, store, sha256, multipart_etags"
 # The version of the schema this code writes (`PRAGMA user_version`).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Rows of objstore_media_info from a batch (see `_info_json`).
 INSERT_MEDIA_INFO = """
     INSERT OR REPLACE INTO objstore_media_info (origin, media_id, media_type, sha256)
@@ -227,6 +231,8 @@ class FileRecord:
     md5: str | None
     store: str
     sha256: str | None = None
+    # the ETags ("hex-N") the file has as a multipart object, space-separated; None: not known
+    multipart_etags: str | None = None
 
 
 @dataclass(frozen=True)
@@ -257,7 +263,9 @@ class CacheDb:
         1: objstore_files.sha256, and objstore_media_info. The media synced before have no
         info row, and an update-db reads only media that aged past its last cutoff: the
         cutoffs are dropped, so the next update-db reads every media again (inserting none
-        twice) and fills in their media types and sha256s."""
+        twice) and fills in their media types and sha256s.
+        2: objstore_files.multipart_etags (NULL for the files verified before: verify judges
+        those as before)."""
         (version,) = self._conn.execute("PRAGMA user_version").fetchone()
         if version >= SCHEMA_VERSION:
             return
@@ -265,7 +273,9 @@ class CacheDb:
             columns = {row[1] for row in self._conn.execute("PRAGMA table_info(objstore_files)")}
             if "sha256" not in columns:
                 self._conn.execute("ALTER TABLE objstore_files ADD COLUMN sha256 TEXT")
-            if self._conn.execute("SELECT 1 FROM objstore_media_info LIMIT 1").fetchone() is None:
+            if "multipart_etags" not in columns:
+                self._conn.execute("ALTER TABLE objstore_files ADD COLUMN multipart_etags TEXT")
+            if version < 1 and self._conn.execute("SELECT 1 FROM objstore_media_info LIMIT 1").fetchone() is None:
                 self._conn.execute("DELETE FROM objstore_synced")
             self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -484,9 +494,7 @@ class CacheDb:
     @_sqlite_errors
     def file_record(self, path: str) -> FileRecord | None:
         """The verified copy of the file at this media path, if one was recorded."""
-        row = self._conn.execute(
-            "SELECT path, origin, media_id, size, md5, store, sha256 FROM objstore_files WHERE path = ?", (path,)
-        ).fetchone()
+        row = self._conn.execute(f"SELECT {FILE_COLUMNS} FROM objstore_files WHERE path = ?", (path,)).fetchone()
         return FileRecord(*row) if row else None
 
     @_sqlite_errors
@@ -532,10 +540,12 @@ class CacheDb:
             )
             self._conn.executemany(
                 """
-                INSERT OR REPLACE INTO objstore_files (path, origin, media_id, size, md5, store, verified_ts, sha256)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT OR REPLACE INTO objstore_files
+                    (path, origin, media_id, size, md5, store, verified_ts, sha256, multipart_etags)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
-                ((r.path, r.origin, r.media_id, r.size, r.md5, r.store, now, r.sha256) for r in records),
+                ((r.path, r.origin, r.media_id, r.size, r.md5, r.store, now, r.sha256, r.multipart_etags)
+                 for r in records),
             )
 
     @_sqlite_errors
@@ -562,7 +572,7 @@ class CacheDb:
     def files_of_many(self, media: list[Media]) -> dict[tuple[str, str], list[FileRecord]]:
         """`files_of` each of `media` by (origin, media_id), in a query per INFO_CHUNK."""
         files: dict[tuple[str, str], list[FileRecord]] = {(m.origin, m.media_id): [] for m in media}
-        for row in self._rows_of("SELECT path, origin, media_id, size, md5, store, sha256 FROM objstore_files",
+        for row in self._rows_of(f"SELECT {FILE_COLUMNS} FROM objstore_files",
                                  list(files), then="ORDER BY path"):
             files[(row[1], row[2])].append(FileRecord(*row))
         return files
@@ -570,8 +580,8 @@ class CacheDb:
     @_sqlite_errors
     def files_of(self, media: Media) -> list[FileRecord]:
         rows = self._conn.execute(
-            """
-            SELECT path, origin, media_id, size, md5, store, sha256 FROM objstore_files
+            f"""
+            SELECT {FILE_COLUMNS} FROM objstore_files
             WHERE origin = ? AND media_id = ? ORDER BY path
             """,
             (media.origin, media.media_id),

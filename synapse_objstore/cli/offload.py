@@ -301,7 +301,8 @@ class Offloader:
             return
 
         describe = self.store.backend.describe()
-        records = [FileRecord(p, media.origin, media.media_id, d.size, d.md5, describe, d.sha256)
+        records = [FileRecord(p, media.origin, media.media_id, d.size, d.md5, describe, d.sha256,
+                              " ".join(sorted(set(d.multipart.values()))) or None)
                    for p, d in digests.items()]
         # With --delete, the local files go in the commit's own worker-thread turn, right after
         # it (with the other media of that commit), never before it succeeded.

@@ -153,8 +153,8 @@ def test_a_cache_db_of_the_schema_before_is_migrated_and_filled_by_update_db(
                                                                     synapse.now_ms))
     offload(*config, "update-db", "30d")
     with sqlite3.connect(workdir / "cache.db") as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (1,)
-        assert conn.execute("SELECT sha256 FROM objstore_files").fetchall() == [(None,)]
+        assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+        assert conn.execute("SELECT sha256, multipart_etags FROM objstore_files").fetchall() == [(None, None)]
         info = {origin + media_id: (media_type, sha256) for origin, media_id, media_type, sha256
                 in conn.execute("SELECT origin, media_id, media_type, sha256 FROM objstore_media_info")}
     assert info["AbCdEfGhIjKlMnOp"] == ("image/png", recorded[CORRUPTED])
