@@ -370,13 +370,25 @@ class CacheDb:
         infos.update(((origin, media_id), MediaInfo(mtype, sha256)) for origin, media_id, mtype, sha256 in rows)
         return infos
 
-    def _rows_of(self, select: str, keys: list[tuple[str, str]], then: str = "") -> Iterator[tuple[Any, ...]]:
-        """The rows of `select` about the media `keys` ((origin, media_id) pairs), a query per
-        INFO_CHUNK of them; `then`: what follows the WHERE clause (an ORDER BY)."""
+    @_sqlite_errors
+    def offloaded_before(self, media: list[Media]) -> set[tuple[str, str]]:
+        """Those of `media` (by (origin, media_id)) that cache.db knows a copy of in the store
+        of: a file of theirs verified and recorded, or found back on disk after an offload."""
+        keys = [(m.origin, m.media_id) for m in media]
+        found = set(self._rows_of("SELECT DISTINCT origin, media_id FROM objstore_files", keys))
+        by_file_id = {(m.origin, m.filesystem_id): (m.origin, m.media_id) for m in media}
+        found.update(by_file_id[(origin, fs_id)] for origin, fs_id in self._rows_of(
+            "SELECT origin, filesystem_id FROM objstore_returned", list(by_file_id), columns="origin, filesystem_id"))
+        return found
+
+    def _rows_of(self, select: str, keys: list[tuple[str, str]], then: str = "",
+                 columns: str = "origin, media_id") -> Iterator[tuple[Any, ...]]:
+        """The rows of `select` about the media `keys` ((origin, media_id) pairs, or the pairs of
+        `columns`), a query per INFO_CHUNK of them; `then`: what follows the WHERE clause (an ORDER BY)."""
         for start in range(0, len(keys), INFO_CHUNK):
             chunk = keys[start:start + INFO_CHUNK]
             yield from self._conn.execute(
-                f"{select} WHERE (origin, media_id) IN (VALUES {', '.join(['(?, ?)'] * len(chunk))}) {then}",
+                f"{select} WHERE ({columns}) IN (VALUES {', '.join(['(?, ?)'] * len(chunk))}) {then}",
                 [value for key in chunk for value in key],
             ).fetchall()
 

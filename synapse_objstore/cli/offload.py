@@ -137,6 +137,9 @@ class Offloader:
         # The MediaInfo of the media of the pages under way, read with their page (one query,
         # not one worker-thread call per media); each taken as its media's attempt begins.
         self._infos: dict[tuple[str, str], MediaInfo | None] = {}
+        # Those media of the pages under way that cache.db knows a copy of in the store (see
+        # `_media`: their first file is looked up, never put if absent); each taken likewise.
+        self._offloaded_before: set[tuple[str, str]] = set()
 
     @property
     def summary(self) -> Summary:
@@ -163,7 +166,9 @@ class Offloader:
         after = -1
         while page := await self.journal.call(self.journal.cache.media_page, False, after):
             after = page[-1][0]
-            self._infos.update(await self.journal.call(self.journal.cache.media_infos, [media for _, media in page]))
+            media_of_page = [media for _, media in page]
+            self._infos.update(await self.journal.call(self.journal.cache.media_infos, media_of_page))
+            self._offloaded_before.update(await self.journal.call(self.journal.cache.offloaded_before, media_of_page))
             for _, media in page:
                 yield media, None
 
@@ -263,6 +268,11 @@ class Offloader:
     async def _media(self, media: Media) -> None:
         self.summary.add(media=1)
         known = self._infos.pop((media.origin, media.media_id), _UNKNOWN)
+        if isinstance(known, _Unknown):
+            offloaded_before = bool(await self.journal.call(self.journal.cache.offloaded_before, [media]))
+        else:
+            offloaded_before = (media.origin, media.media_id) in self._offloaded_before
+        self._offloaded_before.discard((media.origin, media.media_id))
         try:
             local = await asyncio.to_thread(self._read_media, media)
         except ValueError as error:
@@ -282,9 +292,13 @@ class Offloader:
         # The first file (the original, when it is there) goes up only if absent, in one request
         # where the store can do that. When it was absent, the thumbnails are taken as absent
         # too (both tools upload the original first) and put without a lookup each: one that
-        # was there after all is only put again. Else each is looked up and compared.
-        first = await self.upload_file(files[0], Upload.CREATE, *expected[files[0]], media, local.pop(files[0]))
-        rest_mode = Upload.PUT if first is not None and first[1] else Upload.LOOK
+        # was there after all is only put again. Else each is looked up and compared. Not so a
+        # media cache.db knows a copy of in the store (offloaded, perhaps come back cut short):
+        # a store that ignores If-None-Match (S3 before 2024, many S3-compatible stores) would
+        # take a damaged local file over the intact copy, which `_remote_is_reference` guards.
+        first_mode = Upload.LOOK if offloaded_before else Upload.CREATE
+        first = await self.upload_file(files[0], first_mode, *expected[files[0]], media, local.pop(files[0]))
+        rest_mode = Upload.PUT if first_mode is Upload.CREATE and first is not None and first[1] else Upload.LOOK
         rest = await asyncio.gather(*(self.upload_file(path, rest_mode, *expected[path], media, read)
                                       for path, read in local.items()))
         del local  # the bytes kept for the uploads

@@ -29,6 +29,8 @@ flow (`set`, or `schedule` to switch after a number of requests):
   412 when the object's generation is another (the proxy asks the store for its metadata
   first), 404 when there is no object. For a test that an object replaced mid-stream fails a
   GCS stream; not atomic (a replacement between the two requests goes unseen).
+- `ignore_conditional`: a request's If-None-Match is dropped before the store sees it, as a
+  store that does not know the header (S3 before 2024, many S3-compatible ones) overwrites.
 - `match`: a regular expression; the faults apply only to requests whose path it matches
   (e.g. one object's key, for a bucket policy that denies that object alone).
 
@@ -103,6 +105,7 @@ class Faults:
     silent: bool = False
     stall: bool = False
     gcs_generation_match: bool = False
+    ignore_conditional: bool = False  # If-None-Match dropped: a store that overwrites regardless
     throttle: int = 0  # bytes/s of each body, each way; 0: as fast as they come
     match: str | None = None
 
@@ -369,6 +372,9 @@ class ProxyServer:
             body[position] ^= 0xFF
             request.body = bytes(body)
             engine.count("flipped")
+        if faults.ignore_conditional and request.header("if-none-match") is not None:
+            request.headers = [(k, v) for k, v in request.headers if k.lower() != "if-none-match"]
+            engine.count("condition ignored")
         reply = await self._forward(request)
         if resetting:
             engine.count("reset before reply", request)
