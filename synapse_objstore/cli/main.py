@@ -712,6 +712,35 @@ def _check_synapse_reads(obj: Context, store: ObjectStore) -> None:
             f"media through {reads.prefix!r} of {getattr(reads, 'bucket', None) or type(reads).__name__}, so the "
             "media deleted here would be lost to it. Check BUCKET and --prefix (or leave them out), or change "
             "homeserver.yaml first (without --delete, nothing local is deleted)")
+    if unreadable := _unreadable_to_synapse(reads, given):
+        raise CommandError(
+            f"refusing to upload --delete to {store.backend.describe()}: {unreadable}, so Synapse "
+            f"({obj.homeserver.source}) could not read the media deleted here. Leave the option out (the provider "
+            "block's is used), or change homeserver.yaml first (without --delete, nothing local is deleted)")
+
+
+# Storage classes whose objects cannot be read until restored (hours), as Synapse reads them.
+ARCHIVE_STORAGE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+
+
+def _unreadable_to_synapse(reads: Any, given: Any) -> str | None:
+    """Why objects written with `given`'s S3 settings (the provider block with s3_media_upload's
+    options over it) could not be read with `reads`' (the block as Synapse has it); None if they
+    could. Keys are never named, only whether they match."""
+    from synapse_objstore.backends.s3.settings import S3Settings
+
+    if not (isinstance(reads, S3Settings) and isinstance(given, S3Settings)):
+        return None
+    key = given.sse_customer_key.get_secret_value() if given.sse_customer_key is not None else None
+    if key is not None and (key not in reads.sse_keys() or given.sse_customer_algo != reads.sse_customer_algo):
+        return ("--sse-customer-key (or --sse-customer-algo) is not a key the provider block reads with: the "
+                "objects would be encrypted with a key Synapse does not have")
+    if key is None and reads.sse_customer_key is not None and not reads.previously_unencrypted:
+        return "the objects would be written without the SSE-C key the provider block reads with"
+    if given.storage_class.upper() in ARCHIVE_STORAGE_CLASSES and given.storage_class != reads.storage_class:
+        return (f"--storage-class {given.storage_class} is an archive class, whose objects cannot be read until "
+                "restored")
+    return None
 
 
 async def _claimed_then(store: ObjectStore, synapse_db: SynapseDb | None, dry_run: bool, database_changed: bool,
