@@ -155,15 +155,22 @@ async def claim_store(store: ObjectStore, db: SynapseDb, command: str, dry_run: 
     `--database-changed`: offloading deletes nothing remote, so it goes on.
 
     What only costs the check does not stop the run either: a database whose users or media
-    cannot be read (a role without SELECT on `users`), a store that does not give or take the
-    marker this time (the returned warning says so; the next run checks). A store that fails
+    cannot be read (a role without SELECT on `users`), a store that does not take the marker
+    this time (the returned warning says so; the next run checks). A marker the store does
+    not give (after the batch retries) is refused: MarkerUnavailableError. A store that fails
     the listing made before a claim (does it already hold objects?) stops the run as a failed
     `preflight` does (StoreUnusableError): nothing is claimed, so the next run claims it, and
     tells. Nothing here bounds the store's calls: run this `watched` (cli/store_watch.py), as
     the rest of a run, so that a silent store stops it."""
     try:
         identity = await asyncio.to_thread(identify, db)
-        recorded = await read_owner(store)
+    except SynapseDbError as error:
+        return f"warning: the store's owner is neither checked nor recorded: {error}"
+    # A marker the store will not give (403, or 400 for an SSE-C key other than the one it was
+    # written with: another homeserver's) is an owner unknown, not none: refused (exit 2), or
+    # that owner's reconcile would take what this run offloads (and deletes) for its orphans.
+    recorded = await read_owner(store)
+    try:
         if recorded is not None and not recorded.owner.same_homeserver(identity):
             raise OwnershipError(
                 f"{store.backend.describe()} belongs to homeserver {recorded.describe()}, but this run's database is "
