@@ -13,7 +13,7 @@ import yaml
 from servers.moto import MotoServer
 from servers.synapse_media import SynapseMedia
 from synapse_objstore.testing.fault_proxy import FaultProxy, Faults
-from tests.cli.test_reconcile_guards import other_synapse, reconciled, write_homeserver_yaml  # noqa: F401, F811
+from tests.cli.test_reconcile_guards import other_synapse, reconciled, write_homeserver_yaml  # noqa: F401
 from tests.support.offload import Offload
 from tests.support.s3 import bucket_objects
 
