@@ -352,7 +352,7 @@ def claim_store_long_ago(workdir: Path, store_config: dict[str, Any]) -> None:
     store = ObjectStore(parse_store_config(store_config))
     claimed = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=365)
     try:
-        run(record_owner(store, identity, newest, "bench", claimed.isoformat(timespec="seconds")))
+        run(record_owner(store, identity, newest, (), "bench", claimed.isoformat(timespec="seconds")))
     finally:
         run(store.close())
 
