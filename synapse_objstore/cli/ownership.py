@@ -27,9 +27,9 @@ the database that recorded them, but a copy that went its own way since (a copy 
 media up to the moment it was made, and none of the other's after). Media deleted here and
 there since are orphans as ever; a homeserver that deleted its newest media since (an admin's
 delete, a spam clean-up) says so once with `--database-changed`, and the run records the
-witnesses anew. A copy that
-records first (it offloads before the owner runs again) makes the owner's runs refuse until
-the admin looks, which is the point: two databases write to one store.
+witnesses anew. A copy that records first (it offloads before the owner runs again, with
+media of its own) makes the owner's runs refuse until the admin looks, which is the point:
+two databases write to one store.
 
 The fingerprint is that of the homeserver's first user (name and creation time, which Synapse
 never changes or deletes: deactivated users keep their row). It stays the same when the
