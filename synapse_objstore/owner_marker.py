@@ -98,7 +98,7 @@ async def read_owner(store: ObjectStore) -> OwnerRecord | None:
             await stream.close()
     except OSError as error:
         raise MarkerUnavailableError(f"cannot read the owner marker {where} ({error}): refusing to go on without "
-                                     "knowing whose store it is") from None
+                                     "knowing whose store it is") from error
     try:
         return _parse_marker(data)
     except (ValueError, KeyError, TypeError, RecursionError) as error:

@@ -132,8 +132,8 @@ def test_a_client_that_never_resumes_a_held_last_chunk_is_let_go(
     monkeypatch.setattr(responder, "PAUSE_TIMEOUT", 1.5)
     monkeypatch.setattr(responder, "RELEASE_CONNECTION_AFTER", 60.0)
     provider = load_provider(reactor, media_store, s3_config(moto, bucket))
+    started = time.monotonic()  # before the pause begins (inside stream_to_late_pauser), so its timeout counts whole
     consumer, done, data = stream_to_late_pauser(in_reactor, provider, moto, bucket, "heldchunkstall")
-    started = time.monotonic()
     with pytest.raises(ConsumerPausedTooLongError):
         wait_for(in_reactor, done, timeout=60)
     # The bound is the feature: let go after the pause timeout, not after anything longer (such

@@ -157,7 +157,8 @@ async def claim_store(store: ObjectStore, db: SynapseDb, command: str, dry_run: 
     What only costs the check does not stop the run either: a database whose users or media
     cannot be read (a role without SELECT on `users`), a store that does not take the marker
     this time (the returned warning says so; the next run checks). A marker the store does
-    not give (after the batch retries) is refused: MarkerUnavailableError. A store that fails
+    not give (after the batch retries, and one more try when the store failed rather than
+    refused, as a media gets) is refused: MarkerUnavailableError. A store that fails
     the listing made before a claim (does it already hold objects?) stops the run as a failed
     `preflight` does (StoreUnusableError): nothing is claimed, so the next run claims it, and
     tells. Nothing here bounds the store's calls: run this `watched` (cli/store_watch.py), as
@@ -169,7 +170,14 @@ async def claim_store(store: ObjectStore, db: SynapseDb, command: str, dry_run: 
     # A marker the store will not give (403, or 400 for an SSE-C key other than the one it was
     # written with: another homeserver's) is an owner unknown, not none: refused (exit 2), or
     # that owner's reconcile would take what this run offloads (and deletes) for its orphans.
-    recorded = await read_owner(store)
+    from synapse_objstore.cli.store_watch import is_retryable  # imports the store: not at the CLI's start
+
+    try:
+        recorded = await read_owner(store)
+    except MarkerUnavailableError as error:
+        if error.__cause__ is None or not is_retryable(error.__cause__):
+            raise
+        recorded = await read_owner(store)
     try:
         if recorded is not None and not recorded.owner.same_homeserver(identity):
             raise OwnershipError(

@@ -111,8 +111,8 @@ def test_sse_c_on_both_sides_copies_verified_by_sha256(
     the source's content is checked against its sha256 metadata, the copy by the sha256 its
     HEAD gives (with the target's key)."""
     offload("--config", str(homeserver_yaml), "update", "30d")
-    offload("--config", str(homeserver_yaml), "upload", "--delete", "--sse-customer-key", KEY_A)
     (workdir / "source.yaml").write_text(yaml.safe_dump(store_block(moto, bucket, sse_customer_key=KEY_A)))
+    offload("--config", str(homeserver_yaml), "upload", "--delete", "--store-config", "source.yaml")
     target = _target(moto, bucket, workdir, sse_customer_key=KEY_B)
 
     offset = log_offset(moto)

@@ -39,14 +39,15 @@ def test_offload_with_sse_c_verifies_with_the_key_and_the_key_is_required_to_rea
     homeserver.write_text(yaml.safe_dump({
         "server_name": "test", "media_store_path": str(synapse.media_store), "database": synapse.db_config,
         "media_storage_providers": [{"module": "synapse_objstore.ObjectStorageProvider",
-                                     "config": rgw_block(rgw, rgw_bucket)}],
+                                     "config": rgw_block(rgw, rgw_bucket, sse_customer_key=SSE_KEY)}],
     }))
     (workdir / "right.yaml").write_text(yaml.safe_dump(rgw_block(rgw, rgw_bucket, sse_customer_key=SSE_KEY)))
     (workdir / "wrong.yaml").write_text(yaml.safe_dump(rgw_block(rgw, rgw_bucket, sse_customer_key=OTHER_KEY)))
     config = ["--config", str(homeserver)]
     offload(*config, "update", "30d")
 
-    # s3_media_upload's --sse-customer-key on top of the homeserver's provider block
+    # s3_media_upload's --sse-customer-key on top of the homeserver's provider block (the key Synapse reads with:
+    # another is refused, test_upload_options_synapse_reads.py)
     result = offload("--json", *config, "upload", "--sse-customer-key", SSE_KEY, "--delete")
     summary = json.loads(result.stdout)
     assert summary["files_deleted"] == len(dataset.old) and summary["files_failed"] == 0, result.output
