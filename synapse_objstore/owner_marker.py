@@ -10,6 +10,7 @@ is not a media path Synapse writes, so reconcile never takes it for an orphan.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import json
 import os
@@ -63,6 +64,10 @@ class OwnerRecord:
     # the ids of the owner's newest local media when it was recorded: a copy of its database
     # that lacks them went its own way since (see cli/ownership.py); none in older markers
     witnesses: tuple[str, ...] = ()
+    # set by a run of the same homeserver that the record refused as a copy (another place, older,
+    # lacking the witnesses): two databases write to the store, and neither deletes anything until
+    # one is run with --database-changed (which records anew, without it); what and when, for people
+    contested: str = ""
 
     def describe(self) -> str:
         return (f"{self.owner.describe()}, claimed {printable(self.claimed_at)}, recorded "
@@ -117,12 +122,15 @@ def _parse_marker(data: bytes) -> OwnerRecord:
     fields = (owner["server_name"], owner["fingerprint"], owner["database"], raw["recorded_at"], raw["recorded_by"],
               raw["claimed_at"])
     witnesses = raw.get("witnesses", [])
-    if (not all(isinstance(field, str) for field in fields) or type(raw["newest_media_ts"]) is not int
+    contested = raw.get("contested", "")
+    if (not all(isinstance(field, str) for field in fields) or not isinstance(contested, str)
+            or type(raw["newest_media_ts"]) is not int
             or not isinstance(witnesses, list) or not all(isinstance(witness, str) for witness in witnesses)):
         raise ValueError("a field has the wrong type")
     if len(witnesses) > MAX_WITNESSES:
         raise ValueError(f"{len(witnesses)} witnesses, more than this tool writes")
-    return OwnerRecord(HomeserverIdentity(*fields[:3]), raw["newest_media_ts"], *fields[3:], tuple(witnesses))
+    return OwnerRecord(HomeserverIdentity(*fields[:3]), raw["newest_media_ts"], *fields[3:], tuple(witnesses),
+                       contested)
 
 
 async def record_owner(store: ObjectStore, identity: HomeserverIdentity, newest_media_ts: int,
@@ -132,11 +140,8 @@ async def record_owner(store: ObjectStore, identity: HomeserverIdentity, newest_
     now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
     record = OwnerRecord(identity, newest_media_ts, now, f"objstore-offload {command} on {socket.gethostname()}",
                          claimed_at or now, witnesses)
-    body: dict[str, Any] = {"format": MARKER_FORMAT, "owner": asdict(identity), "newest_media_ts": newest_media_ts,
-                            "recorded_at": record.recorded_at, "recorded_by": record.recorded_by,
-                            "claimed_at": record.claimed_at, "witnesses": list(witnesses)}
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as file:
-        json.dump(body, file, indent=2)
+        json.dump(_body(record), file, indent=2)
     try:
         for _ in range(2):  # a copy that arrives wrong is written again, once
             await store.put_file(file.name, OWNER_MARKER)
@@ -154,6 +159,35 @@ async def record_owner(store: ObjectStore, identity: HomeserverIdentity, newest_
         await store.delete(OWNER_MARKER)
     raise MarkerUnavailableError(f"the owner marker written to {store.backend.describe()} did not read back as "
                                  "written (so it was removed): nothing was deleted")
+
+
+def _body(record: OwnerRecord) -> dict[str, Any]:
+    body: dict[str, Any] = {"format": MARKER_FORMAT, "owner": asdict(record.owner),
+                            "newest_media_ts": record.newest_media_ts, "recorded_at": record.recorded_at,
+                            "recorded_by": record.recorded_by, "claimed_at": record.claimed_at,
+                            "witnesses": list(record.witnesses)}
+    if record.contested:
+        body["contested"] = record.contested
+    return body
+
+
+async def mark_contested(store: ObjectStore, recorded: OwnerRecord, refused: HomeserverIdentity, command: str) -> None:
+    """Record in the marker that a run of the same homeserver with another database (`refused`)
+    was refused by it: from then on neither database's runs delete anything (see
+    OwnerRecord.contested). Best effort: a store that does not take it leaves the refusal alone."""
+    if recorded.contested:
+        return
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+    note = (f"{now}: objstore-offload {command} on {socket.gethostname()} was refused, with the database "
+            f"{refused.database}")
+    body = _body(dataclasses.replace(recorded, contested=note))
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as file:
+        json.dump(body, file, indent=2)
+    try:
+        with contextlib.suppress(OSError):
+            await store.put_file(file.name, OWNER_MARKER)
+    finally:
+        os.unlink(file.name)
 
 
 async def _read_back(store: ObjectStore) -> OwnerRecord | None:

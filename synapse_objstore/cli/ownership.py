@@ -29,7 +29,10 @@ there since are orphans as ever; a homeserver that deleted its newest media sinc
 delete, a spam clean-up) says so once with `--database-changed`, and the run records the
 witnesses anew. A copy that records first (it offloads before the owner runs again, with
 media of its own) makes the owner's runs refuse until the admin looks, which is the point:
-two databases write to one store.
+two databases write to one store. The refused run writes that into the marker (`contested`),
+and the runs of both are refused from then on: else the copy's reconcile went on to delete
+what the owner added after the copy, while the owner was refused. `--database-changed` records
+the marker anew without it.
 
 The fingerprint is that of the homeserver's first user (name and creation time, which Synapse
 never changes or deletes: deactivated users keep their row). It stays the same when the
@@ -60,6 +63,7 @@ from synapse_objstore.owner_marker import (
     OWNER_MARKER,
     HomeserverIdentity,
     OwnerRecord,
+    mark_contested,
     read_owner,
     record_owner,
 )
@@ -90,7 +94,7 @@ class DatabaseState:
 
     def renews(self, recorded: OwnerRecord) -> bool:
         """Whether recording this state would change the marker."""
-        return (recorded.owner, recorded.newest_media_ts, recorded.witnesses) != (
+        return bool(recorded.contested) or (recorded.owner, recorded.newest_media_ts, recorded.witnesses) != (
             self.identity, self.newest_media_ts, self.witnesses)
 
 
@@ -102,6 +106,22 @@ def read_state(db: SynapseDb, identity: HomeserverIdentity, recorded: OwnerRecor
     if recorded is not None and recorded.witnesses and recorded.owner.same_homeserver(identity):
         missing = tuple(sorted(set(recorded.witnesses) - db.existing_local_media(list(recorded.witnesses))))
     return DatabaseState(identity, local, remote, newest_media_ts, witnesses, missing)
+
+
+def check_contested(recorded: OwnerRecord, state: DatabaseState, store: ObjectStore) -> None:
+    """Refuse while the marker records that a run of this homeserver with another database was
+    refused by it: two databases write to the store, and the one that recorded last (a staging
+    clone that ran first) would delete what the other added since the copy."""
+    if not recorded.contested:
+        return
+    raise OwnershipError(
+        f"{store.backend.describe()} belongs to homeserver {recorded.describe()}, but a run with another database of "
+        f"it was refused since ({printable(recorded.contested)}): two copies of the homeserver's database write to "
+        f"this store (a staging server cloned from production?), and each one's reconcile would delete the media "
+        f"the other added. Refusing, for this run's database ({state.identity.describe()}) as for the other. Give a "
+        "copy a bucket or prefix of its own; then run the homeserver that owns the store once with "
+        "--database-changed."
+    )
 
 
 def check_witnesses(recorded: OwnerRecord, state: DatabaseState, store: ObjectStore) -> None:
@@ -188,7 +208,13 @@ async def claim_store(store: ObjectStore, db: SynapseDb, command: str, dry_run: 
             )
         state = await asyncio.to_thread(read_state, db, identity, recorded)
         if recorded is not None and not database_changed:
-            check_witnesses(recorded, state, store)
+            try:
+                check_witnesses(recorded, state, store)
+            except OwnershipError:
+                if not dry_run:
+                    await mark_contested(store, recorded, identity, command)
+                raise
+            check_contested(recorded, state, store)
         if dry_run:
             return None
         if recorded is None:
@@ -287,6 +313,7 @@ def check_owner(recorded: OwnerRecord | None, state: DatabaseState, store: Objec
             "If you know why, run again with --database-changed."
         )
     check_witnesses(recorded, state, store)
+    check_contested(recorded, state, store)
 
 
 def _iso(ts_ms: int) -> str:

@@ -69,6 +69,7 @@ from synapse_objstore.cli.synapse_db import SynapseDb
 from synapse_objstore.errors import (
     DeleteShareError,
     EmptyDatabaseError,
+    OwnershipError,
     StoreUnusableError,
 )
 from synapse_objstore.health import preflight
@@ -77,6 +78,7 @@ from synapse_objstore.owner_marker import (
     OWNER_MARKER,
     HomeserverIdentity,
     OwnerRecord,
+    mark_contested,
     read_owner,
     record_owner,
 )
@@ -221,7 +223,13 @@ class Reconciler:
         identity = await asyncio.to_thread(identify, self.db)
         recorded = await watched(read_owner(self.store), self.store)  # a silent store stops the run here too
         state = await asyncio.to_thread(read_state, self.db, identity, recorded)
-        check_owner(recorded, state, self.store, self.options.owner_check)
+        try:
+            check_owner(recorded, state, self.store, self.options.owner_check)
+        except OwnershipError:
+            if (self.options.apply and recorded is not None and recorded.owner.same_homeserver(identity)
+                    and self.options.owner_check == OwnerCheck()):
+                await watched(mark_contested(self.store, recorded, identity, "reconcile"), self.store)
+            raise
         self._describe_comparison(identity, recorded, state.local_media, state.remote_media)
         listed = PathSet()
         await self._sweep(listed, delete=not self.options.apply)  # a dry run names what it would delete

@@ -114,10 +114,16 @@ def test_a_clone_gone_its_own_way_may_not_upload_nor_take_the_record(
     refused = offload(*config, "upload", "--delete", expect=2)
     assert "newest local media its database had then are not in this run's database" in refused.output
     assert (synapse.media_store / staging_files[0]).exists()  # nothing of staging's was deleted locally
-    assert marker(moto, bucket) == recorded  # nor did it take the record over
+    contested = marker(moto, bucket)
+    assert "was refused, with the database" in contested.pop("contested")
+    assert contested == recorded  # nor did it take the record over, but it says two databases write there
 
-    shutil.copy(production_db, database_file)  # production's runs go on as before
-    offload(*config, "upload", "--delete")
+    shutil.copy(production_db, database_file)  # production's runs are refused too, until its admin looks
+    refused = offload(*config, "upload", "--delete", expect=2)
+    assert "two copies of the homeserver's database write to this store" in refused.output
+    offload(*config, *RECONCILE, expect=2)
+    offload(*config, "upload", "--delete", "--database-changed")  # then go on as before
+    assert "contested" not in marker(moto, bucket)
     offload(*config, *RECONCILE)
 
 
@@ -172,3 +178,43 @@ def test_witnesses_are_the_newest_local_media_and_an_older_marker_gets_them(
     assert len(witnesses) == WITNESS_COUNT
     assert "RecentMediaAbCdE" in witnesses and "Many034" in witnesses  # the newest ...
     assert "UrlPreviewMedia1" not in witnesses and "Many000" not in witnesses  # ... that stay
+
+
+def test_a_clone_that_records_first_deletes_nothing_of_the_owner_refused_since(
+    offload: Offload, config: list[str], synapse: SynapseMedia, database_file: Path, moto: MotoServer, bucket: str,
+    tmp_path: Path, workdir: Path,
+) -> None:
+    """The clone runs first after the copy (the same nightly timer, a few minutes earlier): its
+    upload passes (the recorded witnesses are in the copy) and records its own. The owner's next
+    run is refused: the owner is told. But the clone's own reconcile went on to take the media
+    the owner added after the copy (written to the store by its provider) for orphans, and
+    deleted them: the refusal of one side protected nothing on the other."""
+    clone, staging_cache = tmp_path / "clone.db", tmp_path / "staging-cache.db"
+    shutil.copy(database_file, clone)  # staging is cloned from production, with its cache.db
+    shutil.copy(workdir / "cache.db", staging_cache)
+    client = s3_client(moto.endpoint_url)
+    production_objects = []
+    for i in range(3):  # production's users upload; its provider writes them to the store
+        [path] = synapse.add_local(f"ProductionNew{i:03d}", os.urandom(2000), 0.5)
+        client.put_object(Bucket=bucket, Key=PREFIX + path, Body=synapse.files[path])
+        production_objects.append(PREFIX + path)
+    production_db = tmp_path / "production.db"
+    shutil.copy(database_file, production_db)
+
+    shutil.copy(clone, database_file)  # staging's nightly run, first
+    for i in range(3):
+        synapse.add_local(f"StagingOwnMedia{i}", os.urandom(700), 0.01)
+    staging = [*config, "--cache-db", str(staging_cache)]
+    offload(*staging, "update", "30d")
+    offload(*staging, "upload", "--delete")
+    staging_db = tmp_path / "staging.db"
+    shutil.copy(database_file, staging_db)
+
+    shutil.copy(production_db, database_file)  # production's nightly run: refused, as it should be
+    refused = offload(*config, "upload", "--delete", expect=2)
+    assert "not in this run's database" in refused.output
+    offload(*config, *RECONCILE, expect=2)
+
+    shutil.copy(staging_db, database_file)  # staging's next night (past the grace period)
+    offload(*staging, *RECONCILE, expect=2)
+    assert set(production_objects) <= bucket_keys(moto, bucket)  # production's media are still there
