@@ -148,8 +148,13 @@ async def record_owner(store: ObjectStore, identity: HomeserverIdentity, newest_
             written = await _read_back(store)
             if written == record:
                 return record
-            if written is not None and written.owner == identity:
+            if written is not None and written.owner.same_homeserver(identity):
                 return written  # another run of this homeserver (another --shard) recorded it meanwhile
+            if written is not None:  # another homeserver claimed it at the same moment: its claim stands
+                raise OwnershipError(
+                    f"{store.backend.describe()} was claimed at the same moment by homeserver {written.describe()}, "
+                    f"not {identity.describe()}: two homeservers must never share a bucket and prefix. Refusing; "
+                    "nothing was deleted.")
     except OSError as error:
         raise MarkerUnavailableError(f"could not record this homeserver as the owner of {store.backend.describe()} "
                                      f"({error}): nothing was deleted") from None

@@ -20,6 +20,7 @@ from servers.moto import MotoServer
 from servers.synapse_media import SynapseMedia
 from synapse_objstore.cli.ownership import OWNER_MARKER
 from synapse_objstore.cli.shard import Shard
+from synapse_objstore.errors import OwnershipError
 from synapse_objstore.io_loop import run
 from synapse_objstore.media import parse_media_path
 from synapse_objstore.owner_marker import HomeserverIdentity, OwnerRecord, read_owner, record_owner
@@ -309,6 +310,27 @@ def test_runs_of_one_homeserver_recording_the_owner_at_once_all_succeed(
     assert {record.owner for record in records} == {identity}
     marker = run(read_owner(store), timeout=60)
     assert marker is not None and marker.owner == identity
+
+
+def test_two_homeservers_claiming_at_once_leave_one_claim_standing(
+    moto: MotoServer, bucket: str, open_store: Callable[[dict[str, Any]], ObjectStore],
+) -> None:
+    """Two homeservers' first runs claim an empty store at the same moment: each run that reads
+    back the other's record is refused, rather than writing again and finally removing the
+    marker (the other's claim: its next run would claim anew, from a fresh grace period)."""
+    store = open_store(store_block(moto, bucket))
+    one = HomeserverIdentity("one.example", "0123456789abcdef", "postgres synapse on 127.0.0.1:5432")
+    other = HomeserverIdentity("other.example", "fedcba9876543210", "postgres synapse on 127.0.0.1:5432")
+
+    async def claims() -> list[OwnerRecord | BaseException]:
+        return await asyncio.gather(*(record_owner(store, identity, 1000, (), f"upload {i}")
+                                      for i in range(6) for identity in (one, other)), return_exceptions=True)
+
+    results = run(claims(), timeout=120)
+    marker = run(read_owner(store), timeout=60)
+    assert marker is not None, "the marker was removed"
+    assert all(isinstance(result, OwnershipError) if isinstance(result, BaseException)
+               else result.owner.same_homeserver(marker.owner) for result in results), results
 
 
 @pytest.mark.parametrize("given", ["0/99999999999999999999", "0/9223372036854775808", "0/4294967297"])
