@@ -19,10 +19,14 @@ KEY = "k" * 32
 OTHER_KEY = "o" * 32
 
 
-def with_block(homeserver_yaml: Path, **extra: object) -> None:
+def updated_with_block(offload: Offload, homeserver_yaml: Path, block: dict[str, str]) -> list[str]:
+    """--config of homeserver.yaml whose provider block has `block` added, its media updated."""
     settings = yaml.safe_load(homeserver_yaml.read_text())
-    settings["media_storage_providers"][1]["config"].update(extra)
+    settings["media_storage_providers"][1]["config"].update(block)
     homeserver_yaml.write_text(yaml.safe_dump(settings))
+    config = ["--config", str(homeserver_yaml)]
+    offload(*config, "update", "30d")
+    return config
 
 
 @pytest.mark.parametrize("engine", ["sqlite"])
@@ -36,9 +40,7 @@ def test_upload_delete_refuses_options_synapse_cannot_read_through(
     offload: Offload, homeserver_yaml: Path, synapse: SynapseMedia, dataset: Dataset, moto: MotoServer, bucket: str,
     block: dict[str, str], flags: list[str],
 ) -> None:
-    with_block(homeserver_yaml, **block)
-    config = ["--config", str(homeserver_yaml)]
-    offload(*config, "update", "30d")
+    config = updated_with_block(offload, homeserver_yaml, block)
     before = synapse.local_files()
     result = offload(*config, "upload", "--delete", *flags, expect=2)
     assert "refusing to upload --delete" in result.output and "Synapse" in result.output
@@ -56,8 +58,6 @@ def test_upload_delete_takes_options_synapse_reads_through(
     offload: Offload, homeserver_yaml: Path, synapse: SynapseMedia, dataset: Dataset, moto: MotoServer, bucket: str,
     block: dict[str, str], flags: list[str],
 ) -> None:
-    with_block(homeserver_yaml, **block)
-    config = ["--config", str(homeserver_yaml)]
-    offload(*config, "update", "30d")
+    config = updated_with_block(offload, homeserver_yaml, block)
     offload(*config, "upload", "--delete", *flags)
     assert synapse.local_files() == set(dataset.recent + dataset.url_cache)
