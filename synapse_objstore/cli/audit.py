@@ -109,7 +109,7 @@ class Auditor:
         synapse_sha256 = self._synapse_sha256(media)
         if records:
             return [(r.path, r.size, synapse_sha256 if r.path == media.file_path else r.sha256, r.md5,
-                     frozenset((r.multipart_etags or "").split())) for r in records]
+                     r.multipart_etags) for r in records]
         size = None
         if self.synapse_db is not None:
             size = self.synapse_db.media_length(media.origin, media.media_id)

@@ -231,8 +231,14 @@ class FileRecord:
     md5: str | None
     store: str
     sha256: str | None = None
-    # the ETags ("hex-N") the file has as a multipart object, space-separated; None: not known
-    multipart_etags: str | None = None
+    # the ETags ("hex-N") the file has as a multipart object; none known: empty
+    multipart_etags: frozenset[str] = frozenset()
+
+
+def _file_record(row: tuple[Any, ...]) -> FileRecord:
+    """A FileRecord of a row of FILE_COLUMNS (its multipart ETags space-separated, or NULL)."""
+    path, origin, media_id, size, md5, store, sha256, multipart_etags = row
+    return FileRecord(path, origin, media_id, size, md5, store, sha256, frozenset((multipart_etags or "").split()))
 
 
 @dataclass(frozen=True)
@@ -507,7 +513,7 @@ class CacheDb:
     def file_record(self, path: str) -> FileRecord | None:
         """The verified copy of the file at this media path, if one was recorded."""
         row = self._conn.execute(f"SELECT {FILE_COLUMNS} FROM objstore_files WHERE path = ?", (path,)).fetchone()
-        return FileRecord(*row) if row else None
+        return _file_record(row) if row else None
 
     @_sqlite_errors
     def was_returned(self, origin: str, filesystem_id: str) -> bool:
@@ -556,8 +562,8 @@ class CacheDb:
                     (path, origin, media_id, size, md5, store, verified_ts, sha256, multipart_etags)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
-                ((r.path, r.origin, r.media_id, r.size, r.md5, r.store, now, r.sha256, r.multipart_etags)
-                 for r in records),
+                ((r.path, r.origin, r.media_id, r.size, r.md5, r.store, now, r.sha256,
+                  " ".join(sorted(r.multipart_etags)) or None) for r in records),
             )
 
     @_sqlite_errors
@@ -586,7 +592,7 @@ class CacheDb:
         files: dict[tuple[str, str], list[FileRecord]] = {(m.origin, m.media_id): [] for m in media}
         for row in self._rows_of(f"SELECT {FILE_COLUMNS} FROM objstore_files",
                                  list(files), then="ORDER BY path"):
-            files[(row[1], row[2])].append(FileRecord(*row))
+            files[(row[1], row[2])].append(_file_record(row))
         return files
 
     @_sqlite_errors
@@ -598,7 +604,7 @@ class CacheDb:
             """,
             (media.origin, media.media_id),
         ).fetchall()
-        return [FileRecord(*row) for row in rows]
+        return [_file_record(row) for row in rows]
 
 
 def _as_json(media_type: MediaType, rows: list[tuple[str, ...]]) -> str:

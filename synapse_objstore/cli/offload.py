@@ -88,11 +88,13 @@ class MediaOutcome(Summary):
         return bool(self.failed) and all(error is not None and is_retryable(error) for error in self.errors)
 
 
-class _Unknown:
-    """No MediaInfo read with the media's page (a second attempt; a caller outside `run`)."""
+@dataclass(frozen=True)
+class _Known:
+    """What cache.db knows of a media before its upload: what Synapse recorded of its original,
+    and whether a copy of it is in the store (a file verified, or the media came back)."""
 
-
-_UNKNOWN = _Unknown()
+    info: MediaInfo | None
+    offloaded_before: bool
 
 # The outcome of the media whose attempt runs in this task (and the tasks it starts).
 _attempt: contextvars.ContextVar[MediaOutcome | None] = contextvars.ContextVar("attempt", default=None)
@@ -134,12 +136,10 @@ class Offloader:
         self._running: set[asyncio.Task[None]] = set()
         self._committing: set[asyncio.Task[Any]] = set()  # media waiting for their commit: never cancelled
         self._stopped: StoreUnusableError | None = None
-        # The MediaInfo of the media of the pages under way, read with their page (one query,
-        # not one worker-thread call per media); each taken as its media's attempt begins.
-        self._infos: dict[tuple[str, str], MediaInfo | None] = {}
-        # Those media of the pages under way that cache.db knows a copy of in the store (see
-        # `_media`: their first file is looked up, never put if absent); each taken likewise.
-        self._offloaded_before: set[tuple[str, str]] = set()
+        # What cache.db knows of the media of the pages under way, read with their page (a
+        # query each for the page, not worker-thread calls per media); each taken as its
+        # media's attempt begins.
+        self._known: dict[tuple[str, str], _Known] = {}
 
     @property
     def summary(self) -> Summary:
@@ -166,11 +166,15 @@ class Offloader:
         after = -1
         while page := await self.journal.call(self.journal.cache.media_page, False, after):
             after = page[-1][0]
-            media_of_page = [media for _, media in page]
-            self._infos.update(await self.journal.call(self.journal.cache.media_infos, media_of_page))
-            self._offloaded_before.update(await self.journal.call(self.journal.cache.offloaded_before, media_of_page))
+            self._known.update(await self.journal.call(self._known_of, [media for _, media in page]))
             for _, media in page:
                 yield media, None
+
+    def _known_of(self, media: list[Media]) -> dict[tuple[str, str], _Known]:
+        """What cache.db knows of each of `media`, by (origin, media_id). Blocking: a journal call."""
+        cache = self.journal.cache
+        offloaded = cache.offloaded_before(media)
+        return {key: _Known(info, key in offloaded) for key, info in cache.media_infos(media).items()}
 
     async def _pass(self, media: AsyncIterator[tuple[Media, MediaOutcome | None]],
                     again: list[tuple[Media, MediaOutcome]] | None) -> None:
@@ -267,12 +271,10 @@ class Offloader:
 
     async def _media(self, media: Media) -> None:
         self.summary.add(media=1)
-        known = self._infos.pop((media.origin, media.media_id), _UNKNOWN)
-        if isinstance(known, _Unknown):
-            offloaded_before = bool(await self.journal.call(self.journal.cache.offloaded_before, [media]))
-        else:
-            offloaded_before = (media.origin, media.media_id) in self._offloaded_before
-        self._offloaded_before.discard((media.origin, media.media_id))
+        key = (media.origin, media.media_id)
+        known = self._known.pop(key, None)
+        if known is None:  # a second attempt (its page is gone), a caller outside `run`
+            known = (await self.journal.call(self._known_of, [media]))[key]
         try:
             local = await asyncio.to_thread(self._read_media, media)
         except ValueError as error:
@@ -286,9 +288,7 @@ class Offloader:
 
         digests: dict[str, LocalDigest] = {}
         uploaded = False
-        info = known if not isinstance(known, _Unknown) else await self.journal.call(
-            self.journal.cache.media_info, media.origin, media.media_id)
-        expected = {path: expected_metadata(media, path, info) for path in files}
+        expected = {path: expected_metadata(media, path, known.info) for path in files}
         # The first file (the original, when it is there) goes up only if absent, in one request
         # where the store can do that. When it was absent, the thumbnails are taken as absent
         # too (both tools upload the original first) and put without a lookup each: one that
@@ -296,7 +296,7 @@ class Offloader:
         # media cache.db knows a copy of in the store (offloaded, perhaps come back cut short):
         # a store that ignores If-None-Match (S3 before 2024, many S3-compatible stores) would
         # take a damaged local file over the intact copy, which `_remote_is_reference` guards.
-        first_mode = Upload.LOOK if offloaded_before else Upload.CREATE
+        first_mode = Upload.LOOK if known.offloaded_before else Upload.CREATE
         first = await self.upload_file(files[0], first_mode, *expected[files[0]], media, local.pop(files[0]))
         rest_mode = Upload.PUT if first_mode is Upload.CREATE and first is not None and first[1] else Upload.LOOK
         rest = await asyncio.gather(*(self.upload_file(path, rest_mode, *expected[path], media, read)
@@ -316,7 +316,7 @@ class Offloader:
 
         describe = self.store.backend.describe()
         records = [FileRecord(p, media.origin, media.media_id, d.size, d.md5, describe, d.sha256,
-                              " ".join(sorted(set(d.multipart.values()))) or None)
+                              frozenset(d.multipart.values()))
                    for p, d in digests.items()]
         # With --delete, the local files go in the commit's own worker-thread turn, right after
         # it (with the other media of that commit), never before it succeeded.
