@@ -10,13 +10,13 @@ is not a media path Synapse writes, so reconcile never takes it for an orphan.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime
 import json
 import os
 import socket
 import tempfile
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from synapse_objstore.errors import MarkerUnavailableError, OwnershipError
@@ -137,43 +137,29 @@ async def record_owner(store: ObjectStore, identity: HomeserverIdentity, newest_
                        witnesses: tuple[str, ...], command: str, claimed_at: str | None = None) -> OwnerRecord:
     """Write the marker naming `identity` as the store's owner; `claimed_at` that of the record
     it renews (a new claim starts now)."""
-    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
-    record = OwnerRecord(identity, newest_media_ts, now, f"objstore-offload {command} on {socket.gethostname()}",
-                         claimed_at or now, witnesses)
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as file:
-        json.dump(_body(record), file, indent=2)
+    now = _now()
+    record = OwnerRecord(identity, newest_media_ts, now, _by(command), claimed_at or now, witnesses)
     try:
-        for _ in range(2):  # a copy that arrives wrong is written again, once
-            await store.put_file(file.name, OWNER_MARKER)
-            written = await _read_back(store)
-            if written == record:
-                return record
-            if written is not None and written.owner.same_homeserver(identity):
-                return written  # another run of this homeserver (another --shard) recorded it meanwhile
-            if written is not None:  # another homeserver claimed it at the same moment: its claim stands
-                raise OwnershipError(
-                    f"{store.backend.describe()} was claimed at the same moment by homeserver {written.describe()}, "
-                    f"not {identity.describe()}: two homeservers must never share a bucket and prefix. Refusing; "
-                    "nothing was deleted.")
+        with _marker_file(record) as path:
+            for _ in range(2):  # a copy that arrives wrong is written again, once
+                await store.put_file(path, OWNER_MARKER)
+                written = await _read_back(store)
+                if written == record:
+                    return record
+                if written is not None and written.owner.same_homeserver(identity):
+                    return written  # another run of this homeserver (another --shard) recorded it meanwhile
+                if written is not None:  # another homeserver claimed it at the same moment: its claim stands
+                    raise OwnershipError(
+                        f"{store.backend.describe()} was claimed at the same moment by homeserver "
+                        f"{written.describe()}, not {identity.describe()}: two homeservers must never share a bucket "
+                        "and prefix. Refusing; nothing was deleted.")
     except OSError as error:
         raise MarkerUnavailableError(f"could not record this homeserver as the owner of {store.backend.describe()} "
                                      f"({error}): nothing was deleted") from None
-    finally:
-        os.unlink(file.name)
     with contextlib.suppress(OSError):  # a damaged marker left there would stop every later run
         await store.delete(OWNER_MARKER)
     raise MarkerUnavailableError(f"the owner marker written to {store.backend.describe()} did not read back as "
                                  "written (so it was removed): nothing was deleted")
-
-
-def _body(record: OwnerRecord) -> dict[str, Any]:
-    body: dict[str, Any] = {"format": MARKER_FORMAT, "owner": asdict(record.owner),
-                            "newest_media_ts": record.newest_media_ts, "recorded_at": record.recorded_at,
-                            "recorded_by": record.recorded_by, "claimed_at": record.claimed_at,
-                            "witnesses": list(record.witnesses)}
-    if record.contested:
-        body["contested"] = record.contested
-    return body
 
 
 async def mark_contested(store: ObjectStore, recorded: OwnerRecord, refused: HomeserverIdentity, command: str) -> None:
@@ -182,15 +168,33 @@ async def mark_contested(store: ObjectStore, recorded: OwnerRecord, refused: Hom
     OwnerRecord.contested). Best effort: a store that does not take it leaves the refusal alone."""
     if recorded.contested:
         return
-    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
-    note = (f"{now}: objstore-offload {command} on {socket.gethostname()} was refused, with the database "
-            f"{refused.database}")
-    body = _body(dataclasses.replace(recorded, contested=note))
+    note = f"{_now()}: {_by(command)} was refused, with the database {refused.database}"
+    with _marker_file(replace(recorded, contested=note)) as path, contextlib.suppress(OSError):
+        await store.put_file(path, OWNER_MARKER)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _by(command: str) -> str:
+    """Which run, on which host, for people."""
+    return f"objstore-offload {command} on {socket.gethostname()}"
+
+
+@contextlib.contextmanager
+def _marker_file(record: OwnerRecord) -> Iterator[str]:
+    """The path of a temporary file holding the marker of `record` (what put_file sends), removed after."""
+    body: dict[str, Any] = {"format": MARKER_FORMAT, "owner": asdict(record.owner),
+                            "newest_media_ts": record.newest_media_ts, "recorded_at": record.recorded_at,
+                            "recorded_by": record.recorded_by, "claimed_at": record.claimed_at,
+                            "witnesses": list(record.witnesses)}
+    if record.contested:
+        body["contested"] = record.contested
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as file:
         json.dump(body, file, indent=2)
     try:
-        with contextlib.suppress(OSError):
-            await store.put_file(file.name, OWNER_MARKER)
+        yield file.name
     finally:
         os.unlink(file.name)
 
