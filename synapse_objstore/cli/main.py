@@ -735,8 +735,6 @@ def _unreadable_to_synapse(reads: Any, given: Any) -> str | None:
     if key is not None and (key not in reads.sse_keys() or given.sse_customer_algo != reads.sse_customer_algo):
         return ("--sse-customer-key (or --sse-customer-algo) is not a key the provider block reads with: the "
                 "objects would be encrypted with a key Synapse does not have")
-    if key is None and reads.sse_customer_key is not None and not reads.previously_unencrypted:
-        return "the objects would be written without the SSE-C key the provider block reads with"
     if given.storage_class.upper() in ARCHIVE_STORAGE_CLASSES and given.storage_class != reads.storage_class:
         return (f"--storage-class {given.storage_class} is an archive class, whose objects cannot be read until "
                 "restored")
